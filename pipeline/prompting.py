@@ -1,0 +1,111 @@
+"""Prompt rendering: the Jinja environment over prompts/, and the chat messages for one transcript.
+
+Templates are rendered with StrictUndefined; rubric and transcript text go in as variables, never
+as template source, so `{{` inside a chat stays literal. The system message depends only on the
+rubric and the criteria, so it is byte-identical across transcripts and providers' prefix caches
+apply; the transcript comes last, between boundary markers derived from its own content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from pipeline.errors import ConfigError
+from pipeline.rubric import Criterion, Rubric
+from pipeline.schema import MAX_EVIDENCE
+from pipeline.transcripts import Transcript
+
+TEMPLATE_NAMES = ("system.j2", "user.j2", "reask.j2")
+
+
+def default_prompts_dir() -> Path:
+    """`KEFU_PROMPTS_DIR`, else the repository's prompts/ beside the package."""
+    env = os.environ.get("KEFU_PROMPTS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "prompts"
+
+
+@dataclass(frozen=True)
+class RenderedTurn:
+    """A turn as the prompt shows it: its 1-based number, role, short time and text."""
+
+    number: int
+    role: str
+    time: str | None
+    text: str
+
+
+class PromptSet:
+    """The three templates of one rubric language, with their combined content hash."""
+
+    def __init__(self, language: str, prompts_dir: Path | None = None) -> None:
+        root = (prompts_dir or default_prompts_dir()) / language
+        if not all((root / name).is_file() for name in TEMPLATE_NAMES):
+            raise ConfigError(f"no prompt templates for language {language!r} in {root} (need {TEMPLATE_NAMES})")
+        self._env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(root),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,  # plain-text prompts; HTML escaping belongs to reports
+            keep_trailing_newline=False,
+        )
+        digest = hashlib.sha256()
+        for name in TEMPLATE_NAMES:
+            digest.update(name.encode())
+            digest.update((root / name).read_bytes())
+        self.template_hash = digest.hexdigest()
+        self._system_cache: dict[tuple[str, tuple[str, ...]], str] = {}
+
+    def system(self, rubric: Rubric, criteria: Sequence[Criterion]) -> str:
+        """The system message: instructions and every criterion with its levels (cached per criteria set)."""
+        key = (rubric.content_hash, tuple(c.id for c in criteria))
+        if key not in self._system_cache:
+            self._system_cache[key] = self._render(
+                "system.j2", rubric=rubric, criteria=list(criteria), max_evidence=MAX_EVIDENCE
+            )
+        return self._system_cache[key]
+
+    def user(self, transcript: Transcript) -> str:
+        """The user message: the transcript as numbered, role-labelled turns between boundary markers."""
+        return self._render(
+            "user.j2",
+            transcript=transcript,
+            turns=[_render_turn(i, t) for i, t in enumerate(transcript.turns, start=1)],
+            boundary=transcript_boundary(transcript),
+        )
+
+    def reask(self, error: str, criterion_ids: Sequence[str]) -> str:
+        """The follow-up that carries a validation error back to the model (once)."""
+        return self._render("reask.j2", error=error, criterion_ids=list(criterion_ids))
+
+    def messages(self, rubric: Rubric, criteria: Sequence[Criterion], transcript: Transcript) -> list[dict[str, str]]:
+        """The chat messages for grading one transcript on these criteria."""
+        return [
+            {"role": "system", "content": self.system(rubric, criteria)},
+            {"role": "user", "content": self.user(transcript)},
+        ]
+
+    def _render(self, name: str, **variables: Any) -> str:
+        return self._env.get_template(name).render(**variables).strip() + "\n"
+
+
+def transcript_boundary(transcript: Transcript) -> str:
+    """A marker token derived from the transcript's own content, so its text cannot forge the end marker."""
+    return transcript_hash(transcript)[:12]
+
+
+def transcript_hash(transcript: Transcript) -> str:
+    """sha256 of the transcript's canonical JSON: the transcript part of every resume key."""
+    return hashlib.sha256(transcript.model_dump_json().encode("utf-8")).hexdigest()
+
+
+def _render_turn(number: int, turn: Any) -> RenderedTurn:
+    # Continuation lines are indented so that a customer cannot fake a numbered turn with a newline.
+    text = turn.text.replace("\r\n", "\n").replace("\n", "\n    ")
+    time = turn.time.strftime("%m-%d %H:%M:%S") if turn.time else None
+    return RenderedTurn(number=number, role=turn.role.value, time=time, text=text)
