@@ -1,0 +1,183 @@
+"""Exports for people: scores.csv (a row per transcript × repeat), grades.jsonl, and xlsx/parquet/csv.
+
+Everything streams from the store, so a million-grade run exports in constant memory (xlsx, which
+Excel caps at 1,048,576 rows, is the exception and says so). Unscored criteria are empty cells,
+never 0; a subtotal or total that depends on an unscored criterion is empty too.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.grader import Grade
+from pipeline.rubric import Rubric
+from pipeline.store import Store
+
+ExportFormat = Literal["csv", "xlsx", "parquet"]
+XLSX_MAX_ROWS = 1_048_575
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One transcript × repeat with every criterion's points (None when unscored)."""
+
+    transcript_id: str
+    repeat: int
+    scores: dict[str, int | None]
+    model: str
+    status: str
+
+
+def score_columns(rubric: Rubric) -> list[str]:
+    """The scores.csv header: a contract (see README)."""
+    cols = ["transcript_id", "repeat"]
+    cols += [c.id for c in rubric.criteria()]
+    cols += [g.id for d in rubric.dimensions for g in d.groups]
+    cols += [d.id for d in rubric.dimensions]
+    return [*cols, "total", "max_total", "model", "status"]
+
+
+def iter_score_rows(store: Store, rubric: Rubric) -> Iterator[ScoreRow]:
+    """Grades folded into one row per transcript × repeat (per-criterion calls merged)."""
+    for (tid, repeat), group in groupby(
+        store.iter_grades(rubric_hash=rubric.content_hash), key=lambda g: (g.transcript_id, g.repeat)
+    ):
+        grades = list(group)
+        scores: dict[str, int | None] = {c.id: None for c in rubric.criteria()}
+        for grade in grades:
+            for cg in grade.criteria:
+                scores[cg.criterion_id] = cg.score
+        missing = sum(v is None for v in scores.values())
+        status = "scored" if missing == 0 else ("unscored" if missing == len(scores) else "partial")
+        yield ScoreRow(tid, repeat, scores, grades[0].model, status)
+
+
+def row_values(row: ScoreRow, rubric: Rubric) -> dict[str, Any]:
+    """A ScoreRow with group, dimension and total sums, keyed by score_columns()."""
+    out: dict[str, Any] = {"transcript_id": row.transcript_id, "repeat": row.repeat, **row.scores}
+    dim_totals: list[int | None] = []
+    for d in rubric.dimensions:
+        group_totals = []
+        for g in d.groups:
+            out[g.id] = _sum([row.scores[c.id] for c in g.criteria])
+            group_totals.append(out[g.id])
+        out[d.id] = _sum(group_totals)
+        dim_totals.append(out[d.id])
+    out["total"] = _sum(dim_totals)
+    out["max_total"] = rubric.total
+    out["model"] = row.model
+    out["status"] = row.status
+    return out
+
+
+def _sum(values: list[int | None]) -> int | None:
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+def grade_lines(grade: Grade) -> Iterator[dict[str, Any]]:
+    """grades.jsonl lines for one stored call: one per criterion, with the call's bookkeeping nested."""
+    call = {
+        "key": grade.key, "scope": grade.scope, "status": grade.status, "attempts": grade.attempts,
+        "prompt_tokens": grade.prompt_tokens, "cached_tokens": grade.cached_tokens,
+        "completion_tokens": grade.completion_tokens, "response_mode": grade.response_mode,
+        "latency_s": grade.latency_s, "error": grade.error, "created_at": grade.created_at.isoformat(),
+    }
+    for cg in grade.criteria:
+        yield {
+            "transcript_id": grade.transcript_id,
+            "repeat": grade.repeat,
+            "criterion_id": cg.criterion_id,
+            "status": "scored" if cg.score is not None else "unscored",
+            "score": cg.score,
+            "reasoning": cg.reasoning,
+            "evidence": [e.model_dump() for e in cg.evidence],
+            "quotes_verified": all(e.verified for e in cg.evidence),
+            "model": grade.model,
+            "call": call,
+        }
+
+
+def write_outputs(store: Store, rubric: Rubric, out_dir: Path) -> tuple[Path, Path]:
+    """Write OUT/scores.csv and OUT/grades.jsonl from the store (the run's contract files)."""
+    scores_path = out_dir / "scores.csv"
+    grades_path = out_dir / "grades.jsonl"
+    _write_csv(scores_path, score_columns(rubric), (row_values(r, rubric) for r in iter_score_rows(store, rubric)))
+    with grades_path.open("w", encoding="utf-8") as fh:
+        for grade in store.iter_grades(rubric_hash=rubric.content_hash):
+            for line in grade_lines(grade):
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return scores_path, grades_path
+
+
+def _write_csv(path: Path, columns: list[str], rows: Iterator[dict[str, Any]]) -> None:
+    # utf-8-sig so that Excel on Windows opens Chinese text correctly.
+    with path.open("w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+
+
+def _flat_grade_rows(store: Store, rubric: Rubric) -> Iterator[dict[str, Any]]:
+    for grade in store.iter_grades(rubric_hash=rubric.content_hash):
+        for line in grade_lines(grade):
+            call = line.pop("call")
+            line["evidence"] = json.dumps(line["evidence"], ensure_ascii=False)
+            yield {**line, **{f"call_{k}": v for k, v in call.items()}}
+
+
+def export_run(store: Store, rubric: Rubric, fmt: ExportFormat, dest: Path) -> list[Path]:
+    """Export scores and per-criterion grades as csv, xlsx or parquet files under `dest`."""
+    import pandas as pd  # imported here: pandas costs half a second and only exports need it
+
+    dest.mkdir(parents=True, exist_ok=True)
+    columns = score_columns(rubric)
+    if fmt == "csv":
+        scores = dest / "scores.csv"
+        grades = dest / "grades.csv"
+        _write_csv(scores, columns, (row_values(r, rubric) for r in iter_score_rows(store, rubric)))
+        rows = _flat_grade_rows(store, rubric)
+        first = next(rows, None)
+        with grades.open("w", encoding="utf-8-sig", newline="") as fh:
+            if first is not None:
+                writer = csv.DictWriter(fh, fieldnames=list(first))
+                writer.writeheader()
+                writer.writerow(first)
+                writer.writerows(rows)
+        return [scores, grades]
+    score_frame = pd.DataFrame(
+        [row_values(r, rubric) for r in iter_score_rows(store, rubric)], columns=columns
+    )
+    grade_frame = pd.DataFrame(list(_flat_grade_rows(store, rubric)))
+    if fmt == "parquet":
+        paths = [dest / "scores.parquet", dest / "grades.parquet"]
+        score_frame.to_parquet(paths[0], index=False)
+        grade_frame.to_parquet(paths[1], index=False)
+        return paths
+    if len(score_frame) > XLSX_MAX_ROWS or len(grade_frame) > XLSX_MAX_ROWS:
+        raise ValueError(f"too many rows for one Excel sheet ({XLSX_MAX_ROWS:,}); export parquet or csv instead")
+    path = dest / "scores.xlsx"
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        score_frame.to_excel(writer, sheet_name="scores", index=False)
+        grade_frame.to_excel(writer, sheet_name="grades", index=False)
+    return [path]
+
+
+def dimension_means(store: Store, rubric: Rubric) -> dict[str, float | None]:
+    """Mean points per dimension and for the total over fully scored rows (for the run summary)."""
+    sums: dict[str, float] = {d.id: 0.0 for d in rubric.dimensions} | {"total": 0.0}
+    n = 0
+    for row in iter_score_rows(store, rubric):
+        if row.status != "scored":
+            continue
+        values = row_values(row, rubric)
+        n += 1
+        for k in sums:
+            sums[k] += values[k]
+    return {k: (round(v / n, 2) if n else None) for k, v in sums.items()}

@@ -1,0 +1,270 @@
+"""One transcript → one graded call: render, call with retries, validate, re-ask once, verify quotes.
+
+A grade that still fails after the retries and the re-ask is returned as *unscored* with its
+reason and attempts, never as 0. In per-criterion mode the runner calls `grade` once per
+criterion; the stored shape is the same.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import unicodedata
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import FatalLLMError, GradeValidationError, LLMError, SchemaUnsupportedError
+from pipeline.llm import ChatResult, LLMClient
+from pipeline.prompting import PromptSet
+from pipeline.retry import RetryOutcome, RetryPolicy, Sleep, call_with_retries
+from pipeline.rubric import Criterion, Rubric
+from pipeline.schema import GradeSchema, build_grade_schema
+from pipeline.transcripts import Transcript
+
+log = logging.getLogger("kefu.grader")
+
+ResponseMode = Literal["auto", "json_schema", "json_object"]
+Status = Literal["scored", "unscored"]
+
+
+class Sampling(BaseModel):
+    """Sampling parameters: part of every grade's resume key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float | None = Field(default=0.0, description="Sampling temperature; None leaves the default.")
+    seed: int | None = Field(default=None, description="Sampling seed, where the endpoint honours one.")
+    max_tokens: int | None = Field(default=4096, description="Cap on completion tokens per call.")
+
+
+class QuotedEvidence(BaseModel):
+    """A quote the model cited, and whether it was found verbatim in the cited turn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    turn: int = Field(description="1-based turn number as cited.")
+    quote: str = Field(description="The quote as the model wrote it.")
+    verified: bool = Field(description="True if the quote occurs in that turn's text (whitespace/width-insensitive).")
+
+
+class CriterionGrade(BaseModel):
+    """One criterion's result inside a graded call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    criterion_id: str = Field(description="Rubric criterion id.")
+    score: int | None = Field(description="Points awarded; None when unscored (never 0 for a failure).")
+    reasoning: str = Field(default="", description="The model's short reasoning.")
+    evidence: list[QuotedEvidence] = Field(default_factory=list, description="Cited quotes, checked.")
+
+
+class Grade(BaseModel):
+    """The stored result of one call: a transcript × repeat × scope ('all' or one criterion id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(description="Resume key (see store.grade_key).")
+    transcript_id: str = Field(description="Transcript id.")
+    repeat: int = Field(description="Repeat index, 0-based.")
+    scope: str = Field(description="'all' for one call for every criterion, else the criterion id.")
+    status: Status = Field(description="scored, or unscored with `error`.")
+    criteria: list[CriterionGrade] = Field(description="Per-criterion results (scores None when unscored).")
+    model: str = Field(description="Model name as requested.")
+    attempts: int = Field(description="HTTP attempts made, retries and the re-ask included.")
+    prompt_tokens: int = Field(default=0, description="Prompt tokens over all attempts that returned usage.")
+    cached_tokens: int | None = Field(default=None, description="Prompt tokens served from the provider's cache.")
+    completion_tokens: int = Field(default=0, description="Completion tokens over all attempts.")
+    error: str | None = Field(default=None, description="Why the grade is unscored.")
+    raw: str | None = Field(default=None, description="The last raw reply, kept for unscored grades only.")
+    response_mode: str = Field(default="json_schema", description="json_schema or json_object, as used.")
+    latency_s: float = Field(default=0.0, description="Wall time of the grade, retries included.")
+    created_at: datetime = Field(description="UTC time the grade finished.")
+
+
+class Grader:
+    """Grades transcripts against one rubric through one endpoint; shared by every task of a run."""
+
+    def __init__(
+        self,
+        rubric: Rubric,
+        prompts: PromptSet,
+        client: LLMClient,
+        *,
+        model: str,
+        sampling: Sampling,
+        response_mode: ResponseMode = "auto",
+        retry: RetryPolicy | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self.rubric = rubric
+        self.prompts = prompts
+        self.client = client
+        self.model = model
+        self.sampling = sampling
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        # "auto" starts with json_schema and switches for the whole run on the endpoint's first refusal.
+        self.mode: Literal["json_schema", "json_object"] = "json_object" if response_mode == "json_object" else "json_schema"
+        self._auto = response_mode == "auto"
+
+    def scopes(self, per_criterion: bool) -> list[tuple[str, list[Criterion]]]:
+        """The calls one transcript needs: one for all criteria, or one per criterion."""
+        criteria = self.rubric.criteria()
+        if per_criterion:
+            return [(c.id, [c]) for c in criteria]
+        return [("all", criteria)]
+
+    async def grade(self, transcript: Transcript, *, key: str, repeat: int, scope: str,
+                    criteria: Sequence[Criterion]) -> Grade:
+        """Grade one transcript on `criteria`; never raises for a model failure except FatalLLMError."""
+        started = time.monotonic()
+        schema = build_grade_schema(criteria)
+        messages = self.prompts.messages(self.rubric, criteria, transcript)
+        outcome = RetryOutcome()
+        usage = _Usage()
+        reply: str | None = None
+        error: str | None = None
+        parsed: BaseModel | None = None
+        try:
+            result = await self._call(messages, schema, outcome, usage, transcript.id)
+            reply = result.content
+            try:
+                parsed = _validate(schema, reply)
+            except GradeValidationError as first:
+                log.warning("transcript %s: invalid reply, asking again: %s", transcript.id, first)
+                reask = [
+                    *messages,
+                    {"role": "assistant", "content": reply},
+                    {"role": "user", "content": self.prompts.reask(str(first), schema.criterion_ids)},
+                ]
+                second = RetryOutcome()
+                result = await self._call(reask, schema, second, usage, transcript.id)
+                outcome.attempts += second.attempts
+                reply = result.content
+                parsed = _validate(schema, reply)
+        except GradeValidationError as exc:
+            error = f"the model's reply did not match the schema after one re-ask: {exc}"
+        except FatalLLMError:
+            raise
+        except LLMError as exc:
+            error = f"gave up after {outcome.attempts} attempts: {exc}"
+        return Grade(
+            key=key,
+            transcript_id=transcript.id,
+            repeat=repeat,
+            scope=scope,
+            status="scored" if parsed is not None else "unscored",
+            criteria=_criterion_grades(parsed, criteria, transcript),
+            model=self.model,
+            attempts=outcome.attempts,
+            prompt_tokens=usage.prompt,
+            cached_tokens=usage.cached,
+            completion_tokens=usage.completion,
+            error=error,
+            raw=reply if parsed is None else None,
+            response_mode=self.mode,
+            latency_s=round(time.monotonic() - started, 4),
+            created_at=datetime.now(UTC),
+        )
+
+    async def _call(self, messages: list[dict[str, str]], schema: GradeSchema, outcome: RetryOutcome,
+                    usage: _Usage, label: str) -> ChatResult:
+        async def once() -> ChatResult:
+            fmt = schema.response_format if self.mode == "json_schema" else {"type": "json_object"}
+            try:
+                return await self.client.chat(
+                    messages,
+                    model=self.model,
+                    response_format=fmt,
+                    temperature=self.sampling.temperature,
+                    seed=self.sampling.seed,
+                    max_tokens=self.sampling.max_tokens,
+                )
+            except SchemaUnsupportedError:
+                if not self._auto:
+                    raise
+                log.warning("the endpoint refused json_schema; falling back to json_object for this run")
+                self.mode = "json_object"
+                return await once()
+
+        kwargs: dict[str, Any] = {"label": label}
+        if self._sleep is not None:
+            kwargs["sleep"] = self._sleep
+        result = await call_with_retries(once, self.retry, outcome, **kwargs)
+        usage.add(result)
+        return result
+
+
+class _Usage:
+    """Token counts summed over every call a grade made."""
+
+    def __init__(self) -> None:
+        self.prompt = 0
+        self.completion = 0
+        self.cached: int | None = None
+
+    def add(self, result: ChatResult) -> None:
+        self.prompt += result.prompt_tokens
+        self.completion += result.completion_tokens
+        if result.cached_tokens is not None:
+            self.cached = (self.cached or 0) + result.cached_tokens
+
+
+def _validate(schema: GradeSchema, reply: str) -> BaseModel:
+    try:
+        return schema.model.model_validate_json(_strip_fences(reply))
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:8]
+        )
+        raise GradeValidationError(details, raw=reply) from None
+
+
+def _strip_fences(reply: str) -> str:
+    """json_object-mode models sometimes wrap JSON in a ``` fence; the schema check decides the rest."""
+    text = reply.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.rsplit("```", 1)[0]
+    return text
+
+
+def _normalise(text: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", text).split())
+
+
+def verify_quote(transcript: Transcript, turn: int, quote: str) -> bool:
+    """True if `quote` occurs in turn `turn` (1-based), ignoring whitespace and full/half width."""
+    if not 1 <= turn <= len(transcript.turns) or not quote.strip():
+        return False
+    return _normalise(quote) in _normalise(transcript.turns[turn - 1].text)
+
+
+def _criterion_grades(parsed: BaseModel | None, criteria: Sequence[Criterion],
+                      transcript: Transcript) -> list[CriterionGrade]:
+    if parsed is None:
+        return [CriterionGrade(criterion_id=c.id, score=None) for c in criteria]
+    grades = []
+    for c in criteria:
+        reply = getattr(parsed, c.id)
+        grades.append(
+            CriterionGrade(
+                criterion_id=c.id,
+                score=reply.score,
+                reasoning=reply.reasoning,
+                evidence=[
+                    QuotedEvidence(turn=e.turn, quote=e.quote, verified=verify_quote(transcript, e.turn, e.quote))
+                    for e in reply.evidence
+                ],
+            )
+        )
+    return grades
+
+
+def grade_json(grade: Grade) -> str:
+    """A grade as one JSON document (the store's payload)."""
+    return json.dumps(grade.model_dump(mode="json"), ensure_ascii=False)
