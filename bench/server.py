@@ -1,0 +1,63 @@
+"""Run the mock OpenAI-compatible server on its own, for benchmarks and dry runs.
+
+    python -m bench.server --port 8000 --latency 0.8 --latency-dist lognormal --error-rate 0.01 --pad 2000
+
+Prints the base URL to give a client, then serves until Ctrl-C. Run it from the repository root so
+`pipeline` is importable. Request bodies are not recorded: nobody reads them here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from pipeline.mockserver import Latency, MockServer, lognormal_latency
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds per model call (the mean, if lognormal)"
+    )
+    parser.add_argument("--latency-dist", choices=("fixed", "lognormal"), default="fixed")
+    parser.add_argument("--error-rate", type=float, default=0.0, help="fraction of model calls answered 500")
+    parser.add_argument("--pad", type=int, default=0, help="characters of reasoning text added to each reply")
+    parser.add_argument("--seed", type=int, default=0, help="seed for latency, errors and generated replies")
+    args = parser.parse_args(argv)
+    if args.latency_dist == "lognormal" and args.latency <= 0:
+        parser.error("--latency-dist lognormal needs a positive --latency (its mean)")
+    if not 0 <= args.error_rate <= 1:
+        parser.error("--error-rate is a fraction between 0 and 1")
+    return args
+
+
+async def serve(server: MockServer) -> None:
+    async with server:
+        print(server.base_url, flush=True)
+        await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    latency: Latency = lognormal_latency(args.latency) if args.latency_dist == "lognormal" else args.latency
+    server = MockServer(
+        port=args.port,
+        seed=args.seed,
+        latency=latency,
+        error_rate=args.error_rate,
+        pad_chars=args.pad,
+        record_bodies=False,
+    )
+    try:
+        asyncio.run(serve(server))
+    except KeyboardInterrupt:
+        stats = server.stats()
+        print(f"stopped after {stats.requests} requests; statuses {stats.by_status}", end="; ")
+        print(f"at most {stats.max_in_flight} in flight")
+
+
+if __name__ == "__main__":
+    main()

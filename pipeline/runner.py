@@ -1,0 +1,242 @@
+"""The grading run: streams transcripts through bounded concurrency, rate limits, resume and the store.
+
+Concurrency lives here and only here: one shared client, a fixed pool of worker tasks, a bounded
+queue between the reader and the workers (so input is never read far ahead), optional
+requests-per-minute and tokens-per-minute limits, and every finished grade committed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.grader import Grade, Grader
+from pipeline.prompting import transcript_hash
+from pipeline.rubric import Criterion
+from pipeline.store import Store, grade_key
+from pipeline.transcripts import Reject, Transcript, estimate_tokens
+
+Clock = Callable[[], float]
+
+
+class RunOptions(BaseModel):
+    """How a run goes (not what it grades)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    concurrency: int = Field(default=16, ge=1, le=4096, description="Requests in flight at most.")
+    repeats: int = Field(default=1, ge=1, description="Independent grades per transcript.")
+    per_criterion: bool = Field(default=False, description="One call per criterion instead of one per transcript.")
+    retry_failed: bool = Field(default=False, description="Re-attempt grades stored as unscored.")
+    rpm: float | None = Field(default=None, gt=0, description="Requests per minute at most.")
+    tpm: float | None = Field(default=None, gt=0, description="Estimated prompt+completion tokens per minute at most.")
+    context_window: int = Field(default=32768, gt=0, description="The model's context, in tokens, for the length check.")
+
+
+class ProgressSink(Protocol):
+    """What the runner tells a progress display; the CLI implements it with rich."""
+
+    def start(self, total: int | None) -> None: ...
+
+    def advance(self, grade: Grade) -> None: ...
+
+
+class RunSummary(BaseModel):
+    """What a run did, for the closing summary and the runs table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transcripts: int = 0
+    graded: int = 0
+    unscored: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+
+
+class RateLimiter:
+    """Spaces requests so that no minute sees more than `rpm` requests or `tpm` tokens.
+
+    A virtual-clock limiter (GCRA): each acquire reserves the next slot, so waiting callers are
+    served in order and bursts never exceed the limit.
+    """
+
+    def __init__(self, rpm: float | None, tpm: float | None, *, clock: Clock = time.monotonic) -> None:
+        self._rpm = rpm
+        self._tpm = tpm
+        self._clock = clock
+        self._next = 0.0
+
+    async def acquire(self, tokens: int) -> None:
+        """Wait for this request's slot."""
+        if self._rpm is None and self._tpm is None:
+            return
+        cost = 0.0
+        if self._rpm is not None:
+            cost = max(cost, 60.0 / self._rpm)
+        if self._tpm is not None:
+            cost = max(cost, 60.0 * tokens / self._tpm)
+        now = self._clock()
+        start = max(now, self._next)
+        self._next = start + cost
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+@dataclass
+class _Unit:
+    transcript: Transcript
+    repeat: int
+    scope: str
+    criteria: list[Criterion]
+    key: str
+    tokens: int
+
+
+@dataclass
+class _State:
+    summary: RunSummary
+    done: set[str]
+    started: float = field(default_factory=time.monotonic)
+
+
+async def run_grading(
+    items: Iterable[Transcript | Reject],
+    *,
+    grader: Grader,
+    store: Store,
+    options: RunOptions,
+    rejects_path: Path,
+    key_options: dict[str, object] | None = None,
+    transform: Callable[[Transcript], Transcript] | None = None,
+    progress: ProgressSink | None = None,
+    expected_transcripts: int | None = None,
+    settings_record: dict[str, object] | None = None,
+) -> RunSummary:
+    """Grade every transcript in `items`; rejects go to `rejects_path`; returns the run's summary.
+
+    `transform` (e.g. PII redaction) is applied before a transcript is rendered; `key_options`
+    names what it changes so that the resume key follows it.
+    """
+    rubric = grader.rubric
+    run_id = store.start_run(
+        rubric_id=rubric.id, rubric_version=rubric.version, rubric_hash=rubric.content_hash,
+        template_hash=grader.prompts.template_hash, model=grader.model, settings=dict(settings_record or {}),
+    )
+    state = _State(RunSummary(), store.finished_keys(include_unscored=not options.retry_failed))
+    scopes = grader.scopes(options.per_criterion)
+    system_tokens = {scope: estimate_tokens(grader.prompts.system(rubric, crits)) for scope, crits in scopes}
+    limiter = RateLimiter(options.rpm, options.tpm)
+    queue: asyncio.Queue[_Unit | None] = asyncio.Queue(maxsize=2 * options.concurrency)
+    if progress is not None:
+        per = options.repeats * len(scopes)
+        progress.start(expected_transcripts * per if expected_transcripts is not None else None)
+
+    async def produce() -> None:
+        with rejects_path.open("w", encoding="utf-8") as rejects:
+            for item in items:
+                if isinstance(item, Reject):
+                    _write_reject(rejects, item, state)
+                    continue
+                state.summary.transcripts += 1
+                transcript = transform(item) if transform else item
+                user_tokens = estimate_tokens(grader.prompts.user(transcript))
+                needed = max(system_tokens.values()) + user_tokens + (grader.sampling.max_tokens or 0)
+                if needed > options.context_window:
+                    _write_reject(rejects, Reject(
+                        file=(item.source or "").rsplit(":", 1)[0], line=_line_of(item.source),
+                        transcript_id=item.id, field="turns",
+                        reason=f"too long for the model: about {needed} tokens with the rubric and the reply "
+                               f"budget, over the context window of {options.context_window} "
+                               f"(set --context-window if the model takes more; nothing was truncated)",
+                    ), state)
+                    continue
+                thash = transcript_hash(transcript)
+                _save_meta(store, item, thash)
+                for repeat in range(options.repeats):
+                    for scope, crits in scopes:
+                        key = grade_key(
+                            transcript_hash=thash, rubric_hash=rubric.content_hash,
+                            template_hash=grader.prompts.template_hash, model=grader.model,
+                            sampling=grader.sampling, repeat=repeat, scope=scope, options=key_options,
+                        )
+                        if key in state.done:
+                            state.summary.skipped += 1
+                            continue
+                        await queue.put(_Unit(transcript, repeat, scope, crits, key,
+                                              system_tokens[scope] + user_tokens))
+        for _ in range(options.concurrency):
+            await queue.put(None)
+
+    async def work() -> None:
+        while (unit := await queue.get()) is not None:
+            await limiter.acquire(unit.tokens + (grader.sampling.max_tokens or 0) // 4)
+            grade = await grader.grade(unit.transcript, key=unit.key, repeat=unit.repeat, scope=unit.scope,
+                                       criteria=unit.criteria)
+            store.save_grade(grade, run_id, rubric.content_hash)
+            _count(state.summary, grade)
+            if progress is not None:
+                progress.advance(grade)
+
+    tasks = [asyncio.create_task(produce())] + [asyncio.create_task(work()) for _ in range(options.concurrency)]
+    try:
+        await _gather_failing_fast(tasks)
+    except asyncio.CancelledError:
+        state.summary.interrupted = True
+        raise
+    finally:
+        state.summary.elapsed_s = round(time.monotonic() - state.started, 3)
+        store.finish_run(run_id, state.summary.model_dump())
+    return state.summary
+
+
+async def _gather_failing_fast(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for all tasks; on the first failure (e.g. a 401) cancel the rest and raise it."""
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _count(summary: RunSummary, grade: Grade) -> None:
+    if grade.status == "scored":
+        summary.graded += 1
+    else:
+        summary.unscored += 1
+    summary.prompt_tokens += grade.prompt_tokens
+    summary.cached_tokens += grade.cached_tokens or 0
+    summary.completion_tokens += grade.completion_tokens
+
+
+def _write_reject(handle: object, reject: Reject, state: _State) -> None:
+    state.summary.rejected += 1
+    handle.write(reject.model_dump_json() + "\n")  # type: ignore[attr-defined]
+    handle.flush()  # type: ignore[attr-defined]
+
+
+def _line_of(source: str | None) -> int | None:
+    if source and ":" in source:
+        tail = source.rsplit(":", 1)[1]
+        if tail.isdigit():
+            return int(tail)
+    return None
+
+
+def _save_meta(store: Store, t: Transcript, content_hash: str) -> None:
+    store.save_transcript_meta(
+        transcript_id=t.id, content_hash=content_hash, platform=t.platform, shop=t.shop, agent_id=t.agent_id,
+        started_at=next((turn.time for turn in t.turns if turn.time), None), n_turns=len(t.turns), source=t.source,
+    )
