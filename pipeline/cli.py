@@ -1,0 +1,279 @@
+"""The `kefu` command line: parses arguments, calls the library, prints results. Nothing imports it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+from rich.table import Table
+from rich.tree import Tree
+
+from pipeline.endpoints import LOCAL_MODEL_NOTICE, ResolvedEndpoint
+from pipeline.errors import ConfigError, FatalLLMError, InputError, KefuError, RubricError
+from pipeline.exports import ExportFormat, export_run
+from pipeline.grader import Grade
+from pipeline.grading import GradeJob, JobResult, run_job
+from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
+from pipeline.settings import load_settings
+from pipeline.store import DB_NAME, Store
+
+app = typer.Typer(help="kefu-qa: LLM-graded quality inspection of customer-service chats.", no_args_is_help=True)
+rubric_app = typer.Typer(help="Check and show rubric files.", no_args_is_help=True)
+app.add_typer(rubric_app, name="rubric")
+console = Console(stderr=True)
+out = Console()
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class RateColumn(ProgressColumn):
+    """Grades per second."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.2f}/s" if task.speed else "")
+
+
+class RichProgress:
+    """The runner's ProgressSink as a rich progress bar with rate and ETA."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task = progress.add_task("grading", total=None)
+
+    def start(self, total: int | None) -> None:
+        self._progress.update(self._task, total=total)
+
+    def advance(self, grade: Grade) -> None:
+        self._progress.advance(self._task)
+
+
+def _fail(exc: KefuError) -> None:
+    if isinstance(exc, RubricError):
+        console.print(f"[red]rubric error[/red] in {exc.path}:")
+        for problem in exc.problems:
+            console.print(f"  - {problem}")
+    elif isinstance(exc, FatalLLMError):
+        console.print(f"[red]the endpoint refused the request:[/red] {exc}\n  fix: {exc.hint}")
+    else:
+        console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(2)
+
+
+def _count_lines(paths: list[Path]) -> int | None:
+    """A cheap total for the progress bar, for JSONL inputs only (other formats: unknown)."""
+    files = [f for p in paths for f in (sorted(p.iterdir()) if p.is_dir() else [p])]
+    if not files or any(f.suffix not in (".jsonl", ".json") for f in files):
+        return None
+    total = 0
+    for f in files:
+        with f.open("rb") as fh:
+            total += sum(1 for line in fh if line.strip())
+    return total
+
+
+def _setup_logging(out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out_dir / "kefu.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("kefu")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _print_summary(result: JobResult, out_dir: Path) -> None:
+    s = result.summary
+    table = Table(title="kefu grade", show_header=False)
+    table.add_row("model", result.model)
+    table.add_row("transcripts read", str(s.transcripts))
+    table.add_row("graded now", str(s.graded))
+    table.add_row("unscored", str(s.unscored) + ("  (rerun with --retry-failed)" if s.unscored else ""))
+    table.add_row("already done (resumed)", str(s.skipped))
+    table.add_row("rejected", str(s.rejected) + (f"  (see {result.rejects_jsonl})" if s.rejected else ""))
+    cached = f", {s.cached_tokens:,} from cache" if s.cached_tokens else ""
+    table.add_row("tokens", f"{s.prompt_tokens:,} prompt{cached}, {s.completion_tokens:,} completion")
+    table.add_row("elapsed", f"{s.elapsed_s:.1f} s")
+    for dim, mean in result.dimension_means.items():
+        table.add_row(f"mean {dim}", "—" if mean is None else f"{mean:.2f}")
+    out.print(table)
+    out.print(f"scores: {result.scores_csv}\ngrades: {result.grades_jsonl}\nstore:  {out_dir / DB_NAME}")
+
+
+def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> JobResult:
+    _setup_logging(job.out_dir)
+    try:
+        settings = load_settings(config, overrides)
+
+        def announce(endpoint: ResolvedEndpoint) -> None:
+            if endpoint.local:
+                console.print(f"[yellow]{LOCAL_MODEL_NOTICE}[/yellow]")
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=False) as progress:
+            result = asyncio.run(run_job(job, settings, progress=RichProgress(progress),
+                                         expected_transcripts=_count_lines(list(job.inputs)) if job.only_ids is None
+                                         and job.limit is None else None, on_endpoint=announce))
+    except KeyboardInterrupt:
+        console.print(f"[yellow]stopped.[/yellow] Every finished grade is saved in {job.out_dir / DB_NAME}; "
+                      "run the same command again to resume.")
+        raise typer.Exit(130) from None
+    except KefuError as exc:
+        _fail(exc)
+        raise  # unreachable: _fail exits
+    _print_summary(result, job.out_dir)
+    return result
+
+
+def _read_ids(path: Path | None) -> set[str] | None:
+    if path is None:
+        return None
+    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+@app.command()
+def grade(
+    inputs: Annotated[list[Path], typer.Argument(help="Transcript files or folders (.jsonl, .csv, .txt).")],
+    rubric: Annotated[Path, typer.Option("--rubric", "-r", help="Rubric YAML.")] = REPO / "rubric/ecommerce_cs.yaml",
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder (store, scores, rejects).")] = Path("out"),
+    model: Annotated[str | None, typer.Option(help="Model name at the endpoint.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (default: OPENAI_BASE_URL).")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Env variable holding the API key.")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Independent grades per transcript.")] = 1,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Requests in flight.")] = None,
+    per_criterion: Annotated[bool, typer.Option(help="One call per criterion.")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Re-attempt unscored grades.")] = False,
+    rpm: Annotated[float | None, typer.Option(help="Requests per minute at most.")] = None,
+    tpm: Annotated[float | None, typer.Option(help="Tokens per minute at most.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Completion token cap.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Request timeout, seconds.")] = None,
+    response_format: Annotated[str | None, typer.Option(help="auto, json_schema or json_object.")] = None,
+    context_window: Annotated[int | None, typer.Option(help="Model context, tokens.")] = None,
+    shop_speaker: Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is the shop.")] = None,
+    ids: Annotated[Path | None, typer.Option(help="File of transcript ids to grade (one per line).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Grade at most this many transcripts.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config with a [kefu] table (default ./kefu.toml).")] = None,
+) -> None:
+    """Grade transcripts against a rubric; rerun the same command to resume."""
+    job = GradeJob(inputs=inputs, rubric_path=rubric, out_dir=out_dir, repeats=repeats, per_criterion=per_criterion,
+                   retry_failed=retry_failed, shop_speakers=tuple(shop_speaker or ()), only_ids=_read_ids(ids),
+                   limit=limit)
+    overrides = {"model": model, "base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency,
+                 "rpm": rpm, "tpm": tpm, "temperature": temperature, "seed": seed, "max_tokens": max_tokens,
+                 "timeout": timeout, "response_format": response_format, "context_window": context_window}
+    _grade(job, overrides, config)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("out/demo"),
+) -> None:
+    """Grade the demo chats of eval_sets/ with whatever endpoint is configured (else the offline model)."""
+    job = GradeJob(inputs=[REPO / "eval_sets/ecommerce_cs.jsonl"], rubric_path=REPO / "rubric/ecommerce_cs.yaml",
+                   out_dir=out_dir, only_ids=_read_ids(REPO / "eval_sets/demo_ids.txt"))
+    _grade(job, {}, None)
+
+
+@app.command("export")
+def export_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="xlsx, parquet or csv.")] = "xlsx",
+    dest: Annotated[Path | None, typer.Option("--to", help="Folder for the files (default: the run folder).")] = None,
+) -> None:
+    """Export a run's scores and per-criterion grades for people."""
+    if fmt not in ("xlsx", "parquet", "csv"):
+        console.print(f"[red]error:[/red] unknown format {fmt!r}: use xlsx, parquet or csv")
+        raise typer.Exit(2)
+    try:
+        with Store.open(out_dir) as store:
+            rubric = _run_rubric(store, out_dir)
+            paths = export_run(store, rubric, fmt, dest or out_dir)  # type: ignore[arg-type]
+    except (KefuError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for p in paths:
+        out.print(str(p))
+
+
+def _run_rubric(store: Store, out_dir: Path) -> Rubric:
+    import json
+
+    run = store.last_run()
+    if run is None:
+        raise InputError(str(out_dir), "no run has been recorded in this folder")
+    return Rubric.model_validate(json.loads(run["settings"])["rubric"])
+
+
+@rubric_app.command("show")
+def rubric_show(path: Annotated[Path, typer.Argument(help="Rubric YAML.")]) -> None:
+    """Print the rubric as a tree with points."""
+    try:
+        r = load_rubric(path)
+    except RubricError as exc:
+        _fail(exc)
+        return
+    tree = Tree(f"[bold]{r.name}[/bold] ({r.id} v{r.version}) — {r.total} 分")
+    for d in r.dimensions:
+        dn = tree.add(f"{d.name} [dim]{d.id}[/dim] — {d.points}")
+        for g in d.groups:
+            gn = dn.add(f"{g.name} [dim]{g.id}[/dim] — {g.points}")
+            for c in g.criteria:
+                cn = gn.add(f"{c.name} [dim]{c.id}[/dim] — {c.max}  (levels {'/'.join(map(str, c.points))})")
+                for level in c.levels_ascending():
+                    cn.add(f"{level.points}: {level.description}")
+    out.print(tree)
+
+
+@rubric_app.command("check")
+def rubric_check(paths: Annotated[list[Path], typer.Argument(help="Rubric YAML files.")]) -> None:
+    """Validate rubric files; exit non-zero if any has an error."""
+    failed = False
+    for path in paths:
+        try:
+            r = load_rubric(path)
+        except RubricError as exc:
+            failed = True
+            console.print(f"[red]✗ {path}[/red]")
+            for problem in exc.problems:
+                console.print(f"  - {problem}")
+            continue
+        out.print(f"✓ {path}: {r.name}, {len(r.criteria())} criteria, {r.total} points")
+    if failed:
+        raise typer.Exit(1)
+
+
+@rubric_app.command("schema")
+def rubric_schema(dest: Annotated[Path, typer.Option("--out", help="Where to write it.")] = REPO / "rubric/rubric.schema.json") -> None:
+    """Write the JSON schema of rubric files (for editors)."""
+    import json
+
+    dest.write_text(json.dumps(rubric_json_schema(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    out.print(str(dest))
+
+
+def main() -> None:
+    """Entry point for `python -m pipeline`."""
+    try:
+        app()
+    except (ConfigError, InputError) as exc:  # pragma: no cover - typer commands catch these already
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)

@@ -1,0 +1,75 @@
+"""Which endpoint a job talks to: the configured one, or the embedded local model when none is.
+
+The local model goes through exactly the production path: a real llama-server on 127.0.0.1 and
+the real `openai` client. Without the `local` extra and without an endpoint, the job stops with a
+message naming both ways forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pipeline.errors import ConfigError
+from pipeline.llm import Endpoint
+from pipeline.settings import Settings
+from pipeline.transcripts import Transcript, estimate_tokens, read_transcripts
+
+if TYPE_CHECKING:
+    from pipeline.grading import GradeJob
+    from pipeline.prompting import PromptSet
+    from pipeline.rubric import Rubric
+
+NO_ENDPOINT = (
+    "no model endpoint is configured and the embedded offline model is not installed. Either:\n"
+    "  - install it:        pip install -e '.[local]'   (about 1.1 GB; small, for trying kefu-qa offline)\n"
+    "  - or set an endpoint: export OPENAI_API_KEY=...  (and OPENAI_BASE_URL / --base-url for non-OpenAI "
+    "endpoints such as DeepSeek, Qwen, vLLM or Ollama)"
+)
+
+LOCAL_MODEL_NOTICE = (
+    "No endpoint configured: grading with the small embedded offline model (Qwen2.5-Coder-1.5B, CPU). "
+    "It tells an obviously good chat from a bad one but misses subtle failures: use it to try kefu-qa, "
+    "not for scores a QA team relies on. Set OPENAI_API_KEY / --base-url to use a capable model."
+)
+
+
+@dataclass(frozen=True)
+class ResolvedEndpoint:
+    """The endpoint a job uses, with limits the local server imposes."""
+
+    endpoint: Endpoint
+    model: str
+    local: bool
+    max_concurrency: int | None = None
+    context_window: int | None = None
+
+
+@contextlib.contextmanager
+def resolve_endpoint(settings: Settings, *, rubric: Rubric, prompts: PromptSet,
+                     job_inputs: GradeJob) -> Iterator[ResolvedEndpoint]:
+    """Yield the configured endpoint, or start the embedded local server for the job's duration."""
+    if settings.endpoint_configured:
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        yield ResolvedEndpoint(Endpoint(settings.base_url, key, settings.timeout), settings.model, local=False)
+        return
+    from pipeline import local_model  # the extra's code path only
+
+    if not local_model.local_extra_available():
+        raise ConfigError(NO_ENDPOINT)
+    model_path = local_model.prepare_model()
+    system_tokens = estimate_tokens(prompts.system(rubric, rubric.criteria()))
+    longest = max(
+        (estimate_tokens(prompts.user(t)) for t in read_transcripts(list(job_inputs.inputs))
+         if isinstance(t, Transcript)),
+        default=0,
+    )
+    context = local_model.context_size_for(system_tokens + longest, settings.max_tokens or 2048)
+    with local_model.LocalServer(model_path, context_size=context) as server:
+        # One slot on a CPU: parallel requests only queue, so the runner sends one at a time.
+        yield ResolvedEndpoint(
+            Endpoint(server.base_url, None, timeout=max(settings.timeout, 900.0)),
+            server.model, local=True, max_concurrency=1, context_window=context,
+        )

@@ -1,0 +1,112 @@
+"""A grading job end to end: settings → endpoint → runner → store → scores.csv and grades.jsonl.
+
+This is what `kefu grade` calls; it holds no concurrency (that is the runner's) and prints
+nothing (that is the CLI's). When no endpoint is configured it asks `endpoints` for the embedded
+local model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.endpoints import ResolvedEndpoint, resolve_endpoint
+from pipeline.exports import dimension_means, write_outputs
+from pipeline.grader import Grader
+from pipeline.llm import LLMClient
+from pipeline.prompting import PromptSet
+from pipeline.retry import RetryPolicy
+from pipeline.rubric import Rubric, load_rubric
+from pipeline.runner import ProgressSink, RunOptions, RunSummary, run_grading
+from pipeline.settings import Settings
+from pipeline.store import Store
+from pipeline.transcripts import Reject, Transcript, read_transcripts
+
+
+@dataclass(frozen=True)
+class GradeJob:
+    """What to grade and where the results go."""
+
+    inputs: Sequence[Path]
+    rubric_path: Path
+    out_dir: Path
+    repeats: int = 1
+    per_criterion: bool = False
+    retry_failed: bool = False
+    shop_speakers: Collection[str] = ()
+    only_ids: Collection[str] | None = None
+    limit: int | None = None
+    prompts_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What the CLI reports at the end."""
+
+    summary: RunSummary
+    scores_csv: Path
+    grades_jsonl: Path
+    rejects_jsonl: Path
+    dimension_means: dict[str, float | None]
+    model: str
+    endpoint: ResolvedEndpoint
+
+
+def select(items: Iterable[Transcript | Reject], only_ids: Collection[str] | None,
+           limit: int | None) -> Iterator[Transcript | Reject]:
+    """Keep rejects, keep transcripts whose id is listed (if a list is given), stop after `limit`."""
+    taken = 0
+    for item in items:
+        if isinstance(item, Transcript):
+            if only_ids is not None and item.id not in only_ids:
+                continue
+            if limit is not None and taken >= limit:
+                return
+            taken += 1
+        yield item
+
+
+def _load(job: GradeJob) -> tuple[Rubric, PromptSet]:
+    rubric = load_rubric(job.rubric_path)
+    return rubric, PromptSet(rubric.language, job.prompts_dir)
+
+
+async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink | None = None,
+                  expected_transcripts: int | None = None,
+                  on_endpoint: Callable[[ResolvedEndpoint], None] | None = None) -> JobResult:
+    """Grade `job.inputs` with `settings`; resumable; writes the contract files into `job.out_dir`."""
+    rubric, prompts = _load(job)
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    items = select(read_transcripts(list(job.inputs), shop_speakers=job.shop_speakers), job.only_ids, job.limit)
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(resolve_endpoint(settings, rubric=rubric, prompts=prompts, job_inputs=job))
+        if on_endpoint is not None:
+            on_endpoint(endpoint)
+        client = LLMClient(endpoint.endpoint)
+        try:
+            grader = Grader(
+                rubric, prompts, client, model=endpoint.model, sampling=settings.sampling,
+                response_mode=settings.response_format, retry=RetryPolicy(attempts=settings.retry_attempts),
+            )
+            options = RunOptions(
+                concurrency=endpoint.max_concurrency or settings.concurrency, repeats=job.repeats,
+                per_criterion=job.per_criterion, retry_failed=job.retry_failed, rpm=settings.rpm,
+                tpm=settings.tpm, context_window=endpoint.context_window or settings.context_window,
+            )
+            with Store.open(job.out_dir) as store:
+                record = settings.public() | {"model": endpoint.model, "rubric_path": str(job.rubric_path),
+                                              "rubric": rubric.model_dump(mode="json")}
+                try:
+                    summary = await run_grading(
+                        items, grader=grader, store=store, options=options,
+                        rejects_path=job.out_dir / "rejects.jsonl", progress=progress,
+                        expected_transcripts=expected_transcripts, settings_record=record,
+                    )
+                finally:  # also on Ctrl-C: the files show every grade finished so far
+                    scores, grades = write_outputs(store, rubric, job.out_dir)
+                means = dimension_means(store, rubric)
+        finally:
+            await client.close()
+    return JobResult(summary, scores, grades, job.out_dir / "rejects.jsonl", means, endpoint.model, endpoint)

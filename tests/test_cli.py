@@ -1,0 +1,151 @@
+"""`kefu` end to end as a user runs it: a subprocess against a real loopback server."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pipeline.mockserver import MockServer
+from pipeline.prompting import transcript_boundary
+from pipeline.transcripts import Role, Transcript, Turn
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_chats(n: int) -> list[Transcript]:
+    t0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+    return [
+        Transcript(id=f"c{i:03d}", turns=[
+            Turn(role=Role.customer, text=f"在吗，订单{i}什么时候发货？", time=t0 + timedelta(minutes=i)),
+            Turn(role=Role.agent, text="亲，您好，48小时内发货哦", time=t0 + timedelta(minutes=i, seconds=5)),
+        ])
+        for i in range(n)
+    ]
+
+
+def write_jsonl(path: Path, chats: list[Transcript], extra_lines: dict[int, str] | None = None) -> None:
+    lines = [c.model_dump_json(exclude_none=True) for c in chats]
+    for at, text in sorted((extra_lines or {}).items()):
+        lines.insert(at - 1, text)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def kefu(*args: str, server: MockServer | None = None, **popen: object) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "KEFU_"))}
+    if server is not None:
+        env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test-secret-123456"}
+    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=popen.get("cwd", REPO))
+
+
+def finished(out: Path) -> set[str]:
+    if not (out / "kefu.sqlite").exists():
+        return set()
+    db = sqlite3.connect(f"file:{out / 'kefu.sqlite'}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in db.execute("SELECT transcript_id FROM grades WHERE status = 'scored'")}
+    except sqlite3.OperationalError:  # the first migration is still running
+        return set()
+    finally:
+        db.close()
+
+
+def wait_for_grades(out: Path, proc: subprocess.Popen[str], at_least: int) -> None:
+    deadline = time.monotonic() + 120
+    while len(finished(out)) < at_least:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no grades appeared"
+        time.sleep(0.05)
+
+
+def boundaries_sent(server: MockServer) -> list[str]:
+    return [r.body["messages"][1]["content"].split("<<<TRANSCRIPT ", 1)[1][:12] for r in server.requests]
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+def test_killed_run_resumes_without_paying_twice(tmp_path: Path, how: signal.Signals) -> None:
+    chats = make_chats(30)
+    src = tmp_path / "chats.jsonl"
+    write_jsonl(src, chats)
+    out = tmp_path / "out"
+    with MockServer(latency=0.15) as server:
+        proc = kefu("grade", str(src), "--out", str(out), "--concurrency", "3", "--model", "mock-model",
+                    server=server)
+        wait_for_grades(out, proc, 6)
+        proc.send_signal(how)
+        _, err = proc.communicate(timeout=60)
+        if how == signal.SIGINT:
+            assert proc.returncode == 130 and "resume" in err
+        done_before = finished(out)
+        assert 6 <= len(done_before) < 30
+        server.reset()
+        again = kefu("grade", str(src), "--out", str(out), "--concurrency", "3", "--model", "mock-model",
+                     server=server)
+        stdout, stderr = again.communicate(timeout=120)
+        assert again.returncode == 0, stderr
+        sent = boundaries_sent(server)
+    by_id = {c.id: transcript_boundary(c) for c in chats}
+    assert not {by_id[t] for t in done_before} & set(sent), "a finished grade was requested again"
+    assert len(sent) == len(set(sent)) == 30 - len(done_before)
+    assert finished(out) == set(by_id)
+    rows = list(csv.DictReader((out / "scores.csv").open(encoding="utf-8-sig")))
+    assert sorted(r["transcript_id"] for r in rows) == sorted(by_id)
+
+
+def test_bad_lines_go_to_rejects_and_the_rest_are_graded(tmp_path: Path) -> None:
+    src = tmp_path / "chats.jsonl"
+    write_jsonl(src, make_chats(5), {2: '{"id": "broken", "turns": [', 4: '{"id": "noturns"}'})
+    out = tmp_path / "out"
+    with MockServer() as server:
+        proc = kefu("grade", str(src), "--out", str(out), "--model", "mock-model", server=server)
+        stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["line"], r["file"]) for r in rejects] == [(2, str(src)), (4, str(src))]
+    assert rejects[1]["transcript_id"] == "noturns" and rejects[1]["field"] == "turns"
+    rows = list(csv.DictReader((out / "scores.csv").open(encoding="utf-8-sig")))
+    assert len(rows) == 5 and all(r["total"] for r in rows)
+    assert "rejected" in stdout and "sk-test-secret-123456" not in stdout + stderr
+    for f in out.iterdir():
+        if f.is_file():
+            assert b"sk-test-secret-123456" not in f.read_bytes(), f
+
+
+def test_401_exits_with_a_fix_and_no_key(tmp_path: Path) -> None:
+    src = tmp_path / "chats.jsonl"
+    write_jsonl(src, make_chats(3))
+    with MockServer(api_key="the-right-key") as server:
+        proc = kefu("grade", str(src), "--out", str(tmp_path / "o"), server=server)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "401" in stderr and "OPENAI_API_KEY" in stderr and "sk-test-secret-123456" not in stderr
+
+
+def test_export_xlsx_and_rubric_commands(tmp_path: Path) -> None:
+    src = tmp_path / "chats.jsonl"
+    write_jsonl(src, make_chats(2))
+    out = tmp_path / "out"
+    with MockServer() as server:
+        assert kefu("grade", str(src), "--out", str(out), server=server).wait(60) == 0
+    proc = kefu("export", str(out), "--format", "xlsx")
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr and (out / "scores.xlsx").is_file()
+    show = kefu("rubric", "show", "rubric/ecommerce_cs.yaml")
+    text, _ = show.communicate(timeout=60)
+    assert "招呼语" in text and "76" in text
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "rubric/ecommerce_cs.yaml").read_text(encoding="utf-8").replace("total: 76", "total: 75"),
+                   encoding="utf-8")
+    check = kefu("rubric", "check", str(bad))
+    _, err = check.communicate(timeout=60)
+    assert check.returncode == 1 and "75" in err
