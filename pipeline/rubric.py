@@ -221,9 +221,16 @@ def load_rubric(path: str | Path) -> Rubric:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise RubricError(str(p), [f"cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise RubricError(str(p), [f"not UTF-8: byte {exc.start} cannot be decoded"]) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass, so still safe
     except yaml.YAMLError as exc:
+        if isinstance(exc, yaml.MarkedYAMLError):
+            # A str source keeps the quoted line in the message; show the file, not "<unicode string>".
+            for mark in (exc.context_mark, exc.problem_mark):
+                if mark is not None:
+                    mark.name = str(p)
         raise RubricError(str(p), [f"not valid YAML: {exc}"]) from None
     return parse_rubric(data, str(p))
 
