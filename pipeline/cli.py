@@ -169,13 +169,16 @@ def grade(
     response_format: Annotated[str | None, typer.Option(help="auto, json_schema or json_object.")] = None,
     context_window: Annotated[int | None, typer.Option(help="Model context, tokens.")] = None,
     shop_speaker: Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is the shop.")] = None,
+    bot_speaker: Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is a bot.")] = None,
+    shop_prefix: Annotated[list[str] | None, typer.Option(help="Chat-log nickname prefix of shop agents.")] = None,
     ids: Annotated[Path | None, typer.Option(help="File of transcript ids to grade (one per line).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Grade at most this many transcripts.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config with a [kefu] table (default ./kefu.toml).")] = None,
 ) -> None:
     """Grade transcripts against a rubric; rerun the same command to resume."""
     job = GradeJob(inputs=inputs, rubric_path=rubric, out_dir=out_dir, repeats=repeats, per_criterion=per_criterion,
-                   retry_failed=retry_failed, shop_speakers=tuple(shop_speaker or ()), only_ids=_read_ids(ids),
+                   retry_failed=retry_failed, shop_speakers=tuple(shop_speaker or ()),
+                   bot_speakers=tuple(bot_speaker or ()), shop_prefixes=tuple(shop_prefix or ()), only_ids=_read_ids(ids),
                    limit=limit)
     overrides = {"model": model, "base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency,
                  "rpm": rpm, "tpm": tpm, "temperature": temperature, "seed": seed, "max_tokens": max_tokens,

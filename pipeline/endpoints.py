@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pipeline.errors import ConfigError
 from pipeline.llm import Endpoint
 from pipeline.settings import Settings
-from pipeline.transcripts import Transcript, estimate_tokens, read_transcripts
+from pipeline.transcripts import Transcript, estimate_tokens
 
 if TYPE_CHECKING:
     from pipeline.grading import GradeJob
@@ -56,13 +56,14 @@ def resolve_endpoint(settings: Settings, *, rubric: Rubric, prompts: PromptSet,
         yield ResolvedEndpoint(Endpoint(settings.base_url, key, settings.timeout), settings.model, local=False)
         return
     from pipeline import local_model  # the extra's code path only
+    from pipeline.grading import read_job_inputs
 
     if not local_model.local_extra_available():
         raise ConfigError(NO_ENDPOINT)
     model_path = local_model.prepare_model()
     system_tokens = estimate_tokens(prompts.system(rubric, rubric.criteria()))
     longest = max(
-        (estimate_tokens(prompts.user(t)) for t in read_transcripts(list(job_inputs.inputs))
+        (estimate_tokens(prompts.user(t)) for t in read_job_inputs(job_inputs)
          if isinstance(t, Transcript)),
         default=0,
     )

@@ -36,6 +36,8 @@ class GradeJob:
     per_criterion: bool = False
     retry_failed: bool = False
     shop_speakers: Collection[str] = ()
+    bot_speakers: Collection[str] = ()
+    shop_prefixes: Sequence[str] = ()
     only_ids: Collection[str] | None = None
     limit: int | None = None
     prompts_dir: Path | None = None
@@ -52,6 +54,12 @@ class JobResult:
     dimension_means: dict[str, float | None]
     model: str
     endpoint: ResolvedEndpoint
+
+
+def read_job_inputs(job: GradeJob) -> Iterator[Transcript | Reject]:
+    """The job's inputs through the readers, with its speaker settings."""
+    return read_transcripts(list(job.inputs), shop_speakers=job.shop_speakers, bot_speakers=job.bot_speakers,
+                            shop_prefixes=job.shop_prefixes)
 
 
 def select(items: Iterable[Transcript | Reject], only_ids: Collection[str] | None,
@@ -79,7 +87,7 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
     """Grade `job.inputs` with `settings`; resumable; writes the contract files into `job.out_dir`."""
     rubric, prompts = _load(job)
     job.out_dir.mkdir(parents=True, exist_ok=True)
-    items = select(read_transcripts(list(job.inputs), shop_speakers=job.shop_speakers), job.only_ids, job.limit)
+    items = select(read_job_inputs(job), job.only_ids, job.limit)
     with contextlib.ExitStack() as stack:
         endpoint = stack.enter_context(resolve_endpoint(settings, rubric=rubric, prompts=prompts, job_inputs=job))
         if on_endpoint is not None:
