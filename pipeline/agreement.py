@@ -40,7 +40,7 @@ import pingouin
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
-from statsmodels.stats.multitest import multipletests  # type: ignore[import-untyped]  # no stubs
+from statsmodels.stats.multitest import multipletests
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

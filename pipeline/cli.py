@@ -20,13 +20,13 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.text import Text
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from pipeline.endpoints import LOCAL_MODEL_NOTICE, ResolvedEndpoint
 from pipeline.errors import ConfigError, FatalLLMError, InputError, KefuError, RubricError
-from pipeline.exports import ExportFormat, export_run
+from pipeline.exports import export_run
 from pipeline.grader import Grade
 from pipeline.grading import GradeJob, JobResult, run_job
 from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
@@ -178,7 +178,8 @@ def grade(
     """Grade transcripts against a rubric; rerun the same command to resume."""
     job = GradeJob(inputs=inputs, rubric_path=rubric, out_dir=out_dir, repeats=repeats, per_criterion=per_criterion,
                    retry_failed=retry_failed, shop_speakers=tuple(shop_speaker or ()),
-                   bot_speakers=tuple(bot_speaker or ()), shop_prefixes=tuple(shop_prefix or ()), only_ids=_read_ids(ids),
+                   bot_speakers=tuple(bot_speaker or ()), shop_prefixes=tuple(shop_prefix or ()),
+                   only_ids=_read_ids(ids),
                    limit=limit)
     overrides = {"model": model, "base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency,
                  "rpm": rpm, "tpm": tpm, "temperature": temperature, "seed": seed, "max_tokens": max_tokens,
@@ -265,7 +266,9 @@ def rubric_check(paths: Annotated[list[Path], typer.Argument(help="Rubric YAML f
 
 
 @rubric_app.command("schema")
-def rubric_schema(dest: Annotated[Path, typer.Option("--out", help="Where to write it.")] = REPO / "rubric/rubric.schema.json") -> None:
+def rubric_schema(
+    dest: Annotated[Path, typer.Option("--out", help="Where to write it.")] = REPO / "rubric/rubric.schema.json",
+) -> None:
     """Write the JSON schema of rubric files (for editors)."""
     import json
 

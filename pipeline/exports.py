@@ -163,9 +163,9 @@ def export_run(store: Store, rubric: Rubric, fmt: ExportFormat, dest: Path) -> l
     if len(score_frame) > XLSX_MAX_ROWS or len(grade_frame) > XLSX_MAX_ROWS:
         raise ValueError(f"too many rows for one Excel sheet ({XLSX_MAX_ROWS:,}); export parquet or csv instead")
     path = dest / "scores.xlsx"
-    with pd.ExcelWriter(path, engine="openpyxl") as writer:
-        score_frame.to_excel(writer, sheet_name="scores", index=False)
-        grade_frame.to_excel(writer, sheet_name="grades", index=False)
+    with pd.ExcelWriter(path, engine="openpyxl") as book:
+        score_frame.to_excel(book, sheet_name="scores", index=False)
+        grade_frame.to_excel(book, sheet_name="grades", index=False)
     return [path]
 
 

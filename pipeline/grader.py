@@ -108,7 +108,9 @@ class Grader:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         # "auto" starts with json_schema and switches for the whole run on the endpoint's first refusal.
-        self.mode: Literal["json_schema", "json_object"] = "json_object" if response_mode == "json_object" else "json_schema"
+        self.mode: Literal["json_schema", "json_object"] = (
+            "json_object" if response_mode == "json_object" else "json_schema"
+        )
         self._auto = response_mode == "auto"
 
     def scopes(self, per_criterion: bool) -> list[tuple[str, list[Criterion]]]:

@@ -81,11 +81,9 @@ class LLMClient:
         if max_tokens is not None:
             extra["max_tokens"] = max_tokens
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(
-                model=model,
-                messages=messages,  # type: ignore[arg-type]  # plain dicts are what the API takes
-                response_format=response_format,  # type: ignore[arg-type]
-                **extra,
+            # call-overload: plain dicts are what the HTTP API takes; the SDK's TypedDicts add nothing here.
+            raw = await self._client.chat.completions.with_raw_response.create(  # type: ignore[call-overload]
+                model=model, messages=messages, response_format=response_format, **extra
             )
         except openai.APIStatusError as exc:
             raise self._status_error(exc, response_format) from None

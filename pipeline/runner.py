@@ -35,8 +35,8 @@ class RunOptions(BaseModel):
     per_criterion: bool = Field(default=False, description="One call per criterion instead of one per transcript.")
     retry_failed: bool = Field(default=False, description="Re-attempt grades stored as unscored.")
     rpm: float | None = Field(default=None, gt=0, description="Requests per minute at most.")
-    tpm: float | None = Field(default=None, gt=0, description="Estimated prompt+completion tokens per minute at most.")
-    context_window: int = Field(default=32768, gt=0, description="The model's context, in tokens, for the length check.")
+    tpm: float | None = Field(default=None, gt=0, description="Estimated tokens per minute at most.")
+    context_window: int = Field(default=32768, gt=0, description="Model context in tokens (length check).")
 
 
 class ProgressSink(Protocol):

@@ -91,7 +91,7 @@ def test_killed_run_resumes_without_paying_twice(tmp_path: Path, how: signal.Sig
         server.reset()
         again = kefu("grade", str(src), "--out", str(out), "--concurrency", "3", "--model", "mock-model",
                      server=server)
-        stdout, stderr = again.communicate(timeout=120)
+        _, stderr = again.communicate(timeout=120)
         assert again.returncode == 0, stderr
         sent = boundaries_sent(server)
     by_id = {c.id: transcript_boundary(c) for c in chats}
@@ -138,7 +138,7 @@ def test_export_xlsx_and_rubric_commands(tmp_path: Path) -> None:
     with MockServer() as server:
         assert kefu("grade", str(src), "--out", str(out), server=server).wait(60) == 0
     proc = kefu("export", str(out), "--format", "xlsx")
-    stdout, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr and (out / "scores.xlsx").is_file()
     show = kefu("rubric", "show", "rubric/ecommerce_cs.yaml")
     text, _ = show.communicate(timeout=60)

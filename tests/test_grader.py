@@ -151,7 +151,7 @@ def test_json_schema_refused_without_auto_is_fatal(rubric: Rubric) -> None:
 def test_malformed_json_is_reasked_once_then_unscored(mock_server: MockServer, rubric: Rubric) -> None:
     mock_server.script(Content(text='{"greeting": {"score": 2'), Content(text='{"greeting": {"score": 2}}'))
     [grade] = grade_once(mock_server, rubric, chat())
-    first, second = chat_requests(mock_server)
+    _, second = chat_requests(mock_server)
     assert len(second["messages"]) == 4
     assert second["messages"][2] == {"role": "assistant", "content": '{"greeting": {"score": 2'}
     assert "JSON" in second["messages"][3]["content"]
