@@ -7,7 +7,6 @@ criterion; the stored shape is the same.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import unicodedata
@@ -265,8 +264,3 @@ def _criterion_grades(parsed: BaseModel | None, criteria: Sequence[Criterion],
             )
         )
     return grades
-
-
-def grade_json(grade: Grade) -> str:
-    """A grade as one JSON document (the store's payload)."""
-    return json.dumps(grade.model_dump(mode="json"), ensure_ascii=False)
