@@ -46,11 +46,12 @@ def rubric() -> Rubric:
 
 
 def grade_once(server: MockServer, rubric: Rubric, transcript: Transcript, *, mode: Any = "auto",
-               timeout: float = 30.0, per_criterion: bool = False, attempts: int = 4) -> list[Grade]:
+               timeout: float = 30.0, per_criterion: bool = False, attempts: int = 4,
+               sleep: Any = _no_sleep) -> list[Grade]:
     async def go() -> list[Grade]:
         client = LLMClient(Endpoint(server.base_url, "test-key", timeout=timeout))
         grader = Grader(rubric, PromptSet(rubric.language), client, model="mock-model", sampling=Sampling(),
-                        response_mode=mode, retry=RetryPolicy(attempts=attempts), sleep=_no_sleep)
+                        response_mode=mode, retry=RetryPolicy(attempts=attempts), sleep=sleep)
         try:
             return [await grader.grade(transcript, key=f"k-{scope}", repeat=0, scope=scope, criteria=crits)
                     for scope, crits in grader.scopes(per_criterion)]
@@ -105,6 +106,20 @@ def test_429_then_success_honours_retry_after(mock_server: MockServer, rubric: R
     [grade] = grade_once(mock_server, rubric, chat())
     assert grade.status == "scored" and grade.attempts == 3
     assert [r.status for r in mock_server.requests] == [429, 429, 200]
+
+
+def test_backoff_honours_retry_after_then_grows_exponentially(mock_server: MockServer, rubric: Rubric) -> None:
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    mock_server.script(Fault.rate_limited(retry_after=7), Fault.server_error(), Fault.server_error())
+    [grade] = grade_once(mock_server, rubric, chat(), sleep=record)
+    assert grade.status == "scored"
+    assert waits[0] == 7  # the server's Retry-After, not our backoff
+    # then exponential backoff with up to 1 s of jitter: attempt 2 waits 2 s (+jitter), attempt 3 waits 4 s (+jitter)
+    assert 2 <= waits[1] <= 3 and 4 <= waits[2] <= 5
 
 
 def test_500_timeout_and_dropped_connection_are_retried(mock_server: MockServer, rubric: Rubric) -> None:
