@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pipeline.errors import FatalLLMError, GradeValidationError, LLMError, SchemaUnsupportedError
 from pipeline.llm import ChatResult, LLMClient
@@ -61,6 +61,10 @@ class CriterionGrade(BaseModel):
     evidence: list[QuotedEvidence] = Field(default_factory=list, description="Cited quotes, checked.")
 
 
+CRITERION_GRADES = TypeAdapter(list[CriterionGrade])
+"""A grade's criteria as one value, for validating and serialising them in one call."""
+
+
 class Grade(BaseModel):
     """The stored result of one call: a transcript × repeat × scope ('all' or one criterion id)."""
 
@@ -82,6 +86,71 @@ class Grade(BaseModel):
     response_mode: str = Field(default="json_schema", description="json_schema or json_object, as used.")
     latency_s: float = Field(default=0.0, description="Wall time of the grade, retries included.")
     created_at: datetime = Field(description="UTC time the grade finished.")
+
+
+_JSON_OBJECT: dict[str, Any] = {"type": "json_object"}
+
+
+def grade_scopes(rubric: Rubric, per_criterion: bool) -> list[tuple[str, list[Criterion]]]:
+    """The calls one transcript needs: one for all criteria (scope 'all'), or one per criterion (its id)."""
+    criteria = rubric.criteria()
+    if per_criterion:
+        return [(c.id, [c]) for c in criteria]
+    return [("all", criteria)]
+
+
+def response_format_for(schema: GradeSchema, mode: Literal["json_schema", "json_object"]) -> dict[str, Any]:
+    """The `response_format` a call sends in this mode: one shared dict per schema, so encoders can cache it."""
+    return schema.response_format if mode == "json_schema" else _JSON_OBJECT
+
+
+def grade_from_reply(
+    transcript: Transcript,
+    *,
+    key: str,
+    repeat: int,
+    scope: str,
+    criteria: Sequence[Criterion],
+    model: str,
+    response_mode: str,
+    result: ChatResult | None,
+    failure: str | None,
+    attempts: int,
+) -> Grade:
+    """The Grade of a request that ran outside `Grader.grade`, such as one line of a batch's output.
+
+    The reply is validated against the same schema and its quotes are checked the same way. There is
+    no re-ask (the request ran once, offline), so an invalid reply is unscored with the validation
+    error, and `kefu grade --retry-failed` can regrade it online under the same key. `failure`, the
+    provider's reason a request failed or never ran, makes the grade unscored as well.
+    """
+    parsed: BaseModel | None = None
+    error = failure
+    if result is not None and failure is None:
+        try:
+            parsed = _validate(build_grade_schema(criteria), result.content)
+        except GradeValidationError as exc:
+            error = f"the model's reply did not match the schema (batch request: no re-ask): {exc}"
+    elif result is None and failure is None:
+        error = "no reply"
+    return Grade(
+        key=key,
+        transcript_id=transcript.id,
+        repeat=repeat,
+        scope=scope,
+        status="scored" if parsed is not None else "unscored",
+        criteria=_criterion_grades(parsed, criteria, transcript),
+        model=model,
+        attempts=attempts,
+        prompt_tokens=result.prompt_tokens if result else 0,
+        cached_tokens=result.cached_tokens if result else None,
+        completion_tokens=result.completion_tokens if result else 0,
+        error=error,
+        raw=result.content if result is not None and parsed is None else None,
+        response_mode=response_mode,
+        latency_s=0.0,  # a batch request's own duration is not reported by the provider
+        created_at=datetime.now(UTC),
+    )
 
 
 class Grader:
@@ -114,10 +183,7 @@ class Grader:
 
     def scopes(self, per_criterion: bool) -> list[tuple[str, list[Criterion]]]:
         """The calls one transcript needs: one for all criteria, or one per criterion."""
-        criteria = self.rubric.criteria()
-        if per_criterion:
-            return [(c.id, [c]) for c in criteria]
-        return [("all", criteria)]
+        return grade_scopes(self.rubric, per_criterion)
 
     async def grade(self, transcript: Transcript, *, key: str, repeat: int, scope: str,
                     criteria: Sequence[Criterion]) -> Grade:
@@ -175,7 +241,7 @@ class Grader:
     async def _call(self, messages: list[dict[str, str]], schema: GradeSchema, outcome: RetryOutcome,
                     usage: _Usage, label: str) -> ChatResult:
         async def once() -> ChatResult:
-            fmt = schema.response_format if self.mode == "json_schema" else {"type": "json_object"}
+            fmt = response_format_for(schema, self.mode)
             try:
                 return await self.client.chat(
                     messages,
@@ -249,18 +315,11 @@ def _criterion_grades(parsed: BaseModel | None, criteria: Sequence[Criterion],
                       transcript: Transcript) -> list[CriterionGrade]:
     if parsed is None:
         return [CriterionGrade(criterion_id=c.id, score=None) for c in criteria]
+    # Plain dicts validated in one call: a model built per criterion and per quote costs twice as much.
     grades = []
     for c in criteria:
         reply = getattr(parsed, c.id)
-        grades.append(
-            CriterionGrade(
-                criterion_id=c.id,
-                score=reply.score,
-                reasoning=reply.reasoning,
-                evidence=[
-                    QuotedEvidence(turn=e.turn, quote=e.quote, verified=verify_quote(transcript, e.turn, e.quote))
-                    for e in reply.evidence
-                ],
-            )
-        )
-    return grades
+        evidence = [{"turn": e.turn, "quote": e.quote, "verified": verify_quote(transcript, e.turn, e.quote)}
+                    for e in reply.evidence]
+        grades.append({"criterion_id": c.id, "score": reply.score, "reasoning": reply.reasoning, "evidence": evidence})
+    return CRITERION_GRADES.validate_python(grades)

@@ -1,8 +1,18 @@
 """The model endpoint: the only module that talks to the `openai` SDK, and maps its errors to ours.
 
-One shared AsyncOpenAI client per run, SDK retries off (our one retry layer is `retry`). The call
-goes through `with_raw_response` and the reply JSON is read once, skipping the SDK's own model
-building, which costs more client CPU than the rest of a grade (see bench/README.md).
+One shared AsyncOpenAI client per run, SDK retries off (our one retry layer is `retry`). Client CPU
+is the limit at hundreds of requests in flight, so the hot path skips the SDK's per-call work that
+buys nothing here (measured in bench/README.md):
+
+- the request goes through the SDK's documented low-level `post` with a body we encode ourselves
+  (the typed `create()` walks the whole 10 KB response schema through its type-driven transform on
+  every call), and the response_format's JSON is encoded once per schema, not once per call;
+- the reply JSON is read once, without the SDK building its response models;
+- HTTP runs on the SDK's aiohttp transport (`DefaultAioHttpClient`): the default httpx pool scans
+  every connection on every request, which grows with concurrency.
+
+The SDK is imported when the first client is made, not at import time: it takes about a second,
+and commands that call no model (help, rubric, export) should not pay it.
 """
 
 from __future__ import annotations
@@ -10,14 +20,18 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import FatalLLMError, LLMError, SchemaUnsupportedError, TransientLLMError
 
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]+")
 _SCHEMA_WORDS = re.compile(r"json_schema|response_format|structured output|guided", re.IGNORECASE)
+# Distinct response formats are few (one per scope); the cap only guards against a caller that builds
+# a new dict per call.
+_FORMAT_CACHE_SIZE = 64
+
+if TYPE_CHECKING:
+    import openai
 
 
 @dataclass(frozen=True)
@@ -45,13 +59,19 @@ class LLMClient:
     """An OpenAI-compatible chat endpoint, shared by every grade of a run."""
 
     def __init__(self, endpoint: Endpoint) -> None:
+        import openai
+
         self._api_key = endpoint.api_key or "not-needed"
         self._client = openai.AsyncOpenAI(
             base_url=endpoint.base_url,
             api_key=self._api_key,
             timeout=endpoint.timeout,
             max_retries=0,  # our one retry layer is pipeline.retry
-        )  # the SDK's default pool (1,000 connections) already allows hundreds in flight
+            # The SDK's defaults (1,000 connections) allow hundreds in flight.
+            http_client=openai.DefaultAioHttpClient(timeout=endpoint.timeout),
+        )
+        # id -> (the dict, kept alive so its id stays unique; its JSON)
+        self._formats: dict[int, tuple[dict[str, Any], str]] = {}
 
     @property
     def base_url(self) -> str:
@@ -73,17 +93,16 @@ class LLMClient:
         max_tokens: int | None,
     ) -> ChatResult:
         """One chat completion; raises TransientLLMError, FatalLLMError or SchemaUnsupportedError."""
-        extra: dict[str, Any] = {}
-        if temperature is not None:
-            extra["temperature"] = temperature
-        if seed is not None:
-            extra["seed"] = seed
-        if max_tokens is not None:
-            extra["max_tokens"] = max_tokens
+        import openai  # loaded by __init__ already: this is a dictionary look-up
+
+        params = chat_request_params(messages, model=model, temperature=temperature, seed=seed,
+                                     max_tokens=max_tokens)
+        head = _dumps(params)
+        body = f'{head[:-1]},"response_format":{self._format_json(response_format)}}}'.encode()
         try:
-            # call-overload: plain dicts are what the HTTP API takes; the SDK's TypedDicts add nothing here.
-            raw = await self._client.chat.completions.with_raw_response.create(  # type: ignore[call-overload]
-                model=model, messages=messages, response_format=response_format, **extra
+            raw = await self._client.post(
+                "/chat/completions", cast_to=bytes, content=body,
+                options={"headers": {"Content-Type": "application/json"}},
             )
         except openai.APIStatusError as exc:
             raise self._status_error(exc, response_format) from None
@@ -91,7 +110,16 @@ class LLMClient:
             raise TransientLLMError("the endpoint did not answer in time") from None
         except openai.APIConnectionError as exc:
             raise TransientLLMError(f"connection to the endpoint failed: {self._scrub(str(exc))}") from None
-        return _parse_completion(raw.content)
+        return _parse_completion(raw)
+
+    def _format_json(self, response_format: dict[str, Any]) -> str:
+        hit = self._formats.get(id(response_format))
+        if hit is None or hit[0] is not response_format:
+            if len(self._formats) >= _FORMAT_CACHE_SIZE:
+                self._formats.clear()
+            hit = (response_format, _dumps(response_format))
+            self._formats[id(response_format)] = hit
+        return hit[1]
 
     def _scrub(self, text: str) -> str:
         """Never let the key (or anything key-shaped) into a message, log or stored grade."""
@@ -118,6 +146,52 @@ class LLMClient:
             422: "the endpoint could not process the request; check --model and the sampling options",
         }
         return FatalLLMError(f"HTTP {status}: {message}", status=status, hint=hints.get(status, "see the message"))
+
+
+def chat_request_params(
+    messages: list[dict[str, str]],
+    *,
+    model: str,
+    temperature: float | None,
+    seed: int | None,
+    max_tokens: int | None,
+) -> dict[str, Any]:
+    """A chat completion's body without `response_format` (which `chat` encodes once per schema)."""
+    params: dict[str, Any] = {"model": model, "messages": messages}
+    if temperature is not None:
+        params["temperature"] = temperature
+    if seed is not None:
+        params["seed"] = seed
+    if max_tokens is not None:
+        params["max_tokens"] = max_tokens
+    return params
+
+
+def chat_request_body(
+    messages: list[dict[str, str]],
+    *,
+    model: str,
+    response_format: dict[str, Any],
+    temperature: float | None,
+    seed: int | None,
+    max_tokens: int | None,
+) -> dict[str, Any]:
+    """The JSON body `LLMClient.chat` sends, key for key and in the same order: what batch files carry."""
+    params = chat_request_params(messages, model=model, temperature=temperature, seed=seed, max_tokens=max_tokens)
+    return {**params, "response_format": response_format}
+
+
+def parse_chat_completion(body: bytes) -> ChatResult:
+    """A chat.completion body read as `LLMClient.chat` reads it, e.g. from a batch output line.
+
+    Raises TransientLLMError when the body is not a completion.
+    """
+    return _parse_completion(body)
+
+
+def _dumps(value: Any) -> str:
+    """Compact UTF-8 JSON, as the SDK itself sends (Chinese stays one 3-byte character, not a 6-byte escape)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def _error_message(exc: openai.APIStatusError) -> str:

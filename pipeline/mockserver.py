@@ -18,6 +18,14 @@ How `POST /v1/chat/completions` is answered, in this order:
 Choices the schema leaves open (enum values, branches, lengths) are drawn from a generator seeded by
 `seed` and a hash of the messages, so an identical request gets an identical reply; `choice="random"`
 draws from one seeded stream instead, so repeats differ but a run is still reproducible.
+
+The Batch API is served too: `POST /v1/files` (multipart upload), `GET /v1/files/{id}` and
+`/v1/files/{id}/content`, `POST /v1/batches`, `GET /v1/batches/{id}` and `POST /v1/batches/{id}/cancel`.
+A batch runs when it is polled for the `batch_complete_after_polls`-th time: each line goes through
+steps 3-6 above (scripted items and `error_rate` included, no latency), a 200 lands in the output
+file and anything else in the error file. With `batch_expire_after_lines` set, only that many lines
+run and the batch ends "expired", the rest in the error file as `batch_expired`, as OpenAI reports
+them. A file with an unreadable line fails validation as a whole ("failed", nothing runs).
 """
 
 from __future__ import annotations
@@ -36,9 +44,11 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, Self, TypeAlias
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any, Literal, NamedTuple, Self, TypeAlias, TypeVar, cast
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -435,6 +445,59 @@ class ServerStats(NamedTuple):
     unanswered: int
 
 
+@dataclass(slots=True)
+class _StoredFile:
+    """A file uploaded to, or written by, the mock server."""
+
+    id: str
+    filename: str
+    purpose: str
+    data: bytes
+    created_at: int
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "object": "file", "bytes": len(self.data), "created_at": self.created_at,
+                "filename": self.filename, "purpose": self.purpose, "status": "processed"}
+
+
+@dataclass(slots=True)
+class _MockBatch:
+    """A batch and where it is in its life; its transition settings are fixed when it is created."""
+
+    id: str
+    input_file_id: str
+    endpoint: str
+    metadata: Any
+    created_at: int
+    complete_after_polls: int
+    expire_after_lines: int | None
+    status: str = "validating"
+    polls: int = 0
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"total": 0, "completed": 0, "failed": 0})
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    times: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        stamps = ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at",
+                  "cancelled_at")
+        return {
+            "id": self.id, "object": "batch", "endpoint": self.endpoint, "input_file_id": self.input_file_id,
+            "completion_window": "24h", "status": self.status, "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id, "created_at": self.created_at,
+            "expires_at": self.created_at + 24 * 3600, "request_counts": dict(self.counts),
+            "errors": {"object": "list", "data": self.errors} if self.errors else None,
+            "metadata": self.metadata, **{name: self.times.get(name) for name in stamps},
+        }
+
+
+_Found = TypeVar("_Found", _StoredFile, _MockBatch)
+
+_BATCH_FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+_EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
+
+
 _Handler: TypeAlias = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
 """A route handler: the aiohttp request and its JSON body, already parsed (None if absent or not JSON)."""
 _Answer: TypeAlias = Callable[[Any, str | None], web.StreamResponse]
@@ -463,6 +526,9 @@ class MockServer:
     - `record_bodies`: False keeps records to timings, path and status (no body, no headers).
     - `models`: ids listed by /v1/models; the first is echoed when a request names no model.
     - `prefix_cache_size`: how many distinct first messages the simulated prefix cache remembers.
+    - `batch_complete_after_polls`: a batch runs and finishes on this retrieve (before it: "in_progress").
+    - `batch_expire_after_lines`: None, or run only this many lines of a batch and end it "expired".
+    Both batch settings are read when a batch is created, so batches made under different settings coexist.
     """
 
     def __init__(
@@ -480,6 +546,8 @@ class MockServer:
         record_bodies: bool = True,
         models: tuple[str, ...] = ("mock-model",),
         prefix_cache_size: int = 1024,
+        batch_complete_after_polls: int = 1,
+        batch_expire_after_lines: int | None = None,
     ) -> None:
         self.port = port
         self.seed = seed
@@ -502,6 +570,10 @@ class MockServer:
         self._in_flight = 0
         self._max_in_flight = 0
         self._prefixes = _PrefixCache(prefix_cache_size)
+        self.batch_complete_after_polls = batch_complete_after_polls
+        self.batch_expire_after_lines = batch_expire_after_lines
+        self._files: dict[str, _StoredFile] = {}
+        self._batches: dict[str, _MockBatch] = {}
         self._runner: web.AppRunner | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -626,6 +698,8 @@ class MockServer:
             self._max_in_flight = self._in_flight
             self._prefixes.clear()
             self._rng = random.Random(self.seed)
+            self._files.clear()
+            self._batches.clear()
 
     # -- HTTP plumbing --
 
@@ -637,6 +711,12 @@ class MockServer:
                 web.post("/v1/chat/completions", self._tracked(self._chat_completions)),
                 web.get("/v1/models", self._tracked(self._list_models)),
                 web.get("/health", self._tracked(self._health)),
+                web.post("/v1/files", self._tracked(self._upload_file)),
+                web.get("/v1/files/{file_id}", self._tracked(self._get_file)),
+                web.get("/v1/files/{file_id}/content", self._tracked(self._get_file_content)),
+                web.post("/v1/batches", self._tracked(self._create_batch)),
+                web.get("/v1/batches/{batch_id}", self._tracked(self._retrieve_batch)),
+                web.post("/v1/batches/{batch_id}/cancel", self._tracked(self._cancel_batch)),
             ]
         )
         return app
@@ -801,6 +881,184 @@ class MockServer:
                 raise SchemaUnsupportedError("the <json_schema> in the prompt is not a JSON object")
             return schema
         return self.fallback_schema
+
+
+    # -- files and batches (handlers run on the server's one event loop, so they share state without locks) --
+
+    def _store_file(self, filename: str, purpose: str, data: bytes) -> _StoredFile:
+        stored = _StoredFile(f"file-mock-{next(self._ids)}", filename, purpose, data, int(time.time()))
+        self._files[stored.id] = stored
+        return stored
+
+    def _find(self, request: web.Request, table: dict[str, _Found], key: str) -> _Found | web.StreamResponse:
+        """The file or batch the path names, or the response to send instead (401, 404)."""
+        if (denied := self._check_key(request)) is not None:
+            return denied
+        found = table.get(request.match_info[key])
+        if found is None:
+            message = f"No such object: {request.match_info[key]}"
+            return _fault_response(Fault(status=404, body=openai_error(message, "invalid_request_error", param=key)))
+        return found
+
+    async def _upload_file(self, request: web.Request, body: Any) -> web.StreamResponse:
+        if (denied := self._check_key(request)) is not None:
+            return denied
+        parts = _multipart_fields(request.headers.get("Content-Type", ""), await request.read())
+        if "file" not in parts or "purpose" not in parts:
+            return _fault_response(Fault.bad_request("a multipart body with 'file' and 'purpose' is required"))
+        filename, data = parts["file"]
+        stored = self._store_file(filename or "upload.jsonl", parts["purpose"][1].decode("utf-8"), data)
+        return web.json_response(stored.describe())
+
+    async def _get_file(self, request: web.Request, body: Any) -> web.StreamResponse:
+        found = self._find(request, self._files, "file_id")
+        return found if isinstance(found, web.StreamResponse) else web.json_response(found.describe())
+
+    async def _get_file_content(self, request: web.Request, body: Any) -> web.StreamResponse:
+        found = self._find(request, self._files, "file_id")
+        if isinstance(found, web.StreamResponse):
+            return found
+        return web.Response(body=found.data, content_type="application/octet-stream")
+
+    async def _create_batch(self, request: web.Request, body: Any) -> web.StreamResponse:
+        if (denied := self._check_key(request)) is not None:
+            return denied
+        if not isinstance(body, dict) or body.get("input_file_id") not in self._files:
+            return _fault_response(Fault.bad_request("input_file_id names no uploaded file", param="input_file_id"))
+        if body.get("endpoint") != "/v1/chat/completions":
+            return _fault_response(Fault.bad_request("the mock server batches /v1/chat/completions only",
+                                                     param="endpoint"))
+        if body.get("completion_window") != "24h":
+            return _fault_response(Fault.bad_request("completion_window must be 24h", param="completion_window"))
+        batch = _MockBatch(
+            id=f"batch_mock_{next(self._ids)}", input_file_id=body["input_file_id"], endpoint=body["endpoint"],
+            metadata=body.get("metadata"), created_at=int(time.time()),
+            complete_after_polls=self.batch_complete_after_polls, expire_after_lines=self.batch_expire_after_lines,
+        )
+        self._batches[batch.id] = batch
+        return web.json_response(batch.describe())
+
+    async def _retrieve_batch(self, request: web.Request, body: Any) -> web.StreamResponse:
+        found = self._find(request, self._batches, "batch_id")
+        if isinstance(found, web.StreamResponse):
+            return found
+        self._advance_batch(found)
+        return web.json_response(found.describe())
+
+    async def _cancel_batch(self, request: web.Request, body: Any) -> web.StreamResponse:
+        found = self._find(request, self._batches, "batch_id")
+        if isinstance(found, web.StreamResponse):
+            return found
+        if found.status not in _BATCH_FINAL:
+            found.status = "cancelling"
+            found.times["cancelling_at"] = int(time.time())
+        return web.json_response(found.describe())
+
+    def _advance_batch(self, batch: _MockBatch) -> None:
+        """One poll's worth of a batch's life: in_progress until its poll count is reached, then run."""
+        now = int(time.time())
+        if batch.status in _BATCH_FINAL:
+            return
+        if batch.status == "cancelling":  # cancelled before it ran: no results at all
+            batch.status = "cancelled"
+            batch.times["cancelled_at"] = now
+            return
+        batch.polls += 1
+        batch.times.setdefault("in_progress_at", now)
+        if batch.polls < batch.complete_after_polls:
+            batch.status = "in_progress"
+            return
+        self._run_batch(batch)
+
+    def _run_batch(self, batch: _MockBatch) -> None:
+        now = int(time.time())
+        requests, problems = _read_batch_lines(self._files[batch.input_file_id].data, batch.endpoint)
+        if problems:
+            batch.status, batch.errors = "failed", problems
+            batch.times["failed_at"] = now
+            return
+        output: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for index, (custom_id, request_body) in enumerate(requests):
+            line: dict[str, Any] = {"id": f"batch_req_mock_{next(self._ids)}", "custom_id": custom_id,
+                                    "response": None, "error": None}
+            if batch.expire_after_lines is not None and index >= batch.expire_after_lines:
+                line["error"] = {"code": "batch_expired", "message": _EXPIRED_MESSAGE}
+                errors.append(line)
+                continue
+            status, payload = self._answer_batch_line(request_body)
+            line["response"] = {"status_code": status, "request_id": f"req_mock_{next(self._ids)}", "body": payload}
+            (output if status == 200 else errors).append(line)
+        if output:
+            batch.output_file_id = self._store_file(f"{batch.id}_output.jsonl", "batch_output", _jsonl(output)).id
+        if errors:
+            batch.error_file_id = self._store_file(f"{batch.id}_error.jsonl", "batch_output", _jsonl(errors)).id
+        batch.counts = {"total": len(requests), "completed": len(output), "failed": len(errors)}
+        expired = batch.expire_after_lines is not None and len(requests) > batch.expire_after_lines
+        batch.status = "expired" if expired else "completed"
+        batch.times["finalizing_at"] = now
+        batch.times["expired_at" if expired else "completed_at"] = now
+
+    def _answer_batch_line(self, body: Any) -> tuple[int, Any]:
+        """Steps 3-6 for one batch line: its status code and response body."""
+        with self._lock:
+            item = self._script.popleft() if self._script else None
+        if isinstance(item, Delay):
+            item = item.then  # nobody waits on a batch line: only what follows the delay counts
+        if isinstance(item, Drop):
+            item = Fault.server_error()  # a batch line has no connection to drop; providers report a 500
+        if item is None and self.error_rate > 0 and self._rng.random() < self.error_rate:
+            item = Fault.server_error()
+        if isinstance(item, Fault):
+            return item.status, item.body if isinstance(item.body, dict) else openai_error(item.body, "server_error")
+        if isinstance(item, Reply):
+            return 200, item.body
+        # _answer_chat always builds a web.Response (json_response or a fault), whose body is bytes.
+        response = cast(web.Response, self._answer_chat(body, item.text if isinstance(item, Content) else None))
+        return response.status, json.loads(cast(bytes, response.body))
+
+
+def _multipart_fields(content_type: str, raw: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """A multipart/form-data body's fields by name: (filename, bytes). aiohttp's own reader cannot be used
+    here because the request body was already read for recording."""
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+    if not message.is_multipart():
+        return {}
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str):
+            fields[name] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
+    return fields
+
+
+def _read_batch_lines(data: bytes, endpoint: str) -> tuple[list[tuple[str, Any]], list[dict[str, Any]]]:
+    """A batch input file's (custom_id, body) pairs, or the validation errors that fail the whole batch."""
+    requests: list[tuple[str, Any]] = []
+    problems: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for number, text in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            line = json.loads(text)
+        except json.JSONDecodeError as exc:
+            problems.append({"code": "invalid_json_line", "line": number, "message": str(exc), "param": None})
+            continue
+        ok = (isinstance(line, dict) and isinstance(line.get("custom_id"), str) and line.get("method") == "POST"
+              and line.get("url") == endpoint and isinstance(line.get("body"), dict))
+        if not ok or line["custom_id"] in seen:
+            message = f"needs a unique custom_id, method POST, url {endpoint} and a body object"
+            problems.append({"code": "invalid_request", "line": number, "message": message, "param": None})
+            continue
+        seen.add(line["custom_id"])
+        requests.append((line["custom_id"], line["body"]))
+    return requests, problems
+
+
+def _jsonl(lines: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
 
 
 async def _read_json(request: web.Request) -> Any:

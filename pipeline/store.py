@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.grader import CriterionGrade, Grade, Sampling
+from pipeline.grader import CRITERION_GRADES, Grade, Sampling
 
 DB_NAME = "kefu.sqlite"
 
@@ -110,9 +110,64 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+def _m002_batches(db: sqlite3.Connection) -> None:
+    """Batch API manifest: what each batch file holds, where it is at the provider, and what was collected.
+
+    `batch_transcripts` keeps each graded transcript exactly as it was sent (the batch file on disk
+    holds the same text), because collecting checks the model's quotes against it, maybe days later
+    and in another process.
+    """
+    _execute_all(
+        db,
+        """
+        CREATE TABLE batches (
+            local_file TEXT PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            rubric_hash TEXT NOT NULL,
+            model TEXT NOT NULL,
+            response_mode TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            batch_id TEXT,
+            input_file_id TEXT,
+            output_file_id TEXT,
+            error_file_id TEXT,
+            completed INTEGER,
+            failed INTEGER,
+            errors TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            collected_at TEXT
+        );
+        CREATE TABLE batch_requests (
+            custom_id TEXT PRIMARY KEY,
+            local_file TEXT NOT NULL REFERENCES batches(local_file),
+            transcript_id TEXT NOT NULL,
+            transcript_hash TEXT NOT NULL,
+            repeat INTEGER NOT NULL,
+            scope TEXT NOT NULL,
+            collected_at TEXT
+        );
+        CREATE INDEX batch_requests_by_file ON batch_requests (local_file, collected_at);
+        CREATE TABLE batch_transcripts (
+            content_hash TEXT PRIMARY KEY,
+            transcript TEXT NOT NULL
+        );
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
+    ("002_batches", _m002_batches),
 ]
+
+# What the provider tells about a batch, the only columns `update_batch` may set.
+_BATCH_UPDATES = frozenset(
+    {"status", "batch_id", "input_file_id", "output_file_id", "error_file_id", "completed", "failed", "errors",
+     "collected_at"}
+)
 
 
 class Store:
@@ -181,6 +236,12 @@ class Store:
             return None
         return dict(zip([d[0] for d in cur.description], row, strict=True))
 
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        """One run's row, as a dict (a batch is collected against the run that wrote it)."""
+        cur = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
+        row = cur.fetchone()
+        return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
+
     # --- grades -----------------------------------------------------------------------------
     def finished_keys(self, *, include_unscored: bool = True) -> set[str]:
         """Keys that need no request: every stored grade, or only scored ones (for --retry-failed)."""
@@ -195,7 +256,7 @@ class Store:
                 grade.key, run_id, grade.transcript_id, grade.repeat, grade.scope, grade.status, rubric_hash,
                 grade.model, grade.attempts, grade.prompt_tokens, grade.cached_tokens, grade.completion_tokens,
                 grade.error, grade.raw, grade.response_mode, grade.latency_s, grade.created_at.isoformat(),
-                json.dumps([c.model_dump(mode="json") for c in grade.criteria], ensure_ascii=False),
+                CRITERION_GRADES.dump_json(grade.criteria).decode(),  # one call, not one per criterion
             ),
         )
 
@@ -210,7 +271,7 @@ class Store:
         names = [d[0] for d in cur.description]
         for row in cur:
             data = dict(zip(names, row, strict=True))
-            criteria = [CriterionGrade.model_validate(c) for c in json.loads(data.pop("criteria"))]
+            criteria = CRITERION_GRADES.validate_json(data.pop("criteria"))
             for dropped in ("run_id", "rubric_hash"):
                 data.pop(dropped)
             yield Grade(criteria=criteria, **data)
@@ -241,6 +302,110 @@ class Store:
             data["checks"] = json.loads(data["checks"]) if data["checks"] else None
             out[data["id"]] = data
         return out
+
+    def iter_transcript_meta(self) -> Iterator[dict[str, Any]]:
+        """Every transcript's stored metadata, streamed in id order (the order of `iter_grades`)."""
+        cur = self._db.execute("SELECT * FROM transcripts ORDER BY id")
+        names = [d[0] for d in cur.description]
+        for row in cur:
+            data = dict(zip(names, row, strict=True))
+            data["checks"] = json.loads(data["checks"]) if data["checks"] else None
+            yield data
+
+    # --- batches ----------------------------------------------------------------------------
+    def record_batch_file(self, *, local_file: str, run_id: int, rubric_hash: str, model: str, response_mode: str,
+                          size_bytes: int, requests: list[tuple[str, str, str, int, str]],
+                          transcripts: dict[str, str]) -> None:
+        """Record a written batch file with its requests and their transcripts, all or nothing.
+
+        `requests` are (custom_id, transcript_id, transcript_hash, repeat, scope); a custom_id written
+        before (an unscored grade sent again) now belongs to this file and is uncollected again.
+        `transcripts` maps content hash to the transcript's JSON as sent.
+        """
+        now = _now()
+        self._db.execute("BEGIN")
+        try:
+            self._db.execute(
+                "INSERT INTO batches (local_file, run_id, rubric_hash, model, response_mode, requests, bytes, status,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'written', ?, ?)",
+                (local_file, run_id, rubric_hash, model, response_mode, len(requests), size_bytes, now, now),
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO batch_requests VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                [(cid, local_file, tid, thash, repeat, scope) for cid, tid, thash, repeat, scope in requests],
+            )
+            self._db.executemany("INSERT OR IGNORE INTO batch_transcripts VALUES (?, ?)", list(transcripts.items()))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def batch_files(self) -> list[dict[str, Any]]:
+        """Every batch file's row, in the order written."""
+        cur = self._db.execute("SELECT * FROM batches ORDER BY created_at, local_file")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur]
+
+    def update_batch(self, local_file: str, **fields: Any) -> None:
+        """Record what the provider said about a batch file (ids, status, counts); stamps `updated_at`."""
+        unknown = set(fields) - _BATCH_UPDATES
+        if unknown:
+            raise ValueError(f"not a batch column that can be updated: {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        self._db.execute(
+            f"UPDATE batches SET {assignments}, updated_at = ? WHERE local_file = ?",  # names from _BATCH_UPDATES
+            (*fields.values(), _now(), local_file),
+        )
+
+    def pending_batch_keys(self) -> set[str]:
+        """Keys in a batch file whose result is not collected yet: a new batch file must not repeat them."""
+        return {row[0] for row in self._db.execute("SELECT custom_id FROM batch_requests WHERE collected_at IS NULL")}
+
+    def batch_request(self, custom_id: str) -> dict[str, Any] | None:
+        """The request a batch output line answers, or None if no batch file of this run folder has it."""
+        cur = self._db.execute("SELECT * FROM batch_requests WHERE custom_id = ?", (custom_id,))
+        row = cur.fetchone()
+        return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    def uncollected_requests(self, local_file: str) -> list[dict[str, Any]]:
+        """The requests of a batch file that no collected line has answered yet."""
+        cur = self._db.execute(
+            "SELECT * FROM batch_requests WHERE local_file = ? AND collected_at IS NULL ORDER BY custom_id",
+            (local_file,),
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur]
+
+    def batch_transcript(self, content_hash: str) -> str | None:
+        """The JSON of a transcript as a batch file sent it."""
+        row = self._db.execute(
+            "SELECT transcript FROM batch_transcripts WHERE content_hash = ?", (content_hash,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def save_batch_grade(self, grade: Grade, run_id: int, rubric_hash: str) -> None:
+        """Commit a grade collected from a batch and mark its request collected, together."""
+        self._db.execute("BEGIN")
+        try:
+            self.save_grade(grade, run_id, rubric_hash)
+            self._db.execute("UPDATE batch_requests SET collected_at = ? WHERE custom_id = ?", (_now(), grade.key))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def batch_run_totals(self, run_id: int) -> dict[str, int]:
+        """Grades and tokens collected for a batch run: its summary once every file is collected."""
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(g.status = 'scored'), 0), COALESCE(SUM(g.status = 'unscored'), 0),"
+            " COALESCE(SUM(g.prompt_tokens), 0), COALESCE(SUM(g.cached_tokens), 0),"
+            " COALESCE(SUM(g.completion_tokens), 0)"
+            " FROM batch_requests r JOIN batches b ON b.local_file = r.local_file"
+            " JOIN grades g ON g.key = r.custom_id WHERE b.run_id = ? AND r.collected_at IS NOT NULL",
+            (run_id,),
+        ).fetchone()
+        names = ("requests", "graded", "unscored", "prompt_tokens", "cached_tokens", "completion_tokens")
+        return dict(zip(names, (int(v) for v in row), strict=True))
 
 
 def _now() -> str:

@@ -1,0 +1,340 @@
+"""`kefu batch`: grade a backlog through a Batch API or vLLM's offline runner (thin: parse, call, print).
+
+pipeline/cli.py registers it with `app.add_typer(batch_app, name="batch")`. Every command works on a
+run folder and can be rerun: what is done is recorded in the folder's store. Exit codes: 0 done,
+2 bad input, settings or a refused request, 3 a transient failure (run the same command again).
+See docs/batch.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.batch import (
+    MAX_BYTES,
+    MAX_REQUESTS,
+    BatchMode,
+    BatchStatus,
+    BatchWriteResult,
+    CollectResult,
+    batch_client,
+    batch_rubric,
+    collect,
+    collect_local,
+    status,
+    submit,
+    write_batch_files,
+)
+from pipeline.checks import DEFAULT_LEXICONS, ServiceChecker
+from pipeline.costs import actual_cost, estimate_job, load_prices
+from pipeline.errors import FatalLLMError, KefuError, TransientLLMError
+from pipeline.exports import write_checks, write_outputs
+from pipeline.llm import Endpoint
+from pipeline.prompting import PromptSet
+from pipeline.redaction import RedactionConfig, is_loopback
+from pipeline.rubric import load_rubric
+from pipeline.settings import Settings, load_settings
+from pipeline.store import Store
+from pipeline.transcripts import Reject, Transcript, read_transcripts
+
+REPO = Path(__file__).resolve().parent.parent
+batch_app = typer.Typer(
+    help="Grade through a Batch API (about half price, results within 24 h) or vLLM's offline batch runner.",
+    no_args_is_help=True,
+)
+console = Console(stderr=True)
+out = Console()
+
+Inputs = Annotated[list[Path], typer.Argument(help="Transcript files or folders (.jsonl, .csv, .txt).")]
+RubricOpt = Annotated[Path, typer.Option("--rubric", "-r", help="Rubric YAML.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder (store, batch files, scores).")]
+ConfigOpt = Annotated[Path | None, typer.Option(help="TOML config with a [kefu] table (default ./kefu.toml).")]
+BaseUrlOpt = Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (default: OPENAI_BASE_URL).")]
+KeyEnvOpt = Annotated[str | None, typer.Option(help="Env variable holding the API key.")]
+ModelOpt = Annotated[str | None, typer.Option(help="Model name at the endpoint.")]
+RepeatsOpt = Annotated[int, typer.Option(min=1, help="Independent grades per transcript.")]
+PerCriterionOpt = Annotated[bool, typer.Option(help="One request per criterion.")]
+PricesOpt = Annotated[Path | None, typer.Option(help="Price table YAML (default: the packaged, dated one).")]
+
+
+def _fail(exc: KefuError) -> None:
+    if isinstance(exc, FatalLLMError):
+        console.print(f"[red]the endpoint refused the request:[/red] {exc}\n  fix: {exc.hint}")
+    else:
+        console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(3 if isinstance(exc, TransientLLMError) else 2)
+
+
+def _endpoint(settings: Settings) -> Endpoint:
+    key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    return Endpoint(settings.base_url, key, settings.timeout)
+
+
+def _money(amount: float) -> str:
+    """Two decimals, or four below 1 so that a pilot's cost does not print as 0.00."""
+    return f"{amount:,.2f}" if amount >= 1 else f"{amount:.4f}"
+
+
+def _setup_logging(out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out_dir / "kefu.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("kefu")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def _mode(settings: Settings) -> BatchMode:
+    # A batch cannot fall back after a refusal the way online "auto" does, so auto means json_schema.
+    return "json_object" if settings.response_format == "json_object" else "json_schema"
+
+
+def _items(inputs: Sequence[Path], shop_speaker: list[str] | None, bot_speaker: list[str] | None,
+           shop_prefix: list[str] | None) -> Iterator[Transcript | Reject]:
+    return read_transcripts(list(inputs), shop_speakers=tuple(shop_speaker or ()),
+                            bot_speakers=tuple(bot_speaker or ()), shop_prefixes=tuple(shop_prefix or ()))
+
+
+def _write(inputs: Sequence[Path], *, rubric_path: Path, out_dir: Path, settings: Settings, repeats: int,
+           per_criterion: bool, retry_failed: bool, redact: bool | None, lexicons: Path,
+           shop_speaker: list[str] | None, bot_speaker: list[str] | None, shop_prefix: list[str] | None,
+           max_requests: int, max_bytes: int) -> BatchWriteResult:
+    rubric = load_rubric(rubric_path)
+    prompts = PromptSet(rubric.language)
+    # As in `kefu grade`: personal data stays in only for an endpoint on this machine.
+    redaction = redact if redact is not None else not is_loopback(settings.base_url or "")
+    record = settings.public() | {"rubric_path": str(rubric_path), "redact": redaction,
+                                  "lexicon_path": str(lexicons)}
+    with Store.open(out_dir) as store:
+        return write_batch_files(
+            _items(inputs, shop_speaker, bot_speaker, shop_prefix), rubric=rubric, prompts=prompts,
+            model=settings.model, sampling=settings.sampling, store=store, out_dir=out_dir,
+            per_criterion=per_criterion, repeats=repeats, response_mode=_mode(settings), retry_failed=retry_failed,
+            redaction=RedactionConfig() if redaction else None, checker=ServiceChecker.load(lexicons),
+            settings_record=record, max_requests=max_requests, max_bytes=max_bytes,
+        )
+
+
+def _print_written(result: BatchWriteResult) -> None:
+    table = Table(title="kefu batch write", show_header=False)
+    table.add_row("transcripts read", str(result.transcripts))
+    table.add_row("requests written", f"{result.requests} in {len(result.files)} file(s)")
+    table.add_row("already done or pending", str(result.skipped))
+    table.add_row("rejected", str(result.rejected) + ("  (see rejects.jsonl)" if result.rejected else ""))
+    replaced = ", ".join(f"{kind} {n}" for kind, n in result.redactions.items())
+    table.add_row("PII redaction", ("on" if result.redacted else "off") + (f"  ({replaced})" if replaced else ""))
+    out.print(table)
+    for path in result.files:
+        out.print(str(path))
+
+
+def _print_statuses(statuses: list[BatchStatus], title: str) -> None:
+    table = Table(title=title)
+    for column in ("file", "batch", "status", "requests", "completed", "failed", "collected"):
+        table.add_column(column)
+    for s in statuses:
+        table.add_row(s.local_file, s.batch_id or "—", s.status, str(s.requests),
+                      "—" if s.completed is None else str(s.completed), "—" if s.failed is None else str(s.failed),
+                      "yes" if s.collected else "no")
+    out.print(table)
+
+
+def _print_collected(result: CollectResult, prices_path: Path | None, batch: bool) -> None:
+    table = Table(title="kefu batch collect", show_header=False)
+    table.add_row("scored", str(result.scored))
+    table.add_row("unscored", str(result.unscored) + ("  (kefu grade --retry-failed regrades them online)"
+                                                        if result.unscored else ""))
+    table.add_row("already collected", str(result.already_collected))
+    if result.unknown or result.unreadable:
+        table.add_row("lines skipped", f"{result.unknown} unknown custom_id, {result.unreadable} unreadable "
+                                       "(see kefu.log)")
+    if result.waiting:
+        table.add_row("still running", ", ".join(result.waiting))
+    cached = f", {result.cached_tokens:,} from cache" if result.cached_tokens else ""
+    table.add_row("tokens", f"{result.prompt_tokens:,} prompt{cached}, {result.completion_tokens:,} completion")
+    if batch and len(result.models) == 1:
+        prices = load_prices(prices_path)
+        model = result.models[0]
+        cost = actual_cost(result.prompt_tokens, result.cached_tokens, result.completion_tokens, model, prices,
+                           batch=True)
+        entry = prices.price(model)
+        table.add_row("cost", "unknown model: no price" if cost is None or entry is None
+                      else f"{_money(cost)} {entry.currency} at batch prices as of {prices.as_of} (check them)")
+    out.print(table)
+
+
+def _export(result: CollectResult, out_dir: Path, rubric_path: Path | None) -> None:
+    """Rewrite the run folder's contract files (scores.csv, grades.jsonl, checks.jsonl), as `kefu grade` does."""
+    if not (result.scored or result.unscored):
+        return
+    with Store.open(out_dir) as store:
+        rubric = load_rubric(rubric_path) if rubric_path else batch_rubric(store)
+        scores, grades = write_outputs(store, rubric, out_dir)
+        checks = write_checks(store, out_dir)
+    out.print(f"scores: {scores}\ngrades: {grades}\nchecks: {checks}")
+
+
+@batch_app.command("write")
+def write_cmd(
+    inputs: Inputs,
+    rubric: RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
+    out_dir: OutOpt = Path("out"),
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    repeats: RepeatsOpt = 1,
+    per_criterion: PerCriterionOpt = False,
+    retry_failed: Annotated[bool, typer.Option(help="Write unscored grades' requests again.")] = False,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Completion token cap.")] = None,
+    response_format: Annotated[str | None, typer.Option(help="json_schema (auto) or json_object.")] = None,
+    redact: Annotated[bool | None, typer.Option(
+        "--redact/--no-redact", help="Replace personal data (default: on unless --base-url is 127.0.0.1/localhost)."
+    )] = None,
+    lexicons: Annotated[Path, typer.Option(help="Phrase lexicons for the service checks.")] = DEFAULT_LEXICONS,
+    shop_speaker: Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is the shop.")] = None,
+    bot_speaker: Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is a bot.")] = None,
+    shop_prefix: Annotated[list[str] | None, typer.Option(help="Chat-log nickname prefix of shop agents.")] = None,
+    max_requests: Annotated[int, typer.Option(min=1, help="Requests per file at most.")] = MAX_REQUESTS,
+    max_bytes: Annotated[int, typer.Option(min=1, help="Bytes per file at most.")] = MAX_BYTES,
+    config: ConfigOpt = None,
+) -> None:
+    """Write batch request files into OUT/batch/ for `kefu batch submit` or vLLM's run_batch; skips what is done."""
+    _setup_logging(out_dir)
+    overrides = {"model": model, "base_url": base_url, "temperature": temperature, "seed": seed,
+                 "max_tokens": max_tokens, "response_format": response_format}
+    try:
+        settings = load_settings(config, overrides)
+        result = _write(inputs, rubric_path=rubric, out_dir=out_dir, settings=settings, repeats=repeats,
+                        per_criterion=per_criterion, retry_failed=retry_failed, redact=redact, lexicons=lexicons,
+                        shop_speaker=shop_speaker, bot_speaker=bot_speaker, shop_prefix=shop_prefix,
+                        max_requests=max_requests, max_bytes=max_bytes)
+    except KefuError as exc:
+        _fail(exc)
+        return
+    _print_written(result)
+
+
+@batch_app.command("submit")
+def submit_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="A run folder with files from `kefu batch write`.")],
+    base_url: BaseUrlOpt = None,
+    api_key_env: KeyEnvOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Upload every request file not yet submitted and start its batch (24 h window)."""
+    _setup_logging(out_dir)
+    try:
+        settings = load_settings(config, {"base_url": base_url, "api_key_env": api_key_env})
+        statuses = submit(out_dir, batch_client(_endpoint(settings)))
+    except KefuError as exc:
+        _fail(exc)
+        return
+    _print_statuses(statuses, "kefu batch submit")
+
+
+@batch_app.command("status")
+def status_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="A run folder with submitted batches.")],
+    base_url: BaseUrlOpt = None,
+    api_key_env: KeyEnvOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Ask the provider where every batch of the run folder stands."""
+    _setup_logging(out_dir)
+    try:
+        settings = load_settings(config, {"base_url": base_url, "api_key_env": api_key_env})
+        statuses = status(out_dir, batch_client(_endpoint(settings)))
+    except KefuError as exc:
+        _fail(exc)
+        return
+    _print_statuses(statuses, "kefu batch status")
+
+
+@batch_app.command("collect")
+def collect_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="A run folder with submitted batches.")],
+    rubric: Annotated[Path | None, typer.Option("--rubric", "-r", help="Rubric YAML (default: as written).")]
+    = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: KeyEnvOpt = None,
+    prices: PricesOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Download and store the results of every finished batch; rerun it until nothing is still running."""
+    _setup_logging(out_dir)
+    try:
+        client = batch_client(_endpoint(load_settings(config, {"base_url": base_url, "api_key_env": api_key_env})))
+        result = collect(out_dir, client, load_rubric(rubric) if rubric else None)
+        _print_collected(result, prices, batch=True)
+        _export(result, out_dir, rubric)
+    except KefuError as exc:
+        _fail(exc)
+
+
+@batch_app.command("collect-local")
+def collect_local_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="The run folder the request files were written in.")],
+    output_jsonl: Annotated[Path, typer.Argument(help="vLLM run_batch's output file (-o).")],
+    rubric: Annotated[Path | None, typer.Option("--rubric", "-r", help="Rubric YAML (default: as written).")]
+    = None,
+) -> None:
+    """Store the results of `python -m vllm.entrypoints.openai.run_batch -i REQUESTS -o OUTPUT --model M`."""
+    _setup_logging(out_dir)
+    try:
+        result = collect_local(out_dir, output_jsonl, load_rubric(rubric) if rubric else None)
+        _print_collected(result, None, batch=False)
+        _export(result, out_dir, rubric)
+    except KefuError as exc:
+        _fail(exc)
+
+
+@batch_app.command("estimate")
+def estimate_cmd(
+    inputs: Inputs,
+    rubric: RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
+    model: ModelOpt = None,
+    repeats: RepeatsOpt = 1,
+    per_criterion: PerCriterionOpt = False,
+    completion_tokens: Annotated[int | None, typer.Option(
+        help="Completion tokens per request (default: 120 per criterion graded).")] = None,
+    online: Annotated[bool, typer.Option(help="Price online requests instead of the batch discount.")] = False,
+    prices: PricesOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Forecast a job's tokens and cost before sending anything (prompts rendered as they would be sent)."""
+    try:
+        settings = load_settings(config, {"model": model})
+        r = load_rubric(rubric)
+        estimate = estimate_job(_items(inputs, None, None, None), rubric=r, prompts=PromptSet(r.language),
+                                per_criterion=per_criterion, repeats=repeats,
+                                max_completion_tokens_estimate=completion_tokens, model=settings.model,
+                                prices=load_prices(prices), batch=not online)
+    except KefuError as exc:
+        _fail(exc)
+        return
+    table = Table(title=f"kefu batch estimate — {estimate.model}", show_header=False)
+    table.add_row("transcripts", f"{estimate.transcripts:,} ({estimate.rejected:,} rejected)")
+    table.add_row("requests", f"{estimate.requests:,}")
+    table.add_row("prompt tokens", f"{estimate.prompt_tokens:,} ({estimate.shared_prefix_share:.0%} system prompt)")
+    table.add_row("completion tokens", f"{estimate.completion_tokens:,} (assumed)")
+    if estimate.cost is not None and estimate.cost_with_caching is not None:
+        mode = "online" if online else "batch"
+        table.add_row(f"cost, {mode}", f"{_money(estimate.cost)} {estimate.currency}; "
+                                       f"{_money(estimate.cost_with_caching)} if the system prompt is cached")
+        table.add_row("prices as of", f"{estimate.prices_as_of} (check them)")
+    for note in estimate.notes:
+        table.add_row("note", note)
+    out.print(table)
+
+
+if __name__ == "__main__":  # `python -m pipeline.cli_batch …` before cli.py registers it
+    batch_app()
