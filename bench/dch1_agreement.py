@@ -1,0 +1,200 @@
+"""DCH-1 agreement study: the human ceiling from the 19 annotators, and the judge against them.
+
+Converts the DCH-1 training set (NTCIR-14 STC-3 DQ; shared/datasets/dch1_stc3) AT RUN TIME into the
+pipeline's input formats, in a work folder outside the repository (a temp dir by default):
+
+- transcripts.jsonl — one conversation per line, `customer` → customer, `helpdesk` → agent, a turn's
+  utterances joined by newlines (empty ones, uncrawled emoji and images, are dropped);
+- labels.csv — long layout, one row per annotator × dialogue × score: rater_id `a00`…`a18` is the
+  annotator's position in `annotations` (a stable annotator id, see the dataset README), criterion
+  accomplishment/satisfaction/efficiency for A/S/E, score = original + 2 as rubric/dch1_quality.yaml says.
+
+Then it prints the human ceiling, computed from the data alone through `labels.read_labels` and
+`agreement` (no model needed): each annotator against the mean of the other 18 (Spearman, as the
+project's issue quotes it: about 0.48 / 0.53 / 0.44 for A / S / E) and Krippendorff's alpha over all 19,
+on the full training set and on the dev ids. Unless --ceiling-only, it then runs the consistency check
+(`kefu check`'s library call) on the dev ids, or a seeded --sample of them, with whatever endpoint is
+configured (flags, OPENAI_BASE_URL/OPENAI_API_KEY, kefu.toml), or with --mock against the loopback mock
+server, whose scores are arbitrary: a mock run shows the plumbing works and nothing about agreement.
+
+Never copy the converted files or a report into the repository: the dialogues are research-only
+Weibo text with unmasked phone numbers (see the dataset README). Reports go to out/ (git-ignored).
+
+    /tmp/venv/bin/python bench/dch1_agreement.py --ceiling-only
+    /tmp/venv/bin/python bench/dch1_agreement.py --sample 40 --mock
+    /tmp/venv/bin/python bench/dch1_agreement.py --model deepseek-chat --base-url https://api.deepseek.com/v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Collection, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline import agreement as ag  # noqa: E402
+from pipeline.consistency import CheckJob, CheckOptions, CheckRun, run_check  # noqa: E402
+from pipeline.labels import LabelSet, read_labels  # noqa: E402
+from pipeline.mockserver import MockServer  # noqa: E402
+from pipeline.report import write_report  # noqa: E402
+from pipeline.rubric import Rubric, load_rubric  # noqa: E402
+from pipeline.settings import load_settings  # noqa: E402
+
+DATASET = Path("/work/shared/datasets/dch1_stc3")
+RUBRIC = ROOT / "rubric" / "dch1_quality.yaml"
+CRITERIA = {"A": "accomplishment", "S": "satisfaction", "E": "efficiency"}
+ROLES = {"customer": "customer", "helpdesk": "agent"}
+
+
+# --- conversion --------------------------------------------------------------------------------
+
+
+def load_dialogues(dataset: Path) -> list[dict[str, Any]]:
+    """The Chinese training set as published."""
+    data: list[dict[str, Any]] = json.loads((dataset / "train_data_cn.json").read_text(encoding="utf-8"))
+    return data
+
+
+def transcript_line(dialogue: dict[str, Any]) -> dict[str, Any]:
+    """One dialogue in the JSONL input format."""
+    turns = [{"role": ROLES[t["sender"]], "text": "\n".join(u for u in t["utterances"] if u.strip())}
+             for t in dialogue["turns"]]
+    return {"id": str(dialogue["id"]), "platform": "weibo", "turns": turns}
+
+
+def label_rows(dialogue: dict[str, Any]) -> Iterator[tuple[str, str, int, str]]:
+    """(transcript_id, criterion_id, score, rater_id) for every annotator and score of one dialogue."""
+    for position, annotation in enumerate(dialogue["annotations"]):
+        for key, criterion in CRITERIA.items():
+            yield str(dialogue["id"]), criterion, annotation["quality"][key] + 2, f"a{position:02d}"
+
+
+def convert(dialogues: list[dict[str, Any]], work: Path) -> tuple[Path, Path]:
+    """Write transcripts.jsonl and labels.csv into `work`."""
+    work.mkdir(parents=True, exist_ok=True)
+    transcripts, labels = work / "transcripts.jsonl", work / "labels.csv"
+    with transcripts.open("w", encoding="utf-8") as fh:
+        for d in dialogues:
+            fh.write(json.dumps(transcript_line(d), ensure_ascii=False) + "\n")
+    with labels.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["transcript_id", "criterion_id", "score", "rater_id"])
+        for d in dialogues:
+            writer.writerows(label_rows(d))
+    return transcripts, labels
+
+
+# --- the human ceiling -------------------------------------------------------------------------
+
+
+def ceiling_row(labels: LabelSet, rubric: Rubric, criterion: str, ids: Collection[str]) -> dict[str, float]:
+    """Human agreement on one criterion over the dialogues in `ids`."""
+    units, raters, scores = labels.matrix(criterion)
+    keep = np.array([u in ids for u in units])
+    m = scores[keep]
+    levels = rubric.criterion(criterion).points
+    vs_rest = ag.rater_vs_consensus(m, levels, rater_ids=raters).mean
+    return {
+        "n": float(m.shape[0]),
+        "spearman": vs_rest.spearman,  # each annotator vs the mean of the other 18, averaged over annotators
+        "kendall": vs_rest.kendall,
+        "weighted_kappa": vs_rest.weighted_kappa,  # vs the median level of the others
+        "alpha_interval": ag.krippendorff_alpha(m, levels, "interval"),
+        "alpha_ordinal": ag.krippendorff_alpha(m, levels, "ordinal"),
+    }
+
+
+def print_ceiling(labels: LabelSet, rubric: Rubric, splits: dict[str, set[str]]) -> None:
+    print("\nDCH-1 human ceiling (19 annotators; one annotator vs the rest, averaged over annotators)")
+    print(f"{'split':<10}{'n':>6}  {'score':<16}{'Spearman':>9}{'Kendall':>9}{'κw':>7}{'α interval':>12}"
+          f"{'α ordinal':>11}")
+    for split, ids in splits.items():
+        for key, criterion in CRITERIA.items():
+            r = ceiling_row(labels, rubric, criterion, ids)
+            print(f"{split:<10}{int(r['n']):>6}  {key} {criterion:<14}{r['spearman']:>9.3f}{r['kendall']:>9.3f}"
+                  f"{r['weighted_kappa']:>7.3f}{r['alpha_interval']:>12.3f}{r['alpha_ordinal']:>11.3f}")
+
+
+# --- the judge ---------------------------------------------------------------------------------
+
+
+def print_judge(run: CheckRun, labels: LabelSet, mock: bool) -> None:
+    """Judge vs the annotators, beside the same split's ceiling."""
+    warning = "  [MOCK SERVER: arbitrary scores, the agreement below means nothing]" if mock else ""
+    print(f"\nJudge {run.result.model} on {run.result.transcripts_graded} dialogues{warning}")
+    print(f"{'score':<16}{'ρ vs mean':>10}{'ρ vs median':>12}  {'κw [95% CI]':<20}{'exact':>6}{'self κw':>9}"
+          f"{'alt-test':>10}")
+    units = run.scores.units
+    for key, criterion in CRITERIA.items():
+        c = next(x for x in run.result.criteria if x.criterion_id == criterion)
+        matrix_units, _, scores = labels.matrix(criterion)
+        row = {u: i for i, u in enumerate(matrix_units)}
+        mean = np.array([np.nanmean(scores[row[u]]) for u in units])
+        m = c.judge_vs_human.metrics
+        alt = "—" if c.alt_test is None else ("passed" if c.alt_test.passed else "no")
+        wk = f"{m.weighted_kappa.estimate:.2f} [{m.weighted_kappa.low:.2f}, {m.weighted_kappa.high:.2f}]"
+        print(f"{key} {criterion:<14}{ag.spearman(run.scores.judge[criterion], mean):>10.3f}"
+              f"{m.spearman.estimate:>12.3f}  {wk:<20}{m.exact.estimate:>6.2f}"
+              f"{c.self_consistency.weighted_kappa:>9.2f}{alt:>10}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", nargs="?", type=Path, default=DATASET, help="the dch1_stc3 folder")
+    parser.add_argument("--work", type=Path, help="folder for the converted files (default: a new temp dir)")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "dch1_check", help="check folder (git-ignored)")
+    parser.add_argument("--ceiling-only", action="store_true", help="only the human ceiling; no model")
+    parser.add_argument("--sample", type=int, help="check a seeded random sample of N dev dialogues")
+    parser.add_argument("--sample-seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--mock", action="store_true", help="grade with the loopback mock server (meaningless)")
+    parser.add_argument("--model")
+    parser.add_argument("--base-url")
+    parser.add_argument("--concurrency", type=int)
+    args = parser.parse_args()
+
+    started = time.monotonic()
+    dialogues = load_dialogues(args.dataset)
+    dev = set((args.dataset / "dev_ids.txt").read_text(encoding="utf-8").split())
+    with ExitStack() as stack:
+        work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dch1-")))
+        transcripts, labels_csv = convert(dialogues, work)
+        rubric = load_rubric(RUBRIC)
+        labels = read_labels(labels_csv, rubric)
+        print(f"converted {len(dialogues)} dialogues and {len(labels.labels)} scores "
+              f"({len(labels.rejects)} rejected) into {work} in {time.monotonic() - started:.1f} s")
+        print_ceiling(labels, rubric, {"train-all": {str(d["id"]) for d in dialogues}, "dev": dev})
+        if args.ceiling_only:
+            return
+        ids = sorted(dev)
+        if args.sample:
+            ids = sorted(random.Random(args.sample_seed).sample(ids, args.sample))
+        overrides = {"model": args.model, "base_url": args.base_url, "concurrency": args.concurrency}
+        if args.mock:
+            server = stack.enter_context(MockServer(choice="random"))
+            overrides |= {"base_url": server.base_url, "model": args.model or "mock-model"}
+        settings = load_settings(None, overrides, environ={} if args.mock else None)
+        job = CheckJob(inputs=[transcripts], rubric_path=RUBRIC, labels_path=labels_csv, out_dir=args.out,
+                       repeats=args.repeats, only_ids=set(ids))
+        run = asyncio.run(run_check(job, settings, options=CheckOptions(n_resamples=args.resamples)))
+        files = write_report(run.result, args.out)
+        print_judge(run, labels, args.mock)
+        print(f"\nreport: {files.report_html}  ({time.monotonic() - started:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    main()
