@@ -36,7 +36,6 @@ import krippendorff
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import pingouin
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
@@ -556,9 +555,9 @@ def icc_totals(judge_totals: npt.ArrayLike, human_totals: npt.ArrayLike) -> IccR
     """
     x, y = _paired(judge_totals, human_totals)
     n = int(x.size)
-    if n < 2:
+    if n < 3:  # pingouin asserts on two units rather than returning NaN
         return IccResult(
-            estimate=math.nan, low=math.nan, high=math.nan, n=n, reason="fewer than two paired totals"
+            estimate=math.nan, low=math.nan, high=math.nan, n=n, reason="fewer than three paired totals"
         )
     if np.ptp(np.concatenate([x, y])) == 0:
         return IccResult(
@@ -571,6 +570,8 @@ def icc_totals(judge_totals: npt.ArrayLike, human_totals: npt.ArrayLike) -> IccR
             "total": np.concatenate([x, y]),
         }
     )
+    import pingouin  # imported here: it costs seconds at start-up and only ICC needs it
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = pingouin.intraclass_corr(data=long, targets="unit", raters="rater", ratings="total")

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 import typer
 from rich.console import Console
@@ -24,18 +24,26 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from pipeline.checks import DEFAULT_LEXICONS
+from pipeline.cli_batch import batch_app
+from pipeline.cli_check import check, report
 from pipeline.endpoints import LOCAL_MODEL_NOTICE, ResolvedEndpoint
 from pipeline.errors import ConfigError, FatalLLMError, InputError, KefuError, RubricError
 from pipeline.exports import export_run
 from pipeline.grader import Grade
 from pipeline.grading import GradeJob, JobResult, run_job
+from pipeline.redaction import LABELS, PiiKind
 from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
 from pipeline.settings import load_settings
 from pipeline.store import DB_NAME, Store
+from pipeline.summary import GROUP_BY, summarize_run, write_summary
 
 app = typer.Typer(help="kefu-qa: LLM-graded quality inspection of customer-service chats.", no_args_is_help=True)
 rubric_app = typer.Typer(help="Check and show rubric files.", no_args_is_help=True)
 app.add_typer(rubric_app, name="rubric")
+app.add_typer(batch_app, name="batch")
+app.command("check")(check)
+app.command("report")(report)
 console = Console(stderr=True)
 out = Console()
 
@@ -110,10 +118,13 @@ def _print_summary(result: JobResult, out_dir: Path) -> None:
     cached = f", {s.cached_tokens:,} from cache" if s.cached_tokens else ""
     table.add_row("tokens", f"{s.prompt_tokens:,} prompt{cached}, {s.completion_tokens:,} completion")
     table.add_row("elapsed", f"{s.elapsed_s:.1f} s")
+    replaced = ", ".join(f"{LABELS[PiiKind(k)]} {n}" for k, n in s.redactions.items())
+    table.add_row("PII redaction", ("on" if s.redacted else "off") + (f"  ({replaced})" if replaced else ""))
     for dim, mean in result.dimension_means.items():
         table.add_row(f"mean {dim}", "—" if mean is None else f"{mean:.2f}")
     out.print(table)
-    out.print(f"scores: {result.scores_csv}\ngrades: {result.grades_jsonl}\nstore:  {out_dir / DB_NAME}")
+    out.print(f"scores: {result.scores_csv}\ngrades: {result.grades_jsonl}\nchecks: {result.checks_jsonl}\n"
+              f"store:  {out_dir / DB_NAME}")
 
 
 def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> JobResult:
@@ -174,13 +185,17 @@ def grade(
     ids: Annotated[Path | None, typer.Option(help="File of transcript ids to grade (one per line).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Grade at most this many transcripts.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config with a [kefu] table (default ./kefu.toml).")] = None,
+    redact: Annotated[bool | None, typer.Option(
+        "--redact/--no-redact", help="Replace personal data before sending (default: on unless the endpoint is "
+                                     "127.0.0.1/localhost).")] = None,
+    lexicons: Annotated[Path, typer.Option(help="Phrase lexicons for the service checks.")] = DEFAULT_LEXICONS,
 ) -> None:
     """Grade transcripts against a rubric; rerun the same command to resume."""
     job = GradeJob(inputs=inputs, rubric_path=rubric, out_dir=out_dir, repeats=repeats, per_criterion=per_criterion,
                    retry_failed=retry_failed, shop_speakers=tuple(shop_speaker or ()),
                    bot_speakers=tuple(bot_speaker or ()), shop_prefixes=tuple(shop_prefix or ()),
                    only_ids=_read_ids(ids),
-                   limit=limit)
+                   limit=limit, redact=redact, lexicon_path=lexicons)
     overrides = {"model": model, "base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency,
                  "rpm": rpm, "tpm": tpm, "temperature": temperature, "seed": seed, "max_tokens": max_tokens,
                  "timeout": timeout, "response_format": response_format, "context_window": context_window}
@@ -216,6 +231,52 @@ def export_cmd(
         raise typer.Exit(2) from None
     for p in paths:
         out.print(str(p))
+
+
+@app.command("summary")
+def summary_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    by: Annotated[str, typer.Option("--by", help="agent, shop, platform or day.")] = "agent",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or xlsx.")] = "csv",
+    dest: Annotated[Path | None, typer.Option("--to", help="File to write (default: OUT/summary_by_BY.FORMAT).")]
+    = None,
+) -> None:
+    """Team summary of a run: final scores, weakest criteria, reply-time and banned-phrase rates per group."""
+    if by not in GROUP_BY or fmt not in ("csv", "xlsx"):
+        console.print(f"[red]error:[/red] use --by {'|'.join(GROUP_BY)} and --format csv|xlsx")
+        raise typer.Exit(2)
+    try:
+        with Store.open(out_dir) as store:
+            rubric = _run_rubric(store, out_dir)
+            groups = summarize_run(store, rubric, by)
+    except KefuError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    path = write_summary(groups, by, dest or out_dir / f"summary_by_{by}.{fmt}",
+                         cast(Literal["csv", "xlsx"], fmt))
+    table = Table(title=f"kefu summary by {by}")
+    for col in (by, "chats", "mean total", *(d.id for d in rubric.dimensions), "weakest", "致命项",
+                "2分钟首次回复率", "3分钟回复率", "banned"):
+        table.add_column(col)
+    for g in groups:
+        t = g.timing
+        table.add_row(
+            g.group or "(unknown)", str(g.transcripts), "—" if g.mean_total is None else f"{g.mean_total:.1f}",
+            *("—" if g.dimension_means[d.id] is None else f"{g.dimension_means[d.id]:.1f}" for d in rubric.dimensions),
+            ", ".join(w.criterion_id for w in g.weakest), str(g.critical_failed),
+            _rate(t.first_reply_rate if t else None, t.first_reply_pass if t else None),
+            _rate(t.reply_rate if t else None, t.reply_pass if t else None),
+            _rate(g.banned_rate, None),
+        )
+    out.print(table)
+    out.print(str(path))
+
+
+def _rate(value: float | None, passed: bool | None) -> str:
+    """'86% ✓', '70% ✗', or '—' when there was nothing to count."""
+    if value is None:
+        return "—"
+    return f"{value:.0%}" + ("" if passed is None else " ✓" if passed else " ✗")
 
 
 def _run_rubric(store: Store, out_dir: Path) -> Rubric:

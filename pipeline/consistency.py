@@ -460,17 +460,8 @@ def _sum_checks(rubric: Rubric, scores: UnitScores, options: CheckOptions) -> li
         pair = ag.compare_scores(judge, human, _sum_levels(criteria, judge, human),
                                  n_resamples=options.n_resamples, seed=options.seed, confidence=options.confidence)
         out.append(SumCheck(sum_id=sum_id, kind=kind, name=name, max_points=sum(c.max for c in criteria),
-                            judge_vs_human=pair, icc=_icc(judge, human)))
+                            judge_vs_human=pair, icc=ag.icc_totals(judge, human)))
     return out
-
-
-def _icc(judge: FloatArray, human: FloatArray) -> ag.IccResult:
-    """agreement.icc_totals, except for exactly two paired totals, where pingouin raises instead of NaN."""
-    n = int(np.sum(~(np.isnan(judge) | np.isnan(human))))
-    if n == 2:
-        return ag.IccResult(estimate=math.nan, low=math.nan, high=math.nan, n=n,
-                            reason="fewer than three paired totals")
-    return ag.icc_totals(judge, human)
 
 
 def _differences(rubric: Rubric, scores: UnitScores, top: int) -> list[Difference]:

@@ -371,3 +371,9 @@ def test_verdict() -> None:
     assert ag.verdict(_ci(0.55, 0.4), strict) == "not trusted"
     with pytest.raises(ValidationError):
         ag.VerdictThresholds(trusted_estimate=0.3, not_trusted_below=0.4)
+
+
+def test_icc_with_two_pairs_is_nan_with_a_reason() -> None:
+    # pingouin asserts on two units; we answer NaN with the reason instead of crashing a report.
+    result = ag.icc_totals([10.0, 20.0], [12.0, 19.0])
+    assert math.isnan(result.estimate) and result.n == 2 and "three" in (result.reason or "")
