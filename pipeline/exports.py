@@ -1,8 +1,12 @@
-"""Exports for people: scores.csv (a row per transcript × repeat), grades.jsonl, and xlsx/parquet/csv.
+"""Exports for people: scores.csv (a row per transcript × repeat), grades.jsonl, checks.jsonl, and xlsx/parquet/csv.
 
 Everything streams from the store, so a million-grade run exports in constant memory (xlsx, which
 Excel caps at 1,048,576 rows, is the exception and says so). Unscored criteria are empty cells,
-never 0; a subtotal or total that depends on an unscored criterion is empty too.
+never 0; a subtotal or total that depends on an unscored criterion is empty too. Criterion, group,
+dimension and total columns hold the FINAL scores: the rubric's caps and critical items applied to
+the LLM's scores with the transcript's stored checks (pipeline/adjustments.py); `llm_total` and
+grades.jsonl's `llm_score` keep the LLM's own. Check columns follow the score columns; a check
+that could not be measured (no timestamps) is an empty cell beside its reason, never 0.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.adjustments import AdjustedScores, apply_hooks
+from pipeline.checks import CHECKS
 from pipeline.grader import Grade
 from pipeline.rubric import Rubric
 from pipeline.store import Store
+from pipeline.timing import ColumnValue
 
 ExportFormat = Literal["csv", "xlsx", "parquet"]
 XLSX_MAX_ROWS = 1_048_575
@@ -25,13 +32,25 @@ XLSX_MAX_ROWS = 1_048_575
 
 @dataclass(frozen=True)
 class ScoreRow:
-    """One transcript × repeat with every criterion's points (None when unscored)."""
+    """One transcript × repeat with every criterion's LLM points (None when unscored) and its stored metadata."""
 
     transcript_id: str
     repeat: int
     scores: dict[str, int | None]
     model: str
     status: str
+    meta: dict[str, Any] | None = None
+    grades: tuple[Grade, ...] = ()
+
+    @property
+    def check_columns(self) -> dict[str, ColumnValue] | None:
+        """The transcript's flat check columns, or None when no checks were stored for it."""
+        record = self.meta.get("checks") if self.meta else None
+        return record["columns"] if record else None
+
+    def adjusted(self, rubric: Rubric) -> AdjustedScores:
+        """The final scores under the rubric's hooks."""
+        return apply_hooks(rubric, self.scores, self.check_columns)
 
 
 def score_columns(rubric: Rubric) -> list[str]:
@@ -40,39 +59,51 @@ def score_columns(rubric: Rubric) -> list[str]:
     cols += [c.id for c in rubric.criteria()]
     cols += [g.id for d in rubric.dimensions for g in d.groups]
     cols += [d.id for d in rubric.dimensions]
-    return [*cols, "total", "max_total", "model", "status"]
+    return [*cols, "total", "max_total", "model", "status", "llm_total", "critical_failed", "adjustments", *CHECKS]
 
 
 def iter_score_rows(store: Store, rubric: Rubric) -> Iterator[ScoreRow]:
-    """Grades folded into one row per transcript × repeat (per-criterion calls merged)."""
+    """Grades folded into one row per transcript × repeat (per-criterion calls merged), with the
+    transcript's metadata joined in (both streams are in transcript-id order)."""
+    metas = store.iter_transcript_meta()
+    meta = next(metas, None)
     for (tid, repeat), group in groupby(
         store.iter_grades(rubric_hash=rubric.content_hash), key=lambda g: (g.transcript_id, g.repeat)
     ):
-        grades = list(group)
+        while meta is not None and meta["id"] < tid:
+            meta = next(metas, None)
+        grades = tuple(group)
         scores: dict[str, int | None] = {c.id: None for c in rubric.criteria()}
         for grade in grades:
             for cg in grade.criteria:
                 scores[cg.criterion_id] = cg.score
         missing = sum(v is None for v in scores.values())
         status = "scored" if missing == 0 else ("unscored" if missing == len(scores) else "partial")
-        yield ScoreRow(tid, repeat, scores, grades[0].model, status)
+        own_meta = meta if meta is not None and meta["id"] == tid else None
+        yield ScoreRow(tid, repeat, scores, grades[0].model, status, own_meta, grades)
 
 
 def row_values(row: ScoreRow, rubric: Rubric) -> dict[str, Any]:
-    """A ScoreRow with group, dimension and total sums, keyed by score_columns()."""
-    out: dict[str, Any] = {"transcript_id": row.transcript_id, "repeat": row.repeat, **row.scores}
+    """A ScoreRow with final criterion scores, group, dimension and total sums and the checks, keyed by
+    score_columns()."""
+    adjusted = row.adjusted(rubric)
+    out: dict[str, Any] = {"transcript_id": row.transcript_id, "repeat": row.repeat, **adjusted.scores}
     dim_totals: list[int | None] = []
     for d in rubric.dimensions:
         group_totals = []
         for g in d.groups:
-            out[g.id] = _sum([row.scores[c.id] for c in g.criteria])
+            out[g.id] = _sum([adjusted.scores[c.id] for c in g.criteria])
             group_totals.append(out[g.id])
         out[d.id] = _sum(group_totals)
         dim_totals.append(out[d.id])
-    out["total"] = _sum(dim_totals)
+    out["total"] = 0 if adjusted.critical_failed else _sum(dim_totals)
     out["max_total"] = rubric.total
     out["model"] = row.model
     out["status"] = row.status
+    out["llm_total"] = _sum(list(row.scores.values()))
+    out["critical_failed"] = adjusted.critical_failed
+    out["adjustments"] = adjusted.describe()
+    out.update(dict.fromkeys(CHECKS) | (row.check_columns or {}))
     return out
 
 
@@ -80,8 +111,11 @@ def _sum(values: list[int | None]) -> int | None:
     return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
 
-def grade_lines(grade: Grade) -> Iterator[dict[str, Any]]:
-    """grades.jsonl lines for one stored call: one per criterion, with the call's bookkeeping nested."""
+def grade_lines(grade: Grade, adjusted: AdjustedScores) -> Iterator[dict[str, Any]]:
+    """grades.jsonl lines for one stored call: one per criterion, with the call's bookkeeping nested.
+
+    `llm_score` is the model's score, `score` the final one, `adjustment` what changed it.
+    """
     call = {
         "key": grade.key, "scope": grade.scope, "status": grade.status, "attempts": grade.attempts,
         "prompt_tokens": grade.prompt_tokens, "cached_tokens": grade.cached_tokens,
@@ -94,7 +128,10 @@ def grade_lines(grade: Grade) -> Iterator[dict[str, Any]]:
             "repeat": grade.repeat,
             "criterion_id": cg.criterion_id,
             "status": "scored" if cg.score is not None else "unscored",
-            "score": cg.score,
+            "llm_score": cg.score,
+            "score": adjusted.scores.get(cg.criterion_id),
+            "adjustment": adjusted.describe(cg.criterion_id),
+            "critical_failed": adjusted.critical_failed,
             "reasoning": cg.reasoning,
             "evidence": [e.model_dump() for e in cg.evidence],
             "quotes_verified": all(e.verified for e in cg.evidence),
@@ -103,16 +140,36 @@ def grade_lines(grade: Grade) -> Iterator[dict[str, Any]]:
         }
 
 
+def iter_grade_lines(store: Store, rubric: Rubric) -> Iterator[dict[str, Any]]:
+    """Every grades.jsonl line, in transcript, repeat and scope order."""
+    for row in iter_score_rows(store, rubric):
+        adjusted = row.adjusted(rubric)
+        for grade in row.grades:
+            yield from grade_lines(grade, adjusted)
+
+
 def write_outputs(store: Store, rubric: Rubric, out_dir: Path) -> tuple[Path, Path]:
     """Write OUT/scores.csv and OUT/grades.jsonl from the store (the run's contract files)."""
     scores_path = out_dir / "scores.csv"
     grades_path = out_dir / "grades.jsonl"
     _write_csv(scores_path, score_columns(rubric), (row_values(r, rubric) for r in iter_score_rows(store, rubric)))
     with grades_path.open("w", encoding="utf-8") as fh:
-        for grade in store.iter_grades(rubric_hash=rubric.content_hash):
-            for line in grade_lines(grade):
-                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+        for line in iter_grade_lines(store, rubric):
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
     return scores_path, grades_path
+
+
+def write_checks(store: Store, out_dir: Path) -> Path:
+    """Write OUT/checks.jsonl: one line per transcript with its metadata and its checks (null if none)."""
+    path = out_dir / "checks.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for meta in store.iter_transcript_meta():
+            line = {"transcript_id": meta["id"], **{k: meta[k] for k in _META_FIELDS}, "checks": meta["checks"]}
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return path
+
+
+_META_FIELDS = ("platform", "shop", "agent_id", "started_at", "n_turns", "source")
 
 
 def _write_csv(path: Path, columns: list[str], rows: Iterator[dict[str, Any]]) -> None:
@@ -125,11 +182,10 @@ def _write_csv(path: Path, columns: list[str], rows: Iterator[dict[str, Any]]) -
 
 
 def _flat_grade_rows(store: Store, rubric: Rubric) -> Iterator[dict[str, Any]]:
-    for grade in store.iter_grades(rubric_hash=rubric.content_hash):
-        for line in grade_lines(grade):
-            call = line.pop("call")
-            line["evidence"] = json.dumps(line["evidence"], ensure_ascii=False)
-            yield {**line, **{f"call_{k}": v for k, v in call.items()}}
+    for line in iter_grade_lines(store, rubric):
+        call = line.pop("call")
+        line["evidence"] = json.dumps(line["evidence"], ensure_ascii=False)
+        yield {**line, **{f"call_{k}": v for k, v in call.items()}}
 
 
 def export_run(store: Store, rubric: Rubric, fmt: ExportFormat, dest: Path) -> list[Path]:
@@ -170,7 +226,7 @@ def export_run(store: Store, rubric: Rubric, fmt: ExportFormat, dest: Path) -> l
 
 
 def dimension_means(store: Store, rubric: Rubric) -> dict[str, float | None]:
-    """Mean points per dimension and for the total over fully scored rows (for the run summary)."""
+    """Mean final points per dimension and for the total over fully scored rows (for the run summary)."""
     sums: dict[str, float] = {d.id: 0.0 for d in rubric.dimensions} | {"total": 0.0}
     n = 0
     for row in iter_score_rows(store, rubric):

@@ -1,8 +1,9 @@
-"""A grading job end to end: settings → endpoint → runner → store → scores.csv and grades.jsonl.
+"""A grading job end to end: settings → endpoint → runner → store → scores.csv, grades.jsonl, checks.jsonl.
 
 This is what `kefu grade` calls; it holds no concurrency (that is the runner's) and prints
 nothing (that is the CLI's). When no endpoint is configured it asks `endpoints` for the embedded
-local model.
+local model. Personal data is redacted before anything is sent to an endpoint that is not this
+machine (`redaction.is_loopback`); `GradeJob.redact` forces it on or off.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.checks import DEFAULT_LEXICONS, ServiceChecker
 from pipeline.endpoints import ResolvedEndpoint, resolve_endpoint
-from pipeline.exports import dimension_means, write_outputs
+from pipeline.exports import dimension_means, write_checks, write_outputs
 from pipeline.grader import Grader
 from pipeline.llm import LLMClient
 from pipeline.prompting import PromptSet
+from pipeline.redaction import RedactionConfig, is_loopback
 from pipeline.retry import RetryPolicy
 from pipeline.rubric import Rubric, load_rubric
 from pipeline.runner import ProgressSink, RunOptions, RunSummary, run_grading
@@ -41,6 +44,9 @@ class GradeJob:
     only_ids: Collection[str] | None = None
     limit: int | None = None
     prompts_dir: Path | None = None
+    lexicon_path: Path = DEFAULT_LEXICONS
+    redact: bool | None = None
+    """None: redact unless the endpoint is loopback; True/False: always / never."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class JobResult:
     summary: RunSummary
     scores_csv: Path
     grades_jsonl: Path
+    checks_jsonl: Path
     rejects_jsonl: Path
     dimension_means: dict[str, float | None]
     model: str
@@ -76,16 +83,23 @@ def select(items: Iterable[Transcript | Reject], only_ids: Collection[str] | Non
         yield item
 
 
-def _load(job: GradeJob) -> tuple[Rubric, PromptSet]:
+def _load(job: GradeJob) -> tuple[Rubric, PromptSet, ServiceChecker]:
     rubric = load_rubric(job.rubric_path)
-    return rubric, PromptSet(rubric.language, job.prompts_dir)
+    return rubric, PromptSet(rubric.language, job.prompts_dir), ServiceChecker.load(job.lexicon_path)
+
+
+def should_redact(job: GradeJob, endpoint: ResolvedEndpoint) -> bool:
+    """The job's choice, else on for every endpoint that is not this machine (the default URL is OpenAI's)."""
+    if job.redact is not None:
+        return job.redact
+    return not is_loopback(endpoint.endpoint.base_url or "")
 
 
 async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink | None = None,
                   expected_transcripts: int | None = None,
                   on_endpoint: Callable[[ResolvedEndpoint], None] | None = None) -> JobResult:
     """Grade `job.inputs` with `settings`; resumable; writes the contract files into `job.out_dir`."""
-    rubric, prompts = _load(job)
+    rubric, prompts, checker = _load(job)
     job.out_dir.mkdir(parents=True, exist_ok=True)
     items = select(read_job_inputs(job), job.only_ids, job.limit)
     with contextlib.ExitStack() as stack:
@@ -103,18 +117,22 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
                 per_criterion=job.per_criterion, retry_failed=job.retry_failed, rpm=settings.rpm,
                 tpm=settings.tpm, context_window=endpoint.context_window or settings.context_window,
             )
+            redact = should_redact(job, endpoint)
             with Store.open(job.out_dir) as store:
                 record = settings.public() | {"model": endpoint.model, "rubric_path": str(job.rubric_path),
-                                              "rubric": rubric.model_dump(mode="json")}
+                                              "rubric": rubric.model_dump(mode="json", by_alias=True),
+                                              "redact": redact, "lexicon_path": str(job.lexicon_path)}
                 try:
                     summary = await run_grading(
                         items, grader=grader, store=store, options=options,
                         rejects_path=job.out_dir / "rejects.jsonl", progress=progress,
                         expected_transcripts=expected_transcripts, settings_record=record,
+                        redaction=RedactionConfig() if redact else None, checker=checker,
                     )
                 finally:  # also on Ctrl-C: the files show every grade finished so far
                     scores, grades = write_outputs(store, rubric, job.out_dir)
+                    checks = write_checks(store, job.out_dir)
                 means = dimension_means(store, rubric)
         finally:
             await client.close()
-    return JobResult(summary, scores, grades, job.out_dir / "rejects.jsonl", means, endpoint.model, endpoint)
+    return JobResult(summary, scores, grades, checks, job.out_dir / "rejects.jsonl", means, endpoint.model, endpoint)

@@ -3,21 +3,28 @@
 Concurrency lives here and only here: one shared client, a fixed pool of worker tasks, a bounded
 queue between the reader and the workers (so input is never read far ahead), optional
 requests-per-minute and tokens-per-minute limits, and every finished grade committed at once.
+
+At ingest, once per transcript (not per repeat or call), the reader task redacts the copy that is
+sent (when redaction is on) and runs the service checks on the ORIGINAL transcript, storing them
+with its metadata. Both are CPU work on the event loop, so they stay per transcript, and stored
+checks of the same transcript by the same checker are reused: a resumed run checks nothing twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.checks import ServiceChecker
 from pipeline.grader import Grade, Grader
 from pipeline.prompting import transcript_hash
+from pipeline.redaction import PiiKind, RedactionConfig, redact_transcript
 from pipeline.rubric import Criterion
 from pipeline.store import Store, grade_key
 from pipeline.transcripts import Reject, Transcript, estimate_tokens
@@ -62,6 +69,11 @@ class RunSummary(BaseModel):
     completion_tokens: int = 0
     elapsed_s: float = 0.0
     interrupted: bool = False
+    redacted: bool = Field(default=False, description="Whether transcripts were redacted before sending.")
+    redactions: dict[str, int] = Field(
+        default_factory=dict,
+        description="Personal data replaced per kind (PiiKind value), over the transcripts sent in this run.",
+    )
 
 
 class RateLimiter:
@@ -118,22 +130,28 @@ async def run_grading(
     options: RunOptions,
     rejects_path: Path,
     key_options: dict[str, object] | None = None,
-    transform: Callable[[Transcript], Transcript] | None = None,
+    redaction: RedactionConfig | None = None,
+    checker: ServiceChecker | None = None,
     progress: ProgressSink | None = None,
     expected_transcripts: int | None = None,
     settings_record: dict[str, object] | None = None,
 ) -> RunSummary:
     """Grade every transcript in `items`; rejects go to `rejects_path`; returns the run's summary.
 
-    `transform` (e.g. PII redaction) is applied before a transcript is rendered; `key_options`
-    names what it changes so that the resume key follows it.
+    With `redaction`, each transcript's personal data is replaced before it is rendered, the
+    grader sees (and verifies quotes against) that text, and `{"redact": true}` joins the resume
+    key's `key_options`. With `checker`, its checks of the original transcript are stored with
+    the transcript's metadata.
     """
     rubric = grader.rubric
     run_id = store.start_run(
         rubric_id=rubric.id, rubric_version=rubric.version, rubric_hash=rubric.content_hash,
         template_hash=grader.prompts.template_hash, model=grader.model, settings=dict(settings_record or {}),
     )
-    state = _State(RunSummary(), store.finished_keys(include_unscored=not options.retry_failed))
+    state = _State(RunSummary(redacted=redaction is not None),
+                   store.finished_keys(include_unscored=not options.retry_failed))
+    if redaction is not None:
+        key_options = {**(key_options or {}), "redact": True}
     scopes = grader.scopes(options.per_criterion)
     system_tokens = {scope: estimate_tokens(grader.prompts.system(rubric, crits)) for scope, crits in scopes}
     limiter = RateLimiter(options.rpm, options.tpm)
@@ -149,7 +167,8 @@ async def run_grading(
                     _write_reject(rejects, item, state)
                     continue
                 state.summary.transcripts += 1
-                transcript = transform(item) if transform else item
+                redacted = redact_transcript(item, redaction) if redaction is not None else None
+                transcript = redacted.transcript if redacted is not None else item
                 user_tokens = estimate_tokens(grader.prompts.user(transcript))
                 needed = max(system_tokens.values()) + user_tokens + (grader.sampling.max_tokens or 0)
                 if needed > options.context_window:
@@ -162,7 +181,12 @@ async def run_grading(
                     ), state)
                     continue
                 thash = transcript_hash(transcript)
-                _save_meta(store, item, thash)
+                checks = None
+                if checker is not None:
+                    original_hash = thash if transcript is item else transcript_hash(item)
+                    checks = checker.record_for(item, original_hash, store.transcript_checks(item.id))
+                _save_meta(store, item, thash, checks)
+                sent = False
                 for repeat in range(options.repeats):
                     for scope, crits in scopes:
                         key = grade_key(
@@ -175,6 +199,9 @@ async def run_grading(
                             continue
                         await queue.put(_Unit(transcript, repeat, scope, crits, key,
                                               system_tokens[scope] + user_tokens))
+                        sent = True
+                if sent and redacted is not None:
+                    _count_redactions(state.summary, redacted.counts)
         for _ in range(options.concurrency):
             await queue.put(None)
 
@@ -221,6 +248,12 @@ def _count(summary: RunSummary, grade: Grade) -> None:
     summary.completion_tokens += grade.completion_tokens
 
 
+def _count_redactions(summary: RunSummary, counts: Mapping[PiiKind, int]) -> None:
+    for kind, n in counts.items():
+        if n:
+            summary.redactions[kind.value] = summary.redactions.get(kind.value, 0) + n
+
+
 def _write_reject(handle: object, reject: Reject, state: _State) -> None:
     state.summary.rejected += 1
     handle.write(reject.model_dump_json() + "\n")  # type: ignore[attr-defined]
@@ -235,8 +268,9 @@ def _line_of(source: str | None) -> int | None:
     return None
 
 
-def _save_meta(store: Store, t: Transcript, content_hash: str) -> None:
+def _save_meta(store: Store, t: Transcript, content_hash: str, checks: dict[str, object] | None) -> None:
     store.save_transcript_meta(
         transcript_id=t.id, content_hash=content_hash, platform=t.platform, shop=t.shop, agent_id=t.agent_id,
         started_at=next((turn.time for turn in t.turns if turn.time), None), n_turns=len(t.turns), source=t.source,
+        checks=checks,
     )

@@ -312,6 +312,11 @@ class Store:
             data["checks"] = json.loads(data["checks"]) if data["checks"] else None
             yield data
 
+    def transcript_checks(self, transcript_id: str) -> dict[str, Any] | None:
+        """One transcript's stored checks, or None: a resumed run reuses them instead of checking again."""
+        row = self._db.execute("SELECT checks FROM transcripts WHERE id = ?", (transcript_id,)).fetchone()
+        return json.loads(row[0]) if row is not None and row[0] else None
+
     # --- batches ----------------------------------------------------------------------------
     def record_batch_file(self, *, local_file: str, run_id: int, rubric_hash: str, model: str, response_mode: str,
                           size_bytes: int, requests: list[tuple[str, str, str, int, str]],

@@ -13,10 +13,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from pipeline.mockserver import MockServer
 from pipeline.prompting import transcript_boundary
+from pipeline.redaction import find_pii
 from pipeline.transcripts import Role, Transcript, Turn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -149,3 +151,74 @@ def test_export_xlsx_and_rubric_commands(tmp_path: Path) -> None:
     check = kefu("rubric", "check", str(bad))
     _, err = check.communicate(timeout=60)
     assert check.returncode == 1 and "75" in err
+
+
+# ---- PII redaction and team summaries through the real command -------------------------------------------
+
+PII = {
+    "mobile": "13812345678",
+    "id_card": "11010519491231002X",
+    "email": "zhang.san@example.com",
+    "bank_card": "6222021234567890128",
+    "landline": "0571-88888888",
+    "address": "浙江省杭州市西湖区文三路90号东部软件园3号楼501室",
+}
+
+
+def pii_chats() -> list[Transcript]:
+    t0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+    return [
+        Transcript(id="pii-1", agent_id="kf-1", turns=[
+            Turn(role=Role.customer, text=f"帮我改下收货地址：{PII['address']}，电话{PII['mobile']}", time=t0),
+            Turn(role=Role.agent, text=f"好的亲，已改好，联系电话{PII['mobile']}对吧？",
+                 time=t0 + timedelta(seconds=20)),
+        ]),
+        Transcript(id="pii-2", agent_id="kf-2", turns=[
+            Turn(role=Role.customer, text=f"发票寄到{PII['email']}，身份证{PII['id_card']}", time=t0),
+            Turn(role=Role.agent, text="亲，您好，收到", time=t0 + timedelta(seconds=700)),
+            Turn(role=Role.customer, text=f"退款到卡{PII['bank_card']}，有事打座机{PII['landline']}",
+                 time=t0 + timedelta(seconds=760)),
+        ]),
+    ]
+
+
+@pytest.mark.parametrize("flag", ["--redact", "--no-redact"])
+def test_redaction_flag_decides_what_the_endpoint_sees(tmp_path: Path, flag: str) -> None:
+    src = tmp_path / "chats.jsonl"
+    write_jsonl(src, pii_chats())
+    out = tmp_path / "out"
+    with MockServer() as server:  # loopback: without a flag, nothing would be redacted
+        proc = kefu("grade", str(src), "--out", str(out), "--model", "mock-model", flag, server=server)
+        stdout, stderr = proc.communicate(timeout=120)
+        bodies = [json.dumps(r.body, ensure_ascii=False) for r in server.requests]
+    assert proc.returncode == 0, stderr
+    assert len(bodies) == 2
+    found = {m.kind.value: m.text for body in bodies for m in find_pii(body)}
+    if flag == "--redact":
+        assert found == {}, found
+        assert not any(value in body for value in PII.values() for body in bodies)
+        assert "PII redaction" in stdout and "手机号 2" in stdout  # the phone is in two turns of pii-1
+    else:
+        assert found == PII
+    # Checks always see the original chats: pii-2 waited 700 s, so proactivity is capped either way.
+    rows = {r["transcript_id"]: r for r in csv.DictReader((out / "scores.csv").open(encoding="utf-8-sig"))}
+    assert rows["pii-2"]["max_wait_s"] == "700.0" and rows["pii-2"]["proactivity"] == "0"
+    assert rows["pii-1"]["first_response_s"] == "20.0"
+
+
+def test_summary_command_writes_the_table_and_the_file(tmp_path: Path) -> None:
+    src = tmp_path / "chats.jsonl"
+    write_jsonl(src, pii_chats())
+    out = tmp_path / "out"
+    with MockServer() as server:
+        assert kefu("grade", str(src), "--out", str(out), server=server).wait(120) == 0
+    proc = kefu("summary", str(out), "--by", "agent", "--format", "xlsx")
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "kf-1" in stdout and "kf-2" in stdout
+    frame = pd.read_excel(out / "summary_by_agent.xlsx")
+    assert list(frame["agent"]) == ["kf-1", "kf-2"] and list(frame["transcripts"]) == [1, 1]
+    # kf-1 answered in 20 s, kf-2 after 700 s: 2分钟首次回复率 1.0 and 0.0.
+    assert list(frame["first_reply_rate"]) == [1.0, 0.0]
+    bad = kefu("summary", str(out), "--by", "week")
+    assert bad.wait(60) == 2

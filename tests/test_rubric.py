@@ -331,3 +331,51 @@ def test_non_utf8_file_is_a_rubric_error(tmp_path: Path) -> None:
     with pytest.raises(RubricError) as info:
         load_rubric(path)
     assert re.fullmatch(r"not UTF-8: byte \d+ cannot be decoded", info.value.problems[0])
+
+
+# ---- hooks: caps and critical items --------------------------------------------------------------------
+
+
+def test_seed_rubric_hooks_cite_seeds_and_leave_the_hash_alone() -> None:
+    rubric = load_rubric(SEED_RUBRIC)
+    assert [c.criterion for c in rubric.caps] == ["proactivity", "preprocessing"]
+    assert [getattr(c, "criterion", None) for c in rubric.critical] == ["courtesy_patience"]
+    assert all("Seed" in (h.note or "") or "seed" in (h.note or "") for h in [*rubric.caps, *rubric.critical])
+    # Hooks act on stored grades at export: adding, changing or removing one re-grades nothing.
+    bare = _seed_data()
+    del bare["caps"], bare["critical"]
+    assert Rubric.model_validate(bare).content_hash == rubric.content_hash
+
+
+def _with_hooks(**hooks: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda data: data.update(hooks)
+
+
+@pytest.mark.parametrize(
+    ("hooks", "problem"),
+    [
+        ({"caps": [{"criterion": "proactivity", "cap": 0, "when": {"check": "max_wait", "above": 600}, "reason": "r"}]},
+         "caps[0] (proactivity) › when › check: Value error, unknown check 'max_wait'"),
+        ({"caps": [{"criterion": "proactivity", "cap": 0, "when": {"check": "greeting_found", "above": 1},
+                    "reason": "r"}]},
+         "caps[0] (proactivity) › when › check: Value error, check 'greeting_found' holds a flag"),
+        ({"caps": [{"criterion": "proactivity", "cap": 0, "when": {"check": "max_wait_s", "above": 600, "below": 9},
+                    "reason": "r"}]},
+         "caps[0] (proactivity) › when: a condition needs exactly one of: above, at_least"),
+        ({"caps": [{"criterion": "proactivity", "cap": 0,
+                    "when": {"any": [{"check": "first_reply_status", "equals": "never"}]}, "reason": "r"}]},
+         "caps[0] (proactivity) › when › any › [0] › equals: Value error, 'never' is not a value of "
+         "first_reply_status"),
+        ({"critical": [{"criterion": "courtesy_patience", "at_or_below": 0, "reason": "r"}, {"reason": "x"}]},
+         "critical[1] (x): a critical item has either `criterion` with `at_or_below`, or `when`"),
+        ({"caps": [{"criterion": "proactivty", "cap": 0, "when": {"check": "max_wait_s", "above": 1}, "reason": "r"}]},
+         "caps[0] (proactivty): criterion 'proactivty' is not in the rubric"),
+        ({"caps": [{"criterion": "greeting", "cap": 2, "when": {"check": "max_wait_s", "above": 1}, "reason": "r"}]},
+         "caps[0] (greeting): cap 2 must be a level of greeting below its maximum (0/1)"),
+        ({"critical": [{"criterion": "courtesy_patience", "at_or_below": 4, "reason": "r"}]},
+         "critical[0] (courtesy_patience): at_or_below 4 must lie in 0..3, else it never or always fails the chat"),
+    ],
+)
+def test_hook_errors_name_the_file_and_the_hook(tmp_path: Path, hooks: dict[str, Any], problem: str) -> None:
+    err = _broken(tmp_path, _with_hooks(**hooks))
+    assert [p for p in err.problems if p.startswith(problem)], err.problems

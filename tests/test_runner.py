@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from pipeline.checks import DEFAULT_LEXICONS, ServiceChecker, TranscriptChecks
 from pipeline.grader import Grader, Sampling
+from pipeline.lexicon import load_lexicons
 from pipeline.llm import Endpoint, LLMClient
-from pipeline.mockserver import Fault, MockServer
+from pipeline.mockserver import Content, Fault, MockServer
 from pipeline.prompting import PromptSet, transcript_boundary
+from pipeline.redaction import RedactionConfig, find_pii
 from pipeline.retry import RetryPolicy
 from pipeline.rubric import Rubric, load_rubric
 from pipeline.runner import RunOptions, RunSummary, run_grading
 from pipeline.store import Store
+from pipeline.timing import TimingThresholds
 from pipeline.transcripts import Reject, Role, Transcript, Turn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,6 +47,7 @@ async def _no_sleep(_: float) -> None:
 
 
 def run(server: MockServer, rubric: Rubric, items: list[Transcript | Reject], out: Path,
+        redaction: RedactionConfig | None = None, checker: ServiceChecker | None = None,
         **options: object) -> RunSummary:
     async def go() -> RunSummary:
         client = LLMClient(Endpoint(server.base_url, "k"))
@@ -50,7 +56,8 @@ def run(server: MockServer, rubric: Rubric, items: list[Transcript | Reject], ou
         try:
             with Store.open(out) as store:
                 return await run_grading(items, grader=grader, store=store, options=RunOptions(**options),
-                                         rejects_path=out / "rejects.jsonl")
+                                         rejects_path=out / "rejects.jsonl", redaction=redaction,
+                                         checker=checker)
         finally:
             await client.close()
 
@@ -134,3 +141,74 @@ def test_each_request_carries_its_own_transcript(mock_server: MockServer, rubric
     run(mock_server, rubric, list(items), tmp_path, concurrency=3)
     seen = sorted(r.body["messages"][1]["content"].split("<<<TRANSCRIPT ", 1)[1][:12] for r in mock_server.requests)
     assert seen == sorted(transcript_boundary(t) for t in items)
+
+
+# ---- checks at ingest and redaction --------------------------------------------------------------------
+
+PHONE, EMAIL = "13812345678", "li.na@example.com"
+
+
+def pii_chats(n: int) -> list[Transcript]:
+    t0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+    return [Transcript(id=f"p{i}", turns=[
+        Turn(role=Role.customer, text=f"我的电话{PHONE}，邮箱{EMAIL}，订单{i}改地址", time=t0),
+        Turn(role=Role.agent, text=f"好的亲，已改为{PHONE}但是要明天发", time=t0 + timedelta(seconds=30)),
+    ]) for i in range(n)]
+
+
+class CountingChecker(ServiceChecker):
+    """The real checker, counting what it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(load_lexicons(DEFAULT_LEXICONS))
+        self.seen: list[Transcript] = []
+
+    def check(self, transcript: Transcript, transcript_hash: str | None = None) -> TranscriptChecks:
+        self.seen.append(transcript)
+        return super().check(transcript, transcript_hash)
+
+
+def test_checks_run_once_per_transcript_on_the_original(mock_server: MockServer, rubric: Rubric,
+                                                        tmp_path: Path) -> None:
+    chats = pii_chats(2)
+    checker = CountingChecker()
+    run(mock_server, rubric, list(chats), tmp_path, repeats=3, redaction=RedactionConfig(), checker=checker)
+    assert checker.seen == chats  # once each whatever the repeats, and not the redacted copy
+    with Store.open(tmp_path) as store:
+        meta = store.transcript_meta()
+    record = meta["p0"]["checks"]
+    but = next(h for h in record["phrases"]["hits"] if h["group"] == "but_words")
+    assert but["start"] == chats[0].turns[1].text.index("但是")  # an offset in the original text
+    assert record["columns"]["first_response_s"] == 30.0
+    resumed = CountingChecker()
+    run(mock_server, rubric, list(chats), tmp_path, repeats=3, redaction=RedactionConfig(), checker=resumed)
+    assert resumed.seen == []  # stored checks of the same transcripts by the same checker are reused
+    stricter = ServiceChecker(load_lexicons(DEFAULT_LEXICONS), TimingThresholds(first_reply_within_s=20))
+    run(mock_server, rubric, list(chats), tmp_path, repeats=3, redaction=RedactionConfig(), checker=stricter)
+    with Store.open(tmp_path) as store:
+        assert store.transcript_checks("p0")["columns"]["first_reply_within_limit"] is False  # re-checked
+
+
+def test_redaction_replaces_pii_counts_it_and_verifies_quotes_against_what_was_sent(
+        mock_server: MockServer, rubric: Rubric, tmp_path: Path) -> None:
+    reply = {c.id: {"evidence": [{"turn": 1, "quote": "[手机号1]"}], "reasoning": "r", "score": c.max}
+             for c in rubric.criteria()}
+    mock_server.script(Content(text=json.dumps(reply, ensure_ascii=False)))
+    summary = run(mock_server, rubric, list(pii_chats(2)), tmp_path, concurrency=1, redaction=RedactionConfig())
+    bodies = [json.dumps(r.body, ensure_ascii=False) for r in mock_server.requests]
+    assert len(bodies) == 2 and all(find_pii(b) == [] for b in bodies)
+    assert all(PHONE not in b and EMAIL not in b and "[手机号1]" in b for b in bodies)
+    # Per transcript: the phone twice (customer and agent), the e-mail once; two transcripts sent.
+    assert summary.redacted and summary.redactions == {"mobile": 4, "email": 2}
+    with Store.open(tmp_path) as store:
+        first = next(g for g in store.iter_grades() if g.transcript_id == "p0")
+    assert all(e.verified for cg in first.criteria for e in cg.evidence)
+
+
+def test_redaction_changes_the_resume_key(mock_server: MockServer, rubric: Rubric, tmp_path: Path) -> None:
+    chats: list[Transcript | Reject] = list(transcripts(3))  # no PII: the text sent is the same either way
+    run(mock_server, rubric, chats, tmp_path)
+    redacted = run(mock_server, rubric, chats, tmp_path, redaction=RedactionConfig())
+    assert redacted.graded == 3 and redacted.skipped == 0 and redacted.redactions == {}
+    again = run(mock_server, rubric, chats, tmp_path, redaction=RedactionConfig())
+    assert again.skipped == 3 and len(mock_server.requests) == 6

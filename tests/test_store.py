@@ -5,15 +5,17 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from pipeline.exports import export_run, iter_score_rows, row_values, score_columns, write_outputs
+from pipeline.checks import CHECKS, ServiceChecker
+from pipeline.exports import export_run, iter_score_rows, row_values, score_columns, write_checks, write_outputs
 from pipeline.grader import CriterionGrade, Grade, QuotedEvidence, Sampling
 from pipeline.rubric import Rubric, load_rubric
 from pipeline.store import MIGRATIONS, Store, grade_key
+from pipeline.transcripts import Role, Transcript, Turn
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -105,3 +107,82 @@ def test_export_formats_round_trip(rubric: Rubric, tmp_path: Path, fmt: str) -> 
     frame = reader(paths[0])
     assert list(frame.columns) == score_columns(rubric)
     assert frame.loc[0, "total"] == 76 and pd.isna(frame.loc[1, "closing"]) and pd.isna(frame.loc[1, "total"])
+
+
+# ---- service checks and rubric hooks in the exports ----------------------------------------------------
+
+
+def _chat(tid: str, reply_after_s: int | None, reply: str = "亲，您好，马上为您查询") -> Transcript:
+    t0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+    timed = reply_after_s is not None
+    return Transcript(id=tid, agent_id="a1", turns=[
+        Turn(role=Role.customer, text="在吗，什么时候发货", time=t0 if timed else None),
+        Turn(role=Role.agent, text=reply, time=t0 + timedelta(seconds=reply_after_s or 0) if timed else None),
+    ])
+
+
+def _store_chat(store: Store, rubric: Rubric, run: int, chat: Transcript, **scores: int) -> None:
+    store.save_transcript_meta(transcript_id=chat.id, content_hash="h", platform="douyin", shop=None,
+                               agent_id=chat.agent_id, started_at=None, n_turns=len(chat.turns), source=None,
+                               checks=ServiceChecker.load().check(chat).record())
+    grade = make_grade(rubric, chat.id, 0)
+    for cg in grade.criteria:
+        cg.score = scores.get(cg.criterion_id, cg.score)
+    store.save_grade(grade, run, rubric.content_hash)
+
+
+def test_checks_and_hooks_in_scores_grades_and_checks_files(rubric: Rubric, tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        run = store.start_run(rubric_id=rubric.id, rubric_version=rubric.version, rubric_hash=rubric.content_hash,
+                              template_hash="p", model="m", settings={})
+        _store_chat(store, rubric, run, _chat("fast", 20))
+        _store_chat(store, rubric, run, _chat("slow", 700))  # > 600 s: the seed rubric caps proactivity at 0
+        _store_chat(store, rubric, run, _chat("rude", 20), courtesy_patience=0)  # 致命项
+        _store_chat(store, rubric, run, _chat("untimed", None))
+        scores, grades = write_outputs(store, rubric, tmp_path)
+        checks = write_checks(store, tmp_path)
+    rows = {r["transcript_id"]: r for r in csv.DictReader(scores.open(encoding="utf-8-sig"))}
+    assert list(rows["fast"]) == score_columns(rubric)
+    assert list(rows["fast"])[-len(CHECKS):] == list(CHECKS)  # check columns come after the score columns
+    fast, slow, rude, untimed = rows["fast"], rows["slow"], rows["rude"], rows["untimed"]
+    assert (fast["total"], fast["llm_total"], fast["critical_failed"], fast["adjustments"]) == ("76", "76", "False", "")
+    assert (fast["first_response_s"], fast["first_reply_within_limit"], fast["banned_hits"]) == ("20.0", "True", "0")
+    # Capped: the criterion, its group, dimension and total hold the final score; llm_total the LLM's.
+    assert (slow["proactivity"], slow["service_attitude"], slow["affinity"], slow["total"]) == ("0", "8", "17", "72")
+    assert slow["llm_total"] == "76" and slow["adjustments"] == "proactivity capped 4→0: 10分钟内无人工回复"
+    assert slow["max_wait_s"] == "700.0"
+    # Critical: the chat's total is 0; its criteria keep their points.
+    assert (rude["total"], rude["critical_failed"], rude["courtesy_patience"], rude["llm_total"]) == (
+        "0", "True", "0", "72")
+    assert rude["adjustments"] == "critical: courtesy_patience scored 0: 态度粗鲁/与顾客争执"
+    # Not measurable: the reason and empty cells, never 0; the phrase checks still count.
+    assert untimed["timing_not_measurable"] == "no customer or agent turn has a timestamp"
+    assert untimed["first_reply_status"] == "not_measurable"
+    assert all(untimed[c] == "" for c in ("first_response_s", "max_wait_s", "customer_messages",
+                                          "share_within_rate_limit", "first_reply_within_limit"))
+    assert untimed["banned_hits"] == "0" and untimed["total"] == "76"
+
+    lines = [json.loads(line) for line in grades.read_text(encoding="utf-8").splitlines()]
+    slow_pro = next(x for x in lines if x["transcript_id"] == "slow" and x["criterion_id"] == "proactivity")
+    assert (slow_pro["llm_score"], slow_pro["score"]) == (4, 0)
+    assert slow_pro["adjustment"] == "proactivity capped 4→0: 10分钟内无人工回复"
+    assert all(x["critical_failed"] == (x["transcript_id"] == "rude") for x in lines)
+    assert all(x["adjustment"] is None for x in lines if x["transcript_id"] == "fast")
+
+    check_lines = [json.loads(line) for line in checks.read_text(encoding="utf-8").splitlines()]
+    assert [c["transcript_id"] for c in check_lines] == ["fast", "rude", "slow", "untimed"]
+    assert check_lines[2]["platform"] == "douyin"
+    assert check_lines[2]["checks"]["timing"]["message_waits"] == [{"turn": 1, "reply_turn": 2, "wait_s": 700.0}]
+    assert check_lines[3]["checks"]["columns"]["timing_not_measurable"]
+
+
+def test_a_hook_change_needs_no_regrade(rubric: Rubric, tmp_path: Path) -> None:
+    relaxed = rubric.model_copy(update={"caps": []})
+    assert relaxed.content_hash == rubric.content_hash  # same grades are found under the changed rubric
+    with Store.open(tmp_path) as store:
+        run = store.start_run(rubric_id=rubric.id, rubric_version=rubric.version, rubric_hash=rubric.content_hash,
+                              template_hash="p", model="m", settings={})
+        _store_chat(store, rubric, run, _chat("slow", 700))
+        [strict_row] = [row_values(r, rubric) for r in iter_score_rows(store, rubric)]
+        [relaxed_row] = [row_values(r, relaxed) for r in iter_score_rows(store, relaxed)]
+    assert (strict_row["total"], relaxed_row["total"]) == (72, 76)

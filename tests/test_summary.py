@@ -1,0 +1,132 @@
+"""Team summaries on a small constructed run, every number derived by hand in the comments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.checks import ServiceChecker
+from pipeline.grader import CriterionGrade, Grade
+from pipeline.rubric import Rubric, load_rubric
+from pipeline.store import Store
+from pipeline.summary import GroupSummary, summarize_run, write_summary
+from pipeline.transcripts import Role, Transcript, Turn
+
+DATA = Path(__file__).resolve().parent / "data"
+# 10:00 in Shanghai (the default shop zone) on 2 March; t3 is a day later.
+MAR2 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+MAR3 = MAR2 + timedelta(days=1)
+
+
+def chat(tid: str, agent: str, start: datetime | None, turns: list[tuple[Role, str, int]]) -> Transcript:
+    return Transcript(id=tid, agent_id=agent, turns=[
+        Turn(role=role, text=text, time=start + timedelta(seconds=s) if start else None) for role, text, s in turns
+    ])
+
+
+C, A = Role.customer, Role.agent
+CHATS = [
+    # t1: first reply after 30 s (within 2 min and 3 min).
+    chat("t1", "A", MAR2, [(C, "在吗", 0), (A, "亲，您好", 30)]),
+    # t2: first reply after 700 s: misses both limits; over 600 s caps pitch at 0.
+    chat("t2", "A", MAR2, [(C, "在吗", 0), (A, "好的亲", 700)]),
+    # t3: replies after 60 s (within) and 300 s (over 3 min); two banned bare replies → critical.
+    chat("t3", "B", MAR3, [(C, "在吗", 0), (A, "嗯", 60), (C, "能发顺丰吗", 100), (A, "哦", 400)]),
+    # t4: no timestamps: not measurable, no day.
+    chat("t4", "B", None, [(C, "在吗", 0), (A, "亲，您好", 0)]),
+]
+# LLM scores (polite /4, greet /2, pitch /4) per transcript × repeat; t1 is graded twice.
+GRADES = {
+    ("t1", 0): (4, 2, 4),  # final total 10
+    ("t1", 1): (2, 2, 2),  # final total 6
+    ("t2", 0): (4, 1, 4),  # pitch capped 4→0: total 5
+    ("t3", 0): (2, 2, 4),  # critical (banned_hits 2): total 0
+    ("t4", 0): (0, 0, 2),  # critical (polite 0): total 0
+}
+
+
+@pytest.fixture(scope="module")
+def rubric() -> Rubric:
+    return load_rubric(DATA / "tiny_hooks.yaml")
+
+
+@pytest.fixture
+def store(rubric: Rubric, tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path) as store:
+        fill(store, rubric)
+        yield store
+
+
+def fill(store: Store, rubric: Rubric) -> None:
+    run = store.start_run(rubric_id=rubric.id, rubric_version="1", rubric_hash=rubric.content_hash,
+                          template_hash="p", model="m", settings={})
+    checker = ServiceChecker.load()
+    for t in CHATS:
+        store.save_transcript_meta(transcript_id=t.id, content_hash="h", platform="douyin", shop=None,
+                                   agent_id=t.agent_id, started_at=None, n_turns=len(t.turns), source=None,
+                                   checks=checker.check(t).record())
+    for (tid, repeat), points in GRADES.items():
+        criteria = [CriterionGrade(criterion_id=c.id, score=p) for c, p in zip(rubric.criteria(), points, strict=True)]
+        store.save_grade(Grade(key=f"{tid}{repeat}", transcript_id=tid, repeat=repeat, scope="all", status="scored",
+                               criteria=criteria, model="m", attempts=1, created_at=MAR2), run, rubric.content_hash)
+
+
+def by_group(groups: list[GroupSummary]) -> dict[str | None, GroupSummary]:
+    return {g.group: g for g in groups}
+
+
+def test_summary_by_agent(store: Store, rubric: Rubric) -> None:
+    groups = summarize_run(store, rubric, "agent")
+    assert [g.group for g in groups] == ["A", "B"]
+    a, b = groups
+    # A: rows t1r0, t1r1, t2 with totals 10, 6, 5 → 21/3 = 7; talk 6, 4, 5 → 5; sell 4, 2, 0 → 2.
+    assert (a.transcripts, a.rows, a.critical_failed) == (2, 3, 0)
+    assert a.mean_total == pytest.approx(7.0)
+    assert a.dimension_means == pytest.approx({"talk": 5.0, "sell": 2.0})
+    # Shares: pitch (1 + 0.5 + 0)/3 = 0.5; polite (1 + 0.5 + 1)/3 = greet (1 + 1 + 0.5)/3 = 5/6 (tie: rubric order).
+    assert [(w.criterion_id, round(w.share, 4)) for w in a.weakest] == [
+        ("pitch", 0.5), ("polite", 0.8333), ("greet", 0.8333)]
+    # Timing once per transcript: first replies 30 s ✓ and 700 s ✗ → 1/2; messages within 3 min 1/2.
+    assert a.timing is not None
+    assert (a.timing.sessions, a.timing.first_reply_rate, a.timing.reply_rate) == (2, 0.5, 0.5)
+    assert (a.timing.first_reply_pass, a.timing.reply_pass) == (False, False)  # below 85 % and 80 %
+    assert (a.phrase_checked, a.banned_rate) == (2, 0.0)
+    # B: both chats failed (total 0); talk (2+2) and (0+0) → 2; sell 4 and 2 → 3.
+    assert (b.transcripts, b.rows, b.critical_failed, b.mean_total) == (2, 2, 2, 0.0)
+    assert b.dimension_means == pytest.approx({"talk": 2.0, "sell": 3.0})
+    # Shares: polite (0.5 + 0)/2 = 0.25, greet (1 + 0)/2 = 0.5, pitch (1 + 0.5)/2 = 0.75.
+    assert [(w.criterion_id, w.share) for w in b.weakest] == [("polite", 0.25), ("greet", 0.5), ("pitch", 0.75)]
+    # Timing: t4 is not measurable; t3 first reply 60 s ✓ → 1/1; its messages 60 s ✓, 300 s ✗ → 1/2.
+    assert b.timing is not None
+    assert (b.timing.sessions, b.timing.not_measurable_sessions) == (2, 1)
+    assert (b.timing.first_reply_rate, b.timing.first_reply_pass, b.timing.reply_rate) == (1.0, True, 0.5)
+    # Banned phrases: t3 has two, t4 none → 1/2.
+    assert b.banned_rate == 0.5
+
+
+def test_summary_by_day(store: Store, rubric: Rubric) -> None:
+    groups = summarize_run(store, rubric, "day")
+    assert [g.group for g in groups] == ["2026-03-02", "2026-03-03", None]  # no timestamps: unknown, last
+    mar2, mar3, unknown = groups
+    assert (mar2.transcripts, mar2.mean_total, mar2.timing and mar2.timing.first_reply_rate) == (2, 7.0, 0.5)
+    # 3 March: t3 alone, failed; talk 4, sell 4.
+    assert (mar3.transcripts, mar3.mean_total, mar3.dimension_means) == (1, 0.0, {"talk": 4.0, "sell": 4.0})
+    assert mar3.timing is not None and (mar3.timing.first_reply_rate, mar3.timing.reply_rate) == (1.0, 0.5)
+    # Unknown day: t4, not measurable, so no rate at all rather than 0.
+    assert unknown.timing is not None
+    assert (unknown.timing.first_reply_rate, unknown.timing.reply_rate, unknown.timing.passed) == (None, None, None)
+
+
+def test_summary_files(store: Store, rubric: Rubric, tmp_path: Path) -> None:
+    groups = summarize_run(store, rubric, "agent")
+    csv_path = write_summary(groups, "agent", tmp_path / "s.csv", "csv")
+    xlsx_path = write_summary(groups, "agent", tmp_path / "s.xlsx", "xlsx")
+    frame = pd.read_csv(csv_path, encoding="utf-8-sig")
+    assert list(frame["agent"]) == ["A", "B"] and list(frame["mean_total"]) == [7.0, 0.0]
+    assert frame.loc[0, "weakest"] == "pitch 0.50; polite 0.83; greet 0.83"
+    assert list(frame["first_reply_rate"]) == [0.5, 1.0] and list(frame["banned_rate"]) == [0.0, 0.5]
+    pd.testing.assert_frame_equal(pd.read_excel(xlsx_path, sheet_name="by_agent"), frame, check_dtype=False)
