@@ -3,36 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
 from rich.tree import Tree
 
 from pipeline.checks import DEFAULT_LEXICONS
-from pipeline.cli_batch import batch_app
+from pipeline.cli_batch import batch_app, print_estimate
 from pipeline.cli_check import check, report
-from pipeline.endpoints import LOCAL_MODEL_NOTICE, ResolvedEndpoint
-from pipeline.errors import ConfigError, FatalLLMError, InputError, KefuError, RubricError
+from pipeline.consistency import CheckJob, check_graded
+from pipeline.console import announce, console, fail, grading_progress, log_to, out, read_ids
+from pipeline.costs import estimate_job, load_prices
+from pipeline.endpoints import NO_ENDPOINT
+from pipeline.errors import ConfigError, InputError, KefuError, RubricError
 from pipeline.exports import export_run
-from pipeline.grader import Grade
-from pipeline.grading import GradeJob, JobResult, run_job
+from pipeline.grading import GradeJob, JobResult, read_job_inputs, run_job, select
+from pipeline.prompting import PromptSet
 from pipeline.redaction import LABELS, PiiKind
+from pipeline.report import write_report
 from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
 from pipeline.settings import load_settings
 from pipeline.store import DB_NAME, Store
@@ -44,43 +36,8 @@ app.add_typer(rubric_app, name="rubric")
 app.add_typer(batch_app, name="batch")
 app.command("check")(check)
 app.command("report")(report)
-console = Console(stderr=True)
-out = Console()
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-class RateColumn(ProgressColumn):
-    """Grades per second."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:.2f}/s" if task.speed else "")
-
-
-class RichProgress:
-    """The runner's ProgressSink as a rich progress bar with rate and ETA."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._task = progress.add_task("grading", total=None)
-
-    def start(self, total: int | None) -> None:
-        self._progress.update(self._task, total=total)
-
-    def advance(self, grade: Grade) -> None:
-        self._progress.advance(self._task)
-
-
-def _fail(exc: KefuError) -> None:
-    if isinstance(exc, RubricError):
-        console.print(f"[red]rubric error[/red] in {exc.path}:")
-        for problem in exc.problems:
-            console.print(f"  - {problem}")
-    elif isinstance(exc, FatalLLMError):
-        console.print(f"[red]the endpoint refused the request:[/red] {exc}\n  fix: {exc.hint}")
-    else:
-        console.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(2)
 
 
 def _count_lines(paths: list[Path]) -> int | None:
@@ -93,17 +50,6 @@ def _count_lines(paths: list[Path]) -> int | None:
         with f.open("rb") as fh:
             total += sum(1 for line in fh if line.strip())
     return total
-
-
-def _setup_logging(out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out_dir / "kefu.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("kefu")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _print_summary(result: JobResult, out_dir: Path) -> None:
@@ -128,35 +74,23 @@ def _print_summary(result: JobResult, out_dir: Path) -> None:
 
 
 def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> JobResult:
-    _setup_logging(job.out_dir)
+    log_to(job.out_dir)
+    expected = len(job.only_ids) if job.only_ids is not None else _count_lines(list(job.inputs))
+    if expected is not None and job.limit is not None:
+        expected = min(expected, job.limit)
     try:
         settings = load_settings(config, overrides)
-
-        def announce(endpoint: ResolvedEndpoint) -> None:
-            if endpoint.local:
-                console.print(f"[yellow]{LOCAL_MODEL_NOTICE}[/yellow]")
-
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console, transient=False) as progress:
-            result = asyncio.run(run_job(job, settings, progress=RichProgress(progress),
-                                         expected_transcripts=_count_lines(list(job.inputs)) if job.only_ids is None
-                                         and job.limit is None else None, on_endpoint=announce))
+        with grading_progress() as progress:
+            result = asyncio.run(run_job(job, settings, progress=progress, expected_transcripts=expected,
+                                         on_endpoint=announce))
     except KeyboardInterrupt:
         console.print(f"[yellow]stopped.[/yellow] Every finished grade is saved in {job.out_dir / DB_NAME}; "
                       "run the same command again to resume.")
         raise typer.Exit(130) from None
     except KefuError as exc:
-        _fail(exc)
-        raise  # unreachable: _fail exits
+        fail(exc)
     _print_summary(result, job.out_dir)
     return result
-
-
-def _read_ids(path: Path | None) -> set[str] | None:
-    if path is None:
-        return None
-    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
 @app.command()
@@ -189,27 +123,83 @@ def grade(
         "--redact/--no-redact", help="Replace personal data before sending (default: on unless the endpoint is "
                                      "127.0.0.1/localhost).")] = None,
     lexicons: Annotated[Path, typer.Option(help="Phrase lexicons for the service checks.")] = DEFAULT_LEXICONS,
+    dry_run: Annotated[bool, typer.Option(help="Render every prompt and forecast tokens and cost; send nothing.")]
+    = False,
+    prices: Annotated[Path | None, typer.Option(help="Price table YAML for --dry-run (default: packaged).")] = None,
 ) -> None:
     """Grade transcripts against a rubric; rerun the same command to resume."""
     job = GradeJob(inputs=inputs, rubric_path=rubric, out_dir=out_dir, repeats=repeats, per_criterion=per_criterion,
                    retry_failed=retry_failed, shop_speakers=tuple(shop_speaker or ()),
                    bot_speakers=tuple(bot_speaker or ()), shop_prefixes=tuple(shop_prefix or ()),
-                   only_ids=_read_ids(ids),
+                   only_ids=read_ids(ids),
                    limit=limit, redact=redact, lexicon_path=lexicons)
     overrides = {"model": model, "base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency,
                  "rpm": rpm, "tpm": tpm, "temperature": temperature, "seed": seed, "max_tokens": max_tokens,
                  "timeout": timeout, "response_format": response_format, "context_window": context_window}
+    if dry_run:
+        _forecast(job, overrides, config, prices)
+        return
     _grade(job, overrides, config)
+
+
+def _forecast(job: GradeJob, overrides: dict[str, Any], config: Path | None, prices: Path | None) -> None:
+    try:
+        settings = load_settings(config, overrides)
+        rubric = load_rubric(job.rubric_path)
+        estimate = estimate_job(
+            select(read_job_inputs(job), job.only_ids, job.limit), rubric=rubric, prompts=PromptSet(rubric.language),
+            per_criterion=job.per_criterion, repeats=job.repeats, max_completion_tokens_estimate=None,
+            model=settings.model, prices=load_prices(prices), batch=False,
+        )
+    except KefuError as exc:
+        fail(exc)
+    print_estimate(estimate, online=True)
 
 
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("out/demo"),
 ) -> None:
-    """Grade the demo chats of eval_sets/ with whatever endpoint is configured (else the offline model)."""
-    job = GradeJob(inputs=[REPO / "eval_sets/ecommerce_cs.jsonl"], rubric_path=REPO / "rubric/ecommerce_cs.yaml",
-                   out_dir=out_dir, only_ids=_read_ids(REPO / "eval_sets/demo_ids.txt"))
-    _grade(job, {}, None)
+    """Grade the five demo chats of eval_sets/ and report agreement with their labels.
+
+    Uses whatever endpoint is configured, else the embedded offline model. Five chats show the
+    pipeline working end to end; they are far too few to say anything about the model's quality.
+    """
+    chats, rubric = REPO / "eval_sets/ecommerce_cs.jsonl", REPO / "rubric/ecommerce_cs.yaml"
+    demo_ids = read_ids(REPO / "eval_sets/demo_ids.txt")
+    result = _grade(GradeJob(inputs=[chats], rubric_path=rubric, out_dir=out_dir, only_ids=demo_ids), {}, None)
+    check_job = CheckJob(inputs=[chats], rubric_path=rubric, labels_path=REPO / "eval_sets/ecommerce_cs_labels.csv",
+                         out_dir=out_dir, repeats=1, only_ids=demo_ids)
+    try:
+        run = check_graded(check_job, model=result.model, grading=result)
+    except KefuError as exc:
+        fail(exc)
+    files = write_report(run.result, out_dir)
+    out.print(f"report: {files.report_html}\nagreement: {files.agreement_md}")
+
+
+@app.command("serve-local")
+def serve_local(
+    context: Annotated[int, typer.Option(help="Context size in tokens (llama-server -c).")] = 8192,
+) -> None:
+    """Start the embedded offline model's llama-server on 127.0.0.1 for other tools; Ctrl-C stops it."""
+    from pipeline import local_model
+
+    try:
+        if not local_model.local_extra_available():
+            fail(ConfigError(NO_ENDPOINT))
+        with console.status("preparing the offline model (joins 22 parts once, about 1.1 GB)"):
+            model_path = local_model.prepare_model()
+        with local_model.LocalServer(model_path, context_size=context) as server:
+            out.print(f"serving {server.model}\n  OPENAI_BASE_URL={server.base_url}\n  model: {server.model}")
+            console.print("[dim]Ctrl-C to stop[/dim]")
+            while server.process is not None and server.process.poll() is None:
+                time.sleep(0.5)
+            fail(ConfigError(f"llama-server exited; see its log at {server.log_path}"))
+    except KeyboardInterrupt:
+        console.print("stopped.")
+    except KefuError as exc:
+        fail(exc)
 
 
 @app.command("export")
@@ -220,15 +210,13 @@ def export_cmd(
 ) -> None:
     """Export a run's scores and per-criterion grades for people."""
     if fmt not in ("xlsx", "parquet", "csv"):
-        console.print(f"[red]error:[/red] unknown format {fmt!r}: use xlsx, parquet or csv")
-        raise typer.Exit(2)
+        fail(ConfigError(f"unknown format {fmt!r}: use xlsx, parquet or csv"))
     try:
         with Store.open(out_dir) as store:
             rubric = _run_rubric(store, out_dir)
             paths = export_run(store, rubric, fmt, dest or out_dir)  # type: ignore[arg-type]
-    except (KefuError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    except KefuError as exc:
+        fail(exc)
     for p in paths:
         out.print(str(p))
 
@@ -243,15 +231,13 @@ def summary_cmd(
 ) -> None:
     """Team summary of a run: final scores, weakest criteria, reply-time and banned-phrase rates per group."""
     if by not in GROUP_BY or fmt not in ("csv", "xlsx"):
-        console.print(f"[red]error:[/red] use --by {'|'.join(GROUP_BY)} and --format csv|xlsx")
-        raise typer.Exit(2)
+        fail(ConfigError(f"use --by {'|'.join(GROUP_BY)} and --format csv|xlsx"))
     try:
         with Store.open(out_dir) as store:
             rubric = _run_rubric(store, out_dir)
             groups = summarize_run(store, rubric, by)
     except KefuError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(exc)
     path = write_summary(groups, by, dest or out_dir / f"summary_by_{by}.{fmt}",
                          cast(Literal["csv", "xlsx"], fmt))
     table = Table(title=f"kefu summary by {by}")
@@ -294,7 +280,7 @@ def rubric_show(path: Annotated[Path, typer.Argument(help="Rubric YAML.")]) -> N
     try:
         r = load_rubric(path)
     except RubricError as exc:
-        _fail(exc)
+        fail(exc)
         return
     tree = Tree(f"[bold]{r.name}[/bold] ({r.id} v{r.version}) — {r.total} 分")
     for d in r.dimensions:
@@ -317,9 +303,9 @@ def rubric_check(paths: Annotated[list[Path], typer.Argument(help="Rubric YAML f
             r = load_rubric(path)
         except RubricError as exc:
             failed = True
-            console.print(f"[red]✗ {path}[/red]")
+            console.print(f"[red]✗ {escape(str(path))}[/red]")
             for problem in exc.problems:
-                console.print(f"  - {problem}")
+                console.print(f"  - {escape(problem)}")
             continue
         out.print(f"✓ {path}: {r.name}, {len(r.criteria())} criteria, {r.total} points")
     if failed:
@@ -339,8 +325,4 @@ def rubric_schema(
 
 def main() -> None:
     """Entry point for `python -m pipeline`."""
-    try:
-        app()
-    except (ConfigError, InputError) as exc:  # pragma: no cover - typer commands catch these already
-        console.print(f"[red]error:[/red] {exc}")
-        sys.exit(2)
+    app()

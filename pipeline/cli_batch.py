@@ -8,13 +8,11 @@ See docs/batch.md.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from pipeline.batch import (
@@ -33,8 +31,9 @@ from pipeline.batch import (
     write_batch_files,
 )
 from pipeline.checks import DEFAULT_LEXICONS, ServiceChecker
-from pipeline.costs import actual_cost, estimate_job, load_prices
-from pipeline.errors import FatalLLMError, KefuError, TransientLLMError
+from pipeline.console import fail, log_to, out
+from pipeline.costs import CostEstimate, actual_cost, estimate_job, load_prices
+from pipeline.errors import KefuError
 from pipeline.exports import write_checks, write_outputs
 from pipeline.llm import Endpoint
 from pipeline.prompting import PromptSet
@@ -49,8 +48,6 @@ batch_app = typer.Typer(
     help="Grade through a Batch API (about half price, results within 24 h) or vLLM's offline batch runner.",
     no_args_is_help=True,
 )
-console = Console(stderr=True)
-out = Console()
 
 Inputs = Annotated[list[Path], typer.Argument(help="Transcript files or folders (.jsonl, .csv, .txt).")]
 RubricOpt = Annotated[Path, typer.Option("--rubric", "-r", help="Rubric YAML.")]
@@ -64,14 +61,6 @@ PerCriterionOpt = Annotated[bool, typer.Option(help="One request per criterion."
 PricesOpt = Annotated[Path | None, typer.Option(help="Price table YAML (default: the packaged, dated one).")]
 
 
-def _fail(exc: KefuError) -> None:
-    if isinstance(exc, FatalLLMError):
-        console.print(f"[red]the endpoint refused the request:[/red] {exc}\n  fix: {exc.hint}")
-    else:
-        console.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(3 if isinstance(exc, TransientLLMError) else 2)
-
-
 def _endpoint(settings: Settings) -> Endpoint:
     key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     return Endpoint(settings.base_url, key, settings.timeout)
@@ -80,16 +69,6 @@ def _endpoint(settings: Settings) -> Endpoint:
 def _money(amount: float) -> str:
     """Two decimals, or four below 1 so that a pilot's cost does not print as 0.00."""
     return f"{amount:,.2f}" if amount >= 1 else f"{amount:.4f}"
-
-
-def _setup_logging(out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out_dir / "kefu.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("kefu")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
 
 
 def _mode(settings: Settings) -> BatchMode:
@@ -208,7 +187,7 @@ def write_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Write batch request files into OUT/batch/ for `kefu batch submit` or vLLM's run_batch; skips what is done."""
-    _setup_logging(out_dir)
+    log_to(out_dir)
     overrides = {"model": model, "base_url": base_url, "temperature": temperature, "seed": seed,
                  "max_tokens": max_tokens, "response_format": response_format}
     try:
@@ -218,8 +197,7 @@ def write_cmd(
                         shop_speaker=shop_speaker, bot_speaker=bot_speaker, shop_prefix=shop_prefix,
                         max_requests=max_requests, max_bytes=max_bytes)
     except KefuError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     _print_written(result)
 
 
@@ -231,13 +209,12 @@ def submit_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Upload every request file not yet submitted and start its batch (24 h window)."""
-    _setup_logging(out_dir)
+    log_to(out_dir)
     try:
         settings = load_settings(config, {"base_url": base_url, "api_key_env": api_key_env})
         statuses = submit(out_dir, batch_client(_endpoint(settings)))
     except KefuError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     _print_statuses(statuses, "kefu batch submit")
 
 
@@ -249,13 +226,12 @@ def status_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Ask the provider where every batch of the run folder stands."""
-    _setup_logging(out_dir)
+    log_to(out_dir)
     try:
         settings = load_settings(config, {"base_url": base_url, "api_key_env": api_key_env})
         statuses = status(out_dir, batch_client(_endpoint(settings)))
     except KefuError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     _print_statuses(statuses, "kefu batch status")
 
 
@@ -270,14 +246,14 @@ def collect_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Download and store the results of every finished batch; rerun it until nothing is still running."""
-    _setup_logging(out_dir)
+    log_to(out_dir)
     try:
         client = batch_client(_endpoint(load_settings(config, {"base_url": base_url, "api_key_env": api_key_env})))
         result = collect(out_dir, client, load_rubric(rubric) if rubric else None)
         _print_collected(result, prices, batch=True)
         _export(result, out_dir, rubric)
     except KefuError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @batch_app.command("collect-local")
@@ -288,13 +264,13 @@ def collect_local_cmd(
     = None,
 ) -> None:
     """Store the results of `python -m vllm.entrypoints.openai.run_batch -i REQUESTS -o OUTPUT --model M`."""
-    _setup_logging(out_dir)
+    log_to(out_dir)
     try:
         result = collect_local(out_dir, output_jsonl, load_rubric(rubric) if rubric else None)
         _print_collected(result, None, batch=False)
         _export(result, out_dir, rubric)
     except KefuError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @batch_app.command("estimate")
@@ -319,9 +295,13 @@ def estimate_cmd(
                                 max_completion_tokens_estimate=completion_tokens, model=settings.model,
                                 prices=load_prices(prices), batch=not online)
     except KefuError as exc:
-        _fail(exc)
-        return
-    table = Table(title=f"kefu batch estimate — {estimate.model}", show_header=False)
+        fail(exc)
+    print_estimate(estimate, online=online)
+
+
+def print_estimate(estimate: CostEstimate, *, online: bool) -> None:
+    """The forecast as a table (shared by `kefu batch estimate` and `kefu grade --dry-run`)."""
+    table = Table(title=f"kefu cost estimate — {estimate.model}", show_header=False)
     table.add_row("transcripts", f"{estimate.transcripts:,} ({estimate.rejected:,} rejected)")
     table.add_row("requests", f"{estimate.requests:,}")
     table.add_row("prompt tokens", f"{estimate.prompt_tokens:,} ({estimate.shared_prefix_share:.0%} system prompt)")

@@ -12,14 +12,11 @@ because there was nothing to agree on, fails the command. With two rubrics, both
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipeline import agreement as ag
@@ -34,58 +31,12 @@ from pipeline.consistency import (
     run_check,
     run_comparison,
 )
-from pipeline.endpoints import LOCAL_MODEL_NOTICE, ResolvedEndpoint
-from pipeline.errors import FatalLLMError, KefuError, RubricError
-from pipeline.grader import Grade
+from pipeline.console import announce, console, fail, grading_progress, log_to, out, read_ids
+from pipeline.errors import KefuError
 from pipeline.report import AGREEMENT_JSON, load_result, write_report, write_rubric_comparison
 from pipeline.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
-console = Console(stderr=True)
-out = Console()
-
-
-class _ProgressBar:
-    """The runner's ProgressSink as a rich bar."""
-
-    def __init__(self, progress: Progress, label: str) -> None:
-        self._progress = progress
-        self._task = progress.add_task(label, total=None)
-
-    def start(self, total: int | None) -> None:
-        self._progress.update(self._task, total=total)
-
-    def advance(self, grade: Grade) -> None:
-        self._progress.advance(self._task)
-
-
-def _fail(exc: KefuError) -> typer.Exit:
-    """Print a library error for people; the caller raises the returned Exit(2)."""
-    if isinstance(exc, RubricError):
-        console.print(f"[red]rubric error[/red] in {exc.path}:")
-        for problem in exc.problems:
-            console.print(f"  - {problem}")
-    elif isinstance(exc, FatalLLMError):
-        console.print(f"[red]the endpoint refused the request:[/red] {exc}\n  fix: {exc.hint}")
-    else:
-        console.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(2)
-
-
-def _log_to(out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out_dir / "kefu.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("kefu")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-def _announce(endpoint: ResolvedEndpoint) -> None:
-    if endpoint.local:
-        console.print(f"[yellow]{LOCAL_MODEL_NOTICE}[/yellow]")
 
 
 def _ci(ci: ag.CI) -> str:
@@ -132,12 +83,6 @@ def _print_comparison(comparison: RubricComparison) -> None:
         table.add_row(s.criterion_id, str(s.n), _num(s.weighted_kappa_a), _num(s.weighted_kappa_b), _ci(s.delta),
                       str(len(s.flips)))
     out.print(table)
-
-
-def _read_ids(path: Path | None) -> set[str] | None:
-    if path is None:
-        return None
-    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
 def check(
@@ -202,30 +147,28 @@ def check(
         "response_format": response_format, "context_window": context_window,
     }
     job = CheckJob(inputs=inputs, rubric_path=rubrics[0], labels_path=labels, out_dir=out_dir, repeats=repeats,
-                   only_ids=_read_ids(ids), per_criterion=per_criterion, retry_failed=retry_failed,
+                   only_ids=read_ids(ids), per_criterion=per_criterion, retry_failed=retry_failed,
                    shop_speakers=tuple(shop_speaker or ()), bot_speakers=tuple(bot_speaker or ()),
                    shop_prefixes=tuple(shop_prefix or ()))
-    _log_to(out_dir)
+    log_to(out_dir)
     try:
         settings = load_settings(config, overrides)
         previous = load_result(compare) if compare is not None else None
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as progress:
-            sink = _ProgressBar(progress, "grading labelled transcripts")
+        with grading_progress() as sink:
             if len(rubrics) == 1:
                 runs: list[CheckRun] = [asyncio.run(run_check(job, settings, options=options, progress=sink,
-                                                              on_endpoint=_announce))]
+                                                              on_endpoint=announce))]
                 comparison = None
             else:
                 pair = asyncio.run(run_comparison(job, rubrics[1], settings, options=options, progress=sink,
-                                                  on_endpoint=_announce))
+                                                  on_endpoint=announce))
                 runs, comparison = list(pair.runs), pair.comparison
     except KeyboardInterrupt:
         console.print(f"[yellow]stopped.[/yellow] Every finished grade is saved under {out_dir}; "
                       "run the same command again to resume.")
         raise typer.Exit(130) from None
     except KefuError as exc:
-        raise _fail(exc) from None
+        fail(exc)
     for run in runs:
         files = write_report(run.result, run.out_dir, previous=previous)
         _print_result(run.result, run.out_dir)
@@ -252,7 +195,7 @@ def report(
         result = load_result(out_dir / AGREEMENT_JSON)
         previous = load_result(compare) if compare is not None else None
     except KefuError as exc:
-        raise _fail(exc) from None
+        fail(exc)
     files = write_report(result, out_dir, previous=previous)
     for path in files:
         if path is not None:

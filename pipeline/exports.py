@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pipeline.adjustments import AdjustedScores, apply_hooks
 from pipeline.checks import CHECKS
+from pipeline.errors import KefuError
 from pipeline.grader import Grade
 from pipeline.rubric import Rubric
 from pipeline.store import Store
@@ -217,7 +218,7 @@ def export_run(store: Store, rubric: Rubric, fmt: ExportFormat, dest: Path) -> l
         grade_frame.to_parquet(paths[1], index=False)
         return paths
     if len(score_frame) > XLSX_MAX_ROWS or len(grade_frame) > XLSX_MAX_ROWS:
-        raise ValueError(f"too many rows for one Excel sheet ({XLSX_MAX_ROWS:,}); export parquet or csv instead")
+        raise KefuError(f"too many rows for one Excel sheet ({XLSX_MAX_ROWS:,}); export parquet or csv instead")
     path = dest / "scores.xlsx"
     with pd.ExcelWriter(path, engine="openpyxl") as book:
         score_frame.to_excel(book, sheet_name="scores", index=False)
