@@ -35,11 +35,10 @@ from typing import Any, Generic, Literal, TypeVar
 import krippendorff
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy import stats
-from sklearn.metrics import cohen_kappa_score, confusion_matrix
-from statsmodels.stats.multitest import multipletests
+
+# scipy.stats, sklearn.metrics, statsmodels and pandas are imported inside the functions that use
+# them: together they cost seconds at start-up, and most `kefu` commands never compute a statistic.
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -255,6 +254,8 @@ def _sklearn_kappa(a: npt.ArrayLike, b: npt.ArrayLike, levels: Sequence[float], 
         return math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # undefined kappa → sklearn warns and returns NaN, which we document
+        from sklearn.metrics import cohen_kappa_score
+
         return float(cohen_kappa_score(x, y, labels=points, weights=weights))
 
 
@@ -306,11 +307,15 @@ def _correlation(fn: Callable[..., Any], a: npt.ArrayLike, b: npt.ArrayLike) -> 
 
 def spearman(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     """Spearman's rank correlation; NaN if either side is constant."""
+    from scipy import stats
+
     return _correlation(stats.spearmanr, a, b)
 
 
 def kendall(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     """Kendall's tau-b (ties corrected); NaN if either side is constant."""
+    from scipy import stats
+
     return _correlation(stats.kendalltau, a, b)
 
 
@@ -333,6 +338,8 @@ def confusion(a: npt.ArrayLike, b: npt.ArrayLike, levels: Sequence[float]) -> In
     _require_levels(points, x, y)
     if not x.size:
         return np.zeros((points.size, points.size), dtype=np.int64)
+    from sklearn.metrics import confusion_matrix
+
     return np.asarray(confusion_matrix(x, y, labels=points), dtype=np.int64)
 
 
@@ -563,6 +570,8 @@ def icc_totals(judge_totals: npt.ArrayLike, human_totals: npt.ArrayLike) -> IccR
         return IccResult(
             estimate=math.nan, low=math.nan, high=math.nan, n=n, reason="every total is the same: no variance"
         )
+    import pandas as pd
+
     long = pd.DataFrame(
         {
             "unit": np.tile(np.arange(n), 2),
@@ -697,6 +706,8 @@ def _one_sided_p(d: FloatArray, epsilon: float) -> float:
     """p of H0: mean(d) ≥ ε against H1: mean(d) < ε (d = human wins − judge wins per unit)."""
     if np.ptp(d) == 0:  # no variance: the sign of the gap is certain, the t statistic is ±inf
         return 0.0 if d[0] < epsilon else 1.0
+    from scipy import stats
+
     return float(stats.ttest_1samp(d, popmean=epsilon, alternative="less").pvalue)
 
 
@@ -749,6 +760,8 @@ def alt_test(
         p = _one_sided_p(w_human - w_llm, epsilon)
         tested.append((rater, n_units, float(w_llm.mean()), float(w_human.mean()), p))
     if tested:
+        from statsmodels.stats.multitest import multipletests
+
         won, adjusted, _, _ = multipletests([t[4] for t in tested], alpha=q, method="fdr_by")
     else:
         won, adjusted = np.array([], dtype=bool), np.array([])
