@@ -13,6 +13,10 @@ Matching rules (why each exists):
 - A match lying inside one of its entry's (or group's) exceptions is not a hit: 不但是 is not 但是.
 - Within a group, overlapping matches keep the longest (不能便宜 wins over 不能).
 - Turn numbers are 1-based positions in `Transcript.turns`, counting every turn of every role.
+
+Speed (the runner checks every transcript on its event loop): each reply is normalised once, each
+literal is looked for once in all of a transcript's replies joined, and the reports are validated
+in one call; the results are exactly those of checking every reply and group on its own.
 """
 
 from __future__ import annotations
@@ -20,11 +24,16 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from bisect import bisect_right
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property, partial
+from itertools import accumulate
+from operator import itemgetter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -38,6 +47,7 @@ class _Strict(BaseModel):
 
 
 _Phrase = Annotated[str, Field(min_length=1)]
+_T = TypeVar("_T")
 
 
 class MatchKind(StrEnum):
@@ -162,30 +172,77 @@ class Lexicons(_Strict):
         return self
 
 
+class _CharTable(dict[int, _T]):
+    """A `str.translate` table that computes a character's value on first sight and keeps it.
+
+    The Unicode database is then consulted once per distinct character per process rather than once
+    per character of every reply; it holds at most one value per code point.
+    """
+
+    def __init__(self, value_of: Callable[[str], _T]) -> None:
+        super().__init__()
+        self._value_of = value_of
+
+    def __missing__(self, code: int) -> _T:
+        value = self[code] = self._value_of(chr(code))
+        return value
+
+
+def _letter_or_digit(ch: str) -> str | None:
+    return ch if unicodedata.category(ch)[0] in "LN" else None
+
+
+_NFKC: _CharTable[str] = _CharTable(partial(unicodedata.normalize, "NFKC"))
+"""Each character's NFKC form. No code point's form is empty, so a reply whose normalised text is as
+long as itself has normalised every character to exactly one character."""
+_LETTERS: _CharTable[str | None] = _CharTable(_letter_or_digit)
+"""Keeps letters and digits (categories L*, N*) and deletes everything else."""
+
+
 def _normalize(text: str) -> str:
     """NFKC, character by character, so that offsets can be mapped back (see `_View`)."""
-    return "".join(unicodedata.normalize("NFKC", ch) for ch in text)
+    return text.translate(_NFKC)
 
 
-@dataclass(frozen=True)
+def _blank(match: re.Match[str]) -> str:
+    return " " * (match.end() - match.start())
+
+
+@dataclass
 class _View:
-    """A reply normalised and with emoticons masked; `origin[i]` is the original index of character i.
+    """A reply normalised and with emoticons masked, built once per reply and shared by every group.
 
     NFKC is applied per character rather than to the whole string: for Chinese chat text the result
     is the same, and it keeps an exact map from every normalised character to its source character.
+    `origin[i]` is the original index of character i; None when every character normalised to one
+    character (nearly every reply), since offsets are then unchanged.
     """
 
     text: str
-    origin: list[int]
+    origin: list[int] | None
+
+    @classmethod
+    def of(cls, text: str, emoticons: re.Pattern[str]) -> _View:
+        """Normalise a reply and mask emoticons with spaces, keeping the map to original offsets."""
+        normal = _normalize(text)
+        origin = None if len(normal) == len(text) else [i for i, ch in enumerate(text) for _ in _NFKC[ord(ch)]]
+        return cls(emoticons.sub(_blank, normal), origin)
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """The original [start, end) covering normalised characters start..end-1."""
+        if self.origin is None:
+            return start, end
         return self.origin[start], self.origin[end - 1] + 1
 
-    def content(self) -> tuple[str, list[int]]:
-        """Letters and digits only (no punctuation, spaces or masked emoticons), with their positions."""
-        positions = [i for i, ch in enumerate(self.text) if unicodedata.category(ch)[0] in "LN"]
-        return "".join(self.text[i] for i in positions), positions
+    @cached_property
+    def letters(self) -> str:
+        """Letters and digits only (no punctuation, spaces or masked emoticons)."""
+        return self.text.translate(_LETTERS)
+
+    def letters_span(self) -> tuple[int, int]:
+        """The normalised [start, end) from the first to the last letter or digit (of a reply that has one)."""
+        positions = [i for i, ch in enumerate(self.text) if _LETTERS[ord(ch)] is not None]
+        return positions[0], positions[-1] + 1
 
 
 class PhraseHit(_Strict):
@@ -250,18 +307,76 @@ class PhraseReport(_Strict):
 _VIOLATION_GROUPS = (PhraseGroup.banned, PhraseGroup.negation_refusal, PhraseGroup.but_words)
 
 
-def _position(hit: PhraseHit) -> tuple[int, int]:
-    return hit.turn, hit.start
+_SEPARATOR = "\x00"
+"""Joins a transcript's replies into one text; a literal without it cannot match across two replies."""
 
 
 @dataclass(frozen=True)
-class _Matcher:
-    """One entry compiled: `whole` entries fullmatch the reply's letters with `(?:pattern)+`."""
+class _Entry:
+    """One substring or regex entry compiled, with the exceptions that can contain its matches."""
 
-    group: PhraseGroup
+    index: int
+    """Position in the group: among candidates of equal span, the earlier entry wins."""
     entry: LexiconEntry
+    needle: str | None
+    """The normalised literal of a substring entry: a text without it cannot match (cheaper than a search)."""
+    joined: bool
+    """Searched once in the joined replies: a literal that, like its exceptions, has no separator in it.
+    Regexes are searched reply by reply, since anchors, lookarounds and `.` see the neighbouring reply."""
     regex: re.Pattern[str]
-    exceptions: tuple[str, ...]
+    exceptions: tuple[re.Pattern[str], ...]
+    any_exception: re.Pattern[str] | None
+    """All exceptions in one alternation: when none occurs in a text, no match needs checking."""
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Non-empty matches in `text` not lying inside one of the exceptions' occurrences."""
+        spans = [m.span() for m in self.regex.finditer(text) if m.end() > m.start()]
+        if spans and self.any_exception is not None and self.any_exception.search(text):
+            # re.finditer finds an exception's non-overlapping occurrences; those are the ones that count.
+            allowed = [m.span() for x in self.exceptions for m in x.finditer(text)]
+            spans = [(s, e) for s, e in spans if not any(a <= s and e <= b for a, b in allowed)]
+        return spans
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A group compiled. Its whole-reply entries share one alternation, `((?:p1)+)|((?:p2)+)|…`:
+    fullmatching the letters tries them in order, and the capture group that took part names the
+    first entry that matches, which is the only whole-reply candidate that can be kept."""
+
+    searched: tuple[_Entry, ...]
+    whole: tuple[tuple[int, LexiconEntry], ...]
+    any_whole: re.Pattern[str] | None
+    not_whole: re.Pattern[str] | None
+    """A sure letter (ASCII letter or digit, CJK ideograph U+4E00–U+9FA5) that no whole-reply pattern
+    contains: a reply holding one cannot be those patterns repeated, so its letters need not be built."""
+
+
+@dataclass(frozen=True)
+class _Replies:
+    """A transcript's agent replies, each normalised, and end to end in `text` with `_SEPARATOR` between
+    them, so that each literal entry is looked for once per transcript rather than once per reply."""
+
+    turns: list[int]
+    originals: list[str]
+    views: list[_View]
+    starts: list[int]
+    """Offset of each reply in `text`."""
+    text: str
+
+    @classmethod
+    def of(cls, replies: list[tuple[int, str]], emoticons: re.Pattern[str]) -> _Replies:
+        """`replies` are (turn number, original text) pairs."""
+        originals = [text for _, text in replies]
+        views = [_View.of(text, emoticons) for text in originals]
+        starts = list(accumulate((len(v.text) + 1 for v in views), initial=0))[: len(views)]
+        joined = _SEPARATOR.join(v.text for v in views)
+        return cls([n for n, _ in replies], originals, views, starts, joined)
+
+
+_Found = list[tuple[int, int, int, LexiconEntry]]
+"""Kept matches of one group in a transcript: reply index, normalised (start, end) in that reply, and
+the entry; in reply and text order."""
 
 
 class PhraseChecker:
@@ -270,114 +385,147 @@ class PhraseChecker:
     def __init__(self, lexicons: Lexicons) -> None:
         self.lexicons = lexicons
         self._emoticons = re.compile("|".join(f"(?:{e.pattern})" for e in lexicons.emoticons))
-        self._matchers = {group: self._compile(group, lexicons.groups[group]) for group in PhraseGroup}
+        self._groups = {group: self._compile(lexicons.groups[group]) for group in PhraseGroup}
         rule = lexicons.refusal_rule
         self._openers = tuple(_normalize(o) for o in rule.openers)
         self._prefixes = tuple(sorted((_normalize(p) for p in rule.address_prefixes), key=len, reverse=True))
         self._triggers = tuple(_normalize(t) for t in rule.triggers)
 
     @staticmethod
-    def _compile(group: PhraseGroup, spec: LexiconGroup) -> list[_Matcher]:
-        matchers = []
-        for entry in spec.entries:
+    def _compile(spec: LexiconGroup) -> _Group:
+        searched = []
+        whole = []
+        for index, entry in enumerate(spec.entries):
             pattern = _normalize(entry.pattern)
-            exceptions: tuple[str, ...] = ()
             if entry.match is MatchKind.whole:
-                regex = re.compile(f"(?:{re.escape(pattern)})+")
-            else:
-                regex = re.compile(pattern if entry.match is MatchKind.regex else re.escape(pattern))
-                exceptions = tuple(_normalize(e) for e in (*entry.exceptions, *spec.exceptions))
-            matchers.append(_Matcher(group=group, entry=entry, regex=regex, exceptions=exceptions))
-        return matchers
+                whole.append((index, entry, pattern))
+                continue
+            literal = entry.match is MatchKind.substring
+            exceptions = [_normalize(e) for e in (*entry.exceptions, *spec.exceptions)]
+            if literal:  # a substring match is the pattern itself, so only exceptions containing it can hold it
+                exceptions = [e for e in exceptions if pattern in e]
+            searched.append(
+                _Entry(
+                    index=index,
+                    entry=entry,
+                    needle=pattern if literal else None,
+                    joined=literal and not any(_SEPARATOR in p for p in (pattern, *exceptions)),
+                    regex=re.compile(re.escape(pattern) if literal else pattern),
+                    exceptions=tuple(re.compile(re.escape(e)) for e in exceptions),
+                    any_exception=re.compile("|".join(map(re.escape, exceptions))) if exceptions else None,
+                )
+            )
+        any_whole = "|".join(f"((?:{re.escape(pattern)})+)" for _, _, pattern in whole)
+        whole_chars = "".join(re.escape(ch) for ch in sorted({ch for _, _, pattern in whole for ch in pattern}))
+        return _Group(
+            searched=tuple(searched),
+            whole=tuple((index, entry) for index, entry, _ in whole),
+            any_whole=re.compile(any_whole) if whole else None,
+            not_whole=re.compile(f"(?![{whole_chars}])[A-Za-z0-9\\u4e00-\\u9fa5]") if whole else None,
+        )
 
-    def _view(self, text: str) -> _View:
-        """Normalise a reply and mask emoticons with spaces, keeping the map to original offsets."""
-        chars: list[str] = []
-        origin: list[int] = []
-        for i, ch in enumerate(text):
-            for norm in unicodedata.normalize("NFKC", ch):
-                chars.append(norm)
-                origin.append(i)
-        for m in self._emoticons.finditer("".join(chars)):
-            chars[m.start() : m.end()] = " " * (m.end() - m.start())
-        return _View("".join(chars), origin)
+    @staticmethod
+    def _find(group: _Group, replies: _Replies) -> _Found:
+        """One group's matches in every reply, longest first among overlapping ones, in text order.
+
+        Every entry's matches are candidates (an exception drops a match only for its own entry);
+        ties of start and length go to the earlier entry. Candidates are placed in the joined text,
+        where no two replies' candidates overlap, so one left-to-right pass keeps the same matches
+        as a pass per reply.
+        """
+        candidates: list[tuple[int, int, int, int, LexiconEntry]] = []  # start, -length, index, end, entry
+        for e in group.searched:
+            if e.needle is not None and e.needle not in replies.text:
+                continue
+            if e.joined:
+                candidates.extend((s, s - t, e.index, t, e.entry) for s, t in e.spans(replies.text))
+                continue
+            for offset, view in zip(replies.starts, replies.views, strict=True):
+                candidates.extend((offset + s, s - t, e.index, offset + t, e.entry) for s, t in e.spans(view.text))
+        if group.any_whole is not None and group.not_whole is not None:
+            for offset, view in zip(replies.starts, replies.views, strict=True):
+                if group.not_whole.search(view.text) is None and (
+                    whole := group.any_whole.fullmatch(view.letters)
+                ) is not None:
+                    index, entry = group.whole[next(i for i, g in enumerate(whole.groups()) if g is not None)]
+                    s, t = view.letters_span()
+                    candidates.append((offset + s, s - t, index, offset + t, entry))
+        candidates.sort(key=itemgetter(0, 1, 2))
+        found: _Found = []
+        reach = 0  # matches are never empty, so one overlaps a kept match exactly when it starts before this
+        for start, _, _, end, entry in candidates:
+            if start >= reach:
+                reply = bisect_right(replies.starts, start) - 1
+                offset = replies.starts[reply]
+                found.append((reply, start - offset, end - offset, entry))
+                reach = end
+        return found
+
+    @staticmethod
+    def _hit(group: PhraseGroup, replies: _Replies, reply: int, start: int, end: int,
+             entry: LexiconEntry) -> dict[str, Any]:
+        """PhraseHit's fields: validating them with the report is cheaper than one model per hit."""
+        o_start, o_end = replies.views[reply].span(start, end)
+        return {"turn": replies.turns[reply], "group": group, "pattern": entry.pattern,
+                "text": replies.originals[reply][o_start:o_end], "start": o_start, "end": o_end,
+                "suggestion": entry.suggestion}
 
     def find(self, group: PhraseGroup, text: str, turn: int = 1) -> list[PhraseHit]:
         """Every hit of one group in one reply, longest first among overlapping matches, in text order."""
-        view = self._view(text)
-        candidates: list[tuple[int, int, _Matcher]] = []
-        for matcher in self._matchers[group]:
-            candidates.extend((s, e, matcher) for s, e in self._match(matcher, view))
-        candidates.sort(key=lambda c: (c[0], -(c[1] - c[0])))
-        kept: list[tuple[int, int, _Matcher]] = []
-        for start, end, matcher in candidates:
-            if all(end <= s or start >= e for s, e, _ in kept):
-                kept.append((start, end, matcher))
-        hits = []
-        for start, end, matcher in sorted(kept, key=lambda c: c[0]):
-            o_start, o_end = view.span(start, end)
-            hits.append(
-                PhraseHit(
-                    turn=turn,
-                    group=group,
-                    pattern=matcher.entry.pattern,
-                    text=text[o_start:o_end],
-                    start=o_start,
-                    end=o_end,
-                    suggestion=matcher.entry.suggestion,
-                )
-            )
-        return hits
+        replies = _Replies.of([(turn, text)], self._emoticons)
+        found = self._find(self._groups[group], replies)
+        return [PhraseHit.model_validate(self._hit(group, replies, *f)) for f in found]
 
-    @staticmethod
-    def _match(matcher: _Matcher, view: _View) -> list[tuple[int, int]]:
-        if matcher.entry.match is MatchKind.whole:
-            letters, positions = view.content()
-            return [(positions[0], positions[-1] + 1)] if matcher.regex.fullmatch(letters) else []
-        allowed = [(m.start(), m.end()) for e in matcher.exceptions for m in re.finditer(re.escape(e), view.text)]
-        return [
-            (m.start(), m.end())
-            for m in matcher.regex.finditer(view.text)
-            if m.end() > m.start() and not any(s <= m.start() and m.end() <= e for s, e in allowed)
-        ]
-
-    def _refusal(self, turn: int, text: str, refusal_hits: list[PhraseHit]) -> RefusalCheck | None:
-        view = self._view(text)
-        trigger = refusal_hits[0].text if refusal_hits else next((t for t in self._triggers if t in view.text), None)
+    def _refusal(self, turn: int, view: _View, refusal_trigger: str | None) -> dict[str, Any] | None:
+        """RefusalCheck's fields, or None when the reply refuses nothing."""
+        trigger = refusal_trigger
+        if trigger is None:
+            trigger = next((t for t in self._triggers if t in view.text), None)
         if trigger is None:
             return None
-        letters, _ = view.content()
+        letters = view.letters
         rest = letters
         while prefix := next((p for p in self._prefixes if rest.startswith(p)), None):
             rest = rest[len(prefix) :]
-        return RefusalCheck(
-            turn=turn,
-            opens_with_apology=rest.startswith(self._openers),
-            first_words=letters[:10],
-            triggered_by=trigger,
-        )
+        return {"turn": turn, "opens_with_apology": rest.startswith(self._openers),
+                "first_words": letters[:10], "triggered_by": trigger}
 
     def check(self, transcript: Transcript) -> PhraseReport:
         """Run every group over the transcript's human agent replies."""
-        agent_turns = [(i, t.text) for i, t in enumerate(transcript.turns, start=1) if t.role is Role.agent]
-        per_turn = {n: {g: self.find(g, text, n) for g in PhraseGroup} for n, text in agent_turns}
-        hits = sorted((h for n, _ in agent_turns for g in PhraseGroup for h in per_turn[n][g]), key=_position)
-        refusals = [
-            check
-            for n, text in agent_turns
-            if (check := self._refusal(n, text, per_turn[n][PhraseGroup.negation_refusal])) is not None
-        ]
-        has_agent = bool(agent_turns)
-        return PhraseReport(
-            transcript_id=transcript.id,
-            agent_turns=len(agent_turns),
-            hits=hits,
-            counts={g: sum(h.group is g for h in hits) for g in PhraseGroup},
-            honorific_used=any(per_turn[n][PhraseGroup.honorifics] for n, _ in agent_turns) if has_agent else None,
-            greeting_found=bool(per_turn[agent_turns[0][0]][PhraseGroup.greetings]) if has_agent else None,
-            closing_found=bool(per_turn[agent_turns[-1][0]][PhraseGroup.closings]) if has_agent else None,
-            refusals=refusals,
+        replies = _Replies.of(
+            [(n, t.text) for n, t in enumerate(transcript.turns, start=1) if t.role is Role.agent], self._emoticons
         )
+        found = {name: self._find(group, replies) for name, group in self._groups.items()}
+        # In turn and text order; equal starts in one reply keep the group order (a stable sort by start).
+        ordered = sorted(
+            ((f[0], f[1], order, name, f) for order, (name, fs) in enumerate(found.items()) for f in fs),
+            key=itemgetter(0, 1, 2),
+        )
+        hits = [self._hit(name, replies, *f) for _, _, _, name, f in ordered]
+        first_negation: dict[int, str] = {}
+        for h in hits:
+            if h["group"] is PhraseGroup.negation_refusal:
+                first_negation.setdefault(h["turn"], h["text"])
+        refusals = [
+            refusal
+            for turn, view in zip(replies.turns, replies.views, strict=True)
+            if (refusal := self._refusal(turn, view, first_negation.get(turn))) is not None
+        ]
+        counts = dict.fromkeys(PhraseGroup, 0)
+        for h in hits:
+            counts[h["group"]] += 1
+        has_agent = bool(replies.turns)
+        last = len(replies.turns) - 1
+        return PhraseReport.model_validate({
+            "transcript_id": transcript.id,
+            "agent_turns": len(replies.turns),
+            "hits": hits,
+            "counts": counts,
+            "honorific_used": bool(found[PhraseGroup.honorifics]) if has_agent else None,
+            "greeting_found": any(f[0] == 0 for f in found[PhraseGroup.greetings]) if has_agent else None,
+            "closing_found": any(f[0] == last for f in found[PhraseGroup.closings]) if has_agent else None,
+            "refusals": refusals,
+        })
 
 
 def parse_lexicons(data: Any, path: str) -> Lexicons:

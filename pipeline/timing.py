@@ -33,7 +33,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from enum import StrEnum
-from itertools import pairwise
+from itertools import groupby, pairwise
+from operator import itemgetter
 from statistics import fmean
 from typing import TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -252,83 +253,81 @@ def measure_session(
     """Timing of one transcript; `satisfaction` is the customer's 1–5 star rating, if the export has one."""
     thresholds = thresholds or TimingThresholds()
     zone = (calendar or ShopCalendar()).zone(transcript.shop)
-    turns = list(enumerate(transcript.turns, start=1))
-    times = {n: _aware(t.time, zone) for n, t in turns if t.time is not None and t.role is not Role.system}
-    customer = [n for n, t in turns if t.role is Role.customer]
-    agent = [n for n, t in turns if t.role is Role.agent]
+    roles = [t.role for t in transcript.turns]
+    times = {
+        n: _aware(t.time, zone)
+        for n, t in enumerate(transcript.turns, start=1)
+        if t.time is not None and t.role is not Role.system
+    }
+    customer = [n for n, role in enumerate(roles, start=1) if role is Role.customer]
+    first_agent_turn = next((n for n, role in enumerate(roles, start=1) if role is Role.agent), None)
     first_timed_customer = next((n for n in customer if n in times), None)
     day_from = first_timed_customer or min(times, default=None)
     common = _Identity(
         transcript_id=transcript.id,
-        agent=transcript.agent_id or (transcript.turns[agent[0] - 1].speaker if agent else None),
+        agent=transcript.agent_id or (
+            transcript.turns[first_agent_turn - 1].speaker if first_agent_turn is not None else None
+        ),
         shop=transcript.shop,
         day=times[day_from].astimezone(zone).date() if day_from is not None else None,
         satisfaction=satisfaction,
     )
-    problem = _unmeasurable(transcript, times)
+    problem = _unmeasurable(roles, times)
     if problem is not None:
         return SessionTiming(**common, not_measurable=problem, first_reply=FirstReply.not_measurable)
 
-    def next_after(n: int, role: Role) -> int | None:
-        return next((m for m, t in turns[n:] if t.role is role), None)
-
-    waits = []
-    for n in customer:
-        reply = next_after(n, Role.agent)
-        waits.append(MessageWait(turn=n, reply_turn=reply, wait_s=_seconds(times, n, reply)))
-    bursts: list[BurstWait] = []
-    for w in waits:
-        if bursts and bursts[-1].reply_turn == w.reply_turn:
-            bursts[-1] = bursts[-1].model_copy(update={"messages": bursts[-1].messages + 1})
-        else:
-            bursts.append(
-                BurstWait(
-                    first_turn=w.turn,
-                    messages=1,
-                    reply_turn=w.reply_turn,
-                    wait_s=_seconds(times, w.turn, w.reply_turn),
-                )
-            )
-    answered = [w.wait_s for w in waits if w.wait_s is not None]
-    burst_answered = [b.wait_s for b in bursts if b.wait_s is not None]
+    # next_agent[n]: the first agent turn after turn n, found in one backward pass.
+    next_agent: list[int | None] = [None] * (len(roles) + 1)
+    for n in range(len(roles) - 1, -1, -1):
+        next_agent[n] = n + 1 if roles[n] is Role.agent else next_agent[n + 1]
+    # Waits and bursts are validated as plain fields with the session: cheaper than a model each.
+    waits = [(n, next_agent[n], _seconds(times, n, next_agent[n])) for n in customer]
+    bursts = []  # consecutive messages with the same next reply: (first turn, messages, reply turn, wait)
+    for reply, group in groupby(waits, key=itemgetter(1)):
+        (first_turn, _, wait), *rest = group  # the burst waits as long as its first message
+        bursts.append((first_turn, 1 + len(rest), reply, wait))
+    answered = [w for _, _, w in waits if w is not None]
+    burst_answered = [w for _, _, _, w in bursts if w is not None]
 
     first = customer[0] if customer else None
     if first is None:
         status, first_agent, first_bot = FirstReply.no_customer_message, None, None
     else:
-        first_agent = next_after(first, Role.agent)
-        first_bot = next((m for m, t in turns[first:] if t.role is Role.bot and m in times), None)
+        first_agent = next_agent[first]
+        first_bot = next((m for m in range(first + 1, len(roles) + 1) if roles[m - 1] is Role.bot and m in times), None)
         status = FirstReply.answered if first_agent is not None else FirstReply.no_human_reply
     first_s = _seconds(times, first, first_agent)
-    return SessionTiming(
+    return SessionTiming.model_validate({
         **common,
-        not_measurable=None,
-        first_reply=status,
-        first_response_s=first_s,
-        first_response_turn=first_agent,
-        first_bot_reply_s=_seconds(times, first, first_bot),
-        greeted_within_limit=_within(first_s, thresholds.greet_within_s, status),
-        first_reply_within_limit=_within(first_s, thresholds.first_reply_within_s, status),
-        message_waits=waits,
-        bursts=bursts,
-        customer_messages=len(waits),
-        unanswered_messages=len(waits) - len(answered),
-        messages_within_reply_limit=sum(w <= thresholds.reply_within_s for w in answered),
-        messages_within_rate_limit=sum(w <= thresholds.rate_reply_within_s for w in answered),
-        mean_wait_s=fmean(answered) if answered else None,
-        max_wait_s=max(answered, default=None),
-        burst_mean_wait_s=fmean(burst_answered) if burst_answered else None,
-        burst_max_wait_s=max(burst_answered, default=None),
-    )
+        "not_measurable": None,
+        "first_reply": status,
+        "first_response_s": first_s,
+        "first_response_turn": first_agent,
+        "first_bot_reply_s": _seconds(times, first, first_bot),
+        "greeted_within_limit": _within(first_s, thresholds.greet_within_s, status),
+        "first_reply_within_limit": _within(first_s, thresholds.first_reply_within_s, status),
+        "message_waits": [{"turn": n, "reply_turn": reply, "wait_s": wait} for n, reply, wait in waits],
+        "bursts": [
+            {"first_turn": n, "messages": size, "reply_turn": reply, "wait_s": wait} for n, size, reply, wait in bursts
+        ],
+        "customer_messages": len(waits),
+        "unanswered_messages": len(waits) - len(answered),
+        "messages_within_reply_limit": sum(w <= thresholds.reply_within_s for w in answered),
+        "messages_within_rate_limit": sum(w <= thresholds.rate_reply_within_s for w in answered),
+        "mean_wait_s": fmean(answered) if answered else None,
+        "max_wait_s": max(answered, default=None),
+        "burst_mean_wait_s": fmean(burst_answered) if burst_answered else None,
+        "burst_max_wait_s": max(burst_answered, default=None),
+    })
 
 
 def _aware(moment: datetime, zone: ZoneInfo) -> datetime:
     return moment if moment.utcoffset() is not None else moment.replace(tzinfo=zone)
 
 
-def _unmeasurable(transcript: Transcript, times: Mapping[int, datetime]) -> str | None:
-    """Why the transcript's times cannot be trusted, or None."""
-    needed = [n for n, t in enumerate(transcript.turns, start=1) if t.role in (Role.customer, Role.agent)]
+def _unmeasurable(roles: list[Role], times: Mapping[int, datetime]) -> str | None:
+    """Why the transcript's times cannot be trusted, or None; `roles` are its turns' roles in order."""
+    needed = [n for n, role in enumerate(roles, start=1) if role in (Role.customer, Role.agent)]
     missing = [n for n in needed if n not in times]
     if missing and len(missing) == len(needed):
         return "no customer or agent turn has a timestamp"

@@ -166,6 +166,44 @@ def test_columns_are_flat_and_json_friendly(checker: PhraseChecker) -> None:
     assert [h["text"] for h in json.loads(str(cols["phrase_hits"]))] == ["嗯", "但是", "不行"]
 
 
+def test_hits_across_replies_keep_each_reply_own_offsets(checker: PhraseChecker) -> None:
+    # Replies are matched as a whole transcript, so pin that nothing leaks from one reply to the next.
+    t = Transcript(
+        id="t1",
+        turns=[
+            Turn(role=Role.customer, text="在吗"),
+            Turn(role=Role.agent, text="您好，请问有什么可以帮助您"),  # 2
+            Turn(role=Role.customer, text="不"),
+            Turn(role=Role.agent, text="亲，这个价格真的不"),  # 4: ends in 不 …
+            Turn(role=Role.agent, text="能再低了，㈱不行哦"),  # 5: … and this starts with 能: no 不能 across them
+            Turn(role=Role.agent, text="能不能先拍下"),  # 6: 能不能 is an exception
+            Turn(role=Role.agent, text="不能便宜了"),  # 7: the exception in turn 6 does not reach here
+            Turn(role=Role.bot, text="嗯"),
+            Turn(role=Role.agent, text="嗯嗯～[微笑]"),  # 9
+        ],
+    )
+    report = checker.check(t)
+    assert [(h.turn, h.group.value, h.text, h.start, h.end) for h in report.hits] == [
+        # 您 and 您好 both start at 0: same start, so the group order decides (honorifics first).
+        (2, "honorifics", "您", 0, 1),
+        (2, "greetings", "您好", 0, 2),
+        (2, "greetings", "有什么可以帮助您", 5, 13),
+        (2, "honorifics", "您", 12, 13),
+        (4, "honorifics", "亲", 0, 1),
+        # ㈱ is one character that NFKC makes three, (株); the hit is reported at its original offsets 6–8.
+        (5, "negation_refusal", "不行", 6, 8),
+        (7, "negation_refusal", "不能便宜", 0, 4),
+        (9, "banned", "嗯嗯", 0, 2),
+    ]
+    assert [(r.turn, r.opens_with_apology, r.first_words, r.triggered_by) for r in report.refusals] == [
+        (5, False, "能再低了株不行哦", "不行"),
+        (7, False, "不能便宜了", "不能便宜"),
+    ]
+    assert (report.agent_turns, report.honorific_used, report.greeting_found, report.closing_found) == (
+        6, True, True, False
+    )
+
+
 def small_lexicon() -> dict[str, Any]:
     group = {"description": "d", "entries": [{"pattern": "好", "source": "s"}]}
     return {
@@ -198,6 +236,25 @@ def test_regex_and_full_width_entries() -> None:
     # The full-width entry matches half-width text and the other way round.
     assert texts(checker, PhraseGroup.closings, "支持7天无理由退换") == ["7天无理由"]
     assert texts(checker, PhraseGroup.closings, "支持７天无理由退换") == ["７天无理由"]
+
+
+def test_regex_entries_see_one_reply_and_ties_go_to_the_earlier_entry() -> None:
+    data = small_lexicon()
+    data["groups"]["negation_refusal"]["entries"] = [{"pattern": "^好", "match": "regex", "source": "s"}]
+    whole_first = [
+        {"pattern": "哦", "match": "whole", "source": "s"},
+        {"pattern": "哦+", "match": "regex", "source": "s"},
+    ]
+    data["groups"]["banned"]["entries"] = whole_first
+    checker = PhraseChecker(parse_lexicons(data, "test"))
+    report = checker.check(agent_says("不好", "好呀", "哦哦"))
+    # ^ anchors at the start of each reply (turn 3), never at the start of the transcript only.
+    assert [(h.turn, h.text) for h in report.hits if h.group is PhraseGroup.negation_refusal] == [(3, "好")]
+    # Both entries match all of 哦哦 (turn 4): equal start and length, so the first listed wins.
+    assert [h.pattern for h in report.hits if h.group is PhraseGroup.banned] == ["哦"]
+    data["groups"]["banned"]["entries"] = whole_first[::-1]
+    swapped = PhraseChecker(parse_lexicons(data, "test")).check(agent_says("哦哦"))
+    assert [h.pattern for h in swapped.hits if h.group is PhraseGroup.banned] == ["哦+"]
 
 
 @pytest.mark.parametrize(
