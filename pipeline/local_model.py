@@ -258,7 +258,8 @@ class LocalServer:
                 log.write(f"# {datetime.now(UTC).isoformat()} {shlex.join(command)}\n".encode())
                 log.flush()
                 process = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )
             self.process = process
             try:
@@ -317,6 +318,18 @@ class LocalServer:
                 return "timeout"
             time.sleep(_HEALTH_POLL_SECONDS)
         return "exited"
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when kefu dies, even by kill -9.
+
+    A `finally` cannot run when the parent is killed, and a 2 GB model server left behind would
+    hold the cores and memory until someone finds it.
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _describe_failure(outcome: str, returncode: int | None, timeout: float) -> str:

@@ -7,7 +7,9 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -413,3 +415,40 @@ def test_server_ignoring_sigterm_is_killed_after_the_grace_period(fake: Fake) ->
 
     assert process.returncode == -signal.SIGKILL
     assert_gone(process.pid)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux-only")
+def test_server_dies_with_a_parent_killed_by_sigkill(fake: Fake, tmp_path: Path) -> None:
+    # A parent killed with -9 runs no `finally`; the kernel must take the model server down with it.
+    parent = tmp_path / "parent.py"
+    parent.write_text(
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from pipeline.local_model import LocalServer\n"
+        f"server = LocalServer(Path({str(fake.model)!r}), context_size=4096, alias='fake', threads=1,\n"
+        f"                     binary=Path({str(fake.binary)!r}), log_path=Path({str(fake.log)!r}))\n"
+        "server.start()\n"
+        "print(server.process.pid, flush=True)\n"
+        "time.sleep(600)\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "FAKE_RECORD": str(fake.record)}
+    proc = subprocess.Popen([sys.executable, str(parent)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    os.kill(child, 0)  # the server is up
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(child)
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie lingers until whoever adopted it reaps it)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
