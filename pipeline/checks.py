@@ -141,7 +141,8 @@ class ServiceChecker:
             checker=self.fingerprint,
             lexicon_version=self._version,
             thresholds=self._thresholds,
-            timing=measure_session(transcript, self._thresholds, self._calendar),
+            timing=measure_session(transcript, self._thresholds, self._calendar,
+                                   satisfaction=transcript.satisfaction),
             phrases=self._phrases.check(transcript),
         )
 

@@ -60,6 +60,9 @@ class Transcript(BaseModel):
     platform: str | None = Field(default=None, description="taobao, tmall, douyin, xiaohongshu, …")
     shop: str | None = Field(default=None, description="The shop's name or id.")
     agent_id: str | None = Field(default=None, description="The agent who handled the chat.")
+    satisfaction: int | None = Field(
+        default=None, ge=1, le=5, description="The customer's 1–5 star rating of the session, if exported (满意度)."
+    )
     source: str | None = Field(default=None, description="file:line where the conversation starts.")
 
 
@@ -450,6 +453,7 @@ class TranscriptReader:
             if duplicate is not None:
                 return duplicate
             meta = {key: _optional_text(obj, key, key) for key in ("platform", "shop", "agent_id")}
+            rating = _satisfaction(obj.get("satisfaction"))
             raw_turns = obj.get("turns")
             if raw_turns is None:
                 raise _Invalid("turns", "missing field 'turns'")
@@ -464,7 +468,7 @@ class TranscriptReader:
         except _Invalid as bad:
             return Reject(file=file.source, line=number, transcript_id=conv_id, field=bad.field,
                           reason=bad.reason)
-        return Transcript(id=conv_id, turns=turns, source=f"{file.source}:{number}", **meta)
+        return Transcript(id=conv_id, turns=turns, source=f"{file.source}:{number}", satisfaction=rating, **meta)
 
     def _turn_from_json(self, raw: object, index: int) -> Turn | None:
         """The Turn, or None for a turn with empty text (images and stickers export that way)."""
@@ -552,8 +556,10 @@ class TranscriptReader:
         role = role_of(role_cell)
         if role is None:
             raise _Invalid("role", _unknown_role(role_cell))
-        for key in ("platform", "shop", "agent_id"):
+        for key in ("platform", "shop", "agent_id", "satisfaction"):
             if (value := (cells.get(key) or "").strip()) and key not in pending.meta:
+                if key == "satisfaction":
+                    value = str(_satisfaction(value))
                 pending.meta[key] = value
         if text.strip():
             time_cell = (cells.get("time") or "").strip()
@@ -753,6 +759,19 @@ def _required_text(obj: dict[str, Any], key: str, field_name: str) -> str:
     return text
 
 
+def _satisfaction(value: object) -> int | None:
+    """A 1–5 star rating from JSON or a CSV cell; blank is 'not rated'."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        stars = int(str(value).strip()) if not isinstance(value, bool) else -1
+    except ValueError:
+        stars = -1
+    if not 1 <= stars <= 5:
+        raise _Invalid("satisfaction", f"'satisfaction' must be a star rating from 1 to 5, got {value!r}")
+    return stars
+
+
 def _optional_text(obj: dict[str, Any], key: str, field_name: str) -> str | None:
     value = obj.get(key)
     if value is None:
@@ -764,7 +783,7 @@ def _optional_text(obj: dict[str, Any], key: str, field_name: str) -> str | None
 
 
 _CSV_REQUIRED = ("conversation_id", "role", "text")
-_CSV_OPTIONAL = ("time", "speaker", "platform", "shop", "agent_id")
+_CSV_OPTIONAL = ("time", "speaker", "platform", "shop", "agent_id", "satisfaction")
 
 
 def _csv_columns(header: list[str], source: str, line: int) -> dict[str, int]:

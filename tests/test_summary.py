@@ -130,3 +130,25 @@ def test_summary_files(store: Store, rubric: Rubric, tmp_path: Path) -> None:
     assert frame.loc[0, "weakest"] == "pitch 0.50; polite 0.83; greet 0.83"
     assert list(frame["first_reply_rate"]) == [0.5, 1.0] and list(frame["banned_rate"]) == [0.0, 0.5]
     pd.testing.assert_frame_equal(pd.read_excel(xlsx_path, sheet_name="by_agent"), frame, check_dtype=False)
+
+
+def test_satisfaction_rate_counts_4_and_5_stars_over_rated_sessions(rubric: Rubric, tmp_path: Path) -> None:
+    # Three rated sessions (5, 4, 2 stars) and one unrated: 满意度 = 2/3 < 0.80 → fail (seed 004).
+    checker = ServiceChecker.load()
+    start = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+    with Store.open(tmp_path) as s:
+        run = s.start_run(rubric_id=rubric.id, rubric_version=rubric.version, rubric_hash=rubric.content_hash,
+                          template_hash="p", model="m", settings={})
+        for tid, stars in (("r5", 5), ("r4", 4), ("r2", 2), ("none", None)):
+            t = chat(tid, "kf-9", start, [(Role.customer, "在吗", 0), (Role.agent, "亲，您好", 10)])
+            t = t.model_copy(update={"satisfaction": stars})
+            s.save_transcript_meta(transcript_id=tid, content_hash=tid, platform=None, shop=None, agent_id="kf-9",
+                                   started_at=start, n_turns=2, source=None,
+                                   checks=checker.record_for(t, tid))
+            s.save_grade(Grade(key=tid, transcript_id=tid, repeat=0, scope="all", status="scored",
+                               criteria=[CriterionGrade(criterion_id=c.id, score=c.max) for c in rubric.criteria()],
+                               model="m", attempts=1, created_at=datetime.now(UTC)), run, rubric.content_hash)
+        [group] = summarize_run(s, rubric, "agent")
+    assert group.timing is not None
+    assert group.timing.rated_sessions == 3 and group.timing.satisfaction_rate == pytest.approx(2 / 3)
+    assert group.timing.satisfaction_pass is False

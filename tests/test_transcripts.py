@@ -499,3 +499,21 @@ def test_every_example_format_file_reads_without_rejects() -> None:
     assert (FORMATS_DIR / "example_gbk.csv").read_bytes().decode("gbk")  # really GBK bytes …
     with pytest.raises(UnicodeDecodeError):
         (FORMATS_DIR / "example_gbk.csv").read_bytes().decode("utf-8")  # … and not UTF-8
+
+
+# --- satisfaction ratings (满意度) ----------------------------------------------------------------
+
+
+def test_satisfaction_ratings_are_read_from_jsonl_and_csv(tmp_path: Path) -> None:
+    content = "\n".join([conv("a", ("customer", "在吗"), satisfaction=5), conv("b", ("customer", "在吗"),
+                         satisfaction="4"), conv("c", ("customer", "在吗")), conv("d", ("customer", "x"),
+                         satisfaction=6), conv("e", ("customer", "x"), satisfaction="好评")]) + "\n"
+    transcripts, rejects = read_one(tmp_path / "a.jsonl", content)
+    assert [(t.id, t.satisfaction) for t in transcripts] == [("a", 5), ("b", 4), ("c", None)]
+    assert [(r.transcript_id, r.line, r.field) for r in rejects] == [("d", 4, "satisfaction"),
+                                                                     ("e", 5, "satisfaction")]
+    assert "1 to 5" in rejects[0].reason
+    csv_text = "conversation_id,role,text,satisfaction\nc1,customer,hi,\nc1,agent,您好,3\nc2,customer,hi,0\n"
+    transcripts, rejects = read_one(tmp_path / "b.csv", csv_text)
+    assert [(t.id, t.satisfaction) for t in transcripts] == [("c1", 3)]
+    assert [(r.transcript_id, r.field) for r in rejects] == [("c2", "satisfaction")]
