@@ -21,7 +21,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("-m", "--model", required=True, help="GGUF file")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("-t", "--threads", type=int, default=1)
+    ap.add_argument("-tb", "--threads-batch", type=int, default=None)
     ap.add_argument("-c", "--ctx-size", type=int, default=4096)
     ap.add_argument("-np", "--parallel", type=int, default=1)
     ap.add_argument("--cache-reuse", type=int, default=256)
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     params.hostnames = [args.host]
     params.port = args.port
     params.cpuparams.n_threads = args.threads
-    params.cpuparams_batch.n_threads = args.threads
+    params.cpuparams_batch.n_threads = args.threads_batch or args.threads
     params.n_ctx = args.ctx_size
     params.n_parallel = args.parallel
     params.cache_prompt = True

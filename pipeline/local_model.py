@@ -203,7 +203,11 @@ class LocalServer:
         self.model_path = model_path
         self.context_size = context_size
         self.model = alias if alias is not None else model_identity(model_path)
-        self.threads = threads if threads is not None else _usable_cpus()
+        # Generation leaves one core free: llama.cpp's threads spin-wait for each other, and on a
+        # 2-core machine with anything else running (kefu itself, a test, a browser) two threads fell to
+        # 0.6–2 tokens/s where one kept 3.4–4.8. Prompt processing (batched) still uses every core.
+        self.threads = threads if threads is not None else max(1, _usable_cpus() - 1)
+        self.batch_threads = max(self.threads, _usable_cpus())
         self.log_path = log_path if log_path is not None else _default_log_path()
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
@@ -230,6 +234,7 @@ class LocalServer:
             "--host", "127.0.0.1",
             "--port", str(port),
             "-t", str(self.threads),
+            "-tb", str(self.batch_threads),
             "-c", str(self.context_size),
             "-np", "1",
             "--cache-prompt",
