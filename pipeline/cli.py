@@ -160,9 +160,9 @@ def _forecast(job: GradeJob, overrides: dict[str, Any], config: Path | None, pri
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("out/demo"),
 ) -> None:
-    """Grade the five demo chats of eval_sets/ and report agreement with their labels.
+    """Grade the three demo chats of eval_sets/ and report agreement with their labels.
 
-    Uses whatever endpoint is configured, else the embedded offline model. Five chats show the
+    Uses whatever endpoint is configured, else the embedded offline model. Three chats show the
     pipeline working end to end; they are far too few to say anything about the model's quality.
     """
     chats, rubric = REPO / "eval_sets/ecommerce_cs.jsonl", REPO / "rubric/ecommerce_cs.yaml"
