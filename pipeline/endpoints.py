@@ -31,8 +31,8 @@ NO_ENDPOINT = (
 
 LOCAL_MODEL_NOTICE = (
     "No endpoint configured: grading with the small embedded offline model (Qwen2.5-Coder-1.5B, CPU). "
-    "It tells an obviously good chat from a bad one but misses subtle failures: use it to try kefu-qa, "
-    "not for scores a QA team relies on. Set OPENAI_API_KEY / --base-url to use a capable model."
+    "It shows the pipeline working; its scores mean little (it has ranked a bad chat above a good one). "
+    "Set OPENAI_API_KEY / --base-url to grade with a capable model."
 )
 
 
