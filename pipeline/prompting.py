@@ -4,25 +4,64 @@ Templates are rendered with StrictUndefined; rubric and transcript text go in as
 as template source, so `{{` inside a chat stays literal. The system message depends only on the
 rubric and the criteria, so it is byte-identical across transcripts and providers' prefix caches
 apply; the transcript comes last, between boundary markers derived from its own content.
+
+Rendering is on the hot path of a run: the system message is rendered once per rubric and criteria,
+and a transcript's hash and user message once per transcript object, though the runner asks for
+them more than once between reading a transcript and grading it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import jinja2
 
 from pipeline.errors import ConfigError
 from pipeline.rubric import Criterion, Rubric
 from pipeline.schema import MAX_EVIDENCE
-from pipeline.transcripts import Transcript
+from pipeline.transcripts import Transcript, Turn
 
 TEMPLATE_NAMES = ("system.j2", "user.j2", "reask.j2")
+
+V = TypeVar("V")
+
+
+class _PerObject(Generic[V]):
+    """Values derived from a live object, remembered while it lives and forgotten when it is collected.
+
+    Keyed by identity: rubrics and transcripts are frozen, so a changed one is a new object (model_copy),
+    and they hold lists, so they cannot be dict keys themselves. Holds only weak references, so a run
+    keeps entries for the transcripts in flight and no more.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[int, tuple[weakref.ref[Any], V]] = {}
+
+    def get(self, obj: object, compute: Callable[[], V]) -> V:
+        """The value for `obj`, computed on first use."""
+        key = id(obj)
+        hit = self._values.get(key)
+        if hit is not None and hit[0]() is obj:
+            return hit[1]
+        value = compute()
+        self._values[key] = (weakref.ref(obj, self._forget(key)), value)
+        return value
+
+    def _forget(self, key: int) -> Callable[[weakref.ref[Any]], None]:
+        def forget(ref: weakref.ref[Any]) -> None:
+            hit = self._values.get(key)
+            if hit is not None and hit[0] is ref:
+                del self._values[key]
+
+        return forget
+
+
+_TRANSCRIPT_HASHES: _PerObject[str] = _PerObject()
 
 
 def default_prompts_dir() -> Path:
@@ -31,9 +70,11 @@ def default_prompts_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "prompts"
 
 
-@dataclass(frozen=True)
-class RenderedTurn:
-    """A turn as the prompt shows it: its 1-based number, role, short time and text."""
+class RenderedTurn(NamedTuple):
+    """A turn as the prompt shows it: its 1-based number, role, short time and text.
+
+    A NamedTuple, not a dataclass: a run builds one per turn of every transcript.
+    """
 
     number: int
     role: str
@@ -59,25 +100,25 @@ class PromptSet:
             digest.update(name.encode())
             digest.update((root / name).read_bytes())
         self.template_hash = digest.hexdigest()
-        self._system_cache: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._systems: _PerObject[dict[tuple[str, ...], str]] = _PerObject()
+        self._users: _PerObject[str] = _PerObject()
 
     def system(self, rubric: Rubric, criteria: Sequence[Criterion]) -> str:
         """The system message: instructions and every criterion with its levels (cached per criteria set)."""
-        key = (rubric.content_hash, tuple(c.id for c in criteria))
-        if key not in self._system_cache:
-            self._system_cache[key] = self._render(
-                "system.j2", rubric=rubric, criteria=list(criteria), max_evidence=MAX_EVIDENCE
-            )
-        return self._system_cache[key]
+        by_ids = self._systems.get(rubric, dict)
+        key = tuple(c.id for c in criteria)
+        if key not in by_ids:
+            by_ids[key] = self._render("system.j2", rubric=rubric, criteria=list(criteria), max_evidence=MAX_EVIDENCE)
+        return by_ids[key]
 
     def user(self, transcript: Transcript) -> str:
         """The user message: the transcript as numbered, role-labelled turns between boundary markers."""
-        return self._render(
+        return self._users.get(transcript, lambda: self._render(
             "user.j2",
             transcript=transcript,
             turns=[_render_turn(i, t) for i, t in enumerate(transcript.turns, start=1)],
             boundary=transcript_boundary(transcript),
-        )
+        ))
 
     def reask(self, error: str, criterion_ids: Sequence[str]) -> str:
         """The follow-up that carries a validation error back to the model (once)."""
@@ -101,11 +142,15 @@ def transcript_boundary(transcript: Transcript) -> str:
 
 def transcript_hash(transcript: Transcript) -> str:
     """sha256 of the transcript's canonical JSON: the transcript part of every resume key."""
-    return hashlib.sha256(transcript.model_dump_json().encode("utf-8")).hexdigest()
+    return _TRANSCRIPT_HASHES.get(
+        transcript, lambda: hashlib.sha256(transcript.model_dump_json().encode("utf-8")).hexdigest()
+    )
 
 
-def _render_turn(number: int, turn: Any) -> RenderedTurn:
+def _render_turn(number: int, turn: Turn) -> RenderedTurn:
     # Continuation lines are indented so that a customer cannot fake a numbered turn with a newline.
     text = turn.text.replace("\r\n", "\n").replace("\n", "\n    ")
-    time = turn.time.strftime("%m-%d %H:%M:%S") if turn.time else None
-    return RenderedTurn(number=number, role=turn.role.value, time=time, text=text)
+    t = turn.time
+    # MM-DD HH:MM:SS; formatted by hand, which costs half of strftime.
+    time = f"{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}:{t.second:02d}" if t else None
+    return RenderedTurn(number, str(turn.role), time, text)

@@ -72,15 +72,16 @@ def _criterion_model(c: Criterion) -> type[CriterionReply]:
     )
 
 
-_BUILT: dict[str, GradeSchema] = {}
+_BUILT: dict[tuple[tuple[str, str, int, tuple[int, ...]], ...], GradeSchema] = {}
 
 
 def build_grade_schema(criteria: Sequence[Criterion]) -> GradeSchema:
     """The reply model for these criteria, with fields named by criterion id in rubric order.
 
-    Memoised on the criteria's content, so the runner can ask per transcript at no cost.
+    Memoised on exactly what the model is built from (each criterion's id, name, max and points), so
+    the grader can ask per call: the key costs microseconds, where dumping the criteria would not.
     """
-    key = json.dumps([c.model_dump(mode="json") for c in criteria], sort_keys=True, ensure_ascii=False)
+    key = tuple((c.id, c.name, c.max, tuple(c.points)) for c in criteria)
     if key not in _BUILT:
         _BUILT[key] = _build(criteria)
     return _BUILT[key]

@@ -1,0 +1,281 @@
+"""Throughput and client CPU of grading, against the mock server in a separate process.
+
+    python -m bench.throughput                 # the L × C grid (library path, one child process per cell)
+    python -m bench.throughput --cli           # `python -m pipeline grade` end to end: L=1 s, C=128, N=1,280
+    python -m bench.throughput --breakdown     # where a transcript's client CPU goes, step by step
+
+Every transcript is graded in all-criteria mode against rubric/ecommerce_cs.yaml (one structured call per
+transcript). Each grid cell runs in a fresh child process, so its CPU and peak RSS are its own; the clock
+and the CPU reading cover `run_grading` only (reading the JSONL included, imports and set-up excluded).
+The latency-bound ideal is ceil(N/C)·L: what a client with zero overhead would take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import math
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.chats import chats_file
+from bench.harness import REPO, describe_machine, load_average, mock_server, print_table, self_cpu_seconds
+
+RUBRIC = REPO / "rubric/ecommerce_cs.yaml"
+MODEL = "mock-model"
+# (latency, concurrency, N): N = 2000 at L = 0; otherwise enough waves that the ideal is 4 s.
+GRID = [(0.0, c, 2000) for c in (16, 64, 256)] + [(0.2, c, 20 * c) for c in (16, 64, 256)] + [
+    (1.0, c, 4 * c) for c in (16, 64, 256)
+]
+
+
+def ideal_seconds(n: int, concurrency: int, latency: float) -> float:
+    """The latency-bound ideal: ceil(N/C) waves of L seconds each."""
+    return math.ceil(n / concurrency) * latency
+
+
+# --- one cell, in a child process ---------------------------------------------------------------
+
+
+async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str) -> dict[str, Any]:
+    """Grade the first `n` chats of `chats` through `run_grading`; wall time and CPU of the run itself."""
+    from pipeline.grader import Grader, Sampling
+    from pipeline.llm import Endpoint, LLMClient
+    from pipeline.prompting import PromptSet
+    from pipeline.rubric import load_rubric
+    from pipeline.runner import RunOptions, run_grading
+    from pipeline.store import Store
+    from pipeline.transcripts import estimate_tokens, read_transcripts
+
+    rubric = load_rubric(RUBRIC)
+    prompts = PromptSet(rubric.language)
+    client = LLMClient(Endpoint(base_url, None))
+    grader = Grader(rubric, prompts, client, model=MODEL, sampling=Sampling())
+    system_tokens = estimate_tokens(prompts.system(rubric, rubric.criteria()))
+    with tempfile.TemporaryDirectory(prefix="kefu-bench-") as tmp, Store.open(Path(tmp)) as store:
+        items = itertools.islice(read_transcripts([chats]), n)
+        cpu0, t0 = self_cpu_seconds(), time.perf_counter()
+        summary = await run_grading(items, grader=grader, store=store, options=RunOptions(concurrency=concurrency),
+                                    rejects_path=Path(tmp) / "rejects.jsonl")
+        wall, cpu = time.perf_counter() - t0, self_cpu_seconds() - cpu0
+    await client.close()
+    return {"wall": wall, "cpu": cpu, "graded": summary.graded, "unscored": summary.unscored,
+            "prompt_tokens": summary.prompt_tokens, "cached_tokens": summary.cached_tokens,
+            "system_tokens_estimate": system_tokens,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_cell(latency: float, concurrency: int, n: int, chats: Path, server_url: str,
+             server_cpu: Callable[[], float]) -> dict[str, Any]:
+    """Run one grid cell in a fresh Python process; returns its measurements."""
+    before = server_cpu()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.throughput", "--cell", str(chats), str(n), str(concurrency), server_url],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result.update(latency=latency, concurrency=concurrency, n=n, server_cpu=server_cpu() - before,
+                  load=load_average())
+    return result
+
+
+def grid(cells: Iterable[tuple[float, int, int]]) -> None:
+    """Run the grid, one server per latency, and print the table."""
+    cells = list(cells)
+    chats = chats_file(max(n for _, _, n in cells))
+    rows = []
+    for latency, group in itertools.groupby(cells, key=lambda cell: cell[0]):
+        with mock_server(latency) as server:
+            for _, concurrency, n in group:
+                r = run_cell(latency, concurrency, n, chats, server.base_url, server.cpu_seconds)
+                rows.append(r)
+                print(f"# L={latency} C={concurrency} N={n}: {r['wall']:.2f} s, load {r['load']}", file=sys.stderr)
+    print(f"Machine: {describe_machine()}\n")
+    table = []
+    for r in rows:
+        ideal = ideal_seconds(r["n"], r["concurrency"], r["latency"])
+        table.append([
+            f"{r['latency']:g}", r["concurrency"], r["n"], f"{r['graded']}/{r['n']}",
+            f"{r['wall']:.2f}", f"{ideal:.1f}" if ideal else "—",
+            f"{r['wall'] / ideal:.2f}" if ideal else "—", f"{r['n'] / r['wall']:.0f}",
+            f"{1000 * r['cpu'] / r['n']:.2f}", f"{1000 * r['server_cpu'] / r['n']:.2f}",
+            f"{r['peak_rss_mb']:.0f}", f"{r['cached_tokens'] / max(1, r['prompt_tokens']):.0%}", r["load"],
+        ])
+    print_table(["L (s)", "C", "N", "scored", "wall (s)", "ideal (s)", "wall/ideal", "transcripts/s",
+                 "client CPU ms/transcript", "server CPU ms/request", "client peak RSS (MB)",
+                 "shared prefix (cached/prompt tokens)", "load avg"], table)
+    share = rows[0]["system_tokens_estimate"]
+    print(f"\nSystem prompt: about {share:,} tokens by kefu-qa's estimate; the mock server counts 2 characters a "
+          "token and reports the longest prefix it has seen before as cached_tokens.")
+
+
+# --- the CLI end to end ------------------------------------------------------------------------
+
+
+def cli_end_to_end(latency: float = 1.0, concurrency: int = 128, n: int = 1280) -> None:
+    """Time `python -m pipeline grade` as a subprocess, process start and exports included."""
+    chats = chats_file(n)
+    start = _time_command([sys.executable, "-m", "pipeline", "--help"])
+    with mock_server(latency) as server, tempfile.TemporaryDirectory(prefix="kefu-bench-cli-") as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+        command = [sys.executable, "-m", "pipeline", "grade", str(chats), "--base-url", server.base_url,
+                   "--model", MODEL, "--concurrency", str(concurrency), "--out", tmp]
+        load = load_average()
+        server_before = server.cpu_seconds()
+        usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu = server.cpu_seconds() - server_before
+        if proc.returncode != 0:
+            raise SystemExit(f"kefu grade failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+        run = _last_run_summary(Path(tmp))
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    ideal = ideal_seconds(n, concurrency, latency)
+    print(f"Machine: {describe_machine()}\n")
+    print(f"    {command[0]} -m pipeline grade CHATS --base-url URL --model {MODEL} "
+          f"--concurrency {concurrency} --out DIR\n")
+    print_table(
+        ["L (s)", "C", "N", "graded", "wall (s)", "ideal (s)", "wall/ideal", "within 10%",
+         "runner elapsed (s)", "`pipeline --help` (s)", "CLI CPU (s)", "CPU ms/transcript", "server CPU (s)",
+         "load at start"],
+        [[f"{latency:g}", concurrency, n, run["graded"], f"{wall:.2f}", f"{ideal:.1f}", f"{wall / ideal:.2f}",
+          "yes" if wall <= 1.1 * ideal else "no", f"{run['elapsed_s']:.2f}", f"{start:.2f}", f"{cpu:.1f}",
+          f"{1000 * cpu / n:.2f}", f"{server_cpu:.1f}", load]],
+    )
+
+
+def _time_command(command: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(command, cwd=REPO, capture_output=True, check=True)
+    return time.perf_counter() - t0
+
+
+def _last_run_summary(out_dir: Path) -> dict[str, Any]:
+    from pipeline.store import Store
+
+    with Store.open(out_dir) as store:
+        run = store.last_run()
+    assert run is not None and run["summary"], "the CLI recorded no run"
+    summary: dict[str, Any] = json.loads(run["summary"])
+    return summary
+
+
+# --- the breakdown -----------------------------------------------------------------------------
+
+
+def breakdown(n: int = 1000) -> None:
+    """CPU per transcript of each step of a grade, each timed over `n` transcripts in a loop (no network
+    except the last row). In a real run the steps interleave, so caches are colder and the sum is lower
+    than the end-to-end figure."""
+    from pipeline.grader import Grade, Sampling, _criterion_grades, _validate
+    from pipeline.llm import Endpoint, LLMClient
+    from pipeline.mockserver import generate_instance
+    from pipeline.prompting import PromptSet, transcript_hash
+    from pipeline.rubric import load_rubric
+    from pipeline.schema import build_grade_schema
+    from pipeline.store import Store, grade_key
+    from pipeline.transcripts import estimate_tokens, read_transcripts
+
+    rubric = load_rubric(RUBRIC)
+    prompts = PromptSet(rubric.language)
+    criteria = rubric.criteria()
+    schema = build_grade_schema(criteria)
+    chats = chats_file(n)
+    rows: list[list[object]] = []
+
+    def step(label: str, fn: Callable[[int], object]) -> None:
+        cpu0 = time.process_time()
+        for i in range(n):
+            fn(i)
+        rows.append([label, f"{1000 * (time.process_time() - cpu0) / n:.3f}"])
+
+    cpu0 = time.process_time()
+    transcripts = [t for t in read_transcripts([chats]) if not hasattr(t, "reason")]
+    read_ms = 1000 * (time.process_time() - cpu0) / n
+    rows.append(["read and validate the JSONL line (pipeline.transcripts)", f"{read_ms:.3f}"])
+    step("rubric.content_hash × 2 (the runner's key and save_grade)", lambda i: (rubric.content_hash,
+                                                                                 rubric.content_hash))
+    step("transcript_hash", lambda i: transcript_hash(transcripts[i]))
+    sampling = Sampling()
+    step("grade_key", lambda i: grade_key(transcript_hash="0" * 64, rubric_hash="1" * 64, template_hash="2" * 64,
+                                          model=MODEL, sampling=sampling, repeat=0, scope="all"))
+    step("render the user message + estimate_tokens", lambda i: estimate_tokens(prompts.user(transcripts[i])))
+    step("messages (system cached, user cached)", lambda i: prompts.messages(rubric, criteria, transcripts[i]))
+    step("build_grade_schema (memoised)", lambda i: build_grade_schema(criteria))
+    replies = [json.dumps(generate_instance(schema.json_schema, random.Random(i)), ensure_ascii=False)
+               for i in range(n)]
+    step("validate the reply (model_validate_json)", lambda i: _validate(schema, replies[i]))
+    parsed = [_validate(schema, reply) for reply in replies]
+    step("criterion grades + quote checks", lambda i: _criterion_grades(parsed[i], criteria, transcripts[i]))
+    criteria_grades = [_criterion_grades(parsed[i], criteria, transcripts[i]) for i in range(n)]
+    grades = [Grade(key=f"{i:064x}", transcript_id=transcripts[i].id, repeat=0, scope="all", status="scored",
+                    criteria=criteria_grades[i], model=MODEL, attempts=1, created_at=datetime.now(UTC))
+              for i in range(n)]
+    with tempfile.TemporaryDirectory(prefix="kefu-bench-") as tmp, Store.open(Path(tmp)) as store:
+        run_id = store.start_run(rubric_id=rubric.id, rubric_version=rubric.version, rubric_hash="h",
+                                 template_hash="t", model=MODEL, settings={})
+        step("store.save_grade (one commit)", lambda i: store.save_grade(grades[i], run_id, "h"))
+        step("store.save_transcript_meta (one commit)", lambda i: store.save_transcript_meta(
+            transcript_id=transcripts[i].id, content_hash="h", platform=None, shop=None, agent_id=None,
+            started_at=None, n_turns=1, source=None))
+
+    async def http(base_url: str, concurrency: int = 64) -> float:
+        client = LLMClient(Endpoint(base_url, None))
+        messages = [prompts.messages(rubric, criteria, t) for t in transcripts]
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with gate:
+                await client.chat(messages[i], model=MODEL, response_format=schema.response_format,
+                                  temperature=0.0, seed=None, max_tokens=4096)
+
+        await asyncio.gather(*(one(i) for i in range(64)))  # connections open before the clock
+        cpu0 = self_cpu_seconds()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        cpu = self_cpu_seconds() - cpu0
+        await client.close()
+        return cpu
+
+    with mock_server(0.0) as server:
+        cpu = asyncio.run(http(server.base_url))
+    rows.append(["LLMClient.chat: encode, HTTP round trip, parse (C=64, L=0)", f"{1000 * cpu / n:.3f}"])
+    total = sum(float(str(row[1])) for row in rows)
+    rows.append(["**sum**", f"**{total:.3f}**"])
+    print(f"Machine: {describe_machine()}\n")
+    print_table(["step (per transcript)", "client CPU (ms)"], rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--cli", action="store_true", help="time the real CLI end to end (L=1, C=128, N=1280)")
+    mode.add_argument("--breakdown", action="store_true", help="client CPU per step of a grade")
+    mode.add_argument("--cell", nargs=4, metavar=("CHATS", "N", "C", "URL"), help=argparse.SUPPRESS)
+    parser.add_argument("--latency", type=float, nargs="*", help="only these latencies of the grid")
+    args = parser.parse_args(argv)
+    if args.cell:
+        chats, n, concurrency, url = args.cell
+        print(json.dumps(asyncio.run(grade_cell(Path(chats), int(n), int(concurrency), url))))
+    elif args.cli:
+        cli_end_to_end()
+    elif args.breakdown:
+        breakdown()
+    else:
+        grid(cell for cell in GRID if args.latency is None or cell[0] in args.latency)
+
+
+if __name__ == "__main__":
+    main()
