@@ -144,8 +144,9 @@ async def run_grading(
     the transcript's metadata.
     """
     rubric = grader.rubric
+    rubric_hash = rubric.content_hash  # a dump and sha256 of the whole rubric: once per run, not per grade
     run_id = store.start_run(
-        rubric_id=rubric.id, rubric_version=rubric.version, rubric_hash=rubric.content_hash,
+        rubric_id=rubric.id, rubric_version=rubric.version, rubric_hash=rubric_hash,
         template_hash=grader.prompts.template_hash, model=grader.model, settings=dict(settings_record or {}),
     )
     state = _State(RunSummary(redacted=redaction is not None),
@@ -169,6 +170,28 @@ async def run_grading(
                 state.summary.transcripts += 1
                 redacted = redact_transcript(item, redaction) if redaction is not None else None
                 transcript = redacted.transcript if redacted is not None else item
+                thash = transcript_hash(transcript)
+                pending = []
+                for repeat in range(options.repeats):
+                    for scope, crits in scopes:
+                        key = grade_key(
+                            transcript_hash=thash, rubric_hash=rubric_hash,
+                            template_hash=grader.prompts.template_hash, model=grader.model,
+                            sampling=grader.sampling, repeat=repeat, scope=scope, options=key_options,
+                        )
+                        if key in state.done:
+                            state.summary.skipped += 1
+                        else:
+                            pending.append((repeat, scope, crits, key))
+                checks = stored = None
+                if checker is not None:
+                    original_hash = thash if transcript is item else transcript_hash(item)
+                    stored = store.transcript_checks(item.id)
+                    checks = checker.record_for(item, original_hash, stored)
+                if not pending:  # graded on an earlier run: only new checks are worth a write
+                    if checks != stored:
+                        _save_meta(store, item, thash, checks)
+                    continue
                 user_tokens = estimate_tokens(grader.prompts.user(transcript))
                 needed = max(system_tokens.values()) + user_tokens + (grader.sampling.max_tokens or 0)
                 if needed > options.context_window:
@@ -180,27 +203,10 @@ async def run_grading(
                                f"(set --context-window if the model takes more; nothing was truncated)",
                     ), state)
                     continue
-                thash = transcript_hash(transcript)
-                checks = None
-                if checker is not None:
-                    original_hash = thash if transcript is item else transcript_hash(item)
-                    checks = checker.record_for(item, original_hash, store.transcript_checks(item.id))
                 _save_meta(store, item, thash, checks)
-                sent = False
-                for repeat in range(options.repeats):
-                    for scope, crits in scopes:
-                        key = grade_key(
-                            transcript_hash=thash, rubric_hash=rubric.content_hash,
-                            template_hash=grader.prompts.template_hash, model=grader.model,
-                            sampling=grader.sampling, repeat=repeat, scope=scope, options=key_options,
-                        )
-                        if key in state.done:
-                            state.summary.skipped += 1
-                            continue
-                        await queue.put(_Unit(transcript, repeat, scope, crits, key,
-                                              system_tokens[scope] + user_tokens))
-                        sent = True
-                if sent and redacted is not None:
+                for repeat, scope, crits, key in pending:
+                    await queue.put(_Unit(transcript, repeat, scope, crits, key, system_tokens[scope] + user_tokens))
+                if redacted is not None:
                     _count_redactions(state.summary, redacted.counts)
         for _ in range(options.concurrency):
             await queue.put(None)
@@ -210,7 +216,7 @@ async def run_grading(
             await limiter.acquire(unit.tokens + (grader.sampling.max_tokens or 0) // 4)
             grade = await grader.grade(unit.transcript, key=unit.key, repeat=unit.repeat, scope=unit.scope,
                                        criteria=unit.criteria)
-            store.save_grade(grade, run_id, rubric.content_hash)
+            store.save_grade(grade, run_id, rubric_hash)
             _count(state.summary, grade)
             if progress is not None:
                 progress.advance(grade)
