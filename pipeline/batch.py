@@ -247,12 +247,7 @@ def write_batch_files(
             redacted = redact_transcript(item, redaction) if redaction is not None else None
             transcript = redacted.transcript if redacted is not None else item
             thash = transcript_hash(transcript)
-            store.save_transcript_meta(
-                transcript_id=item.id, content_hash=thash, platform=item.platform, shop=item.shop,
-                agent_id=item.agent_id, started_at=next((turn.time for turn in item.turns if turn.time), None),
-                n_turns=len(item.turns), source=item.source,
-                checks=checker.check(item).record() if checker is not None else None,
-            )
+            store.save_transcript(item, thash, checker.check(item).record() if checker is not None else None)
             as_json = transcript.model_dump_json()
             written = result.requests
             for scope, crits in scopes:

@@ -190,7 +190,7 @@ async def run_grading(
                     checks = checker.record_for(item, original_hash, stored)
                 if not pending:  # graded on an earlier run: only new checks are worth a write
                     if checks != stored:
-                        _save_meta(store, item, thash, checks)
+                        store.save_transcript(item, thash, checks)
                     continue
                 user_tokens = estimate_tokens(grader.prompts.user(transcript))
                 needed = max(system_tokens.values()) + user_tokens + (grader.sampling.max_tokens or 0)
@@ -203,7 +203,7 @@ async def run_grading(
                                f"(set --context-window if the model takes more; nothing was truncated)",
                     ), state)
                     continue
-                _save_meta(store, item, thash, checks)
+                store.save_transcript(item, thash, checks)
                 for repeat, scope, crits, key in pending:
                     await queue.put(_Unit(transcript, repeat, scope, crits, key, system_tokens[scope] + user_tokens))
                 if redacted is not None:
@@ -272,11 +272,3 @@ def _line_of(source: str | None) -> int | None:
         if tail.isdigit():
             return int(tail)
     return None
-
-
-def _save_meta(store: Store, t: Transcript, content_hash: str, checks: dict[str, object] | None) -> None:
-    store.save_transcript_meta(
-        transcript_id=t.id, content_hash=content_hash, platform=t.platform, shop=t.shop, agent_id=t.agent_id,
-        started_at=next((turn.time for turn in t.turns if turn.time), None), n_turns=len(t.turns), source=t.source,
-        checks=checks,
-    )

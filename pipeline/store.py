@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.grader import CRITERION_GRADES, Grade, Sampling
+from pipeline.transcripts import Transcript
 
 DB_NAME = "kefu.sqlite"
 
@@ -290,6 +291,14 @@ class Store:
             (transcript_id, content_hash, platform, shop, agent_id,
              started_at.isoformat() if started_at else None, n_turns, source,
              json.dumps(checks, ensure_ascii=False) if checks is not None else None),
+        )
+
+    def save_transcript(self, t: Transcript, content_hash: str, checks: dict[str, Any] | None) -> None:
+        """save_transcript_meta for a Transcript: its metadata and first timestamp, not its text."""
+        self.save_transcript_meta(
+            transcript_id=t.id, content_hash=content_hash, platform=t.platform, shop=t.shop, agent_id=t.agent_id,
+            started_at=next((turn.time for turn in t.turns if turn.time), None), n_turns=len(t.turns),
+            source=t.source, checks=checks,
         )
 
     def transcript_meta(self) -> dict[str, dict[str, Any]]:
