@@ -8,9 +8,9 @@ See docs/batch.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -35,7 +35,6 @@ from pipeline.console import fail, log_to, out
 from pipeline.costs import CostEstimate, actual_cost, estimate_job, load_prices
 from pipeline.errors import KefuError
 from pipeline.exports import write_checks, write_outputs
-from pipeline.llm import Endpoint
 from pipeline.prompting import PromptSet
 from pipeline.redaction import RedactionConfig, is_loopback
 from pipeline.rubric import load_rubric
@@ -59,11 +58,6 @@ ModelOpt = Annotated[str | None, typer.Option(help="Model name at the endpoint."
 RepeatsOpt = Annotated[int, typer.Option(min=1, help="Independent grades per transcript.")]
 PerCriterionOpt = Annotated[bool, typer.Option(help="One request per criterion.")]
 PricesOpt = Annotated[Path | None, typer.Option(help="Price table YAML (default: the packaged, dated one).")]
-
-
-def _endpoint(settings: Settings) -> Endpoint:
-    key = settings.api_key.get_secret_value() if settings.api_key is not None else None
-    return Endpoint(settings.base_url, key, settings.timeout)
 
 
 def _money(amount: float) -> str:
@@ -209,13 +203,7 @@ def submit_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Upload every request file not yet submitted and start its batch (24 h window)."""
-    log_to(out_dir)
-    try:
-        settings = load_settings(config, {"base_url": base_url, "api_key_env": api_key_env})
-        statuses = submit(out_dir, batch_client(_endpoint(settings)))
-    except KefuError as exc:
-        fail(exc)
-    _print_statuses(statuses, "kefu batch submit")
+    _print_statuses(_ask_provider(submit, out_dir, base_url, api_key_env, config), "kefu batch submit")
 
 
 @batch_app.command("status")
@@ -226,13 +214,21 @@ def status_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Ask the provider where every batch of the run folder stands."""
+    _print_statuses(_ask_provider(status, out_dir, base_url, api_key_env, config), "kefu batch status")
+
+
+def _ask_provider(action: Callable[[Path, Any], list[BatchStatus]], out_dir: Path, base_url: str | None,
+                  api_key_env: str | None, config: Path | None) -> list[BatchStatus]:
+    """Run `submit` or `status` against the configured provider, failing with a readable message."""
     log_to(out_dir)
     try:
-        settings = load_settings(config, {"base_url": base_url, "api_key_env": api_key_env})
-        statuses = status(out_dir, batch_client(_endpoint(settings)))
+        return action(out_dir, batch_client(_settings(config, base_url, api_key_env).endpoint()))
     except KefuError as exc:
         fail(exc)
-    _print_statuses(statuses, "kefu batch status")
+
+
+def _settings(config: Path | None, base_url: str | None, api_key_env: str | None) -> Settings:
+    return load_settings(config, {"base_url": base_url, "api_key_env": api_key_env})
 
 
 @batch_app.command("collect")
@@ -248,7 +244,7 @@ def collect_cmd(
     """Download and store the results of every finished batch; rerun it until nothing is still running."""
     log_to(out_dir)
     try:
-        client = batch_client(_endpoint(load_settings(config, {"base_url": base_url, "api_key_env": api_key_env})))
+        client = batch_client(_settings(config, base_url, api_key_env).endpoint())
         result = collect(out_dir, client, load_rubric(rubric) if rubric else None)
         _print_collected(result, prices, batch=True)
         _export(result, out_dir, rubric)

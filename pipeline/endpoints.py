@@ -52,8 +52,7 @@ def resolve_endpoint(settings: Settings, *, rubric: Rubric, prompts: PromptSet,
                      job_inputs: GradeJob) -> Iterator[ResolvedEndpoint]:
     """Yield the configured endpoint, or start the embedded local server for the job's duration."""
     if settings.endpoint_configured:
-        key = settings.api_key.get_secret_value() if settings.api_key else None
-        yield ResolvedEndpoint(Endpoint(settings.base_url, key, settings.timeout), settings.model, local=False)
+        yield ResolvedEndpoint(settings.endpoint(), settings.model, local=False)
         return
     from pipeline import local_model  # the extra's code path only
     from pipeline.grading import read_job_inputs

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from pipeline.errors import ConfigError
 from pipeline.grader import ResponseMode, Sampling
+from pipeline.llm import Endpoint
 
 DEFAULT_CONFIG = Path("kefu.toml")
 
@@ -48,6 +49,11 @@ class Settings(BaseModel):
     def endpoint_configured(self) -> bool:
         """True if the user named an endpoint or a key; otherwise the embedded local model is used."""
         return self.base_url is not None or self.api_key is not None
+
+    def endpoint(self) -> Endpoint:
+        """The configured endpoint for the client; the key leaves its SecretStr only here."""
+        key = self.api_key.get_secret_value() if self.api_key is not None else None
+        return Endpoint(self.base_url, key, self.timeout)
 
     def public(self) -> dict[str, Any]:
         """Settings safe to store in a run record: no key, only whether one was set."""
