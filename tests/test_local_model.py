@@ -453,3 +453,26 @@ def running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "State:\tZ" not in status
+
+
+@pytest.mark.parametrize(("cores", "idle", "expected"), [
+    (2, 1.9, 2),    # idle machine: every core generates (13.4 vs 6.7 tokens/s measured on 2 cores)
+    (2, 1.4, 1),    # one core partly busy: two spinning threads would slow each other down
+    (2, None, 1),   # not measurable: assume busy
+    (1, 0.0, 1),    # never fewer than one thread
+    (8, 7.6, 8),
+    (8, 6.0, 7),
+])
+def test_generation_threads_leave_a_core_free_unless_the_machine_is_idle(
+        cores: int, idle: float | None, expected: int) -> None:
+    assert local_model.generation_threads(cores, idle) == expected
+
+
+def test_idle_cpus_reads_proc_stat_and_gives_none_when_it_cannot(tmp_path: Path) -> None:
+    real = local_model.idle_cpus(window=0.05)
+    if Path("/proc/stat").exists():
+        assert real is not None and 0.0 <= real <= (os.cpu_count() or 1)
+    frozen = tmp_path / "stat"
+    frozen.write_text("cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 10 0 10 100 0 0 0 0 0 0\n")
+    assert local_model.idle_cpus(window=0.0, stat=frozen) is None  # no time passed: no measurement
+    assert local_model.idle_cpus(window=0.0, stat=tmp_path / "missing") is None
