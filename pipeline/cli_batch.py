@@ -34,7 +34,7 @@ from pipeline.checks import DEFAULT_LEXICONS, ServiceChecker
 from pipeline.console import fail, log_to, out
 from pipeline.costs import CostEstimate, actual_cost, estimate_job, load_prices
 from pipeline.errors import KefuError
-from pipeline.exports import write_checks, write_outputs
+from pipeline.exports import refresh_outputs
 from pipeline.prompting import PromptSet
 from pipeline.redaction import RedactionConfig, is_loopback
 from pipeline.rubric import load_rubric
@@ -150,9 +150,8 @@ def _export(result: CollectResult, out_dir: Path, rubric_path: Path | None) -> N
         return
     with Store.open(out_dir) as store:
         rubric = load_rubric(rubric_path) if rubric_path else batch_rubric(store)
-        scores, grades = write_outputs(store, rubric, out_dir)
-        checks = write_checks(store, out_dir)
-    out.print(f"scores: {scores}\ngrades: {grades}\nchecks: {checks}")
+        outputs = refresh_outputs(store, rubric, out_dir)
+    out.print(f"scores: {outputs.scores_csv}\ngrades: {outputs.grades_jsonl}\nchecks: {outputs.checks_jsonl}")
 
 
 @batch_app.command("write")

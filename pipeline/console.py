@@ -93,12 +93,20 @@ class RichProgress:
     def __init__(self, progress: Progress) -> None:
         self._progress = progress
         self._task = progress.add_task("grading", total=None)
+        self._total: int | None = None
 
     def start(self, total: int | None) -> None:
+        self._total = total
         self._progress.update(self._task, total=total)
 
     def advance(self, grade: Grade) -> None:
         self._progress.advance(self._task)
+
+    def skip(self, calls: int) -> None:
+        # Finished calls leave the total rather than count as done, so the rate and ETA are of real work.
+        if self._total is not None:
+            self._total = max(0, self._total - calls)
+            self._progress.update(self._task, total=self._total)
 
 
 @contextmanager

@@ -12,13 +12,15 @@ that could not be measured (no timestamps) is an empty cell beside its reason, n
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
+from pipeline import adjustments
 from pipeline.adjustments import AdjustedScores, apply_hooks
 from pipeline.checks import CHECKS
 from pipeline.errors import KefuError
@@ -151,13 +153,71 @@ def iter_grade_lines(store: Store, rubric: Rubric) -> Iterator[dict[str, Any]]:
 
 def write_outputs(store: Store, rubric: Rubric, out_dir: Path) -> tuple[Path, Path]:
     """Write OUT/scores.csv and OUT/grades.jsonl from the store (the run's contract files)."""
-    scores_path = out_dir / "scores.csv"
-    grades_path = out_dir / "grades.jsonl"
-    _write_csv(scores_path, score_columns(rubric), (row_values(r, rubric) for r in iter_score_rows(store, rubric)))
-    with grades_path.open("w", encoding="utf-8") as fh:
-        for line in iter_grade_lines(store, rubric):
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-    return scores_path, grades_path
+    _write_scores_and_grades(store, rubric, out_dir)
+    return out_dir / "scores.csv", out_dir / "grades.jsonl"
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The run folder's contract files and the means the run summary prints."""
+
+    scores_csv: Path
+    grades_jsonl: Path
+    checks_jsonl: Path
+    dimension_means: dict[str, float | None]
+    written: bool
+    """False when the files were already up to date and were left alone."""
+
+
+_EXPORT_STAMP = "exports"
+_CODE = hashlib.sha256(b"".join(Path(m).read_bytes() for m in (__file__, adjustments.__file__))).hexdigest()
+
+
+def refresh_outputs(store: Store, rubric: Rubric, out_dir: Path) -> Outputs:
+    """Write scores.csv, grades.jsonl and checks.jsonl, unless nothing they show has changed since last time.
+
+    A resume that grades nothing would otherwise rewrite every file (hundreds of MB for 10^5 chats).
+    The files are up to date when they all exist and the store's change counter, the rubric (hooks
+    included: they change final scores) and this module's code are what they were when they were
+    written; the means come back from that time.
+    """
+    paths = (out_dir / "scores.csv", out_dir / "grades.jsonl", out_dir / "checks.jsonl")
+    rubric_dump = json.dumps(rubric.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    stamp = {"changes": store.changes(), "rubric": hashlib.sha256(rubric_dump.encode()).hexdigest(), "code": _CODE}
+    kept = store.meta_value(_EXPORT_STAMP)
+    if kept is not None and all(p.exists() for p in paths):
+        previous = json.loads(kept)
+        if previous["stamp"] == stamp:
+            return Outputs(*paths, previous["means"], written=False)
+    means = _write_scores_and_grades(store, rubric, out_dir)
+    write_checks(store, out_dir)
+    store.set_meta_value(_EXPORT_STAMP, json.dumps({"stamp": stamp, "means": means}))
+    return Outputs(*paths, means, written=True)
+
+
+def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> dict[str, float | None]:
+    """One pass over the store for both files; returns the mean final points per dimension and for the
+    total over fully scored rows."""
+    sums: dict[str, float] = {d.id: 0.0 for d in rubric.dimensions} | {"total": 0.0}
+    scored = 0
+
+    def score_lines(grades: TextIO) -> Iterator[dict[str, Any]]:
+        nonlocal scored
+        for row in iter_score_rows(store, rubric):
+            values = row_values(row, rubric)
+            adjusted = row.adjusted(rubric)
+            for grade in row.grades:
+                for line in grade_lines(grade, adjusted):
+                    grades.write(json.dumps(line, ensure_ascii=False) + "\n")
+            if row.status == "scored":
+                scored += 1
+                for k in sums:
+                    sums[k] += values[k]
+            yield values
+
+    with (out_dir / "grades.jsonl").open("w", encoding="utf-8") as grades_fh:
+        _write_csv(out_dir / "scores.csv", score_columns(rubric), score_lines(grades_fh))
+    return {k: (round(v / scored, 2) if scored else None) for k, v in sums.items()}
 
 
 def write_checks(store: Store, out_dir: Path) -> Path:
@@ -224,17 +284,3 @@ def export_run(store: Store, rubric: Rubric, fmt: ExportFormat, dest: Path) -> l
         score_frame.to_excel(book, sheet_name="scores", index=False)
         grade_frame.to_excel(book, sheet_name="grades", index=False)
     return [path]
-
-
-def dimension_means(store: Store, rubric: Rubric) -> dict[str, float | None]:
-    """Mean final points per dimension and for the total over fully scored rows (for the run summary)."""
-    sums: dict[str, float] = {d.id: 0.0 for d in rubric.dimensions} | {"total": 0.0}
-    n = 0
-    for row in iter_score_rows(store, rubric):
-        if row.status != "scored":
-            continue
-        values = row_values(row, rubric)
-        n += 1
-        for k in sums:
-            sums[k] += values[k]
-    return {k: (round(v / n, 2) if n else None) for k, v in sums.items()}

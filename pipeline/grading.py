@@ -12,20 +12,22 @@ import contextlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pipeline.checks import DEFAULT_LEXICONS, ServiceChecker
 from pipeline.endpoints import ResolvedEndpoint, resolve_endpoint
-from pipeline.exports import dimension_means, write_checks, write_outputs
+from pipeline.exports import refresh_outputs
 from pipeline.grader import Grader
 from pipeline.llm import LLMClient
 from pipeline.prompting import PromptSet
 from pipeline.redaction import RedactionConfig, is_loopback
+from pipeline.resume import LineMemo
 from pipeline.retry import RetryPolicy
 from pipeline.rubric import Rubric, load_rubric
 from pipeline.runner import ProgressSink, RunOptions, RunSummary, run_grading
 from pipeline.settings import Settings
 from pipeline.store import Store
-from pipeline.transcripts import Reject, Transcript, read_transcripts
+from pipeline.transcripts import Finished, Reject, Transcript, read_transcripts, read_unfinished
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,23 @@ def read_job_inputs(job: GradeJob) -> Iterator[Transcript | Reject]:
                             shop_prefixes=job.shop_prefixes)
 
 
-def select(items: Iterable[Transcript | Reject], only_ids: Collection[str] | None,
-           limit: int | None) -> Iterator[Transcript | Reject]:
-    """Keep rejects, keep transcripts whose id is listed (if a list is given), stop after `limit`."""
+def read_unfinished_inputs(job: GradeJob, memo: LineMemo) -> Iterator[Transcript | Reject | Finished]:
+    """`read_job_inputs`, with the JSON lines `memo` knows as finished coming out unparsed (see pipeline.resume)."""
+    return read_unfinished(list(job.inputs), memo, shop_speakers=job.shop_speakers, bot_speakers=job.bot_speakers,
+                           shop_prefixes=job.shop_prefixes)
+
+
+_Item = TypeVar("_Item", Transcript | Reject, Transcript | Reject | Finished)
+
+
+def select(items: Iterable[_Item], only_ids: Collection[str] | None, limit: int | None) -> Iterator[_Item]:
+    """Keep rejects, keep transcripts whose id is listed (if a list is given), stop after `limit`.
+
+    A finished line counts as the transcript it is, so `--limit` covers the same chats on a resume.
+    """
     taken = 0
     for item in items:
-        if isinstance(item, Transcript):
+        if isinstance(item, Transcript | Finished):
             if only_ids is not None and item.id not in only_ids:
                 continue
             if limit is not None and taken >= limit:
@@ -101,7 +114,9 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
     """Grade `job.inputs` with `settings`; resumable; writes the contract files into `job.out_dir`."""
     rubric, prompts, checker = _load(job)
     job.out_dir.mkdir(parents=True, exist_ok=True)
-    items = select(read_job_inputs(job), job.only_ids, job.limit)
+    memo = LineMemo({"shop_speakers": sorted(job.shop_speakers), "bot_speakers": sorted(job.bot_speakers),
+                     "shop_prefixes": list(job.shop_prefixes)})
+    items = select(read_unfinished_inputs(job, memo), job.only_ids, job.limit)
     with contextlib.ExitStack() as stack:
         endpoint = stack.enter_context(resolve_endpoint(settings, rubric=rubric, prompts=prompts, job_inputs=job))
         if on_endpoint is not None:
@@ -127,12 +142,11 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
                         items, grader=grader, store=store, options=options,
                         rejects_path=job.out_dir / "rejects.jsonl", progress=progress,
                         expected_transcripts=expected_transcripts, settings_record=record,
-                        redaction=RedactionConfig() if redact else None, checker=checker,
+                        redaction=RedactionConfig() if redact else None, checker=checker, memo=memo,
                     )
                 finally:  # also on Ctrl-C: the files show every grade finished so far
-                    scores, grades = write_outputs(store, rubric, job.out_dir)
-                    checks = write_checks(store, job.out_dir)
-                means = dimension_means(store, rubric)
+                    outputs = refresh_outputs(store, rubric, job.out_dir)
         finally:
             await client.close()
-    return JobResult(summary, scores, grades, checks, job.out_dir / "rejects.jsonl", means, endpoint.model, endpoint)
+    return JobResult(summary, outputs.scores_csv, outputs.grades_jsonl, outputs.checks_jsonl,
+                     job.out_dir / "rejects.jsonl", outputs.dimension_means, endpoint.model, endpoint)

@@ -8,6 +8,8 @@ At ingest, once per transcript (not per repeat or call), the reader task redacts
 sent (when redaction is on) and runs the service checks on the ORIGINAL transcript, storing them
 with its metadata. Both are CPU work on the event loop, so they stay per transcript, and stored
 checks of the same transcript by the same checker are reused: a resumed run checks nothing twice.
+With a `LineMemo` (`pipeline.resume`), JSON lines graded in full by an earlier run under the same
+settings arrive as `Finished` and cost a digest, not a parse.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from pipeline.checks import ServiceChecker
 from pipeline.grader import Grade, Grader
 from pipeline.prompting import transcript_hash
 from pipeline.redaction import PiiKind, RedactionConfig, redact_transcript
+from pipeline.resume import LineMemo
 from pipeline.rubric import Criterion
-from pipeline.store import Store, grade_key
-from pipeline.transcripts import Reject, Transcript, estimate_tokens
+from pipeline.store import FinishedLine, Store, grade_key
+from pipeline.transcripts import Finished, Reject, Transcript, estimate_tokens
 
 Clock = Callable[[], float]
 
@@ -52,6 +55,10 @@ class ProgressSink(Protocol):
     def start(self, total: int | None) -> None: ...
 
     def advance(self, grade: Grade) -> None: ...
+
+    def skip(self, calls: int) -> None:
+        """Calls that need no request: finished by an earlier run."""
+        ...
 
 
 class RunSummary(BaseModel):
@@ -106,6 +113,14 @@ class RateLimiter:
 
 
 @dataclass
+class _Outstanding:
+    """A JSON line's calls still in flight; the last one to be stored records the line as finished."""
+
+    line: FinishedLine
+    calls: int
+
+
+@dataclass
 class _Unit:
     transcript: Transcript
     repeat: int
@@ -113,6 +128,7 @@ class _Unit:
     criteria: list[Criterion]
     key: str
     tokens: int
+    outstanding: _Outstanding | None
 
 
 @dataclass
@@ -123,7 +139,7 @@ class _State:
 
 
 async def run_grading(
-    items: Iterable[Transcript | Reject],
+    items: Iterable[Transcript | Reject | Finished],
     *,
     grader: Grader,
     store: Store,
@@ -135,13 +151,15 @@ async def run_grading(
     progress: ProgressSink | None = None,
     expected_transcripts: int | None = None,
     settings_record: dict[str, object] | None = None,
+    memo: LineMemo | None = None,
 ) -> RunSummary:
     """Grade every transcript in `items`; rejects go to `rejects_path`; returns the run's summary.
 
     With `redaction`, each transcript's personal data is replaced before it is rendered, the
     grader sees (and verifies quotes against) that text, and `{"redact": true}` joins the resume
     key's `key_options`. With `checker`, its checks of the original transcript are stored with
-    the transcript's metadata.
+    the transcript's metadata. With `memo` (the one `items` was read with), finished lines are
+    skipped unparsed and newly finished ones recorded; `--retry-failed` records but skips none.
     """
     rubric = grader.rubric
     rubric_hash = rubric.content_hash  # a dump and sha256 of the whole rubric: once per run, not per grade
@@ -154,12 +172,19 @@ async def run_grading(
     if redaction is not None:
         key_options = {**(key_options or {}), "redact": True}
     scopes = grader.scopes(options.per_criterion)
+    calls_per_transcript = options.repeats * len(scopes)
+    if memo is not None:
+        memo.open(store, {
+            "rubric": rubric_hash, "templates": grader.prompts.template_hash, "model": grader.model,
+            "sampling": grader.sampling.model_dump(mode="json"), "repeats": options.repeats,
+            "scopes": [scope for scope, _ in scopes], "options": key_options or {},
+            "checker": checker.fingerprint if checker is not None else None,
+        }, skip=not options.retry_failed)
     system_tokens = {scope: estimate_tokens(grader.prompts.system(rubric, crits)) for scope, crits in scopes}
     limiter = RateLimiter(options.rpm, options.tpm)
     queue: asyncio.Queue[_Unit | None] = asyncio.Queue(maxsize=2 * options.concurrency)
     if progress is not None:
-        per = options.repeats * len(scopes)
-        progress.start(expected_transcripts * per if expected_transcripts is not None else None)
+        progress.start(expected_transcripts * calls_per_transcript if expected_transcripts is not None else None)
 
     async def produce() -> None:
         with rejects_path.open("w", encoding="utf-8") as rejects:
@@ -168,6 +193,12 @@ async def run_grading(
                     _write_reject(rejects, item, state)
                     continue
                 state.summary.transcripts += 1
+                if isinstance(item, Finished):
+                    state.summary.skipped += calls_per_transcript
+                    if progress is not None:
+                        progress.skip(calls_per_transcript)
+                    continue
+                line = memo.line_of(item.source, item.id) if memo is not None else None
                 redacted = redact_transcript(item, redaction) if redaction is not None else None
                 transcript = redacted.transcript if redacted is not None else item
                 thash = transcript_hash(transcript)
@@ -181,6 +212,8 @@ async def run_grading(
                         )
                         if key in state.done:
                             state.summary.skipped += 1
+                            if progress is not None:
+                                progress.skip(1)
                         else:
                             pending.append((repeat, scope, crits, key))
                 checks = stored = None
@@ -191,6 +224,8 @@ async def run_grading(
                 if not pending:  # graded on an earlier run: only new checks are worth a write
                     if checks != stored:
                         store.save_transcript(item, thash, checks)
+                    if line is not None:
+                        store.save_finished_line(line)
                     continue
                 user_tokens = estimate_tokens(grader.prompts.user(transcript))
                 needed = max(system_tokens.values()) + user_tokens + (grader.sampling.max_tokens or 0)
@@ -204,8 +239,10 @@ async def run_grading(
                     ), state)
                     continue
                 store.save_transcript(item, thash, checks)
+                outstanding = _Outstanding(line, len(pending)) if line is not None else None
                 for repeat, scope, crits, key in pending:
-                    await queue.put(_Unit(transcript, repeat, scope, crits, key, system_tokens[scope] + user_tokens))
+                    await queue.put(_Unit(transcript, repeat, scope, crits, key, system_tokens[scope] + user_tokens,
+                                          outstanding))
                 if redacted is not None:
                     _count_redactions(state.summary, redacted.counts)
         for _ in range(options.concurrency):
@@ -216,7 +253,11 @@ async def run_grading(
             await limiter.acquire(unit.tokens + (grader.sampling.max_tokens or 0) // 4)
             grade = await grader.grade(unit.transcript, key=unit.key, repeat=unit.repeat, scope=unit.scope,
                                        criteria=unit.criteria)
-            store.save_grade(grade, run_id, rubric_hash)
+            finished = None
+            if unit.outstanding is not None:
+                unit.outstanding.calls -= 1
+                finished = unit.outstanding.line if unit.outstanding.calls == 0 else None
+            store.save_grade(grade, run_id, rubric_hash, finished)
             _count(state.summary, grade)
             if progress is not None:
                 progress.advance(grade)

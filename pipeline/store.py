@@ -11,14 +11,26 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.grader import CRITERION_GRADES, Grade, Sampling
 from pipeline.transcripts import Transcript
 
 DB_NAME = "kefu.sqlite"
+
+_INSERT_GRADE = "INSERT OR REPLACE INTO grades VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_LINE = "INSERT OR REPLACE INTO finished_lines VALUES (?, ?, ?)"
+
+
+class FinishedLine(NamedTuple):
+    """An input line whose grades are all stored, under one run fingerprint (see `pipeline.resume`)."""
+
+    fingerprint: str
+    digest: bytes
+    transcript_id: str
 
 
 def grade_key(
@@ -159,9 +171,39 @@ def _m002_batches(db: sqlite3.Connection) -> None:
     )
 
 
+def _m003_resume_and_exports(db: sqlite3.Connection) -> None:
+    """Finished input lines (a resume skips them unparsed) and a change counter (exports skip an unchanged store).
+
+    `finished_lines` holds, per run fingerprint (see `pipeline.resume`), the digest of every input
+    line whose grades are all stored and whose checks are current. `meta.changes` counts every
+    insert, update and delete of a grade or a transcript's metadata, by trigger, so it changes
+    whenever an export would (a rowid or a count would not: a replaced row can get its old rowid).
+    """
+    _execute_all(
+        db,
+        """
+        CREATE TABLE finished_lines (
+            fingerprint TEXT NOT NULL,
+            digest BLOB NOT NULL,
+            transcript_id TEXT NOT NULL,
+            PRIMARY KEY (fingerprint, digest)
+        ) WITHOUT ROWID;
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('changes', '0')
+        """,
+    )
+    for table in ("grades", "transcripts"):
+        for event in ("INSERT", "UPDATE", "DELETE"):
+            db.execute(
+                f"CREATE TRIGGER {table}_{event.lower()}_counts AFTER {event} ON {table} BEGIN "
+                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'changes'; END"
+            )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_batches", _m002_batches),
+    ("003_resume_and_exports", _m003_resume_and_exports),
 ]
 
 # What the provider tells about a batch, the only columns `update_batch` may set.
@@ -249,17 +291,35 @@ class Store:
         sql = "SELECT key FROM grades" + ("" if include_unscored else " WHERE status = 'scored'")
         return {row[0] for row in self._db.execute(sql)}
 
-    def save_grade(self, grade: Grade, run_id: int, rubric_hash: str) -> None:
-        """Commit one grade now (replacing an unscored one under the same key on --retry-failed)."""
-        self._db.execute(
-            "INSERT OR REPLACE INTO grades VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                grade.key, run_id, grade.transcript_id, grade.repeat, grade.scope, grade.status, rubric_hash,
-                grade.model, grade.attempts, grade.prompt_tokens, grade.cached_tokens, grade.completion_tokens,
-                grade.error, grade.raw, grade.response_mode, grade.latency_s, grade.created_at.isoformat(),
-                CRITERION_GRADES.dump_json(grade.criteria).decode(),  # one call, not one per criterion
-            ),
+    def save_grade(self, grade: Grade, run_id: int, rubric_hash: str,
+                   finished_line: FinishedLine | None = None) -> None:
+        """Commit one grade now (replacing an unscored one under the same key on --retry-failed).
+
+        With `finished_line` (the transcript's last grade), the line is recorded as finished in the
+        same transaction, so the store never says a line is finished without its grades.
+        """
+        row = (
+            grade.key, run_id, grade.transcript_id, grade.repeat, grade.scope, grade.status, rubric_hash,
+            grade.model, grade.attempts, grade.prompt_tokens, grade.cached_tokens, grade.completion_tokens,
+            grade.error, grade.raw, grade.response_mode, grade.latency_s, grade.created_at.isoformat(),
+            CRITERION_GRADES.dump_json(grade.criteria).decode(),  # one call, not one per criterion
         )
+        if finished_line is None:
+            self._db.execute(_INSERT_GRADE, row)
+            return
+        with self._transaction():
+            self._db.execute(_INSERT_GRADE, row)
+            self._db.execute(_INSERT_LINE, finished_line)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def iter_grades(self, *, rubric_hash: str | None = None) -> Iterator[Grade]:
         """Stored grades ordered by transcript, repeat and scope, streamed."""
@@ -280,6 +340,31 @@ class Store:
     def count_grades(self) -> dict[str, int]:
         """Number of stored grades per status."""
         return dict(self._db.execute("SELECT status, COUNT(*) FROM grades GROUP BY status").fetchall())
+
+    # --- resume and exports -----------------------------------------------------------------
+    def finished_lines(self, fingerprint: str) -> dict[bytes, str]:
+        """Digest → transcript id of every input line finished under this run fingerprint."""
+        cur = self._db.execute("SELECT digest, transcript_id FROM finished_lines WHERE fingerprint = ?", (fingerprint,))
+        return dict(cur.fetchall())
+
+    def save_finished_line(self, line: FinishedLine) -> None:
+        """Record a line as finished whose grades were all stored before (by an earlier run)."""
+        self._db.execute(_INSERT_LINE, line)
+
+    def changes(self) -> int:
+        """A counter that moves with every change to grades or transcript metadata (see migration 003)."""
+        return int(self._db.execute("SELECT value FROM meta WHERE name = 'changes'").fetchone()[0])
+
+    def meta_value(self, name: str) -> str | None:
+        """A value the store keeps for other modules (the exports' stamp)."""
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta_value(self, name: str, value: str) -> None:
+        """Set a value kept with `meta_value`; `changes` is the store's own."""
+        if name == "changes":
+            raise ValueError("'changes' is kept by the store's triggers")
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
 
     # --- transcripts ------------------------------------------------------------------------
     def save_transcript_meta(self, *, transcript_id: str, content_hash: str, platform: str | None,

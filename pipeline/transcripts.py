@@ -21,7 +21,7 @@ from datetime import datetime, tzinfo
 from enum import StrEnum
 from hashlib import blake2b
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol, cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -78,6 +78,19 @@ class Reject(BaseModel):
         default=None, description="The offending field or column, when one is to blame."
     )
     reason: str = Field(description="What is wrong, in words a QA lead understands.")
+
+
+class Finished(NamedTuple):
+    """A JSON line the run has already graded in full (see `pipeline.resume`): skipped, not parsed."""
+
+    id: str
+    source: str
+
+
+class LineLookup(Protocol):
+    """What the reader asks of a resume memo (`pipeline.resume.LineMemo`)."""
+
+    def lookup(self, text: str, source: str) -> str | None: ...
 
 
 # --- timestamps ----------------------------------------------------------------------------------
@@ -226,7 +239,23 @@ def read_transcripts(
     files = _input_files(paths)
     reader = TranscriptReader(shop_speakers=shop_speakers, bot_speakers=bot_speakers,
                               shop_prefixes=shop_prefixes, default_tz=default_tz)
-    return reader.read_files(files)
+    # Without a memo the reader never yields Finished.
+    return cast(Iterator[Transcript | Reject], reader.read_files(files))
+
+
+def read_unfinished(
+    paths: Sequence[Path],
+    memo: LineLookup,
+    *,
+    shop_speakers: Collection[str] = (),
+    bot_speakers: Collection[str] = (),
+    shop_prefixes: Sequence[str] = (),
+    default_tz: tzinfo = SHANGHAI,
+) -> Iterator[Transcript | Reject | Finished]:
+    """`read_transcripts`, except that a JSON line `memo` knows as finished comes out as Finished, unparsed."""
+    reader = TranscriptReader(shop_speakers=shop_speakers, bot_speakers=bot_speakers,
+                              shop_prefixes=shop_prefixes, default_tz=default_tz, memo=memo)
+    return reader.read_files(_input_files(paths))
 
 
 def _input_files(paths: Sequence[Path]) -> list[tuple[Path, InputFormat | None]]:
@@ -369,7 +398,9 @@ class TranscriptReader:
         bot_speakers: Collection[str] = (),
         shop_prefixes: Sequence[str] = (),
         default_tz: tzinfo = SHANGHAI,
+        memo: LineLookup | None = None,
     ) -> None:
+        self.memo = memo
         self.shop_speakers = frozenset(_names(shop_speakers, "shop_speakers"))
         self.bot_speakers = frozenset(_names(bot_speakers, "bot_speakers"))
         self.shop_prefixes = tuple(_names(shop_prefixes, "shop_prefixes"))
@@ -377,7 +408,7 @@ class TranscriptReader:
         self._seen = _SeenIds()
         self._sources: list[str] = []
 
-    def read_files(self, files: Iterable[tuple[Path, InputFormat | None]]) -> Iterator[Transcript | Reject]:
+    def read_files(self, files: Iterable[tuple[Path, InputFormat | None]]) -> Iterator[Transcript | Reject | Finished]:
         """Read files one after another; a file of no known format (None) is reported, not read."""
         for path, fmt in files:
             if fmt is None:
@@ -386,7 +417,7 @@ class TranscriptReader:
             else:
                 yield from self.read_file(path, fmt)
 
-    def read_file(self, path: Path, fmt: InputFormat) -> Iterator[Transcript | Reject]:
+    def read_file(self, path: Path, fmt: InputFormat) -> Iterator[Transcript | Reject | Finished]:
         """Read one file; a file that cannot be opened or read becomes a Reject."""
         try:
             with path.open("rb") as stream:
@@ -396,7 +427,7 @@ class TranscriptReader:
 
     def read_lines(
         self, lines: Iterable[bytes], *, source: str, fmt: InputFormat
-    ) -> Iterator[Transcript | Reject]:
+    ) -> Iterator[Transcript | Reject | Finished]:
         """Read one file's byte lines (a binary file object is such an iterable) in format `fmt`."""
         file = _File(source, len(self._sources), _LineDecoder(source))
         self._sources.append(source)
@@ -414,7 +445,7 @@ class TranscriptReader:
 
     # --- JSONL -----------------------------------------------------------------------------------
 
-    def _read_jsonl(self, lines: Iterator[_Line], file: _File) -> Iterator[Transcript | Reject]:
+    def _read_jsonl(self, lines: Iterator[_Line], file: _File) -> Iterator[Transcript | Reject | Finished]:
         first = True
         for number, text, decoded in lines:
             if not text or text.isspace():
@@ -431,6 +462,13 @@ class TranscriptReader:
             if not decoded:
                 yield Reject(file=file.source, line=number, reason=file.decoder.undecodable(number))
                 continue
+            if self.memo is not None:
+                source = f"{file.source}:{number}"
+                finished = self.memo.lookup(text, source)
+                # A finished line whose id this run has read before is parsed, to be rejected as a duplicate.
+                if finished is not None and self._seen.add(finished, file.number) is None:
+                    yield Finished(finished, source)
+                    continue
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:

@@ -1,0 +1,58 @@
+"""Finished input lines: a resumed run skips a JSONL line it has fully graded without parsing it.
+
+The resume key of a grade (`store.grade_key`) needs the transcript's hash, so on its own it makes a
+rerun parse, validate and hash every line before it can tell that nothing is left to do (about a
+millisecond a line: minutes over a large backlog). The store therefore also remembers the digest
+of each raw line whose grades are all stored and whose checks are current, under a fingerprint of
+everything else those grades depend on (rubric, templates, model, sampling, repeats, scopes, key
+options such as redaction, the checker, and the reader's options). A line with the same text under
+the same fingerprint is the same work already done; any other line, or any other setting, takes
+the normal path, and the grade keys stay the authority.
+
+Only JSON Lines are skipped this way (one line, one conversation); CSV and chat-log conversations
+span lines and always take the normal path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from hashlib import blake2b
+from typing import Any
+
+from pipeline.store import FinishedLine, Store
+
+
+class LineMemo:
+    """The finished lines of one run: looked up by the reader, filled in by the runner."""
+
+    def __init__(self, reader_options: dict[str, Any]) -> None:
+        self.reader_options = reader_options
+        self.fingerprint = ""
+        self._known: dict[bytes, str] = {}
+        self._last: tuple[str, bytes] | None = None
+
+    def open(self, store: Store, run: dict[str, Any], *, skip: bool) -> None:
+        """Fix the run's fingerprint from `run` (the grade settings) and, if `skip`, load its finished lines.
+
+        `skip` is False for --retry-failed: a finished line may hold unscored grades to retry.
+        """
+        payload = json.dumps({"v": 1, "run": run, "reader": self.reader_options}, sort_keys=True, default=str)
+        self.fingerprint = hashlib.sha256(payload.encode()).hexdigest()
+        self._known = store.finished_lines(self.fingerprint) if skip else {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def lookup(self, text: str, source: str) -> str | None:
+        """The transcript id if this line is finished; otherwise None, and the line is remembered as `source`."""
+        digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        transcript_id = self._known.get(digest)
+        self._last = None if transcript_id is not None else (source, digest)
+        return transcript_id
+
+    def line_of(self, source: str | None, transcript_id: str) -> FinishedLine | None:
+        """The finished-line record for the transcript just read from `source`, if it came from one JSONL line."""
+        if self._last is None or self._last[0] != source:
+            return None
+        return FinishedLine(self.fingerprint, self._last[1], transcript_id)
