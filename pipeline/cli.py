@@ -26,6 +26,7 @@ from pipeline.prompting import PromptSet
 from pipeline.redaction import LABELS, PiiKind
 from pipeline.report import write_report
 from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
+from pipeline.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, COMPACT_REASONING_CHARS
 from pipeline.settings import load_settings
 from pipeline.store import DB_NAME, Store
 from pipeline.summary import GROUP_BY, summarize_run, write_summary
@@ -122,6 +123,12 @@ def grade(
     redact: Annotated[bool | None, typer.Option(
         "--redact/--no-redact", help="Replace personal data before sending (default: on unless the endpoint is "
                                      "127.0.0.1/localhost).")] = None,
+    compact: Annotated[bool | None, typer.Option(
+        "--compact/--no-compact",
+        help=f"Short replies for small models: per criterion {COMPACT_MAX_EVIDENCE} quote of at most "
+             f"{COMPACT_QUOTE_CHARS} characters and reasoning of at most {COMPACT_REASONING_CHARS}, enforced by the "
+             "JSON schema. Default: on for the embedded offline model only. Switching it regrades.")
+    ] = None,
     lexicons: Annotated[Path, typer.Option(help="Phrase lexicons for the service checks.")] = DEFAULT_LEXICONS,
     dry_run: Annotated[bool, typer.Option(help="Render every prompt and forecast tokens and cost; send nothing.")]
     = False,
@@ -132,7 +139,7 @@ def grade(
                    retry_failed=retry_failed, shop_speakers=tuple(shop_speaker or ()),
                    bot_speakers=tuple(bot_speaker or ()), shop_prefixes=tuple(shop_prefix or ()),
                    only_ids=read_ids(ids),
-                   limit=limit, redact=redact, lexicon_path=lexicons)
+                   limit=limit, redact=redact, compact=compact, lexicon_path=lexicons)
     overrides = {"model": model, "base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency,
                  "rpm": rpm, "tpm": tpm, "temperature": temperature, "seed": seed, "max_tokens": max_tokens,
                  "timeout": timeout, "response_format": response_format, "context_window": context_window}

@@ -2,7 +2,8 @@
 
 The local model goes through exactly the production path: a real llama-server on 127.0.0.1 and
 the real `openai` client. Without the `local` extra and without an endpoint, the job stops with a
-message naming both ways forward.
+message naming both ways forward. In compact mode (the local model's default) the server's context
+is sized for the longest compact reply rather than for the settings' default completion cap.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError
 from pipeline.llm import Endpoint
+from pipeline.schema import compact_reply_token_bound
 from pipeline.settings import Settings
 from pipeline.transcripts import Transcript, estimate_tokens
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from pipeline.grading import GradeJob
     from pipeline.prompting import PromptSet
-    from pipeline.rubric import Rubric
+    from pipeline.rubric import Criterion, Rubric
 
 NO_ENDPOINT = (
     "no model endpoint is configured and the embedded offline model is not installed. Either:\n"
@@ -45,6 +49,21 @@ class ResolvedEndpoint:
     local: bool
     max_concurrency: int | None = None
     context_window: int | None = None
+    max_tokens: int | None = None
+    """The completion cap the local server's context was sized for, which the job sends; None: the settings'."""
+
+
+def local_completion_cap(settings: Settings, criteria: Sequence[Criterion], *, compact: bool) -> int:
+    """The completion cap for the local model: the configured one, else one that fits the replies.
+
+    In compact mode the schema bounds a reply, so unless a config or flag names `max_tokens` the cap
+    is that bound (when below the settings' default): a smaller context for the server, and a reply
+    that runs away on a CPU stops sooner.
+    """
+    configured = settings.max_tokens or 2048
+    if compact and "max_tokens" not in settings.model_fields_set:
+        return min(configured, compact_reply_token_bound(criteria))
+    return configured
 
 
 @contextlib.contextmanager
@@ -55,21 +74,23 @@ def resolve_endpoint(settings: Settings, *, rubric: Rubric, prompts: PromptSet,
         yield ResolvedEndpoint(settings.endpoint(), settings.model, local=False)
         return
     from pipeline import local_model  # the extra's code path only
-    from pipeline.grading import read_job_inputs
+    from pipeline.grading import read_job_inputs, use_compact
 
     if not local_model.local_extra_available():
         raise ConfigError(NO_ENDPOINT)
     model_path = local_model.prepare_model()
-    system_tokens = estimate_tokens(prompts.system(rubric, rubric.criteria()))
+    compact = use_compact(job_inputs, local=True)
+    cap = local_completion_cap(settings, rubric.criteria(), compact=compact)
+    system_tokens = estimate_tokens(prompts.system(rubric, rubric.criteria(), compact=compact))
     longest = max(
         (estimate_tokens(prompts.user(t)) for t in read_job_inputs(job_inputs)
          if isinstance(t, Transcript)),
         default=0,
     )
-    context = local_model.context_size_for(system_tokens + longest, settings.max_tokens or 2048)
+    context = local_model.context_size_for(system_tokens + longest, cap)
     with local_model.LocalServer(model_path, context_size=context) as server:
         # One slot on a CPU: parallel requests only queue, so the runner sends one at a time.
         yield ResolvedEndpoint(
             Endpoint(server.base_url, None, timeout=max(settings.timeout, 900.0)),
-            server.model, local=True, max_concurrency=1, context_window=context,
+            server.model, local=True, max_concurrency=1, context_window=context, max_tokens=cap,
         )

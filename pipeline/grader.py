@@ -167,6 +167,7 @@ class Grader:
         response_mode: ResponseMode = "auto",
         retry: RetryPolicy | None = None,
         sleep: Sleep | None = None,
+        compact: bool = False,
     ) -> None:
         self.rubric = rubric
         self.prompts = prompts
@@ -175,6 +176,8 @@ class Grader:
         self.sampling = sampling
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
+        # Compact mode (small local models): limits in the schema and the prompt; see pipeline.schema.
+        self.compact = compact
         # "auto" starts with json_schema and switches for the whole run on the endpoint's first refusal.
         self.mode: Literal["json_schema", "json_object"] = (
             "json_object" if response_mode == "json_object" else "json_schema"
@@ -189,8 +192,8 @@ class Grader:
                     criteria: Sequence[Criterion]) -> Grade:
         """Grade one transcript on `criteria`; never raises for a model failure except FatalLLMError."""
         started = time.monotonic()
-        schema = build_grade_schema(criteria)
-        messages = self.prompts.messages(self.rubric, criteria, transcript)
+        schema = build_grade_schema(criteria, compact=self.compact)
+        messages = self.prompts.messages(self.rubric, criteria, transcript, compact=self.compact)
         outcome = RetryOutcome()
         usage = _Usage()
         reply: str | None = None

@@ -3,7 +3,8 @@
 This is what `kefu grade` calls; it holds no concurrency (that is the runner's) and prints
 nothing (that is the CLI's). When no endpoint is configured it asks `endpoints` for the embedded
 local model. Personal data is redacted before anything is sent to an endpoint that is not this
-machine (`redaction.is_loopback`); `GradeJob.redact` forces it on or off.
+machine (`redaction.is_loopback`); `GradeJob.redact` forces it on or off. The embedded local model
+grades in compact mode (`schema` explains it); `GradeJob.compact` forces that on or off.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class GradeJob:
     lexicon_path: Path = DEFAULT_LEXICONS
     redact: bool | None = None
     """None: redact unless the endpoint is loopback; True/False: always / never."""
+    compact: bool | None = None
+    """None: compact output for the embedded local model only; True/False: always / never."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,11 @@ def should_redact(job: GradeJob, endpoint: ResolvedEndpoint) -> bool:
     return not is_loopback(endpoint.endpoint.base_url or "")
 
 
+def use_compact(job: GradeJob, *, local: bool) -> bool:
+    """The job's choice, else on for the embedded local model, which writes a few tokens a second on a CPU."""
+    return job.compact if job.compact is not None else local
+
+
 async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink | None = None,
                   expected_transcripts: int | None = None,
                   on_endpoint: Callable[[ResolvedEndpoint], None] | None = None) -> JobResult:
@@ -122,10 +130,15 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
         if on_endpoint is not None:
             on_endpoint(endpoint)
         client = LLMClient(endpoint.endpoint)
+        compact = use_compact(job, local=endpoint.local)
+        sampling = settings.sampling
+        if endpoint.max_tokens is not None:
+            sampling = sampling.model_copy(update={"max_tokens": endpoint.max_tokens})
         try:
             grader = Grader(
-                rubric, prompts, client, model=endpoint.model, sampling=settings.sampling,
+                rubric, prompts, client, model=endpoint.model, sampling=sampling,
                 response_mode=settings.response_format, retry=RetryPolicy(attempts=settings.retry_attempts),
+                compact=compact,
             )
             options = RunOptions(
                 concurrency=endpoint.max_concurrency or settings.concurrency, repeats=job.repeats,
@@ -136,13 +149,16 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
             with Store.open(job.out_dir) as store:
                 record = settings.public() | {"model": endpoint.model, "rubric_path": str(job.rubric_path),
                                               "rubric": rubric.model_dump(mode="json", by_alias=True),
-                                              "redact": redact, "lexicon_path": str(job.lexicon_path)}
+                                              "redact": redact, "lexicon_path": str(job.lexicon_path),
+                                              "compact": compact, "max_tokens": sampling.max_tokens}
                 try:
                     summary = await run_grading(
                         items, grader=grader, store=store, options=options,
                         rejects_path=job.out_dir / "rejects.jsonl", progress=progress,
                         expected_transcripts=expected_transcripts, settings_record=record,
                         redaction=RedactionConfig() if redact else None, checker=checker, memo=memo,
+                        # Only when on, so the keys of grades made without compact mode stay as they were.
+                        key_options={"compact": True} if compact else None,
                     )
                 finally:  # also on Ctrl-C: the files show every grade finished so far
                     outputs = refresh_outputs(store, rubric, job.out_dir)

@@ -5,9 +5,10 @@ as template source, so `{{` inside a chat stays literal. The system message depe
 rubric and the criteria, so it is byte-identical across transcripts and providers' prefix caches
 apply; the transcript comes last, between boundary markers derived from its own content.
 
-Rendering is on the hot path of a run: the system message is rendered once per rubric and criteria,
-and a transcript's hash and user message once per transcript object, though the runner asks for
-them more than once between reading a transcript and grading it.
+Rendering is on the hot path of a run: the system message is rendered once per rubric, criteria and
+mode (compact or not: the limits it states come from `schema.reply_limits`, so the prompt and the
+schema agree), and a transcript's hash and user message once per transcript object, though the
+runner asks for them more than once between reading a transcript and grading it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import jinja2
 
 from pipeline.errors import ConfigError
 from pipeline.rubric import Criterion, Rubric
-from pipeline.schema import MAX_EVIDENCE
+from pipeline.schema import reply_limits
 from pipeline.transcripts import Transcript, Turn
 
 TEMPLATE_NAMES = ("system.j2", "user.j2", "reask.j2")
@@ -100,15 +101,19 @@ class PromptSet:
             digest.update(name.encode())
             digest.update((root / name).read_bytes())
         self.template_hash = digest.hexdigest()
-        self._systems: _PerObject[dict[tuple[str, ...], str]] = _PerObject()
+        self._systems: _PerObject[dict[tuple[bool, tuple[str, ...]], str]] = _PerObject()
         self._users: _PerObject[str] = _PerObject()
 
-    def system(self, rubric: Rubric, criteria: Sequence[Criterion]) -> str:
-        """The system message: instructions and every criterion with its levels (cached per criteria set)."""
+    def system(self, rubric: Rubric, criteria: Sequence[Criterion], *, compact: bool = False) -> str:
+        """The system message: instructions and every criterion with its levels (cached per criteria set and mode)."""
         by_ids = self._systems.get(rubric, dict)
-        key = tuple(c.id for c in criteria)
+        key = (compact, tuple(c.id for c in criteria))
         if key not in by_ids:
-            by_ids[key] = self._render("system.j2", rubric=rubric, criteria=list(criteria), max_evidence=MAX_EVIDENCE)
+            limits = reply_limits(compact)
+            by_ids[key] = self._render(
+                "system.j2", rubric=rubric, criteria=list(criteria), max_evidence=limits.evidence,
+                max_quote_chars=limits.quote_chars, max_reasoning_chars=limits.reasoning_chars,
+            )
         return by_ids[key]
 
     def user(self, transcript: Transcript) -> str:
@@ -124,10 +129,11 @@ class PromptSet:
         """The follow-up that carries a validation error back to the model (once)."""
         return self._render("reask.j2", error=error, criterion_ids=list(criterion_ids))
 
-    def messages(self, rubric: Rubric, criteria: Sequence[Criterion], transcript: Transcript) -> list[dict[str, str]]:
+    def messages(self, rubric: Rubric, criteria: Sequence[Criterion], transcript: Transcript, *,
+                 compact: bool = False) -> list[dict[str, str]]:
         """The chat messages for grading one transcript on these criteria."""
         return [
-            {"role": "system", "content": self.system(rubric, criteria)},
+            {"role": "system", "content": self.system(rubric, criteria, compact=compact)},
             {"role": "user", "content": self.user(transcript)},
         ]
 
