@@ -29,7 +29,7 @@ from pipeline.prompting import transcript_hash
 from pipeline.redaction import PiiKind, RedactionConfig, redact_transcript
 from pipeline.resume import LineMemo
 from pipeline.rubric import Criterion
-from pipeline.store import FinishedLine, Store, grade_key
+from pipeline.store import FinishedLine, Store, TranscriptMeta, grade_key
 from pipeline.transcripts import Finished, Reject, Transcript, estimate_tokens
 
 Clock = Callable[[], float]
@@ -114,10 +114,21 @@ class RateLimiter:
 
 @dataclass
 class _Outstanding:
-    """A JSON line's calls still in flight; the last one to be stored records the line as finished."""
+    """A transcript's calls still in flight.
 
-    line: FinishedLine
+    The first grade to be stored carries the transcript's metadata and checks, and the last one the
+    finished line, each in the grade's own transaction: one commit per call instead of two.
+    """
+
+    meta: TranscriptMeta | None
+    line: FinishedLine | None
     calls: int
+
+    def done(self) -> tuple[TranscriptMeta | None, FinishedLine | None]:
+        """What the grade being stored must carry: the metadata once, the line with the last call."""
+        meta, self.meta = self.meta, None
+        self.calls -= 1
+        return meta, self.line if self.calls == 0 else None
 
 
 @dataclass
@@ -128,7 +139,7 @@ class _Unit:
     criteria: list[Criterion]
     key: str
     tokens: int
-    outstanding: _Outstanding | None
+    outstanding: _Outstanding
 
 
 @dataclass
@@ -238,8 +249,7 @@ async def run_grading(
                                f"(set --context-window if the model takes more; nothing was truncated)",
                     ), state)
                     continue
-                store.save_transcript(item, thash, checks)
-                outstanding = _Outstanding(line, len(pending)) if line is not None else None
+                outstanding = _Outstanding(TranscriptMeta(item, thash, checks), line, len(pending))
                 for repeat, scope, crits, key in pending:
                     await queue.put(_Unit(transcript, repeat, scope, crits, key, system_tokens[scope] + user_tokens,
                                           outstanding))
@@ -253,11 +263,8 @@ async def run_grading(
             await limiter.acquire(unit.tokens + (grader.sampling.max_tokens or 0) // 4)
             grade = await grader.grade(unit.transcript, key=unit.key, repeat=unit.repeat, scope=unit.scope,
                                        criteria=unit.criteria)
-            finished = None
-            if unit.outstanding is not None:
-                unit.outstanding.calls -= 1
-                finished = unit.outstanding.line if unit.outstanding.calls == 0 else None
-            store.save_grade(grade, run_id, rubric_hash, finished)
+            meta, finished = unit.outstanding.done()
+            store.save_grade(grade, run_id, rubric_hash, meta=meta, finished_line=finished)
             _count(state.summary, grade)
             if progress is not None:
                 progress.advance(grade)

@@ -25,6 +25,14 @@ _INSERT_GRADE = "INSERT OR REPLACE INTO grades VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?
 _INSERT_LINE = "INSERT OR REPLACE INTO finished_lines VALUES (?, ?, ?)"
 
 
+class TranscriptMeta(NamedTuple):
+    """What `Store.save_transcript` stores of a transcript: its metadata, content hash and checks."""
+
+    transcript: Transcript
+    content_hash: str
+    checks: dict[str, Any] | None
+
+
 class FinishedLine(NamedTuple):
     """An input line whose grades are all stored, under one run fingerprint (see `pipeline.resume`)."""
 
@@ -291,12 +299,13 @@ class Store:
         sql = "SELECT key FROM grades" + ("" if include_unscored else " WHERE status = 'scored'")
         return {row[0] for row in self._db.execute(sql)}
 
-    def save_grade(self, grade: Grade, run_id: int, rubric_hash: str,
+    def save_grade(self, grade: Grade, run_id: int, rubric_hash: str, *, meta: TranscriptMeta | None = None,
                    finished_line: FinishedLine | None = None) -> None:
         """Commit one grade now (replacing an unscored one under the same key on --retry-failed).
 
-        With `finished_line` (the transcript's last grade), the line is recorded as finished in the
-        same transaction, so the store never says a line is finished without its grades.
+        With `meta` (the transcript's first grade), its metadata is stored in the same transaction;
+        with `finished_line` (its last), the line is recorded as finished there too, so the store
+        never says a line is finished without its grades.
         """
         row = (
             grade.key, run_id, grade.transcript_id, grade.repeat, grade.scope, grade.status, rubric_hash,
@@ -304,12 +313,15 @@ class Store:
             grade.error, grade.raw, grade.response_mode, grade.latency_s, grade.created_at.isoformat(),
             CRITERION_GRADES.dump_json(grade.criteria).decode(),  # one call, not one per criterion
         )
-        if finished_line is None:
+        if meta is None and finished_line is None:
             self._db.execute(_INSERT_GRADE, row)
             return
         with self._transaction():
+            if meta is not None:
+                self.save_transcript(*meta)
             self._db.execute(_INSERT_GRADE, row)
-            self._db.execute(_INSERT_LINE, finished_line)
+            if finished_line is not None:
+                self._db.execute(_INSERT_LINE, finished_line)
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
