@@ -49,7 +49,7 @@ def _count_lines(paths: list[Path]) -> int | None:
     total = 0
     for f in files:
         with f.open("rb") as fh:
-            total += sum(1 for line in fh if line.strip())
+            total += sum(1 for line in fh if not line.isspace())
     return total
 
 

@@ -7,6 +7,7 @@ Kept apart from `cli` so that `cli_check` and `cli_batch` use the same pieces wi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,19 +95,28 @@ class RichProgress:
         self._progress = progress
         self._task = progress.add_task("grading", total=None)
         self._total: int | None = None
+        self._shown = 0.0
 
     def start(self, total: int | None) -> None:
         self._total = total
         self._progress.update(self._task, total=total)
 
     def advance(self, grade: Grade) -> None:
-        self._progress.advance(self._task)
+        self._progress.update(self._task, total=self._total, advance=1)
 
     def skip(self, calls: int) -> None:
         # Finished calls leave the total rather than count as done, so the rate and ETA are of real work.
+        # A resume skips up to millions: the bar is told at most ten times a second.
         if self._total is not None:
             self._total = max(0, self._total - calls)
-            self._progress.update(self._task, total=self._total)
+            now = time.monotonic()
+            if now - self._shown >= 0.1:
+                self._shown = now
+                self.show_total()
+
+    def show_total(self) -> None:
+        """Bring the bar's total up to date (the last skips may not have been shown)."""
+        self._progress.update(self._task, total=self._total)
 
 
 @contextmanager
@@ -115,4 +125,8 @@ def grading_progress() -> Iterator[RichProgress]:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
-        yield RichProgress(progress)
+        sink = RichProgress(progress)
+        try:
+            yield sink
+        finally:
+            sink.show_total()

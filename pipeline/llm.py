@@ -11,8 +11,8 @@ buys nothing here (measured in bench/README.md):
 - HTTP runs on the SDK's aiohttp transport (`DefaultAioHttpClient`): the default httpx pool scans
   every connection on every request, which grows with concurrency.
 
-The SDK is imported when the first client is made, not at import time: it takes about a second,
-and commands that call no model (help, rubric, export) should not pay it.
+The SDK is imported when the first request is made, not at import time: it takes about a second,
+and commands that call no model (help, rubric, export, a resume with nothing left) should not pay it.
 """
 
 from __future__ import annotations
@@ -59,28 +59,32 @@ class LLMClient:
     """An OpenAI-compatible chat endpoint, shared by every grade of a run."""
 
     def __init__(self, endpoint: Endpoint) -> None:
-        import openai
-
+        self._endpoint = endpoint
         self._api_key = endpoint.api_key or "not-needed"
-        self._client = openai.AsyncOpenAI(
-            base_url=endpoint.base_url,
-            api_key=self._api_key,
-            timeout=endpoint.timeout,
-            max_retries=0,  # our one retry layer is pipeline.retry
-            # The SDK's defaults (1,000 connections) allow hundreds in flight.
-            http_client=openai.DefaultAioHttpClient(timeout=endpoint.timeout),
-        )
+        self._sdk: openai.AsyncOpenAI | None = None
         # id -> (the dict, kept alive so its id stays unique; its JSON)
         self._formats: dict[int, tuple[dict[str, Any], str]] = {}
 
     @property
-    def base_url(self) -> str:
-        """The endpoint's base URL, for messages and the loopback check."""
-        return str(self._client.base_url)
+    def _client(self) -> openai.AsyncOpenAI:
+        """The SDK client, made (and the SDK imported) on the first request: a resume that sends none pays nothing."""
+        if self._sdk is None:
+            import openai
+
+            self._sdk = openai.AsyncOpenAI(
+                base_url=self._endpoint.base_url,
+                api_key=self._api_key,
+                timeout=self._endpoint.timeout,
+                max_retries=0,  # our one retry layer is pipeline.retry
+                # The SDK's defaults (1,000 connections) allow hundreds in flight.
+                http_client=openai.DefaultAioHttpClient(timeout=self._endpoint.timeout),
+            )
+        return self._sdk
 
     async def close(self) -> None:
-        """Close the connection pool."""
-        await self._client.close()
+        """Close the connection pool, if a request opened one."""
+        if self._sdk is not None:
+            await self._sdk.close()
 
     async def chat(
         self,
@@ -93,14 +97,15 @@ class LLMClient:
         max_tokens: int | None,
     ) -> ChatResult:
         """One chat completion; raises TransientLLMError, FatalLLMError or SchemaUnsupportedError."""
-        import openai  # loaded by __init__ already: this is a dictionary look-up
+        client = self._client
+        import openai  # loaded by _client already: this is a dictionary look-up
 
         params = chat_request_params(messages, model=model, temperature=temperature, seed=seed,
                                      max_tokens=max_tokens)
         head = _dumps(params)
         body = f'{head[:-1]},"response_format":{self._format_json(response_format)}}}'.encode()
         try:
-            raw = await self._client.post(
+            raw = await client.post(
                 "/chat/completions", cast_to=bytes, content=body,
                 options={"headers": {"Content-Type": "application/json"}},
             )

@@ -44,9 +44,10 @@ class LineMemo:
     def __len__(self) -> int:
         return len(self._known)
 
-    def lookup(self, text: str, source: str) -> str | None:
-        """The transcript id if this line is finished; otherwise None, and the line is remembered as `source`."""
-        digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    def lookup(self, line: bytes, source: str) -> str | None:
+        """The transcript id if this line (its bytes as read) is finished; otherwise None, and the line is
+        remembered as `source`."""
+        digest = blake2b(line, digest_size=16).digest()
         transcript_id = self._known.get(digest)
         self._last = None if transcript_id is not None else (source, digest)
         return transcript_id

@@ -90,7 +90,7 @@ class Finished(NamedTuple):
 class LineLookup(Protocol):
     """What the reader asks of a resume memo (`pipeline.resume.LineMemo`)."""
 
-    def lookup(self, text: str, source: str) -> str | None: ...
+    def lookup(self, line: bytes, source: str) -> str | None: ...
 
 
 # --- timestamps ----------------------------------------------------------------------------------
@@ -316,6 +316,12 @@ class _LineDecoder:
         self.encoding: str | None = None
 
     def lines(self, raw_lines: Iterable[bytes]) -> Iterator[_Line]:
+        """Every line, numbered from 1 and decoded."""
+        for number, raw in self.numbered(raw_lines):
+            yield self.decode(number, raw)
+
+    def numbered(self, raw_lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+        """Every line numbered from 1, undecoded (a reader may skip some); the encoding is decided first."""
         raw_iter = iter(raw_lines)
         head: list[bytes] = []
         size = 0
@@ -325,16 +331,18 @@ class _LineDecoder:
             if size >= SNIFF_BYTES:
                 break
         self._decide(head)
-        for number, raw in enumerate(itertools.chain(head, raw_iter), start=1):
-            if raw.isascii():
-                yield _Line(number, raw.decode("ascii"), True)
-                continue
-            if self.encoding is None:
-                self.encoding = _choose_encoding([raw])
-            try:
-                yield _Line(number, raw.decode(self.encoding or "utf-8"), True)
-            except UnicodeDecodeError:
-                yield _Line(number, raw.decode(self.encoding or "utf-8", "replace"), False)
+        return enumerate(itertools.chain(head, raw_iter), start=1)
+
+    def decode(self, number: int, raw: bytes) -> _Line:
+        """One line of this file, decoded in the file's encoding."""
+        if raw.isascii():
+            return _Line(number, raw.decode("ascii"), True)
+        if self.encoding is None:
+            self.encoding = _choose_encoding([raw])
+        try:
+            return _Line(number, raw.decode(self.encoding or "utf-8"), True)
+        except UnicodeDecodeError:
+            return _Line(number, raw.decode(self.encoding or "utf-8", "replace"), False)
 
     def undecodable(self, line: int) -> str:
         """The reason for a line that did not decode."""
@@ -431,10 +439,14 @@ class TranscriptReader:
         """Read one file's byte lines (a binary file object is such an iterable) in format `fmt`."""
         file = _File(source, len(self._sources), _LineDecoder(source))
         self._sources.append(source)
-        parse = {"jsonl": self._read_jsonl, "csv": self._read_csv, "chatlog": self._read_chatlog}[fmt]
+        items: Iterator[Transcript | Reject | Finished]
+        if fmt == "jsonl":  # undecoded: a finished line is skipped before it is decoded
+            items = self._read_jsonl(file.decoder.numbered(lines), file)
+        else:
+            items = (self._read_csv if fmt == "csv" else self._read_chatlog)(file.decoder.lines(lines), file)
         produced = False
         try:
-            for item in parse(file.decoder.lines(lines), file):
+            for item in items:
                 produced = True
                 yield item
         except _FileRejected as exc:
@@ -445,9 +457,18 @@ class TranscriptReader:
 
     # --- JSONL -----------------------------------------------------------------------------------
 
-    def _read_jsonl(self, lines: Iterator[_Line], file: _File) -> Iterator[Transcript | Reject | Finished]:
+    def _read_jsonl(self, lines: Iterator[tuple[int, bytes]], file: _File) -> Iterator[Transcript | Reject | Finished]:
         first = True
-        for number, text, decoded in lines:
+        for number, raw in lines:
+            if self.memo is not None:  # before decoding: a finished line costs a digest and nothing else
+                source = f"{file.source}:{number}"
+                finished = self.memo.lookup(raw, source)
+                # A finished line whose id this run has read before is parsed, to be rejected as a duplicate.
+                if finished is not None and self._seen.add(finished, file.number) is None:
+                    first = False
+                    yield Finished(finished, source)
+                    continue
+            _, text, decoded = file.decoder.decode(number, raw)
             if not text or text.isspace():
                 continue
             if first:
@@ -462,13 +483,6 @@ class TranscriptReader:
             if not decoded:
                 yield Reject(file=file.source, line=number, reason=file.decoder.undecodable(number))
                 continue
-            if self.memo is not None:
-                source = f"{file.source}:{number}"
-                finished = self.memo.lookup(text, source)
-                # A finished line whose id this run has read before is parsed, to be rejected as a duplicate.
-                if finished is not None and self._seen.add(finished, file.number) is None:
-                    yield Finished(finished, source)
-                    continue
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
