@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
@@ -91,8 +91,9 @@ class RateColumn(ProgressColumn):
 class RichProgress:
     """The runner's ProgressSink as a rich progress bar with rate and ETA."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, clock: Callable[[], float] = time.monotonic) -> None:
         self._progress = progress
+        self._clock = clock
         self._task = progress.add_task("grading", total=None)
         self._total: int | None = None
         self._shown = 0.0
@@ -109,7 +110,7 @@ class RichProgress:
         # A resume skips up to millions: the bar is told at most ten times a second.
         if self._total is not None:
             self._total = max(0, self._total - calls)
-            now = time.monotonic()
+            now = self._clock()
             if now - self._shown >= 0.1:
                 self._shown = now
                 self.show_total()

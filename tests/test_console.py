@@ -1,0 +1,37 @@
+"""The progress bar the runner drives: skipped calls leave its total, so rate and ETA are of real work."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.progress import Progress
+
+from pipeline.console import RichProgress
+
+
+def test_skipped_calls_leave_the_total_and_the_last_skips_are_shown() -> None:
+    now = [100.0]
+    progress = Progress(console=Console(file=io.StringIO()), auto_refresh=False)
+    sink = RichProgress(progress, clock=lambda: now[0])
+    (task,) = progress.tasks
+    sink.start(10)
+    sink.skip(3)  # shown at once (the first update)
+    assert task.total == 7
+    now[0] += 0.05
+    sink.skip(2)  # within 0.1 s of the last update: not shown yet...
+    assert task.total == 7
+    sink.show_total()  # ...until the end of the run (grading_progress calls this on exit)
+    assert task.total == 5 and task.completed == 0
+    sink.skip(1)
+    sink.advance(None)  # type: ignore[arg-type]  # a grade carries the current total with it
+    assert (task.total, task.completed) == (4, 1)
+
+
+def test_skips_without_a_known_total_change_nothing() -> None:
+    progress = Progress(console=Console(file=io.StringIO()), auto_refresh=False)
+    sink = RichProgress(progress)
+    sink.start(None)
+    sink.skip(5)
+    sink.show_total()
+    assert progress.tasks[0].total is None
