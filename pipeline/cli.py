@@ -15,7 +15,6 @@ from rich.tree import Tree
 from pipeline.checks import DEFAULT_LEXICONS
 from pipeline.cli_batch import batch_app, print_estimate
 from pipeline.cli_check import check, report
-from pipeline.consistency import CheckJob, check_graded
 from pipeline.console import announce, console, fail, grading_progress, log_to, out, read_ids
 from pipeline.costs import estimate_job, load_prices
 from pipeline.endpoints import NO_ENDPOINT
@@ -24,7 +23,6 @@ from pipeline.exports import export_run
 from pipeline.grading import GradeJob, JobResult, read_job_inputs, run_job, select
 from pipeline.prompting import PromptSet
 from pipeline.redaction import LABELS, PiiKind
-from pipeline.report import write_report
 from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
 from pipeline.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, COMPACT_REASONING_CHARS
 from pipeline.settings import load_settings
@@ -172,6 +170,9 @@ def demo(
     Uses whatever endpoint is configured, else the embedded offline model. Three chats show the
     pipeline working end to end; they are far too few to say anything about the model's quality.
     """
+    from pipeline.consistency import CheckJob, check_graded  # the statistics: only for the commands that report
+    from pipeline.report import write_report
+
     chats, rubric = REPO / "eval_sets/ecommerce_cs.jsonl", REPO / "rubric/ecommerce_cs.yaml"
     demo_ids = read_ids(REPO / "eval_sets/demo_ids.txt")
     result = _grade(GradeJob(inputs=[chats], rubric_path=rubric, out_dir=out_dir, only_ids=demo_ids), {}, None)

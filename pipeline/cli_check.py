@@ -13,28 +13,21 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from pipeline import agreement as ag
-from pipeline.consistency import (
-    LABEL_REJECTS,
-    CheckJob,
-    CheckOptions,
-    CheckResult,
-    CheckRun,
-    RubricComparison,
-    criteria_below,
-    run_check,
-    run_comparison,
-)
 from pipeline.console import announce, console, fail, grading_progress, log_to, out, read_ids
 from pipeline.errors import KefuError
-from pipeline.report import AGREEMENT_JSON, load_result, write_report, write_rubric_comparison
 from pipeline.settings import load_settings
+
+# The statistics and the report are imported by the commands that use them: `kefu grade` and
+# `kefu --help` should not pay for them at start-up.
+if TYPE_CHECKING:
+    from pipeline import agreement as ag
+    from pipeline.consistency import CheckResult, CheckRun, RubricComparison
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,6 +43,8 @@ def _num(value: float) -> str:
 
 
 def _print_result(result: CheckResult, folder: Path) -> None:
+    from pipeline.consistency import LABEL_REJECTS
+
     table = Table(title=f"kefu check — {result.rubric_name} ({result.rubric_id} v{result.rubric_version}), "
                         f"model {result.model}")
     for column in ("criterion", "verdict", "n", "weighted κ [95% CI]", "humans κw", "self exact", "alt-test"):
@@ -125,6 +120,10 @@ def check(
     config: Annotated[Path | None, typer.Option(help="TOML config with a [kefu] table (default ./kefu.toml).")] = None,
 ) -> None:
     """Grade labelled transcripts twice and measure the judge against itself and the humans."""
+    from pipeline import agreement as ag
+    from pipeline.consistency import CheckJob, CheckOptions, criteria_below, run_check, run_comparison
+    from pipeline.report import load_result, write_report, write_rubric_comparison
+
     rubrics = rubric or [REPO / "rubric/ecommerce_cs.yaml"]
     if len(rubrics) > 2:
         console.print("[red]error:[/red] give --rubric once, or twice to compare two wordings")
@@ -191,6 +190,8 @@ def report(
     compare: Annotated[Path | None, typer.Option(help="A previous agreement.json to report changes against.")] = None,
 ) -> None:
     """Rewrite a check's agreement.md and report.html, optionally with the changes since a previous check."""
+    from pipeline.report import AGREEMENT_JSON, load_result, write_report
+
     try:
         result = load_result(out_dir / AGREEMENT_JSON)
         previous = load_result(compare) if compare is not None else None
