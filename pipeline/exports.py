@@ -86,10 +86,10 @@ def iter_score_rows(store: Store, rubric: Rubric) -> Iterator[ScoreRow]:
         yield ScoreRow(tid, repeat, scores, grades[0].model, status, own_meta, grades)
 
 
-def row_values(row: ScoreRow, rubric: Rubric) -> dict[str, Any]:
+def row_values(row: ScoreRow, rubric: Rubric, adjusted: AdjustedScores | None = None) -> dict[str, Any]:
     """A ScoreRow with final criterion scores, group, dimension and total sums and the checks, keyed by
-    score_columns()."""
-    adjusted = row.adjusted(rubric)
+    score_columns(); pass `adjusted` when the caller has already applied the rubric's hooks."""
+    adjusted = adjusted if adjusted is not None else row.adjusted(rubric)
     out: dict[str, Any] = {"transcript_id": row.transcript_id, "repeat": row.repeat, **adjusted.scores}
     dim_totals: list[int | None] = []
     for d in rubric.dimensions:
@@ -204,8 +204,8 @@ def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> dic
     def score_lines(grades: TextIO) -> Iterator[dict[str, Any]]:
         nonlocal scored
         for row in iter_score_rows(store, rubric):
-            values = row_values(row, rubric)
             adjusted = row.adjusted(rubric)
+            values = row_values(row, rubric, adjusted)
             for grade in row.grades:
                 for line in grade_lines(grade, adjusted):
                     grades.write(json.dumps(line, ensure_ascii=False) + "\n")

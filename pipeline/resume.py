@@ -41,9 +41,6 @@ class LineMemo:
         self.fingerprint = hashlib.sha256(payload.encode()).hexdigest()
         self._known = store.finished_lines(self.fingerprint) if skip else {}
 
-    def __len__(self) -> int:
-        return len(self._known)
-
     def lookup(self, line: bytes, source: str) -> str | None:
         """The transcript id if this line (its bytes as read) is finished; otherwise None, and the line is
         remembered as `source`."""
