@@ -118,10 +118,10 @@ class ServiceChecker:
     def __init__(self, lexicons: Lexicons, thresholds: TimingThresholds | None = None,
                  calendar: ShopCalendar | None = None) -> None:
         self._phrases = PhraseChecker(lexicons)
-        self._version = lexicons.version
-        self._thresholds = thresholds or TimingThresholds()
-        self._calendar = calendar or ShopCalendar()
-        setup = [m.model_dump(mode="json") for m in (lexicons, self._thresholds, self._calendar)]
+        self.lexicons = lexicons
+        self.thresholds = thresholds or TimingThresholds()
+        self.calendar = calendar or ShopCalendar()
+        setup = [m.model_dump(mode="json") for m in (lexicons, self.thresholds, self.calendar)]
         digest = hashlib.sha256(json.dumps(setup, sort_keys=True).encode())
         for module in (timing_code, lexicon_code, sys.modules[__name__]):  # the code that makes a record, too
             digest.update(Path(module.__file__ or "").read_bytes())
@@ -139,18 +139,27 @@ class ServiceChecker:
         return TranscriptChecks(
             transcript_hash=transcript_hash,
             checker=self.fingerprint,
-            lexicon_version=self._version,
-            thresholds=self._thresholds,
-            timing=measure_session(transcript, self._thresholds, self._calendar,
+            lexicon_version=self.lexicons.version,
+            thresholds=self.thresholds,
+            timing=measure_session(transcript, self.thresholds, self.calendar,
                                    satisfaction=transcript.satisfaction),
             phrases=self._phrases.check(transcript),
         )
 
+    def is_current(self, stored: Mapping[str, Any] | None, transcript_hash: str) -> bool:
+        """Whether a stored record was made by this checker from this transcript (so need not be made again)."""
+        return stored is not None and stored.get("transcript_hash") == transcript_hash \
+            and stored.get("checker") == self.fingerprint
+
     def record_for(self, transcript: Transcript, transcript_hash: str,
                    stored: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The checks record to store: `stored` itself when this checker made it from the same transcript
-        (so a resumed run checks nothing twice), else the record of a new check."""
-        if stored is not None and stored.get("transcript_hash") == transcript_hash \
-                and stored.get("checker") == self.fingerprint:
+        """The checks record to store: `stored` itself when it is current (so a resumed run checks
+        nothing twice), else the record of a new check."""
+        if stored is not None and self.is_current(stored, transcript_hash):
             return dict(stored)
         return self.check(transcript, transcript_hash).record()
+
+
+def record_json(record: Mapping[str, Any]) -> str:
+    """A checks record as the store keeps it (`transcripts.checks`): one encoding for every path."""
+    return json.dumps(record, ensure_ascii=False)

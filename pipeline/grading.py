@@ -111,6 +111,17 @@ def should_redact(job: GradeJob, endpoint: ResolvedEndpoint) -> bool:
     return not is_loopback(endpoint.endpoint.base_url or "")
 
 
+CHECK_PROCESS_MIN_TRANSCRIPTS = 200
+"""Below this many input lines, starting a child for the checks costs more than it saves."""
+
+
+def use_check_process(expected_transcripts: int | None, *, cpus: int, local: bool) -> bool:
+    """Whether the service checks go to a child process (pipeline/checkprocess.py): for a large run
+    with a core to spare, and never next to the embedded model, which wants every core."""
+    large = expected_transcripts is None or expected_transcripts >= CHECK_PROCESS_MIN_TRANSCRIPTS
+    return cpus >= 2 and large and not local
+
+
 def use_compact(job: GradeJob, *, local: bool) -> bool:
     """The job's choice, else on for the embedded local model, which writes a few tokens a second on a CPU."""
     return job.compact if job.compact is not None else local
@@ -120,6 +131,8 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
                   expected_transcripts: int | None = None,
                   on_endpoint: Callable[[ResolvedEndpoint], None] | None = None) -> JobResult:
     """Grade `job.inputs` with `settings`; resumable; writes the contract files into `job.out_dir`."""
+    from pipeline import local_model  # here: its imports serve only this one question
+
     rubric, prompts, checker = _load(job)
     job.out_dir.mkdir(parents=True, exist_ok=True)
     memo = LineMemo({"shop_speakers": sorted(job.shop_speakers), "bot_speakers": sorted(job.bot_speakers),
@@ -157,6 +170,8 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
                         rejects_path=job.out_dir / "rejects.jsonl", progress=progress,
                         expected_transcripts=expected_transcripts, settings_record=record,
                         redaction=RedactionConfig() if redact else None, checker=checker, memo=memo,
+                        check_process=use_check_process(expected_transcripts, cpus=local_model.usable_cpus(),
+                                                        local=endpoint.local),
                         # Only when on, so the keys of grades made without compact mode stay as they were.
                         key_options={"compact": True} if compact else None,
                     )

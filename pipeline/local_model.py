@@ -203,8 +203,8 @@ class LocalServer:
         self.model_path = model_path
         self.context_size = context_size
         self.model = alias if alias is not None else model_identity(model_path)
-        self.threads = threads if threads is not None else generation_threads(_usable_cpus(), idle_cpus())
-        self.batch_threads = max(self.threads, _usable_cpus())
+        self.threads = threads if threads is not None else generation_threads(usable_cpus(), idle_cpus())
+        self.batch_threads = max(self.threads, usable_cpus())
         self.log_path = log_path if log_path is not None else _default_log_path()
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
@@ -401,8 +401,8 @@ def idle_cpus(window: float = 0.5, stat: Path = Path("/proc/stat")) -> float | N
     return (os.cpu_count() or 1) * (idle1 - idle0) / (total1 - total0)
 
 
-def _usable_cpus() -> int:
-    # The CPUs this process may run on (taskset, cgroup cpusets), not all the machine has.
+def usable_cpus() -> int:
+    """The CPUs this process may run on (taskset, cgroup cpusets), not all the machine has."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1

@@ -6,8 +6,10 @@ requests-per-minute and tokens-per-minute limits, and every finished grade commi
 
 At ingest, once per transcript (not per repeat or call), the reader task redacts the copy that is
 sent (when redaction is on) and runs the service checks on the ORIGINAL transcript, storing them
-with its metadata. Both are CPU work on the event loop, so they stay per transcript, and stored
-checks of the same transcript by the same checker are reused: a resumed run checks nothing twice.
+with its metadata. Both are CPU work, so they stay per transcript, and stored checks of the same
+transcript by the same checker are reused: a resumed run checks nothing twice. With a
+`CheckProcess` the checks are made in a child process while the requests are out, and a
+transcript's grades wait for them before they are stored.
 With a `LineMemo` (`pipeline.resume`), JSON lines graded in full by an earlier run under the same
 settings arrive as `Finished` and cost a digest, not a parse.
 """
@@ -23,6 +25,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.checkprocess import CheckProcess
 from pipeline.checks import ServiceChecker
 from pipeline.grader import Grade, Grader
 from pipeline.prompting import transcript_hash
@@ -123,6 +126,28 @@ class _Outstanding:
     meta: TranscriptMeta | None
     line: FinishedLine | None
     calls: int
+    checks: asyncio.Future[str] | None = None
+    """The checks record still being made by the check process; the metadata is stored with it."""
+    original_hash: str = ""
+    """The original (unredacted) transcript's hash, which its checks record carries."""
+
+    async def ready(self, child: CheckProcess) -> None:
+        """Wait for the checks if they are still being made. If the wait is cancelled (Ctrl-C), make
+        them here and now before re-raising, so that the grade already paid for can still be stored."""
+        if self.checks is None:
+            return
+        try:
+            record = await asyncio.shield(self.checks)
+        except asyncio.CancelledError:
+            if self.checks is not None and self.meta is not None:
+                self._settle(child.in_process(self.meta.transcript, self.original_hash))
+            raise
+        self._settle(record)
+
+    def _settle(self, record: str) -> None:
+        if self.meta is not None:
+            self.meta = self.meta._replace(checks=record)
+        self.checks = None
 
     def done(self) -> tuple[TranscriptMeta | None, FinishedLine | None]:
         """What the grade being stored must carry: the metadata once, the line with the last call."""
@@ -163,6 +188,7 @@ async def run_grading(
     expected_transcripts: int | None = None,
     settings_record: dict[str, object] | None = None,
     memo: LineMemo | None = None,
+    check_process: bool = False,
 ) -> RunSummary:
     """Grade every transcript in `items`; rejects go to `rejects_path`; returns the run's summary.
 
@@ -171,6 +197,7 @@ async def run_grading(
     key's `key_options`. With `checker`, its checks of the original transcript are stored with
     the transcript's metadata. With `memo` (the one `items` was read with), finished lines are
     skipped unparsed and newly finished ones recorded; `--retry-failed` records but skips none.
+    With `check_process`, the checks are made in a child process (`pipeline.checkprocess`).
     """
     rubric = grader.rubric
     rubric_hash = rubric.content_hash  # a dump and sha256 of the whole rubric: once per run, not per grade
@@ -227,11 +254,15 @@ async def run_grading(
                                 progress.skip(1)
                         else:
                             pending.append((repeat, scope, crits, key))
-                checks = stored = None
+                checks = stored = future = None
+                original_hash = ""
                 if checker is not None:
                     original_hash = thash if transcript is item else transcript_hash(item)
                     stored = store.transcript_checks(item.id)
-                    checks = checker.record_for(item, original_hash, stored)
+                    if child is not None and pending and not checker.is_current(stored, original_hash):
+                        future = await child.submit(item, original_hash)
+                    else:
+                        checks = checker.record_for(item, original_hash, stored)
                 if not pending:  # graded on an earlier run: only new checks are worth a write
                     if checks != stored:
                         store.save_transcript(item, thash, checks)
@@ -248,8 +279,11 @@ async def run_grading(
                                f"budget, over the context window of {options.context_window} "
                                f"(set --context-window if the model takes more; nothing was truncated)",
                     ), state)
+                    if future is not None:
+                        future.cancel()
                     continue
-                outstanding = _Outstanding(TranscriptMeta(item, thash, checks), line, len(pending))
+                outstanding = _Outstanding(TranscriptMeta(item, thash, checks), line, len(pending), future,
+                                           original_hash)
                 for repeat, scope, crits, key in pending:
                     await queue.put(_Unit(transcript, repeat, scope, crits, key, system_tokens[scope] + user_tokens,
                                           outstanding))
@@ -263,12 +297,22 @@ async def run_grading(
             await limiter.acquire(unit.tokens + (grader.sampling.max_tokens or 0) // 4)
             grade = await grader.grade(unit.transcript, key=unit.key, repeat=unit.repeat, scope=unit.scope,
                                        criteria=unit.criteria)
-            meta, finished = unit.outstanding.done()
-            store.save_grade(grade, run_id, rubric_hash, meta=meta, finished_line=finished)
-            _count(state.summary, grade)
-            if progress is not None:
-                progress.advance(grade)
+            if child is not None:
+                try:
+                    await unit.outstanding.ready(child)
+                except asyncio.CancelledError:
+                    save(unit, grade)
+                    raise
+            save(unit, grade)
 
+    def save(unit: _Unit, grade: Grade) -> None:
+        meta, finished = unit.outstanding.done()
+        store.save_grade(grade, run_id, rubric_hash, meta=meta, finished_line=finished)
+        _count(state.summary, grade)
+        if progress is not None:
+            progress.advance(grade)
+
+    child = CheckProcess(checker) if checker is not None and check_process else None
     tasks = [asyncio.create_task(produce())] + [asyncio.create_task(work()) for _ in range(options.concurrency)]
     try:
         await _gather_failing_fast(tasks)
@@ -278,6 +322,8 @@ async def run_grading(
     finally:
         state.summary.elapsed_s = round(time.monotonic() - state.started, 3)
         store.finish_run(run_id, state.summary.model_dump())
+        if child is not None:
+            await child.close()
     return state.summary
 
 

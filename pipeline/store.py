@@ -25,12 +25,16 @@ _INSERT_GRADE = "INSERT OR REPLACE INTO grades VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?
 _INSERT_LINE = "INSERT OR REPLACE INTO finished_lines VALUES (?, ?, ?)"
 
 
+Checks = dict[str, Any] | str | None
+"""A transcript's checks record (pipeline/checks.py), or its JSON text as `checks.record_json` writes it."""
+
+
 class TranscriptMeta(NamedTuple):
     """What `Store.save_transcript` stores of a transcript: its metadata, content hash and checks."""
 
     transcript: Transcript
     content_hash: str
-    checks: dict[str, Any] | None
+    checks: Checks
 
 
 class FinishedLine(NamedTuple):
@@ -381,16 +385,16 @@ class Store:
     # --- transcripts ------------------------------------------------------------------------
     def save_transcript_meta(self, *, transcript_id: str, content_hash: str, platform: str | None,
                              shop: str | None, agent_id: str | None, started_at: datetime | None,
-                             n_turns: int, source: str | None, checks: dict[str, Any] | None = None) -> None:
+                             n_turns: int, source: str | None, checks: Checks = None) -> None:
         """Remember what was graded (not the text): for summaries by shop, agent and day."""
         self._db.execute(
             "INSERT OR REPLACE INTO transcripts VALUES (?,?,?,?,?,?,?,?,?)",
             (transcript_id, content_hash, platform, shop, agent_id,
              started_at.isoformat() if started_at else None, n_turns, source,
-             json.dumps(checks, ensure_ascii=False) if checks is not None else None),
+             checks if checks is None or isinstance(checks, str) else json.dumps(checks, ensure_ascii=False)),
         )
 
-    def save_transcript(self, t: Transcript, content_hash: str, checks: dict[str, Any] | None) -> None:
+    def save_transcript(self, t: Transcript, content_hash: str, checks: Checks) -> None:
         """save_transcript_meta for a Transcript: its metadata and first timestamp, not its text."""
         self.save_transcript_meta(
             transcript_id=t.id, content_hash=content_hash, platform=t.platform, shop=t.shop, agent_id=t.agent_id,

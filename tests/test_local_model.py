@@ -329,7 +329,7 @@ def test_server_starts_with_the_expected_flags_and_stops(fake: Fake) -> None:
         "--host", "127.0.0.1",
         "--port", str(port),
         "-t", "2",
-        "-tb", str(max(2, local_model._usable_cpus())),
+        "-tb", str(max(2, local_model.usable_cpus())),
         "-c", "4096",
         "-np", "1",
         "--cache-prompt",
