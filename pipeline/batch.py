@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.batch_limits import MAX_BYTES, MAX_REQUESTS
 from pipeline.checks import ServiceChecker
 from pipeline.errors import ConfigError, FatalLLMError, LLMError, TransientLLMError
 from pipeline.grader import Sampling, grade_from_reply, grade_scopes, response_format_for
@@ -43,10 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("kefu.batch")
 
 BATCH_ENDPOINT: Final = "/v1/chat/completions"
-MAX_REQUESTS = 50_000
-"""OpenAI's limit on requests per batch file."""
-MAX_BYTES = 200 * 1024**2
-"""OpenAI's limit on the size of a batch input file."""
 FINAL_STATUSES = frozenset({"completed", "expired", "failed", "cancelled"})
 """Batch statuses after which nothing more will run: the batch can be collected."""
 BATCH_DIR = "batch"

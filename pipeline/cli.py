@@ -16,7 +16,6 @@ from pipeline.checks import DEFAULT_LEXICONS
 from pipeline.cli_batch import batch_app, print_estimate
 from pipeline.cli_check import check, report
 from pipeline.console import announce, console, fail, grading_progress, log_to, out, read_ids
-from pipeline.costs import estimate_job, load_prices
 from pipeline.endpoints import NO_ENDPOINT
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
 from pipeline.exports import export_run
@@ -27,7 +26,6 @@ from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
 from pipeline.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, COMPACT_REASONING_CHARS
 from pipeline.settings import load_settings
 from pipeline.store import DB_NAME, Store
-from pipeline.summary import GROUP_BY, summarize_run, write_summary
 
 app = typer.Typer(help="kefu-qa: LLM-graded quality inspection of customer-service chats.", no_args_is_help=True)
 rubric_app = typer.Typer(help="Check and show rubric files.", no_args_is_help=True)
@@ -148,6 +146,8 @@ def grade(
 
 
 def _forecast(job: GradeJob, overrides: dict[str, Any], config: Path | None, prices: Path | None) -> None:
+    from pipeline.costs import estimate_job, load_prices  # the price tables: only for --dry-run
+
     try:
         settings = load_settings(config, overrides)
         rubric = load_rubric(job.rubric_path)
@@ -253,6 +253,8 @@ def summary_cmd(
     = None,
 ) -> None:
     """Team summary of a run: final scores, weakest criteria, reply-time and banned-phrase rates per group."""
+    from pipeline.summary import GROUP_BY, summarize_run, write_summary
+
     if by not in GROUP_BY or fmt not in ("csv", "xlsx"):
         fail(ConfigError(f"use --by {'|'.join(GROUP_BY)} and --format csv|xlsx"))
     try:

@@ -10,29 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from pipeline.batch import (
-    MAX_BYTES,
-    MAX_REQUESTS,
-    BatchMode,
-    BatchStatus,
-    BatchWriteResult,
-    CollectResult,
-    batch_client,
-    batch_rubric,
-    collect,
-    collect_local,
-    status,
-    submit,
-    write_batch_files,
-)
+from pipeline.batch_limits import MAX_BYTES, MAX_REQUESTS
 from pipeline.checks import DEFAULT_LEXICONS, ServiceChecker
 from pipeline.console import fail, log_to, out
-from pipeline.costs import CostEstimate, actual_cost, estimate_job, load_prices
 from pipeline.errors import KefuError
 from pipeline.exports import refresh_outputs
 from pipeline.prompting import PromptSet
@@ -41,6 +26,12 @@ from pipeline.rubric import load_rubric
 from pipeline.settings import Settings, load_settings
 from pipeline.store import Store
 from pipeline.transcripts import Reject, Transcript, read_transcripts
+
+# The batch machinery and the price tables are imported by the commands that use them: `kefu` registers
+# these commands at every start-up, and `kefu grade` needs neither.
+if TYPE_CHECKING:
+    from pipeline.batch import BatchMode, BatchStatus, BatchWriteResult, CollectResult
+    from pipeline.costs import CostEstimate
 
 REPO = Path(__file__).resolve().parent.parent
 batch_app = typer.Typer(
@@ -80,6 +71,8 @@ def _write(inputs: Sequence[Path], *, rubric_path: Path, out_dir: Path, settings
            per_criterion: bool, retry_failed: bool, redact: bool | None, lexicons: Path,
            shop_speaker: list[str] | None, bot_speaker: list[str] | None, shop_prefix: list[str] | None,
            max_requests: int, max_bytes: int) -> BatchWriteResult:
+    from pipeline.batch import write_batch_files
+
     rubric = load_rubric(rubric_path)
     prompts = PromptSet(rubric.language)
     # As in `kefu grade`: personal data stays in only for an endpoint on this machine.
@@ -134,6 +127,8 @@ def _print_collected(result: CollectResult, prices_path: Path | None, batch: boo
     cached = f", {result.cached_tokens:,} from cache" if result.cached_tokens else ""
     table.add_row("tokens", f"{result.prompt_tokens:,} prompt{cached}, {result.completion_tokens:,} completion")
     if batch and len(result.models) == 1:
+        from pipeline.costs import actual_cost, load_prices
+
         prices = load_prices(prices_path)
         model = result.models[0]
         cost = actual_cost(result.prompt_tokens, result.cached_tokens, result.completion_tokens, model, prices,
@@ -148,6 +143,8 @@ def _export(result: CollectResult, out_dir: Path, rubric_path: Path | None) -> N
     """Rewrite the run folder's contract files (scores.csv, grades.jsonl, checks.jsonl), as `kefu grade` does."""
     if not (result.scored or result.unscored):
         return
+    from pipeline.batch import batch_rubric
+
     with Store.open(out_dir) as store:
         rubric = load_rubric(rubric_path) if rubric_path else batch_rubric(store)
         outputs = refresh_outputs(store, rubric, out_dir)
@@ -202,6 +199,8 @@ def submit_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Upload every request file not yet submitted and start its batch (24 h window)."""
+    from pipeline.batch import submit
+
     _print_statuses(_ask_provider(submit, out_dir, base_url, api_key_env, config), "kefu batch submit")
 
 
@@ -213,12 +212,16 @@ def status_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Ask the provider where every batch of the run folder stands."""
+    from pipeline.batch import status
+
     _print_statuses(_ask_provider(status, out_dir, base_url, api_key_env, config), "kefu batch status")
 
 
 def _ask_provider(action: Callable[[Path, Any], list[BatchStatus]], out_dir: Path, base_url: str | None,
                   api_key_env: str | None, config: Path | None) -> list[BatchStatus]:
     """Run `submit` or `status` against the configured provider, failing with a readable message."""
+    from pipeline.batch import batch_client
+
     log_to(out_dir)
     try:
         return action(out_dir, batch_client(_settings(config, base_url, api_key_env).endpoint()))
@@ -241,6 +244,8 @@ def collect_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Download and store the results of every finished batch; rerun it until nothing is still running."""
+    from pipeline.batch import batch_client, collect
+
     log_to(out_dir)
     try:
         client = batch_client(_settings(config, base_url, api_key_env).endpoint())
@@ -259,6 +264,8 @@ def collect_local_cmd(
     = None,
 ) -> None:
     """Store the results of `python -m vllm.entrypoints.openai.run_batch -i REQUESTS -o OUTPUT --model M`."""
+    from pipeline.batch import collect_local
+
     log_to(out_dir)
     try:
         result = collect_local(out_dir, output_jsonl, load_rubric(rubric) if rubric else None)
@@ -282,6 +289,8 @@ def estimate_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Forecast a job's tokens and cost before sending anything (prompts rendered as they would be sent)."""
+    from pipeline.costs import estimate_job, load_prices
+
     try:
         settings = load_settings(config, {"model": model})
         r = load_rubric(rubric)

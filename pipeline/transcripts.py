@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, cast
 from zoneinfo import ZoneInfo
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.errors import ConfigError, InputError
@@ -901,6 +900,9 @@ class _SeenIds:
     _MAX_LOAD = 0.7
 
     def __init__(self, slots_log2: int = 16) -> None:
+        # numpy (about 0.1 s to import) is loaded by the first reader, not by every `kefu` start-up.
+        import numpy as np
+
         self._keys = np.zeros(1 << slots_log2, dtype=np.uint64)
         self._files = np.zeros(1 << slots_log2, dtype=np.uint32)
         self._count = 0
@@ -939,6 +941,8 @@ class _SeenIds:
         """Double the table. Linear probing's layout is computed for all keys at once: sorted by home
         slot, each key lands at max(home, previous position + 1); the few that would run past the end
         wrap round and are placed one by one."""
+        import numpy as np
+
         used = self._keys != 0
         keys, files = self._keys[used], self._files[used]
         size = 2 * len(self._keys)
