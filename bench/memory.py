@@ -28,7 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.chats import chats_file
-from bench.harness import REPO, describe_machine, load_average, mock_server, print_table, process_rss_mb
+from bench.harness import (
+    REPO,
+    command_env,
+    compile_package,
+    describe_machine,
+    load_average,
+    mock_server,
+    print_table,
+    process_rss_mb,
+)
 
 MODEL = "mock-model"
 SAMPLE_EVERY_S = 0.5
@@ -51,7 +60,7 @@ class RunTrace:
 
 def run_cli(command: list[str], db: Path) -> RunTrace:
     """Run the CLI, sampling its RSS and the store's grade count until it exits."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env = command_env()
     trace = RunTrace()
     t0 = time.perf_counter()
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -118,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--early", type=int, default=10_000, help="the grade count of the early RSS sample")
     args = parser.parse_args(argv)
     chats = chats_file(args.n)
+    compile_package()
     with mock_server(0.0) as server, tempfile.TemporaryDirectory(prefix="kefu-bench-mem-") as tmp:
         out = Path(tmp)
         command = [sys.executable, "-m", "pipeline", "grade", str(chats), "--base-url", server.base_url,

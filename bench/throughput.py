@@ -17,7 +17,6 @@ import asyncio
 import itertools
 import json
 import math
-import os
 import random
 import resource
 import subprocess
@@ -30,7 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.chats import chats_file
-from bench.harness import REPO, describe_machine, load_average, mock_server, print_table, self_cpu_seconds
+from bench.harness import (
+    REPO,
+    command_env,
+    compile_package,
+    describe_machine,
+    load_average,
+    mock_server,
+    print_table,
+    self_cpu_seconds,
+)
 
 RUBRIC = REPO / "rubric/ecommerce_cs.yaml"
 MODEL = "mock-model"
@@ -128,9 +136,10 @@ def grid(cells: Iterable[tuple[float, int, int]]) -> None:
 def cli_end_to_end(latency: float = 1.0, concurrency: int = 128, n: int = 1280) -> None:
     """Time `python -m pipeline grade` as a subprocess, process start and exports included."""
     chats = chats_file(n)
+    compile_package()
     start = _time_command([sys.executable, "-m", "pipeline", "--help"])
     with mock_server(latency) as server, tempfile.TemporaryDirectory(prefix="kefu-bench-cli-") as tmp:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+        env = command_env()
         command = [sys.executable, "-m", "pipeline", "grade", str(chats), "--base-url", server.base_url,
                    "--model", MODEL, "--concurrency", str(concurrency), "--out", tmp]
         load = load_average()
@@ -161,7 +170,7 @@ def cli_end_to_end(latency: float = 1.0, concurrency: int = 128, n: int = 1280) 
 
 def _time_command(command: list[str]) -> float:
     t0 = time.perf_counter()
-    subprocess.run(command, cwd=REPO, capture_output=True, check=True)
+    subprocess.run(command, cwd=REPO, capture_output=True, check=True, env=command_env())
     return time.perf_counter() - t0
 
 
