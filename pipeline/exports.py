@@ -7,6 +7,13 @@ dimension and total columns hold the FINAL scores: the rubric's caps and critica
 the LLM's scores with the transcript's stored checks (pipeline/adjustments.py); `llm_total` and
 grades.jsonl's `llm_score` keep the LLM's own. Check columns follow the score columns; a check
 that could not be measured (no timestamps) is an empty cell beside its reason, never 0.
+
+The contract files are written from the stored rows without validating them into models: criteria
+are decoded with json.loads, grades.jsonl lines are assembled from JSON fragments, and checks.jsonl
+splices the stored checks text. Each writes exactly what `json.dumps(..., ensure_ascii=False)` of
+the model-based line would (tests/test_exports_fast.py compares them byte for byte), for a quarter
+to a third of the CPU per row (bench/exports_speed.py). `iter_score_rows` and `row_values` stay
+model-based for the summary and the consistency checks, which read whole check records.
 """
 
 from __future__ import annotations
@@ -14,11 +21,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import groupby
+from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, NamedTuple, TextIO
 
 from pipeline import adjustments
 from pipeline.adjustments import AdjustedScores, apply_hooks
@@ -26,11 +34,14 @@ from pipeline.checks import CHECKS
 from pipeline.errors import KefuError
 from pipeline.grader import Grade
 from pipeline.rubric import Rubric
-from pipeline.store import Store
+from pipeline.store import GradeRow, Store
 from pipeline.timing import ColumnValue
 
 ExportFormat = Literal["csv", "xlsx", "parquet"]
 XLSX_MAX_ROWS = 1_048_575
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+"""`json.dumps(value, ensure_ascii=False)` without its per-call set-up (a str goes straight to the C escaper)."""
 
 
 @dataclass(frozen=True)
@@ -80,17 +91,26 @@ def iter_score_rows(store: Store, rubric: Rubric) -> Iterator[ScoreRow]:
         for grade in grades:
             for cg in grade.criteria:
                 scores[cg.criterion_id] = cg.score
-        missing = sum(v is None for v in scores.values())
-        status = "scored" if missing == 0 else ("unscored" if missing == len(scores) else "partial")
         own_meta = meta if meta is not None and meta["id"] == tid else None
-        yield ScoreRow(tid, repeat, scores, grades[0].model, status, own_meta, grades)
+        yield ScoreRow(tid, repeat, scores, grades[0].model, _row_status(scores), own_meta, grades)
+
+
+def _row_status(scores: Mapping[str, int | None]) -> str:
+    missing = sum(v is None for v in scores.values())
+    return "scored" if missing == 0 else ("unscored" if missing == len(scores) else "partial")
 
 
 def row_values(row: ScoreRow, rubric: Rubric, adjusted: AdjustedScores | None = None) -> dict[str, Any]:
     """A ScoreRow with final criterion scores, group, dimension and total sums and the checks, keyed by
     score_columns(); pass `adjusted` when the caller has already applied the rubric's hooks."""
     adjusted = adjusted if adjusted is not None else row.adjusted(rubric)
-    out: dict[str, Any] = {"transcript_id": row.transcript_id, "repeat": row.repeat, **adjusted.scores}
+    return _final_values(rubric, adjusted, row.transcript_id, row.repeat, row.model, row.status, row.check_columns)
+
+
+def _final_values(rubric: Rubric, adjusted: AdjustedScores, transcript_id: str, repeat: int, model: str,
+                  status: str, check_columns: dict[str, ColumnValue] | None) -> dict[str, Any]:
+    """`row_values` from a row's parts: the exports' stored rows are not ScoreRows."""
+    out: dict[str, Any] = {"transcript_id": transcript_id, "repeat": repeat, **adjusted.scores}
     dim_totals: list[int | None] = []
     for d in rubric.dimensions:
         group_totals = []
@@ -101,54 +121,164 @@ def row_values(row: ScoreRow, rubric: Rubric, adjusted: AdjustedScores | None = 
         dim_totals.append(out[d.id])
     out["total"] = 0 if adjusted.critical_failed else _sum(dim_totals)
     out["max_total"] = rubric.total
-    out["model"] = row.model
-    out["status"] = row.status
-    out["llm_total"] = _sum(list(row.scores.values()))
+    out["model"] = model
+    out["status"] = status
+    out["llm_total"] = _sum(list(adjusted.llm_scores.values()))
     out["critical_failed"] = adjusted.critical_failed
     out["adjustments"] = adjusted.describe()
-    out.update(dict.fromkeys(CHECKS) | (row.check_columns or {}))
+    out.update(dict.fromkeys(CHECKS) | (check_columns or {}))
     return out
 
 
 def _sum(values: list[int | None]) -> int | None:
-    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+    return None if None in values else sum(v for v in values if v is not None)
 
 
-def grade_lines(grade: Grade, adjusted: AdjustedScores) -> Iterator[dict[str, Any]]:
-    """grades.jsonl lines for one stored call: one per criterion, with the call's bookkeeping nested.
+class _StoredRow(NamedTuple):
+    """A ScoreRow read from the stored rows: grades unvalidated, of the transcript's checks only the columns."""
 
-    `llm_score` is the model's score, `score` the final one, `adjustment` what changed it.
+    transcript_id: str
+    repeat: int
+    scores: dict[str, int | None]
+    model: str
+    status: str
+    check_columns: dict[str, ColumnValue] | None
+    grades: list[tuple[GradeRow, list[dict[str, Any]]]]
+    """Each stored call with its criteria decoded (CriterionGrade dumps: criterion_id, score, reasoning, evidence)."""
+
+
+def _iter_stored_rows(store: Store, rubric: Rubric) -> Iterator[_StoredRow]:
+    """`iter_score_rows` for the exports: the same rows from the same streams, without building models."""
+    criterion_ids = [c.id for c in rubric.criteria()]
+    transcripts = store.iter_transcript_rows()
+    transcript = next(transcripts, None)
+    for (tid, repeat), group in groupby(store.iter_grade_rows(rubric_hash=rubric.content_hash), key=_ROW_KEY):
+        while transcript is not None and transcript.id < tid:
+            transcript = next(transcripts, None)
+        grades = [(grade, json.loads(grade.criteria)) for grade in group]
+        scores: dict[str, int | None] = dict.fromkeys(criterion_ids)
+        for _, criteria in grades:
+            for cg in criteria:
+                scores[cg["criterion_id"]] = cg["score"]
+        checks = transcript.checks if transcript is not None and transcript.id == tid else None
+        yield _StoredRow(tid, repeat, scores, grades[0][0].model, _row_status(scores), _check_columns(checks), grades)
+
+
+_ROW_KEY = attrgetter("transcript_id", "repeat")
+_COLUMNS_KEY = ', "columns": '
+_DECODER = json.JSONDecoder()
+
+
+def _check_columns(checks: str | None) -> dict[str, ColumnValue] | None:
+    """`ScoreRow.check_columns` from the stored checks text, decoding only the `columns` at its end when it can.
+
+    A record is ~6 kB of per-message detail (json.loads of it took ~150 µs, the columns alone ~15), and
+    `TranscriptChecks.record()` puts `columns` last. The last `, "columns": ` is a key, not string
+    content (inside a string its `"` would be escaped); when the value after it ends one character
+    before the text does, that character closes the object holding the key, which is the record itself.
+    Any other record is decoded whole.
     """
-    call = {
+    if not checks:
+        return None
+    at = checks.rfind(_COLUMNS_KEY)
+    if at != -1:
+        columns: dict[str, ColumnValue] | None
+        columns, end = _DECODER.raw_decode(checks, at + len(_COLUMNS_KEY))
+        if end == len(checks) - 1:
+            return columns
+    record = json.loads(checks)
+    return record["columns"] if record else None
+
+
+def _call(grade: GradeRow) -> dict[str, Any]:
+    """The call's bookkeeping nested in each of its grades.jsonl lines."""
+    return {
         "key": grade.key, "scope": grade.scope, "status": grade.status, "attempts": grade.attempts,
         "prompt_tokens": grade.prompt_tokens, "cached_tokens": grade.cached_tokens,
         "completion_tokens": grade.completion_tokens, "response_mode": grade.response_mode,
-        "latency_s": grade.latency_s, "error": grade.error, "created_at": grade.created_at.isoformat(),
+        "latency_s": grade.latency_s, "error": grade.error, "created_at": grade.created_at,
     }
-    for cg in grade.criteria:
+
+
+class _LineFields(NamedTuple):
+    """What a grades line shows of one criterion beyond the stored call."""
+
+    grade: GradeRow
+    criterion: dict[str, Any]
+    """The stored CriterionGrade: criterion_id, score (the LLM's), reasoning, evidence."""
+    score: int | None
+    """The final score."""
+    adjustment: str | None
+    evidence: str
+    """The evidence as JSON text."""
+    quotes_verified: bool
+
+
+def _iter_line_fields(row: _StoredRow, adjusted: AdjustedScores) -> Iterator[_LineFields]:
+    """One per grades line: per stored call, per criterion, in stored order."""
+    for grade, criteria in row.grades:
+        for cg in criteria:
+            cid = cg["criterion_id"]
+            evidence = cg["evidence"]
+            yield _LineFields(
+                grade, cg, adjusted.scores.get(cid), adjusted.describe(cid) if adjusted.adjustments else None,
+                _evidence_json(evidence), all(e["verified"] for e in evidence),
+            )
+
+
+def _evidence_json(evidence: list[dict[str, Any]]) -> str:
+    """json.dumps of `[e.model_dump() for e in evidence]`: QuotedEvidence's keys are turn, quote, verified."""
+    items = [f'{{"turn": {e["turn"]}, "quote": {_ENCODE(e["quote"])}, "verified": {_json_bool(e["verified"])}}}'
+             for e in evidence]
+    return f"[{', '.join(items)}]"
+
+
+def _json_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _json_int(value: int | None) -> str:
+    return "null" if value is None else str(value)
+
+
+def _grade_lines_json(row: _StoredRow, adjusted: AdjustedScores) -> str:
+    """The row's grades.jsonl lines, one per stored call and criterion, as one text.
+
+    Each line is `json.dumps(line, ensure_ascii=False)` of the line the module docstring describes:
+    `llm_score` is the model's score, `score` the final one, `adjustment` what changed it, and `call`
+    the call's bookkeeping (encoded once per call, not once per line).
+    """
+    head = f'{{"transcript_id": {_ENCODE(row.transcript_id)}, "repeat": {row.repeat}, "criterion_id": '
+    failed = _json_bool(adjusted.critical_failed)
+    tails: dict[str, str] = {}
+    out = []
+    for f in _iter_line_fields(row, adjusted):
+        grade, cg = f.grade, f.criterion
+        tail = tails.get(grade.key)
+        if tail is None:
+            tail = tails[grade.key] = f', "model": {_ENCODE(grade.model)}, "call": {_ENCODE(_call(grade))}}}\n'
+        llm = cg["score"]
+        out.append(
+            f'{head}{_ENCODE(cg["criterion_id"])}, "status": "{"scored" if llm is not None else "unscored"}", '
+            f'"llm_score": {_json_int(llm)}, "score": {_json_int(f.score)}, '
+            f'"adjustment": {"null" if f.adjustment is None else _ENCODE(f.adjustment)}, "critical_failed": {failed}, '
+            f'"reasoning": {_ENCODE(cg["reasoning"])}, "evidence": {f.evidence}, '
+            f'"quotes_verified": {_json_bool(f.quotes_verified)}{tail}'
+        )
+    return "".join(out)
+
+
+def _flat_grade_rows(row: _StoredRow, adjusted: AdjustedScores) -> Iterator[dict[str, Any]]:
+    """grades.jsonl's lines flattened for a table: evidence as JSON text, the call's fields as `call_*` columns."""
+    for f in _iter_line_fields(row, adjusted):
+        cg = f.criterion
         yield {
-            "transcript_id": grade.transcript_id,
-            "repeat": grade.repeat,
-            "criterion_id": cg.criterion_id,
-            "status": "scored" if cg.score is not None else "unscored",
-            "llm_score": cg.score,
-            "score": adjusted.scores.get(cg.criterion_id),
-            "adjustment": adjusted.describe(cg.criterion_id),
-            "critical_failed": adjusted.critical_failed,
-            "reasoning": cg.reasoning,
-            "evidence": [e.model_dump() for e in cg.evidence],
-            "quotes_verified": all(e.verified for e in cg.evidence),
-            "model": grade.model,
-            "call": call,
+            "transcript_id": row.transcript_id, "repeat": row.repeat, "criterion_id": cg["criterion_id"],
+            "status": "scored" if cg["score"] is not None else "unscored", "llm_score": cg["score"],
+            "score": f.score, "adjustment": f.adjustment, "critical_failed": adjusted.critical_failed,
+            "reasoning": cg["reasoning"], "evidence": f.evidence, "quotes_verified": f.quotes_verified,
+            "model": f.grade.model, **{f"call_{k}": v for k, v in _call(f.grade).items()},
         }
-
-
-def iter_grade_lines(store: Store, rubric: Rubric) -> Iterator[dict[str, Any]]:
-    """Every grades.jsonl line, in transcript, repeat and scope order."""
-    for row in iter_score_rows(store, rubric):
-        adjusted = row.adjusted(rubric)
-        for grade in row.grades:
-            yield from grade_lines(grade, adjusted)
 
 
 def write_outputs(store: Store, rubric: Rubric, out_dir: Path) -> tuple[Path, Path]:
@@ -200,53 +330,48 @@ def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> dic
     total over fully scored rows."""
     sums: dict[str, float] = {d.id: 0.0 for d in rubric.dimensions} | {"total": 0.0}
     scored = 0
-
-    def score_lines(grades: TextIO) -> Iterator[dict[str, Any]]:
-        nonlocal scored
-        for row in iter_score_rows(store, rubric):
-            adjusted = row.adjusted(rubric)
-            values = row_values(row, rubric, adjusted)
-            for grade in row.grades:
-                for line in grade_lines(grade, adjusted):
-                    grades.write(json.dumps(line, ensure_ascii=False) + "\n")
+    columns = score_columns(rubric)
+    cells = itemgetter(*columns)
+    grades_path = out_dir / "grades.jsonl"
+    with _open_csv(out_dir / "scores.csv") as scores_fh, grades_path.open("w", encoding="utf-8") as grades:
+        scores = csv.writer(scores_fh)
+        scores.writerow(columns)
+        for row, adjusted, values in _iter_final_rows(store, rubric):
+            scores.writerow(cells(values))  # csv writes None as an empty cell
+            grades.write(_grade_lines_json(row, adjusted))
             if row.status == "scored":
                 scored += 1
                 for k in sums:
                     sums[k] += values[k]
-            yield values
-
-    with (out_dir / "grades.jsonl").open("w", encoding="utf-8") as grades_fh:
-        _write_csv(out_dir / "scores.csv", score_columns(rubric), score_lines(grades_fh))
     return {k: (round(v / scored, 2) if scored else None) for k, v in sums.items()}
 
 
+def _iter_final_rows(store: Store, rubric: Rubric) -> Iterator[tuple[_StoredRow, AdjustedScores, dict[str, Any]]]:
+    """Each stored row with its final scores and its `row_values`."""
+    for row in _iter_stored_rows(store, rubric):
+        adjusted = apply_hooks(rubric, row.scores, row.check_columns)
+        yield row, adjusted, _final_values(rubric, adjusted, row.transcript_id, row.repeat, row.model, row.status,
+                                           row.check_columns)
+
+
+def _open_csv(path: Path) -> TextIO:
+    # utf-8-sig so that Excel on Windows opens Chinese text correctly.
+    return path.open("w", encoding="utf-8-sig", newline="")
+
+
 def write_checks(store: Store, out_dir: Path) -> Path:
-    """Write OUT/checks.jsonl: one line per transcript with its metadata and its checks (null if none)."""
+    """Write OUT/checks.jsonl: one line per transcript with its metadata and its checks (null if none).
+
+    The stored checks text goes in as it is: json.dumps(..., ensure_ascii=False) wrote it, so decoding
+    and encoding it again would give the same text, at the cost of a few kB of JSON per transcript.
+    """
     path = out_dir / "checks.jsonl"
     with path.open("w", encoding="utf-8") as fh:
-        for meta in store.iter_transcript_meta():
-            line = {"transcript_id": meta["id"], **{k: meta[k] for k in _META_FIELDS}, "checks": meta["checks"]}
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+        for t in store.iter_transcript_rows():
+            meta = _ENCODE({"transcript_id": t.id, "platform": t.platform, "shop": t.shop, "agent_id": t.agent_id,
+                            "started_at": t.started_at, "n_turns": t.n_turns, "source": t.source})
+            fh.write(f'{meta[:-1]}, "checks": {t.checks or "null"}}}\n')
     return path
-
-
-_META_FIELDS = ("platform", "shop", "agent_id", "started_at", "n_turns", "source")
-
-
-def _write_csv(path: Path, columns: list[str], rows: Iterator[dict[str, Any]]) -> None:
-    # utf-8-sig so that Excel on Windows opens Chinese text correctly.
-    with path.open("w", encoding="utf-8-sig", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-
-
-def _flat_grade_rows(store: Store, rubric: Rubric) -> Iterator[dict[str, Any]]:
-    for line in iter_grade_lines(store, rubric):
-        call = line.pop("call")
-        line["evidence"] = json.dumps(line["evidence"], ensure_ascii=False)
-        yield {**line, **{f"call_{k}": v for k, v in call.items()}}
 
 
 def export_run(store: Store, rubric: Rubric, fmt: ExportFormat, dest: Path) -> list[Path]:
@@ -258,20 +383,26 @@ def export_run(store: Store, rubric: Rubric, fmt: ExportFormat, dest: Path) -> l
     if fmt == "csv":
         scores = dest / "scores.csv"
         grades = dest / "grades.csv"
-        _write_csv(scores, columns, (row_values(r, rubric) for r in iter_score_rows(store, rubric)))
-        rows = _flat_grade_rows(store, rubric)
-        first = next(rows, None)
-        with grades.open("w", encoding="utf-8-sig", newline="") as fh:
-            if first is not None:
-                writer = csv.DictWriter(fh, fieldnames=list(first))
-                writer.writeheader()
-                writer.writerow(first)
-                writer.writerows(rows)
+        cells = itemgetter(*columns)
+        with _open_csv(scores) as scores_fh, _open_csv(grades) as grades_fh:
+            score_writer, grade_writer = csv.writer(scores_fh), csv.writer(grades_fh)
+            score_writer.writerow(columns)
+            header = False
+            for row, adjusted, values in _iter_final_rows(store, rubric):
+                score_writer.writerow(cells(values))
+                for line in _flat_grade_rows(row, adjusted):
+                    if not header:  # the keys of the first line; no grade, no header: an empty grades.csv
+                        grade_writer.writerow(list(line))
+                        header = True
+                    grade_writer.writerow(line.values())
         return [scores, grades]
-    score_frame = pd.DataFrame(
-        [row_values(r, rubric) for r in iter_score_rows(store, rubric)], columns=columns
-    )
-    grade_frame = pd.DataFrame(list(_flat_grade_rows(store, rubric)))
+    score_rows: list[dict[str, Any]] = []
+    grade_rows: list[dict[str, Any]] = []
+    for row, adjusted, values in _iter_final_rows(store, rubric):
+        score_rows.append(values)
+        grade_rows.extend(_flat_grade_rows(row, adjusted))
+    score_frame = pd.DataFrame(score_rows, columns=columns)
+    grade_frame = pd.DataFrame(grade_rows)
     if fmt == "parquet":
         paths = [dest / "scores.parquet", dest / "grades.parquet"]
         score_frame.to_parquet(paths[0], index=False)

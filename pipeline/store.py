@@ -45,6 +45,43 @@ class FinishedLine(NamedTuple):
     transcript_id: str
 
 
+class GradeRow(NamedTuple):
+    """A stored grade as its columns, unvalidated (`Store.iter_grade_rows`): exports read every grade, and
+    validating each into a `Grade` cost them more than writing it."""
+
+    key: str
+    transcript_id: str
+    repeat: int
+    scope: str
+    status: str
+    model: str
+    attempts: int
+    prompt_tokens: int
+    cached_tokens: int | None
+    completion_tokens: int
+    error: str | None
+    response_mode: str
+    latency_s: float
+    created_at: str
+    """`Grade.created_at.isoformat()`, as stored."""
+    criteria: str
+    """The JSON `CRITERION_GRADES` dumped: a list of `CriterionGrade` objects."""
+
+
+class TranscriptRow(NamedTuple):
+    """A transcript's stored metadata (`Store.iter_transcript_rows`), checks left as their JSON text."""
+
+    id: str
+    platform: str | None
+    shop: str | None
+    agent_id: str | None
+    started_at: str | None
+    n_turns: int
+    source: str | None
+    checks: str | None
+    """`json.dumps(record, ensure_ascii=False)` of `TranscriptChecks.record()`, or None."""
+
+
 def grade_key(
     *,
     transcript_hash: str,
@@ -353,6 +390,15 @@ class Store:
                 data.pop(dropped)
             yield Grade(criteria=criteria, **data)
 
+    def iter_grade_rows(self, *, rubric_hash: str) -> Iterator[GradeRow]:
+        """A rubric's stored grades in `iter_grades` order, unvalidated and streamed."""
+        cur = self._db.execute(
+            f"SELECT {', '.join(GradeRow._fields)} FROM grades WHERE rubric_hash = ?"  # names from GradeRow
+            " ORDER BY transcript_id, repeat, scope",
+            (rubric_hash,),
+        )
+        return map(GradeRow._make, cur)
+
     def count_grades(self) -> dict[str, int]:
         """Number of stored grades per status."""
         return dict(self._db.execute("SELECT status, COUNT(*) FROM grades GROUP BY status").fetchall())
@@ -421,6 +467,11 @@ class Store:
             data = dict(zip(names, row, strict=True))
             data["checks"] = json.loads(data["checks"]) if data["checks"] else None
             yield data
+
+    def iter_transcript_rows(self) -> Iterator[TranscriptRow]:
+        """Every transcript's stored metadata in id order (as `iter_transcript_meta`), checks undecoded."""
+        cur = self._db.execute(f"SELECT {', '.join(TranscriptRow._fields)} FROM transcripts ORDER BY id")
+        return map(TranscriptRow._make, cur)
 
     def transcript_checks(self, transcript_id: str) -> dict[str, Any] | None:
         """One transcript's stored checks, or None: a resumed run reuses them instead of checking again."""
