@@ -113,13 +113,23 @@ def should_redact(job: GradeJob, endpoint: ResolvedEndpoint) -> bool:
 
 CHECK_PROCESS_MIN_TRANSCRIPTS = 200
 """Below this many input lines, starting a child for the checks costs more than it saves."""
+CHECK_PROCESS_MIN_BYTES = 512 * 1024
+"""The same for inputs whose chats were not counted (CSV, chat logs): about 200 chats of 2–3 kB."""
 
 
-def use_check_process(expected_transcripts: int | None, *, cpus: int, local: bool) -> bool:
+def use_check_process(expected_transcripts: int | None, *, input_bytes: int, cpus: int, local: bool) -> bool:
     """Whether the service checks go to a child process (pipeline/checkprocess.py): for a large run
     with a core to spare, and never next to the embedded model, which wants every core."""
-    large = expected_transcripts is None or expected_transcripts >= CHECK_PROCESS_MIN_TRANSCRIPTS
+    if expected_transcripts is not None:
+        large = expected_transcripts >= CHECK_PROCESS_MIN_TRANSCRIPTS
+    else:
+        large = input_bytes >= CHECK_PROCESS_MIN_BYTES
     return cpus >= 2 and large and not local
+
+
+def _input_bytes(paths: Sequence[Path]) -> int:
+    files = [f for p in paths for f in (p.iterdir() if p.is_dir() else [p])]
+    return sum(f.stat().st_size for f in files if f.is_file())
 
 
 def use_compact(job: GradeJob, *, local: bool) -> bool:
@@ -170,8 +180,9 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
                         rejects_path=job.out_dir / "rejects.jsonl", progress=progress,
                         expected_transcripts=expected_transcripts, settings_record=record,
                         redaction=RedactionConfig() if redact else None, checker=checker, memo=memo,
-                        check_process=use_check_process(expected_transcripts, cpus=local_model.usable_cpus(),
-                                                        local=endpoint.local),
+                        check_process=use_check_process(
+                            expected_transcripts, input_bytes=_input_bytes(job.inputs),
+                            cpus=local_model.usable_cpus(), local=endpoint.local),
                         # Only when on, so the keys of grades made without compact mode stay as they were.
                         key_options={"compact": True} if compact else None,
                     )

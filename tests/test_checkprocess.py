@@ -12,7 +12,7 @@ import pytest
 from pipeline.checkprocess import CheckProcess
 from pipeline.checks import ServiceChecker, record_json
 from pipeline.grader import Grader, Sampling
-from pipeline.grading import CHECK_PROCESS_MIN_TRANSCRIPTS, use_check_process
+from pipeline.grading import CHECK_PROCESS_MIN_BYTES, CHECK_PROCESS_MIN_TRANSCRIPTS, use_check_process
 from pipeline.llm import Endpoint, LLMClient
 from pipeline.mockserver import MockServer
 from pipeline.prompting import PromptSet, transcript_hash
@@ -156,12 +156,13 @@ async def _grade_in_loop(server: MockServer, items: list[Transcript], out: Path)
         await client.close()
 
 
-@pytest.mark.parametrize(("expected", "cpus", "local", "want"), [
-    (None, 2, False, True),  # unknown size (a CSV or chat log): worth it on a large one, cheap on a small one
-    (CHECK_PROCESS_MIN_TRANSCRIPTS, 2, False, True),
-    (CHECK_PROCESS_MIN_TRANSCRIPTS - 1, 2, False, False),
-    (100_000, 1, False, False),  # one core: the child would take the requests' core
-    (100_000, 8, True, False),  # the embedded model uses every core
+@pytest.mark.parametrize(("expected", "size", "cpus", "local", "want"), [
+    (CHECK_PROCESS_MIN_TRANSCRIPTS, 0, 2, False, True),
+    (CHECK_PROCESS_MIN_TRANSCRIPTS - 1, 10**9, 2, False, False),  # counted: the count decides, not the bytes
+    (None, CHECK_PROCESS_MIN_BYTES, 2, False, True),  # not counted (CSV, chat logs): the input's size decides
+    (None, CHECK_PROCESS_MIN_BYTES - 1, 2, False, False),
+    (100_000, 0, 1, False, False),  # one core: the child would take the requests' core
+    (100_000, 0, 8, True, False),  # the embedded model uses every core
 ])
-def test_when_the_checks_go_to_a_child(expected: int | None, cpus: int, local: bool, want: bool) -> None:
-    assert use_check_process(expected, cpus=cpus, local=local) is want
+def test_when_the_checks_go_to_a_child(expected: int | None, size: int, cpus: int, local: bool, want: bool) -> None:
+    assert use_check_process(expected, input_bytes=size, cpus=cpus, local=local) is want
