@@ -111,6 +111,8 @@ class CheckProcess:
             proc.stdin.close()
         try:
             await asyncio.wait_for(proc.wait(), timeout=5)
+        except TimeoutError:  # every record the run needed is stored: a stuck child is only killed
+            log.warning("the check process did not exit within 5 s of the end of input; it was killed")
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -121,7 +123,10 @@ class CheckProcess:
         stdout = self._proc.stdout
         try:
             hello = await stdout.readline()
-            fingerprint = json.loads(hello)["fingerprint"] if hello else None
+            try:
+                fingerprint = json.loads(hello)["fingerprint"] if hello else None
+            except (ValueError, KeyError, TypeError):
+                fingerprint = None
             if fingerprint != self._checker.fingerprint:
                 log.warning("service checks run in-process: the check process %s", "did not start" if not hello
                             else f"has another checker ({fingerprint} != {self._checker.fingerprint})")

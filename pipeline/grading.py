@@ -28,7 +28,7 @@ from pipeline.rubric import Rubric, load_rubric
 from pipeline.runner import ProgressSink, RunOptions, RunSummary, run_grading
 from pipeline.settings import Settings
 from pipeline.store import Store
-from pipeline.transcripts import Finished, Reject, Transcript, read_transcripts, read_unfinished
+from pipeline.transcripts import Finished, Reject, Transcript, input_size, read_transcripts, read_unfinished
 
 
 @dataclass(frozen=True)
@@ -127,11 +127,6 @@ def use_check_process(expected_transcripts: int | None, *, input_bytes: int, cpu
     return cpus >= 2 and large and not local
 
 
-def _input_bytes(paths: Sequence[Path]) -> int:
-    files = [f for p in paths for f in (p.iterdir() if p.is_dir() else [p])]
-    return sum(f.stat().st_size for f in files if f.is_file())
-
-
 def use_compact(job: GradeJob, *, local: bool) -> bool:
     """The job's choice, else on for the embedded local model, which writes a few tokens a second on a CPU."""
     return job.compact if job.compact is not None else local
@@ -181,7 +176,7 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
                         expected_transcripts=expected_transcripts, settings_record=record,
                         redaction=RedactionConfig() if redact else None, checker=checker, memo=memo,
                         check_process=use_check_process(
-                            expected_transcripts, input_bytes=_input_bytes(job.inputs),
+                            expected_transcripts, input_bytes=input_size(job.inputs),
                             cpus=local_model.usable_cpus(), local=endpoint.local),
                         # Only when on, so the keys of grades made without compact mode stay as they were.
                         key_options={"compact": True} if compact else None,

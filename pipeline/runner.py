@@ -254,14 +254,14 @@ async def run_grading(
                                 progress.skip(1)
                         else:
                             pending.append((repeat, scope, crits, key))
-                checks = stored = future = None
+                checks = stored = None
                 original_hash = ""
+                offload = False  # made by the check process once the transcript is known to be sent
                 if checker is not None:
                     original_hash = thash if transcript is item else transcript_hash(item)
                     stored = store.transcript_checks(item.id)
-                    if child is not None and pending and not checker.is_current(stored, original_hash):
-                        future = await child.submit(item, original_hash)
-                    else:
+                    offload = child is not None and bool(pending) and not checker.is_current(stored, original_hash)
+                    if not offload:
                         checks = checker.record_for(item, original_hash, stored)
                 if not pending:  # graded on an earlier run: only new checks are worth a write
                     if checks != stored:
@@ -279,9 +279,8 @@ async def run_grading(
                                f"budget, over the context window of {options.context_window} "
                                f"(set --context-window if the model takes more; nothing was truncated)",
                     ), state)
-                    if future is not None:
-                        future.cancel()
                     continue
+                future = await child.submit(item, original_hash) if child is not None and offload else None
                 outstanding = _Outstanding(TranscriptMeta(item, thash, checks), line, len(pending), future,
                                            original_hash)
                 for repeat, scope, crits, key in pending:

@@ -257,6 +257,11 @@ def read_unfinished(
     return reader.read_files(_input_files(paths))
 
 
+def input_size(paths: Sequence[Path]) -> int:
+    """Bytes of every file the readers would read from `paths`, directories expanded as they expand them."""
+    return sum(path.stat().st_size for path, _ in _input_files(paths))
+
+
 def _input_files(paths: Sequence[Path]) -> list[tuple[Path, InputFormat | None]]:
     """Expand directories (recursively, sorted, hidden entries skipped) and drop repeats of one file."""
     found: list[tuple[Path, InputFormat | None]] = []
