@@ -26,6 +26,7 @@ from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
 from pipeline.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, COMPACT_REASONING_CHARS
 from pipeline.settings import load_settings
 from pipeline.store import DB_NAME, Store
+from pipeline.transcripts import count_jsonl_lines
 
 app = typer.Typer(help="kefu-qa: LLM-graded quality inspection of customer-service chats.", no_args_is_help=True)
 rubric_app = typer.Typer(help="Check and show rubric files.", no_args_is_help=True)
@@ -35,18 +36,6 @@ app.command("check")(check)
 app.command("report")(report)
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _count_lines(paths: list[Path]) -> int | None:
-    """A cheap total for the progress bar, for JSONL inputs only (other formats: unknown)."""
-    files = [f for p in paths for f in (sorted(p.iterdir()) if p.is_dir() else [p])]
-    if not files or any(f.suffix not in (".jsonl", ".json") for f in files):
-        return None
-    total = 0
-    for f in files:
-        with f.open("rb") as fh:
-            total += sum(1 for line in fh if not line.isspace())
-    return total
 
 
 def _print_summary(result: JobResult, out_dir: Path) -> None:
@@ -72,10 +61,10 @@ def _print_summary(result: JobResult, out_dir: Path) -> None:
 
 def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> JobResult:
     log_to(job.out_dir)
-    expected = len(job.only_ids) if job.only_ids is not None else _count_lines(list(job.inputs))
-    if expected is not None and job.limit is not None:
-        expected = min(expected, job.limit)
     try:
+        expected = len(job.only_ids) if job.only_ids is not None else count_jsonl_lines(job.inputs)
+        if expected is not None and job.limit is not None:
+            expected = min(expected, job.limit)
         settings = load_settings(config, overrides)
         with grading_progress() as progress:
             result = asyncio.run(run_job(job, settings, progress=progress, expected_transcripts=expected,

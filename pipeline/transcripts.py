@@ -262,6 +262,22 @@ def input_size(paths: Sequence[Path]) -> int:
     return sum(path.stat().st_size for path, _ in _input_files(paths))
 
 
+def count_jsonl_lines(paths: Sequence[Path]) -> int | None:
+    """The non-blank lines of the inputs, a cheap total for a progress bar when every input is JSON Lines.
+
+    None when some input is CSV or a chat log (a conversation spans lines there). Directories expand as
+    the readers expand them, and a missing input raises the readers' InputError.
+    """
+    files = [(path, fmt) for path, fmt in _input_files(paths) if fmt is not None]
+    if not files or any(fmt != "jsonl" for _, fmt in files):
+        return None
+    total = 0
+    for path, _ in files:
+        with path.open("rb") as fh:
+            total += sum(1 for line in fh if not line.isspace())
+    return total
+
+
 def _input_files(paths: Sequence[Path]) -> list[tuple[Path, InputFormat | None]]:
     """Expand directories (recursively, sorted, hidden entries skipped) and drop repeats of one file."""
     found: list[tuple[Path, InputFormat | None]] = []

@@ -143,6 +143,14 @@ def test_401_exits_with_a_fix_and_no_key(tmp_path: Path) -> None:
     assert "401" in stderr and "OPENAI_API_KEY" in stderr and "sk-test-secret-123456" not in stderr
 
 
+def test_a_missing_input_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = kefu("grade", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o"))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    message = " ".join(stderr.split())  # the console wraps long lines
+    assert f"{tmp_path / 'missing.jsonl'}: no such file or directory" in message and "Traceback" not in stderr
+
+
 def test_export_xlsx_and_rubric_commands(tmp_path: Path) -> None:
     src = tmp_path / "chats.jsonl"
     write_jsonl(src, make_chats(2))

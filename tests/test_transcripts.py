@@ -19,6 +19,7 @@ from pipeline.transcripts import (
     Transcript,
     TranscriptReader,
     _SeenIds,
+    count_jsonl_lines,
     estimate_tokens,
     parse_time,
     read_transcripts,
@@ -179,6 +180,20 @@ def test_directories_are_read_recursively_in_sorted_order(tmp_path: Path) -> Non
     reject = items[2]
     assert isinstance(reject, Reject)
     assert reject.file == str(tmp_path / "notes.md") and "not read: .md" in reject.reason
+
+
+def test_the_progress_total_counts_nested_jsonl_lines_and_gives_up_on_other_formats(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jsonl").write_text("1\n\n2\n  \n3", encoding="utf-8")  # blank lines are not chats
+    (tmp_path / "b.JSON").write_text("4\n5\n", encoding="utf-8")
+    (tmp_path / "notes.md").write_text("# not read\n", encoding="utf-8")
+    (tmp_path / ".hidden.jsonl").write_text("6\n", encoding="utf-8")
+
+    assert count_jsonl_lines([tmp_path]) == 5
+    (tmp_path / "a" / "y.csv").write_text("conversation_id,role,text\n", encoding="utf-8")
+    assert count_jsonl_lines([tmp_path]) is None  # CSV rows are not conversations
+    with pytest.raises(InputError, match="no such file"):
+        count_jsonl_lines([tmp_path / "missing.jsonl"])
 
 
 def test_a_missing_path_or_unknown_kind_of_named_file_raises_before_reading(tmp_path: Path) -> None:
