@@ -3,6 +3,7 @@
     python -m bench.throughput                 # the L × C grid (library path, one child process per cell)
     python -m bench.throughput --cli           # `python -m pipeline grade` end to end: L=1 s, C=128, N=1,280
     python -m bench.throughput --breakdown     # where a transcript's client CPU goes, step by step
+    python -m bench.throughput --sdk-share     # L=0 cells with the SDK, and with its request path swapped out
 
 Every transcript is graded in all-criteria mode against rubric/ecommerce_cs.yaml (one structured call per
 transcript). Each grid cell runs in a fresh child process, so its CPU and peak RSS are its own; the clock
@@ -56,8 +57,12 @@ def ideal_seconds(n: int, concurrency: int, latency: float) -> float:
 # --- one cell, in a child process ---------------------------------------------------------------
 
 
-async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str) -> dict[str, Any]:
-    """Grade the first `n` chats of `chats` through `run_grading`; wall time and CPU of the run itself."""
+async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str, transport: str = "sdk") -> dict[str, Any]:
+    """Grade the first `n` chats of `chats` through `run_grading`; wall time and CPU of the run itself.
+
+    `transport` "aiohttp" swaps the SDK's request path for a plain aiohttp POST of the same body
+    (see `_aiohttp_client`): a measurement of what the SDK costs, not a path kefu-qa has.
+    """
     import openai  # noqa: F401  # LLMClient imports the SDK on its first request: keep imports out of the timing
 
     from pipeline.grader import Grader, Sampling
@@ -70,7 +75,7 @@ async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str) -> di
 
     rubric = load_rubric(RUBRIC)
     prompts = PromptSet(rubric.language)
-    client = LLMClient(Endpoint(base_url, None))
+    client = LLMClient(Endpoint(base_url, None)) if transport == "sdk" else _aiohttp_client(base_url)
     grader = Grader(rubric, prompts, client, model=MODEL, sampling=Sampling())
     system_tokens = estimate_tokens(prompts.system(rubric, rubric.criteria()))
     with tempfile.TemporaryDirectory(prefix="kefu-bench-") as tmp, Store.open(Path(tmp)) as store:
@@ -86,12 +91,44 @@ async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str) -> di
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def _aiohttp_client(base_url: str) -> Any:
+    """An LLMClient whose `chat` POSTs the same bytes with aiohttp (the SDK's own transport library) and
+    reads the reply the same way, skipping the SDK's request building, retry loop and httpx layer.
+
+    No error mapping: a bench server that answers 200 is all it is for.
+    """
+    import aiohttp
+
+    from pipeline import llm
+
+    class AiohttpClient(llm.LLMClient):
+        session: aiohttp.ClientSession | None = None
+
+        async def chat(self, messages: list[dict[str, str]], *, model: str, response_format: dict[str, Any],
+                       temperature: float | None, seed: int | None, max_tokens: int | None) -> llm.ChatResult:
+            if self.session is None:
+                self.session = aiohttp.ClientSession(headers={"Authorization": "Bearer not-needed"})
+            head = llm._dumps(llm.chat_request_params(messages, model=model, temperature=temperature, seed=seed,
+                                                     max_tokens=max_tokens))
+            body = f'{head[:-1]},"response_format":{self._format_json(response_format)}}}'.encode()
+            async with self.session.post(f"{base_url}/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"}) as response:
+                return llm.parse_chat_completion(await response.read())
+
+        async def close(self) -> None:
+            if self.session is not None:
+                await self.session.close()
+
+    return AiohttpClient(llm.Endpoint(base_url, None))
+
+
 def run_cell(latency: float, concurrency: int, n: int, chats: Path, server_url: str,
-             server_cpu: Callable[[], float]) -> dict[str, Any]:
+             server_cpu: Callable[[], float], transport: str = "sdk") -> dict[str, Any]:
     """Run one grid cell in a fresh Python process; returns its measurements."""
     before = server_cpu()
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.throughput", "--cell", str(chats), str(n), str(concurrency), server_url],
+        [sys.executable, "-m", "bench.throughput", "--cell", str(chats), str(n), str(concurrency), server_url,
+         "--transport", transport],
         cwd=REPO, capture_output=True, text=True, check=True,
     )
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -128,6 +165,23 @@ def grid(cells: Iterable[tuple[float, int, int]]) -> None:
     share = rows[0]["system_tokens_estimate"]
     print(f"\nSystem prompt: about {share:,} tokens by kefu-qa's estimate; the mock server counts 2 characters a "
           "token and reports the longest prefix it has seen before as cached_tokens.")
+
+
+def sdk_share(n: int = 2000, concurrency: int = 64, rounds: int = 3) -> None:
+    """L = 0 cells run alternately with the SDK (kefu-qa's path) and with a plain aiohttp POST instead:
+    the difference is the SDK's own client CPU per transcript, everything else being the same."""
+    chats = chats_file(n)
+    rows = []
+    with mock_server(0.0) as server:
+        for round_ in range(1, rounds + 1):
+            for transport in ("sdk", "aiohttp"):
+                r = run_cell(0.0, concurrency, n, chats, server.base_url, server.cpu_seconds, transport)
+                rows.append([round_, "openai SDK (kefu-qa)" if transport == "sdk" else "plain aiohttp (comparison)",
+                             n, concurrency, f"{r['graded']}/{n}", f"{r['wall']:.2f}",
+                             f"{1000 * r['cpu'] / n:.2f}", r["load"]])
+    print(f"Machine: {describe_machine()}\n")
+    print_table(["round", "request path", "N", "C", "scored", "wall (s)", "client CPU ms/transcript", "load avg"],
+                rows)
 
 
 # --- the CLI end to end ------------------------------------------------------------------------
@@ -270,16 +324,21 @@ def main(argv: list[str] | None = None) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--cli", action="store_true", help="time the real CLI end to end (L=1, C=128, N=1280)")
     mode.add_argument("--breakdown", action="store_true", help="client CPU per step of a grade")
+    mode.add_argument("--sdk-share", action="store_true",
+                      help="L=0 cells with the SDK and with a plain aiohttp POST, alternately")
     mode.add_argument("--cell", nargs=4, metavar=("CHATS", "N", "C", "URL"), help=argparse.SUPPRESS)
+    parser.add_argument("--transport", choices=("sdk", "aiohttp"), default="sdk", help=argparse.SUPPRESS)
     parser.add_argument("--latency", type=float, nargs="*", help="only these latencies of the grid")
     args = parser.parse_args(argv)
     if args.cell:
         chats, n, concurrency, url = args.cell
-        print(json.dumps(asyncio.run(grade_cell(Path(chats), int(n), int(concurrency), url))))
+        print(json.dumps(asyncio.run(grade_cell(Path(chats), int(n), int(concurrency), url, args.transport))))
     elif args.cli:
         cli_end_to_end()
     elif args.breakdown:
         breakdown()
+    elif args.sdk_share:
+        sdk_share()
     else:
         grid(cell for cell in GRID if args.latency is None or cell[0] in args.latency)
 
