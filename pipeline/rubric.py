@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -43,6 +43,7 @@ from pydantic import (
 from pipeline.checks import CHECKS, CheckKind
 from pipeline.errors import RubricError
 from pipeline.timing import ColumnValue
+from pipeline.yamlload import load_yaml
 
 _ID_PATTERN = r"^[a-z][a-z0-9_]*$"
 
@@ -485,29 +486,6 @@ def parse_rubric(data: Any, path: str) -> Rubric:
     return rubric
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a repeated mapping key: PyYAML would silently keep the last one,
-    so a rubric with two `points:` under one level would load with the wrong score."""
-
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if not isinstance(key, Hashable):
-            continue  # construct_mapping below reports an unhashable key itself
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}",
-                key_node.start_mark,
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
-
-
 def load_rubric(path: str | Path) -> Rubric:
     """Load and validate a rubric YAML file."""
     p = Path(path)
@@ -518,7 +496,7 @@ def load_rubric(path: str | Path) -> Rubric:
     except UnicodeDecodeError as exc:
         raise RubricError(str(p), [f"not UTF-8: byte {exc.start} cannot be decoded"]) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass, so still safe
+        data = load_yaml(text, unique_keys=True)
     except yaml.YAMLError as exc:
         if isinstance(exc, yaml.MarkedYAMLError):
             # A str source keeps the quoted line in the message; show the file, not "<unicode string>".

@@ -21,6 +21,7 @@ from pipeline.checks import DEFAULT_LEXICONS
 from pipeline.errors import RubricError
 from pipeline.lexicon import load_lexicons, parse_lexicons
 from pipeline.mockserver import MockServer
+from pipeline.yamlload import load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,13 +88,20 @@ def test_a_grade_run_loads_nothing_only_other_commands_need(tmp_path: Path) -> N
     assert sorted(loaded.intersection(NOT_FOR_GRADE)) == []
 
 
-# The lexicons are parsed by libyaml at start-up (pipeline.lexicon._parse_yaml), as PyYAML's own parser would.
+# Rubrics and lexicons are parsed by libyaml at start-up (pipeline.yamlload), as PyYAML's own parser would.
 
 
 @pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml parses with its own parser only")
 def test_the_packaged_lexicons_load_as_pyyaml_reads_them() -> None:
     text = DEFAULT_LEXICONS.read_text(encoding="utf-8")
     assert load_lexicons(DEFAULT_LEXICONS) == parse_lexicons(yaml.safe_load(text), str(DEFAULT_LEXICONS))
+
+
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml parses with its own parser only")
+@pytest.mark.parametrize("path", sorted((REPO / "rubric").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_packaged_yaml_loads_as_pyyaml_reads_it(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert load_yaml(text, unique_keys=True) == load_yaml(text) == yaml.safe_load(text)
 
 
 def test_a_yaml_error_in_the_lexicons_quotes_the_offending_line(tmp_path: Path) -> None:
