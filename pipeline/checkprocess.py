@@ -137,8 +137,9 @@ class CheckProcess:
                     self._settle(future, transcript, thash)
                 elif not future.done():
                     future.set_result(line[:-1].decode())
+            # Its output is closed, so it has exited or is about to (close() cancels this wait if not).
             log.warning("service checks run in-process: the check process stopped (exit code %s)",
-                        self._proc.returncode)
+                        await self._proc.wait())
         finally:
             self._alive = False
             self._drain()

@@ -56,7 +56,8 @@ def test_child_records_are_byte_identical(chats: list[Transcript], checker: Serv
     assert asyncio.run(go()) == in_process(checker, chats)
 
 
-def test_a_dead_child_is_replaced_by_in_process_checks(chats: list[Transcript], checker: ServiceChecker) -> None:
+def test_a_dead_child_is_replaced_by_in_process_checks(chats: list[Transcript], checker: ServiceChecker,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
     """Killed mid-run: what it had not answered, and everything after, is checked here, with the same bytes."""
     async def go() -> list[str]:
         child = CheckProcess(checker)
@@ -73,6 +74,7 @@ def test_a_dead_child_is_replaced_by_in_process_checks(chats: list[Transcript], 
             await child.close()
 
     assert asyncio.run(go()) == in_process(checker, chats)
+    assert "the check process stopped (exit code -9)" in caplog.text  # SIGKILL, named
 
 
 def test_closing_without_a_submission_starts_no_process(checker: ServiceChecker) -> None:
