@@ -9,7 +9,8 @@ together with the number of grades in its store, so the table can show RSS when 
 grades were stored, and the peak (VmHWM, then the kernel's ru_maxrss at exit). Then the same command
 runs again over the finished store: that run sends no request and only skips finished keys; its wall
 time (process start and the closing exports included) and the runner's own elapsed time are reported.
-Finally the store's finished keys are loaded in-process to show what the resume set costs in memory.
+Finally the store's finished keys and finished lines are loaded in-process, as the runner and its
+`LineMemo` load them at a run's start, to show what the resume structures cost in memory.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.chats import chats_file
 from bench.harness import (
@@ -106,18 +108,40 @@ def last_run_summary(out_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def resume_set_cost(out_dir: Path) -> tuple[int, float, float]:
-    """(keys, seconds, MB) to load the finished keys the way the runner does at start."""
+class LoadCost(NamedTuple):
+    """What loading one resume structure cost."""
+
+    entries: int
+    seconds: float
+    held_mb: float
+    """Memory still allocated once loaded (tracemalloc): what the run holds."""
+    peak_mb: float
+    """The most allocated while loading (one chunk of rows, the sort)."""
+
+
+def _traced_load(load: Callable[[], Sized]) -> LoadCost:
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    loaded = load()
+    seconds = time.perf_counter() - t0
+    held, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return LoadCost(len(loaded), seconds, held / 1024 / 1024, peak / 1024 / 1024)
+
+
+def resume_set_cost(out_dir: Path) -> tuple[LoadCost, LoadCost]:
+    """(finished keys, finished lines): loaded the way the runner and its LineMemo load them at start."""
+    import numpy  # noqa: F401  # loaded by the reader before any of this: not a cost of the structures
+
     from pipeline.store import Store
 
+    with sqlite3.connect(out_dir / "kefu.sqlite") as conn:  # the run's fingerprint: the one with the most lines
+        row = conn.execute("SELECT fingerprint FROM finished_lines GROUP BY fingerprint ORDER BY COUNT(*) DESC"
+                           " LIMIT 1").fetchone()
     with Store.open(out_dir) as store:
-        tracemalloc.start()
-        t0 = time.perf_counter()
-        keys = store.finished_keys()
-        seconds = time.perf_counter() - t0
-        size, _ = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    return len(keys), seconds, size / 1024 / 1024
+        keys = _traced_load(store.finished_keys)
+        lines = _traced_load(lambda: store.finished_lines(row[0] if row else ""))
+    return keys, lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         load_second = load_average()
         second = run_cli(command, out / "kefu.sqlite")
         second_summary = last_run_summary(out)
-        keys, load_s, set_mb = resume_set_cost(out)
+        keys, lines = resume_set_cost(out)
     early, late = first.rss_when(args.early), first.rss_when(args.n)
     print(f"Machine: {describe_machine()}\n")
     print(f"    python -m pipeline grade chats-{args.n}.jsonl --base-url URL --model {MODEL} "
@@ -157,8 +181,12 @@ def main(argv: list[str] | None = None) -> None:
              f"{second.peak_rss_mb:.0f}", load_second],
         ],
     )
-    print(f"\nResume set: {keys:,} finished keys loaded in {load_s:.2f} s, {set_mb:.1f} MB of Python objects "
-          f"({set_mb * 1024 * 1024 / max(1, keys):.0f} bytes a key).")
+    print()
+    for what, cost in (("key", keys), ("line", lines)):
+        per_entry = cost.held_mb * 1024 * 1024 / max(1, cost.entries)
+        print(f"Resume {what}s: {cost.entries:,} finished {what}s loaded in {cost.seconds:.2f} s, "
+              f"{cost.held_mb:.1f} MB held ({per_entry:.0f} bytes a {what}), "
+              f"{cost.peak_mb:.1f} MB at the peak of loading.")
     if second_summary["graded"]:
         print(f"\nWARNING: the second run graded {second_summary['graded']:,} transcripts instead of skipping them: "
               "a resume key input (rubric, templates, model, sampling or options) changed between the runs, "

@@ -229,7 +229,8 @@ def write_batch_files(
                                 transcripts=transcripts)
 
     result = BatchWriteResult(redacted=redaction is not None)
-    skip = store.finished_keys(include_unscored=not retry_failed) | store.pending_batch_keys()
+    done = store.finished_keys(include_unscored=not retry_failed, pending_batches=True)
+    sent: set[str] = set()  # keys written by this call: the same transcript twice in the input is one request
     scopes = grade_scopes(rubric, per_criterion)
     formats = {scope: response_format_for(build_grade_schema(crits), response_mode) for scope, crits in scopes}
     rejects_path = out_dir / "rejects.jsonl"
@@ -253,10 +254,10 @@ def write_batch_files(
                     key = grade_key(transcript_hash=thash, rubric_hash=rubric.content_hash,
                                     template_hash=prompts.template_hash, model=model, sampling=sampling,
                                     repeat=repeat, scope=scope, options=key_options)
-                    if key in skip:
+                    if key in done or key in sent:
                         result.skipped += 1
                         continue
-                    skip.add(key)  # the same transcript twice in the input is one request
+                    sent.add(key)
                     messages = messages or prompts.messages(rubric, crits, transcript)
                     body = chat_request_body(messages, model=model, response_format=formats[scope],
                                              temperature=sampling.temperature, seed=sampling.seed,

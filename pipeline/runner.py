@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.checkprocess import CheckProcess
 from pipeline.checks import ServiceChecker
+from pipeline.digests import KeySet
 from pipeline.grader import Grade, Grader
 from pipeline.prompting import transcript_hash
 from pipeline.redaction import PiiKind, RedactionConfig, redact_transcript
@@ -170,7 +171,7 @@ class _Unit:
 @dataclass
 class _State:
     summary: RunSummary
-    done: set[str]
+    done: KeySet
     started: float = field(default_factory=time.monotonic)
 
 

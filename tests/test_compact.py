@@ -256,7 +256,7 @@ def test_switching_mode_regrades_and_default_keys_are_unchanged(
                           template_hash=PromptSet("zh").template_hash, model="mock-model", sampling=Sampling(),
                           repeat=0, scope="all", options=None) for t in read}
     assert len(expected) == 2
-    assert plain_keys == expected
+    assert len(plain_keys) == 2 and all(key in plain_keys for key in expected)
 
     mock_server.reset()
     compact = run(src, out, mock_server, True)
@@ -265,7 +265,8 @@ def test_switching_mode_regrades_and_default_keys_are_unchanged(
     assert run(src, out, mock_server, True).summary.skipped == 2
     assert run(src, out, mock_server, False).summary.skipped == 2
     with Store.open(out) as store:
-        assert len(store.finished_keys() - plain_keys) == 2
+        keys = store.finished_keys()
+    assert len(keys) == 4 and all(key in keys for key in expected)  # the plain two and two new
 
 
 def test_the_grade_command_takes_compact(tmp_path: Path) -> None:
