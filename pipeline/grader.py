@@ -16,7 +16,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from pipeline.errors import FatalLLMError, GradeValidationError, LLMError, SchemaUnsupportedError
+from pipeline.errors import (
+    EndpointDownError,
+    FatalLLMError,
+    GradeValidationError,
+    LLMError,
+    SchemaUnsupportedError,
+    TransientLLMError,
+)
 from pipeline.llm import ChatResult, LLMClient
 from pipeline.prompting import PromptSet
 from pipeline.retry import RetryOutcome, RetryPolicy, Sleep, call_with_retries
@@ -190,7 +197,8 @@ class Grader:
 
     async def grade(self, transcript: Transcript, *, key: str, repeat: int, scope: str,
                     criteria: Sequence[Criterion]) -> Grade:
-        """Grade one transcript on `criteria`; never raises for a model failure except FatalLLMError."""
+        """Grade one transcript on `criteria`; never raises for a model failure except FatalLLMError, and
+        EndpointDownError when nothing has answered since this grade started (see pipeline.errors)."""
         started = time.monotonic()
         schema = build_grade_schema(criteria, compact=self.compact)
         messages = self.prompts.messages(self.rubric, criteria, transcript, compact=self.compact)
@@ -221,6 +229,13 @@ class Grader:
         except FatalLLMError:
             raise
         except LLMError as exc:
+            if isinstance(exc, TransientLLMError) and exc.no_answer and not self.client.answered_since(started):
+                silent = time.monotonic() - started
+                raise EndpointDownError(
+                    f"no answer from {self.client.base_url} to any request for {silent:.0f} s ({exc}). Check that "
+                    "the server is up and --base-url (or raise --timeout for a slow model); every finished grade "
+                    "is saved, and the same command resumes", no_answer=True,
+                ) from None
             error = f"gave up after {outcome.attempts} attempts: {exc}"
         return Grade(
             key=key,

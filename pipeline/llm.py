@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,7 @@ class LLMClient:
         self._endpoint = endpoint
         self._api_key = endpoint.api_key or "not-needed"
         self._sdk: openai.AsyncOpenAI | None = None
+        self._last_answer: float | None = None  # time.monotonic() of the last HTTP response of any status
         # id -> (the dict, kept alive so its id stays unique; its JSON)
         self._formats: dict[int, tuple[dict[str, Any], str]] = {}
 
@@ -110,12 +112,24 @@ class LLMClient:
                 options={"headers": {"Content-Type": "application/json"}},
             )
         except openai.APIStatusError as exc:
+            self._last_answer = time.monotonic()
             raise self._status_error(exc, response_format) from None
         except openai.APITimeoutError:
-            raise TransientLLMError("the endpoint did not answer in time") from None
+            raise TransientLLMError("the endpoint did not answer in time", no_answer=True) from None
         except openai.APIConnectionError as exc:
-            raise TransientLLMError(f"connection to the endpoint failed: {self._scrub(str(exc))}") from None
+            raise TransientLLMError(f"connection to the endpoint failed: {self._scrub(str(exc))}",
+                                    no_answer=True) from None
+        self._last_answer = time.monotonic()
         return _parse_completion(raw)
+
+    def answered_since(self, moment: float) -> bool:
+        """Whether any request has had an HTTP response (of any status) after `moment` (time.monotonic())."""
+        return self._last_answer is not None and self._last_answer >= moment
+
+    @property
+    def base_url(self) -> str:
+        """Where requests go (never the key), for messages."""
+        return self._endpoint.base_url or "the OpenAI API"
 
     def _format_json(self, response_format: dict[str, Any]) -> str:
         hit = self._formats.get(id(response_format))

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -149,6 +150,25 @@ def test_a_missing_input_is_a_one_line_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     message = " ".join(stderr.split())  # the console wraps long lines
     assert f"{tmp_path / 'missing.jsonl'}: no such file or directory" in message and "Traceback" not in stderr
+
+
+def test_an_endpoint_nobody_answers_at_ends_the_run_with_exit_3(tmp_path: Path) -> None:
+    """A wrong --base-url must not walk the whole backlog marking every chat unscored."""
+    src = tmp_path / "chats.jsonl"
+    write_jsonl(src, make_chats(50))
+    (tmp_path / "kefu.toml").write_text("[kefu]\nretry_attempts = 2\n", encoding="utf-8")
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    proc = kefu("grade", str(src), "--out", str(tmp_path / "o"), "--base-url", url, "--concurrency", "4",
+                "--config", str(tmp_path / "kefu.toml"))
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr
+    message = " ".join(stderr.split())
+    assert f"no answer from {url} to any request" in message and "Traceback" not in stderr
+    with sqlite3.connect(tmp_path / "o" / "kefu.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM grades").fetchone() == (0,)  # nothing marked unscored
 
 
 def test_export_xlsx_and_rubric_commands(tmp_path: Path) -> None:
