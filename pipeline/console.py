@@ -65,8 +65,12 @@ def read_ids(path: Path | None) -> set[str] | None:
 
 def log_to(out_dir: Path) -> None:
     """Send the library's log (retries, fallbacks) to OUT/kefu.log instead of the terminal."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out_dir / "kefu.log", encoding="utf-8")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(out_dir / "kefu.log", encoding="utf-8")
+    except OSError as exc:
+        console.print(f"[red]error:[/red] cannot write to the run folder {escape(str(out_dir))}: {exc.strerror}")
+        raise typer.Exit(2) from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("kefu")
     root.handlers[:] = [handler]

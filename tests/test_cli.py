@@ -144,12 +144,20 @@ def test_401_exits_with_a_fix_and_no_key(tmp_path: Path) -> None:
     assert "401" in stderr and "OPENAI_API_KEY" in stderr and "sk-test-secret-123456" not in stderr
 
 
-def test_a_missing_input_is_a_one_line_error(tmp_path: Path) -> None:
+def test_a_missing_input_or_an_unwritable_run_folder_is_a_one_line_error(tmp_path: Path) -> None:
     proc = kefu("grade", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o"))
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2
     message = " ".join(stderr.split())  # the console wraps long lines
     assert f"{tmp_path / 'missing.jsonl'}: no such file or directory" in message and "Traceback" not in stderr
+
+    src, taken = tmp_path / "chats.jsonl", tmp_path / "a-file"
+    write_jsonl(src, make_chats(1))
+    taken.write_text("", encoding="utf-8")
+    proc = kefu("grade", str(src), "--out", str(taken))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert f"cannot write to the run folder {taken}" in " ".join(stderr.split()) and "Traceback" not in stderr
 
 
 def test_an_endpoint_nobody_answers_at_ends_the_run_with_exit_3(tmp_path: Path) -> None:
