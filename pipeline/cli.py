@@ -338,5 +338,10 @@ def rubric_schema(
 
 
 def main() -> None:
-    """Entry point for `python -m pipeline`."""
-    app()
+    """Entry point for `kefu` and `python -m pipeline`."""
+    try:
+        app()
+    except OSError as exc:  # a full disk, a permission, a path: the machine's state, not a bug, so no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        console.print(f"[red]error:[/red] {escape(where + (exc.strerror or str(exc)))}")
+        raise SystemExit(2) from None

@@ -159,6 +159,13 @@ def test_a_missing_input_or_an_unwritable_run_folder_is_a_one_line_error(tmp_pat
     assert proc.returncode == 2
     assert f"cannot write to the run folder {taken}" in " ".join(stderr.split()) and "Traceback" not in stderr
 
+    # Any other file the machine refuses (a full disk, a permission, a path through a file) is named, not traced.
+    proc = kefu("rubric", "schema", "--out", str(taken / "schema.json"))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert f"error:{taken / 'schema.json'}:Notadirectory" in "".join(stderr.split()), stderr  # wrapped anywhere
+    assert "Traceback" not in stderr
+
 
 def test_an_endpoint_nobody_answers_at_ends_the_run_with_exit_3(tmp_path: Path) -> None:
     """A wrong --base-url must not walk the whole backlog marking every chat unscored."""
