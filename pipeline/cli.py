@@ -26,7 +26,7 @@ from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
 from pipeline.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, COMPACT_REASONING_CHARS
 from pipeline.settings import load_settings
 from pipeline.store import DB_NAME, Store
-from pipeline.transcripts import count_jsonl_lines
+from pipeline.transcripts import FORMAT_BY_SUFFIX, count_jsonl_lines
 
 app = typer.Typer(help="kefu-qa: LLM-graded quality inspection of customer-service chats.", no_args_is_help=True)
 rubric_app = typer.Typer(help="Check and show rubric files.", no_args_is_help=True)
@@ -57,6 +57,9 @@ def _print_summary(result: JobResult, out_dir: Path) -> None:
     out.print(table)
     out.print(f"scores: {result.scores_csv}\ngrades: {result.grades_jsonl}\nchecks: {result.checks_jsonl}\n"
               f"store:  {out_dir / DB_NAME}")
+    if not s.transcripts and not s.rejected:  # a wrong folder or extension: say so rather than report a clean run
+        console.print(f"[yellow]nothing to grade:[/yellow] no conversation in the inputs (files read: "
+                      f"{', '.join(FORMAT_BY_SUFFIX)}; folders are searched recursively)")
 
 
 def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> JobResult:

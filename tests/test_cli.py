@@ -159,6 +159,11 @@ def test_a_missing_input_or_an_unwritable_run_folder_is_a_one_line_error(tmp_pat
     assert proc.returncode == 2
     assert f"cannot write to the run folder {taken}" in " ".join(stderr.split()) and "Traceback" not in stderr
 
+    (tmp_path / "empty").mkdir()  # a wrong folder: a clean run of nothing would look like success
+    proc = kefu("grade", str(tmp_path / "empty"), "--out", str(tmp_path / "o-empty"))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "nothing to grade: no conversation in the inputs" in " ".join(stderr.split())
+
     # Any other file the machine refuses (a full disk, a permission, a path through a file) is named, not traced.
     proc = kefu("rubric", "schema", "--out", str(taken / "schema.json"))
     _, stderr = proc.communicate(timeout=60)
