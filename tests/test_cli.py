@@ -144,7 +144,7 @@ def test_401_exits_with_a_fix_and_no_key(tmp_path: Path) -> None:
     assert "401" in stderr and "OPENAI_API_KEY" in stderr and "sk-test-secret-123456" not in stderr
 
 
-def test_a_missing_input_or_an_unwritable_run_folder_is_a_one_line_error(tmp_path: Path) -> None:
+def test_input_and_output_path_mistakes_are_one_line_messages(tmp_path: Path) -> None:
     proc = kefu("grade", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o"))
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2
