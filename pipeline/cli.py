@@ -15,7 +15,7 @@ from rich.tree import Tree
 from pipeline.checks import DEFAULT_LEXICONS
 from pipeline.cli_batch import batch_app, print_estimate
 from pipeline.cli_check import check, report
-from pipeline.console import announce, console, fail, grading_progress, log_to, out, read_ids
+from pipeline.console import RedactFlag, announce, console, fail, grading_progress, log_to, out, read_ids
 from pipeline.endpoints import NO_ENDPOINT
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
 from pipeline.exports import export_run
@@ -108,9 +108,7 @@ def grade(
     ids: Annotated[Path | None, typer.Option(help="File of transcript ids to grade (one per line).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Grade at most this many transcripts.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config with a [kefu] table (default ./kefu.toml).")] = None,
-    redact: Annotated[bool | None, typer.Option(
-        "--redact/--no-redact", help="Replace personal data before sending (default: on unless the endpoint is "
-                                     "127.0.0.1/localhost).")] = None,
+    redact: RedactFlag = None,
     compact: Annotated[bool | None, typer.Option(
         "--compact/--no-compact",
         help=f"Short replies for small models: per criterion {COMPACT_MAX_EVIDENCE} quote of at most "

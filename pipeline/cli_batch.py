@@ -17,7 +17,7 @@ from rich.table import Table
 
 from pipeline.batch_limits import MAX_BYTES, MAX_REQUESTS
 from pipeline.checks import DEFAULT_LEXICONS, ServiceChecker
-from pipeline.console import fail, log_to, out
+from pipeline.console import RedactFlag, fail, log_to, out
 from pipeline.errors import KefuError
 from pipeline.exports import refresh_outputs
 from pipeline.prompting import PromptSet
@@ -165,9 +165,7 @@ def write_cmd(
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Completion token cap.")] = None,
     response_format: Annotated[str | None, typer.Option(help="json_schema (auto) or json_object.")] = None,
-    redact: Annotated[bool | None, typer.Option(
-        "--redact/--no-redact", help="Replace personal data (default: on unless --base-url is 127.0.0.1/localhost)."
-    )] = None,
+    redact: RedactFlag = None,
     lexicons: Annotated[Path, typer.Option(help="Phrase lexicons for the service checks.")] = DEFAULT_LEXICONS,
     shop_speaker: Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is the shop.")] = None,
     bot_speaker: Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is a bot.")] = None,

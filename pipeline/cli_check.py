@@ -19,7 +19,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from pipeline.console import announce, console, fail, grading_progress, log_to, out, read_ids
+from pipeline.console import RedactFlag, announce, console, fail, grading_progress, log_to, out, read_ids
 from pipeline.errors import KefuError
 from pipeline.settings import load_settings
 
@@ -118,6 +118,7 @@ def check(
     bot_speaker: Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is a bot.")] = None,
     shop_prefix: Annotated[list[str] | None, typer.Option(help="Chat-log nickname prefix of shop agents.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config with a [kefu] table (default ./kefu.toml).")] = None,
+    redact: RedactFlag = None,
 ) -> None:
     """Grade labelled transcripts twice and measure the judge against itself and the humans."""
     from pipeline import agreement as ag
@@ -148,7 +149,7 @@ def check(
     job = CheckJob(inputs=inputs, rubric_path=rubrics[0], labels_path=labels, out_dir=out_dir, repeats=repeats,
                    only_ids=read_ids(ids), per_criterion=per_criterion, retry_failed=retry_failed,
                    shop_speakers=tuple(shop_speaker or ()), bot_speakers=tuple(bot_speaker or ()),
-                   shop_prefixes=tuple(shop_prefix or ()))
+                   shop_prefixes=tuple(shop_prefix or ()), redact=redact)
     log_to(out_dir)
     try:
         settings = load_settings(config, overrides)

@@ -228,6 +228,8 @@ class CheckJob:
     bot_speakers: Collection[str] = ()
     shop_prefixes: Sequence[str] = ()
     prompts_dir: Path | None = None
+    redact: bool | None = None
+    """Replace personal data before sending; None decides by the endpoint, as for `kefu grade`."""
 
     def grade_job(self, labelled: Collection[str]) -> GradeJob:
         """The grading job that gives every labelled transcript its repeats."""
@@ -236,6 +238,7 @@ class CheckJob:
             per_criterion=self.per_criterion, retry_failed=self.retry_failed,
             shop_speakers=self.shop_speakers, bot_speakers=self.bot_speakers,
             shop_prefixes=self.shop_prefixes, only_ids=set(labelled), prompts_dir=self.prompts_dir,
+            redact=self.redact,
         )
 
 

@@ -369,3 +369,24 @@ def test_kefu_check_end_to_end_with_two_rubrics(tmp_path: Path) -> None:
     assert comparison["a"]["version"] == "1" and comparison["b"]["version"] == "2"
     assert all(c["n"] == 8 for c in comparison["criteria"])
     assert "κw A" in proc.stdout and (out / "rubric_compare.html").is_file()
+
+
+@pytest.mark.parametrize("flag", ["--redact", None])
+def test_check_redacts_what_it_sends_when_asked(tmp_path: Path, flag: str | None) -> None:
+    phone = "13812345678"
+    t0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+    chat = Transcript(id="c00", turns=[
+        Turn(role=Role.customer, text=f"宽带没网了，回电{phone}", time=t0),
+        Turn(role=Role.agent, text="您好，我们马上为您报修。", time=t0 + timedelta(seconds=30)),
+    ])
+    (tmp_path / "chats.jsonl").write_text(chat.model_dump_json(exclude_none=True) + "\n", encoding="utf-8")
+    labels = tmp_path / "labels.csv"
+    write_labels(labels, good_rows(["c00"]))
+    args = ["check", str(tmp_path / "chats.jsonl"), "--rubric", str(DCH1), "--out", str(tmp_path / "out"),
+            "--model", "mock-model", "--resamples", "20", "--labels", str(labels), "--repeats", "1"]
+    with MockServer() as server:  # loopback: without the flag nothing is redacted
+        result = CliRunner().invoke(cli_check.app, [*args, *([flag] if flag else [])],
+                                    env={"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test"})
+        sent = [json.dumps(r.body, ensure_ascii=False) for r in server.requests]
+    assert result.exit_code == 0, result.output
+    assert len(sent) == 1 and (phone in sent[0]) is (flag is None)
