@@ -160,8 +160,10 @@ def test_input_and_output_path_mistakes_are_one_line_messages(tmp_path: Path) ->
     assert f"cannot write to the run folder {taken}" in " ".join(stderr.split()) and "Traceback" not in stderr
 
     (tmp_path / "empty").mkdir()  # a wrong folder: a clean run of nothing would look like success
-    proc = kefu("grade", str(tmp_path / "empty"), "--out", str(tmp_path / "o-empty"))
-    _, stderr = proc.communicate(timeout=60)
+    with MockServer() as server:  # an endpoint, so that none is looked for on this machine
+        proc = kefu("grade", str(tmp_path / "empty"), "--out", str(tmp_path / "o-empty"), server=server)
+        _, stderr = proc.communicate(timeout=60)
+        assert server.requests == []
     assert proc.returncode == 0 and "nothing to grade: no conversation in the inputs" in " ".join(stderr.split())
 
     # Any other file the machine refuses (a full disk, a permission, a path through a file) is named, not traced.
