@@ -15,7 +15,32 @@ from rich.tree import Tree
 from pipeline.checks import DEFAULT_LEXICONS
 from pipeline.cli_batch import batch_app, print_estimate
 from pipeline.cli_check import check, report
-from pipeline.console import RedactFlag, announce, console, fail, grading_progress, log_to, out, read_ids
+from pipeline.cli_options import (
+    BaseUrlOpt,
+    BotSpeakerOpt,
+    ConcurrencyOpt,
+    ConfigOpt,
+    ContextWindowOpt,
+    Inputs,
+    KeyEnvOpt,
+    LexiconsOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    PerCriterionOpt,
+    RedactFlag,
+    RepeatsOpt,
+    ResponseFormatOpt,
+    RetryFailedOpt,
+    RpmOpt,
+    RubricOpt,
+    RunFolderOpt,
+    ShopPrefixOpt,
+    ShopSpeakerOpt,
+    TemperatureOpt,
+    TimeoutOpt,
+    TpmOpt,
+)
+from pipeline.console import announce, console, fail, grading_progress, log_to, out, read_ids
 from pipeline.endpoints import NO_ENDPOINT
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
 from pipeline.exports import export_run
@@ -84,30 +109,30 @@ def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> Job
 
 @app.command()
 def grade(
-    inputs: Annotated[list[Path], typer.Argument(help="Transcript files or folders (.jsonl, .csv, .txt).")],
-    rubric: Annotated[Path, typer.Option("--rubric", "-r", help="Rubric YAML.")] = REPO / "rubric/ecommerce_cs.yaml",
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder (store, scores, rejects).")] = Path("out"),
-    model: Annotated[str | None, typer.Option(help="Model name at the endpoint.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (default: OPENAI_BASE_URL).")] = None,
-    api_key_env: Annotated[str | None, typer.Option(help="Env variable holding the API key.")] = None,
-    repeats: Annotated[int, typer.Option(min=1, help="Independent grades per transcript.")] = 1,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Requests in flight.")] = None,
-    per_criterion: Annotated[bool, typer.Option(help="One call per criterion.")] = False,
-    retry_failed: Annotated[bool, typer.Option(help="Re-attempt unscored grades.")] = False,
-    rpm: Annotated[float | None, typer.Option(help="Requests per minute at most.")] = None,
-    tpm: Annotated[float | None, typer.Option(help="Tokens per minute at most.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    inputs: Inputs,
+    rubric: RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
+    out_dir: RunFolderOpt = Path("out"),
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: KeyEnvOpt = None,
+    repeats: RepeatsOpt = 1,
+    concurrency: ConcurrencyOpt = None,
+    per_criterion: PerCriterionOpt = False,
+    retry_failed: RetryFailedOpt = False,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    temperature: TemperatureOpt = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Completion token cap.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Request timeout, seconds.")] = None,
-    response_format: Annotated[str | None, typer.Option(help="auto, json_schema or json_object.")] = None,
-    context_window: Annotated[int | None, typer.Option(help="Model context, tokens.")] = None,
-    shop_speaker: Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is the shop.")] = None,
-    bot_speaker: Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is a bot.")] = None,
-    shop_prefix: Annotated[list[str] | None, typer.Option(help="Chat-log nickname prefix of shop agents.")] = None,
+    max_tokens: MaxTokensOpt = None,
+    timeout: TimeoutOpt = None,
+    response_format: ResponseFormatOpt = None,
+    context_window: ContextWindowOpt = None,
+    shop_speaker: ShopSpeakerOpt = None,
+    bot_speaker: BotSpeakerOpt = None,
+    shop_prefix: ShopPrefixOpt = None,
     ids: Annotated[Path | None, typer.Option(help="File of transcript ids to grade (one per line).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Grade at most this many transcripts.")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML config with a [kefu] table (default ./kefu.toml).")] = None,
+    config: ConfigOpt = None,
     redact: RedactFlag = None,
     compact: Annotated[bool | None, typer.Option(
         "--compact/--no-compact",
@@ -115,7 +140,7 @@ def grade(
              f"{COMPACT_QUOTE_CHARS} characters and reasoning of at most {COMPACT_REASONING_CHARS}, enforced by the "
              "JSON schema. Default: on for the embedded offline model only. Switching it regrades.")
     ] = None,
-    lexicons: Annotated[Path, typer.Option(help="Phrase lexicons for the service checks.")] = DEFAULT_LEXICONS,
+    lexicons: LexiconsOpt = DEFAULT_LEXICONS,
     dry_run: Annotated[bool, typer.Option(help="Render every prompt and forecast tokens and cost; send nothing.")]
     = False,
     prices: Annotated[Path | None, typer.Option(help="Price table YAML for --dry-run (default: packaged).")] = None,

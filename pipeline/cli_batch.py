@@ -17,7 +17,26 @@ from rich.table import Table
 
 from pipeline.batch_limits import MAX_BYTES, MAX_REQUESTS
 from pipeline.checks import DEFAULT_LEXICONS, ServiceChecker
-from pipeline.console import RedactFlag, fail, log_to, out
+from pipeline.cli_options import (
+    BaseUrlOpt,
+    BotSpeakerOpt,
+    ConfigOpt,
+    Inputs,
+    KeyEnvOpt,
+    LexiconsOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    PerCriterionOpt,
+    PricesOpt,
+    RedactFlag,
+    RepeatsOpt,
+    RubricOpt,
+    RunFolderOpt,
+    ShopPrefixOpt,
+    ShopSpeakerOpt,
+    TemperatureOpt,
+)
+from pipeline.console import fail, log_to, out
 from pipeline.errors import KefuError
 from pipeline.exports import refresh_outputs
 from pipeline.prompting import PromptSet
@@ -38,17 +57,6 @@ batch_app = typer.Typer(
     help="Grade through a Batch API (about half price, results within 24 h) or vLLM's offline batch runner.",
     no_args_is_help=True,
 )
-
-Inputs = Annotated[list[Path], typer.Argument(help="Transcript files or folders (.jsonl, .csv, .txt).")]
-RubricOpt = Annotated[Path, typer.Option("--rubric", "-r", help="Rubric YAML.")]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder (store, batch files, scores).")]
-ConfigOpt = Annotated[Path | None, typer.Option(help="TOML config with a [kefu] table (default ./kefu.toml).")]
-BaseUrlOpt = Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (default: OPENAI_BASE_URL).")]
-KeyEnvOpt = Annotated[str | None, typer.Option(help="Env variable holding the API key.")]
-ModelOpt = Annotated[str | None, typer.Option(help="Model name at the endpoint.")]
-RepeatsOpt = Annotated[int, typer.Option(min=1, help="Independent grades per transcript.")]
-PerCriterionOpt = Annotated[bool, typer.Option(help="One request per criterion.")]
-PricesOpt = Annotated[Path | None, typer.Option(help="Price table YAML (default: the packaged, dated one).")]
 
 
 def _money(amount: float) -> str:
@@ -155,21 +163,21 @@ def _export(result: CollectResult, out_dir: Path, rubric_path: Path | None) -> N
 def write_cmd(
     inputs: Inputs,
     rubric: RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
-    out_dir: OutOpt = Path("out"),
+    out_dir: RunFolderOpt = Path("out"),
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     repeats: RepeatsOpt = 1,
     per_criterion: PerCriterionOpt = False,
     retry_failed: Annotated[bool, typer.Option(help="Write unscored grades' requests again.")] = False,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    temperature: TemperatureOpt = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Completion token cap.")] = None,
+    max_tokens: MaxTokensOpt = None,
     response_format: Annotated[str | None, typer.Option(help="json_schema (auto) or json_object.")] = None,
     redact: RedactFlag = None,
-    lexicons: Annotated[Path, typer.Option(help="Phrase lexicons for the service checks.")] = DEFAULT_LEXICONS,
-    shop_speaker: Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is the shop.")] = None,
-    bot_speaker: Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is a bot.")] = None,
-    shop_prefix: Annotated[list[str] | None, typer.Option(help="Chat-log nickname prefix of shop agents.")] = None,
+    lexicons: LexiconsOpt = DEFAULT_LEXICONS,
+    shop_speaker: ShopSpeakerOpt = None,
+    bot_speaker: BotSpeakerOpt = None,
+    shop_prefix: ShopPrefixOpt = None,
     max_requests: Annotated[int, typer.Option(min=1, help="Requests per file at most.")] = MAX_REQUESTS,
     max_bytes: Annotated[int, typer.Option(min=1, help="Bytes per file at most.")] = MAX_BYTES,
     config: ConfigOpt = None,

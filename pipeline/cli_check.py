@@ -19,7 +19,28 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from pipeline.console import RedactFlag, announce, console, fail, grading_progress, log_to, out, read_ids
+from pipeline.cli_options import (
+    BaseUrlOpt,
+    BotSpeakerOpt,
+    ConcurrencyOpt,
+    ConfigOpt,
+    ContextWindowOpt,
+    Inputs,
+    KeyEnvOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    PerCriterionOpt,
+    RedactFlag,
+    ResponseFormatOpt,
+    RetryFailedOpt,
+    RpmOpt,
+    ShopPrefixOpt,
+    ShopSpeakerOpt,
+    TemperatureOpt,
+    TimeoutOpt,
+    TpmOpt,
+)
+from pipeline.console import announce, console, fail, grading_progress, log_to, out, read_ids
 from pipeline.errors import KefuError
 from pipeline.settings import load_settings
 
@@ -81,7 +102,7 @@ def _print_comparison(comparison: RubricComparison) -> None:
 
 
 def check(
-    inputs: Annotated[list[Path], typer.Argument(help="Transcript files or folders (.jsonl, .csv, .txt).")],
+    inputs: Inputs,
     labels: Annotated[Path, typer.Option(help="Human labels CSV (long or wide layout).")],
     rubric: Annotated[list[Path] | None, typer.Option(
         "--rubric", "-r", help="Rubric YAML; give it twice to compare two wordings.")] = None,
@@ -99,25 +120,25 @@ def check(
     top: Annotated[int, typer.Option(min=0, help="Transcripts to list where judge and human differ most.")] = 10,
     compare: Annotated[Path | None, typer.Option(help="A previous agreement.json to report changes against.")] = None,
     ids: Annotated[Path | None, typer.Option(help="Check only these transcript ids (one per line).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name at the endpoint.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (default: OPENAI_BASE_URL).")] = None,
-    api_key_env: Annotated[str | None, typer.Option(help="Env variable holding the API key.")] = None,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Requests in flight.")] = None,
-    per_criterion: Annotated[bool, typer.Option(help="One call per criterion.")] = False,
-    retry_failed: Annotated[bool, typer.Option(help="Re-attempt unscored grades.")] = False,
-    rpm: Annotated[float | None, typer.Option(help="Requests per minute at most.")] = None,
-    tpm: Annotated[float | None, typer.Option(help="Tokens per minute at most.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: KeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    per_criterion: PerCriterionOpt = False,
+    retry_failed: RetryFailedOpt = False,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    temperature: TemperatureOpt = None,
     sampling_seed: Annotated[int | None, typer.Option(
         help="Sampling seed sent to the model (--seed is the bootstrap's).")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Completion token cap.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Request timeout, seconds.")] = None,
-    response_format: Annotated[str | None, typer.Option(help="auto, json_schema or json_object.")] = None,
-    context_window: Annotated[int | None, typer.Option(help="Model context, tokens.")] = None,
-    shop_speaker: Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is the shop.")] = None,
-    bot_speaker: Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is a bot.")] = None,
-    shop_prefix: Annotated[list[str] | None, typer.Option(help="Chat-log nickname prefix of shop agents.")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML config with a [kefu] table (default ./kefu.toml).")] = None,
+    max_tokens: MaxTokensOpt = None,
+    timeout: TimeoutOpt = None,
+    response_format: ResponseFormatOpt = None,
+    context_window: ContextWindowOpt = None,
+    shop_speaker: ShopSpeakerOpt = None,
+    bot_speaker: BotSpeakerOpt = None,
+    shop_prefix: ShopPrefixOpt = None,
+    config: ConfigOpt = None,
     redact: RedactFlag = None,
 ) -> None:
     """Grade labelled transcripts twice and measure the judge against itself and the humans."""

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -35,12 +35,6 @@ from pipeline.grader import Grade
 #: Messages and progress go to stderr; results (tables, paths) to stdout, so they can be piped.
 console = Console(stderr=True)
 out = Console()
-
-
-RedactFlag = Annotated[bool | None, typer.Option(
-    "--redact/--no-redact", help="Replace personal data before sending (default: on unless the endpoint is "
-                                 "127.0.0.1/localhost).")]
-"""The --redact/--no-redact option of every command that sends chats to a model."""
 
 
 def fail(exc: KefuError) -> NoReturn:
