@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import os
 import platform
 import resource
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -95,6 +97,17 @@ def process_rss_mb(pid: int) -> tuple[float, float]:
         if name in ("VmRSS", "VmHWM"):
             values[name] = int(rest.split()[0]) / 1024
     return values["VmRSS"], values["VmHWM"]
+
+
+def last_run_summary(out_dir: Path) -> dict[str, Any]:
+    """The summary the runner stored for the most recent run of a `kefu grade` run folder."""
+    from pipeline.store import Store
+
+    with Store.open(out_dir) as store:
+        run = store.last_run()
+    assert run is not None and run["summary"], "the CLI recorded no run"
+    summary: dict[str, Any] = json.loads(run["summary"])
+    return summary
 
 
 def load_average() -> str:

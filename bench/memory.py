@@ -16,7 +16,6 @@ Finally the store's finished keys and finished lines are loaded in-process, as t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sqlite3
 import subprocess
@@ -27,7 +26,7 @@ import tracemalloc
 from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from bench.chats import chats_file
 from bench.harness import (
@@ -35,6 +34,7 @@ from bench.harness import (
     command_env,
     compile_package,
     describe_machine,
+    last_run_summary,
     load_average,
     mock_server,
     print_table,
@@ -95,17 +95,6 @@ def _count_grades(db: Path) -> int:
             return int(conn.execute("SELECT COUNT(*) FROM grades").fetchone()[0])
     except sqlite3.OperationalError:  # the CLI is still creating the tables
         return 0
-
-
-def last_run_summary(out_dir: Path) -> dict[str, Any]:
-    """The summary the runner stored for the most recent run."""
-    from pipeline.store import Store
-
-    with Store.open(out_dir) as store:
-        run = store.last_run()
-    assert run is not None and run["summary"], "the CLI recorded no run"
-    summary: dict[str, Any] = json.loads(run["summary"])
-    return summary
 
 
 class LoadCost(NamedTuple):

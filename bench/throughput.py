@@ -35,6 +35,7 @@ from bench.harness import (
     command_env,
     compile_package,
     describe_machine,
+    last_run_summary,
     load_average,
     mock_server,
     print_table,
@@ -206,7 +207,7 @@ def cli_end_to_end(latency: float = 1.0, concurrency: int = 128, n: int = 1280) 
         server_cpu = server.cpu_seconds() - server_before
         if proc.returncode != 0:
             raise SystemExit(f"kefu grade failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-        run = _last_run_summary(Path(tmp))
+        run = last_run_summary(Path(tmp))
     cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
     ideal = ideal_seconds(n, concurrency, latency)
     print(f"Machine: {describe_machine()}\n")
@@ -226,16 +227,6 @@ def _time_command(command: list[str]) -> float:
     t0 = time.perf_counter()
     subprocess.run(command, cwd=REPO, capture_output=True, check=True, env=command_env())
     return time.perf_counter() - t0
-
-
-def _last_run_summary(out_dir: Path) -> dict[str, Any]:
-    from pipeline.store import Store
-
-    with Store.open(out_dir) as store:
-        run = store.last_run()
-    assert run is not None and run["summary"], "the CLI recorded no run"
-    summary: dict[str, Any] = json.loads(run["summary"])
-    return summary
 
 
 # --- the breakdown -----------------------------------------------------------------------------
