@@ -46,23 +46,21 @@ class LLMError(KefuError):
 class TransientLLMError(LLMError):
     """Worth retrying: 429, 5xx, a timeout, a dropped connection.
 
-    `retry_after` is the server's Retry-After in seconds, when it sent one; `no_answer` is True when
-    the endpoint sent nothing at all (no connection, no response in time).
+    `retry_after` is the server's Retry-After in seconds, when it sent one.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
-                 no_answer: bool = False) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
         self.retry_after = retry_after
-        self.no_answer = no_answer
         super().__init__(message, status=status)
 
 
 class EndpointDownError(TransientLLMError):
-    """A grade gave up, and no request of the run has had any answer since it started.
+    """A grade gave up, and no request of the run has succeeded since it started.
 
-    The run stops here rather than mark every remaining chat unscored (at a wrong --base-url or a
-    stopped server, a whole backlog would be tried and failed); the grades already stored stay, and
-    the same command resumes.
+    The run stops here rather than mark every remaining chat unscored: at a wrong --base-url, a
+    stopped server, a model server that answers 500 to everything or a spent quota, a whole backlog
+    would be tried and failed, ~35 s of retries a chat. The grades already stored stay, and the same
+    command resumes.
     """
 
 

@@ -198,7 +198,7 @@ class Grader:
     async def grade(self, transcript: Transcript, *, key: str, repeat: int, scope: str,
                     criteria: Sequence[Criterion]) -> Grade:
         """Grade one transcript on `criteria`; never raises for a model failure except FatalLLMError, and
-        EndpointDownError when nothing has answered since this grade started (see pipeline.errors)."""
+        EndpointDownError when no request has succeeded since this grade started (see pipeline.errors)."""
         started = time.monotonic()
         schema = build_grade_schema(criteria, compact=self.compact)
         messages = self.prompts.messages(self.rubric, criteria, transcript, compact=self.compact)
@@ -229,12 +229,12 @@ class Grader:
         except FatalLLMError:
             raise
         except LLMError as exc:
-            if isinstance(exc, TransientLLMError) and exc.no_answer and not self.client.answered_since(started):
-                silent = time.monotonic() - started
+            if isinstance(exc, TransientLLMError) and not self.client.succeeded_since(started):
+                failing = time.monotonic() - started
                 raise EndpointDownError(
-                    f"no answer from {self.client.base_url} to any request for {silent:.0f} s ({exc}). Check that "
-                    "the server is up and --base-url (or raise --timeout for a slow model); every finished grade "
-                    "is saved, and the same command resumes", no_answer=True,
+                    f"no request to {self.client.base_url} has succeeded for {failing:.0f} s (the last: {exc}). "
+                    "Check the server, --base-url and the account's quota (or raise --timeout for a slow model); "
+                    "every finished grade is saved, and the same command resumes", status=exc.status,
                 ) from None
             error = f"gave up after {outcome.attempts} attempts: {exc}"
         return Grade(

@@ -63,7 +63,7 @@ class LLMClient:
         self._endpoint = endpoint
         self._api_key = endpoint.api_key or "not-needed"
         self._sdk: openai.AsyncOpenAI | None = None
-        self._last_answer: float | None = None  # time.monotonic() of the last HTTP response of any status
+        self._last_success: float | None = None  # time.monotonic() of the last completion received
         # id -> (the dict, kept alive so its id stays unique; its JSON)
         self._formats: dict[int, tuple[dict[str, Any], str]] = {}
 
@@ -112,19 +112,18 @@ class LLMClient:
                 options={"headers": {"Content-Type": "application/json"}},
             )
         except openai.APIStatusError as exc:
-            self._last_answer = time.monotonic()
             raise self._status_error(exc, response_format) from None
         except openai.APITimeoutError:
-            raise TransientLLMError("the endpoint did not answer in time", no_answer=True) from None
+            raise TransientLLMError("the endpoint did not answer in time") from None
         except openai.APIConnectionError as exc:
-            raise TransientLLMError(f"connection to the endpoint failed: {self._scrub(str(exc))}",
-                                    no_answer=True) from None
-        self._last_answer = time.monotonic()
-        return _parse_completion(raw)
+            raise TransientLLMError(f"connection to the endpoint failed: {self._scrub(str(exc))}") from None
+        result = _parse_completion(raw)
+        self._last_success = time.monotonic()
+        return result
 
-    def answered_since(self, moment: float) -> bool:
-        """Whether any request has had an HTTP response (of any status) after `moment` (time.monotonic())."""
-        return self._last_answer is not None and self._last_answer >= moment
+    def succeeded_since(self, moment: float) -> bool:
+        """Whether any request has returned a completion after `moment` (time.monotonic())."""
+        return self._last_success is not None and self._last_success >= moment
 
     @property
     def base_url(self) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import EndpointDownError, FatalLLMError, TransientLLMError
+from pipeline.errors import EndpointDownError, FatalLLMError
 from pipeline.grader import Grade, Grader, Sampling, verify_quote
 from pipeline.llm import Endpoint, LLMClient
 from pipeline.mockserver import Content, Delay, Drop, Fault, MockServer
@@ -129,48 +129,49 @@ def test_500_timeout_and_dropped_connection_are_retried(mock_server: MockServer,
     assert len(mock_server.requests) == 5
 
 
-def test_retries_exhausted_is_unscored_never_zero(mock_server: MockServer, rubric: Rubric) -> None:
-    mock_server.script(*[Fault.server_error()] * 3)
-    [grade] = grade_once(mock_server, rubric, chat(), attempts=3)
-    assert grade.status == "unscored"
-    assert "3 attempts" in (grade.error or "") and "500" in (grade.error or "")
-    assert all(cg.score is None for cg in grade.criteria)
-
-
-def test_an_endpoint_that_never_answers_stops_the_run_instead_of_unscoring(mock_server: MockServer,
-                                                                          rubric: Rubric) -> None:
-    mock_server.script(Drop(), Drop(), Drop())
-    with pytest.raises(EndpointDownError) as info:
-        grade_once(mock_server, rubric, chat(), attempts=3)
-    message = str(info.value)
-    assert f"no answer from {mock_server.base_url} to any request" in message and "resumes" in message
-    assert "test-key" not in message and len(mock_server.requests) == 3
-
-
-def test_a_dropped_grade_is_unscored_while_the_endpoint_answers_others(mock_server: MockServer,
-                                                                       rubric: Rubric) -> None:
-    """Only total silence stops a run: here another request gets an answer (a 500) between the retries."""
-    mock_server.script(Drop(), Fault.server_error(), Drop(), Fault.server_error(), Drop())
-
+def grade_while_others_succeed(server: MockServer, rubric: Rubric, attempts: int) -> Grade:
+    """One grade whose every attempt meets the server's next scripted answer, while between its retries
+    another request of the run gets a completion (the runner's other tasks, in miniature)."""
     async def go() -> Grade:
-        client = LLMClient(Endpoint(mock_server.base_url, "test-key"))
+        client = LLMClient(Endpoint(server.base_url, "test-key"))
 
-        async def another_request_meanwhile(_: float) -> None:
-            with pytest.raises(TransientLLMError, match="HTTP 500"):
-                await client.chat([{"role": "user", "content": "在吗"}], model="mock-model",
-                                  response_format={"type": "json_object"}, temperature=0.0, seed=None,
-                                  max_tokens=None)
+        async def another_request_succeeds_meanwhile(_: float) -> None:
+            await client.chat([{"role": "user", "content": "在吗"}], model="mock-model",
+                              response_format={"type": "json_object"}, temperature=0.0, seed=None, max_tokens=None)
 
         grader = Grader(rubric, PromptSet(rubric.language), client, model="mock-model", sampling=Sampling(),
-                        retry=RetryPolicy(attempts=3), sleep=another_request_meanwhile)
+                        retry=RetryPolicy(attempts=attempts), sleep=another_request_succeeds_meanwhile)
         try:
             return await grader.grade(chat(), key="k", repeat=0, scope="all", criteria=rubric.criteria())
         finally:
             await client.close()
 
-    grade = asyncio.run(go())
-    assert grade.status == "unscored" and "gave up after 3 attempts" in (grade.error or "")
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("failure", [Fault.server_error(), Drop()], ids=["500", "dropped"])
+def test_retries_exhausted_is_unscored_never_zero(mock_server: MockServer, rubric: Rubric,
+                                                  failure: Fault | Drop) -> None:
+    answered = Delay(seconds=0)  # the generated completion
+    mock_server.script(failure, answered, failure, answered, failure)
+    grade = grade_while_others_succeed(mock_server, rubric, attempts=3)
+    assert grade.status == "unscored"
+    assert "gave up after 3 attempts" in (grade.error or "")
+    assert ("500" in (grade.error or "")) is isinstance(failure, Fault)
+    assert all(cg.score is None for cg in grade.criteria)
     assert len(mock_server.requests) == 5
+
+
+@pytest.mark.parametrize("failure", [Drop(), Fault.server_error(), Fault.rate_limited(retry_after=0)],
+                         ids=["dropped", "500", "429"])
+def test_an_endpoint_that_serves_nothing_stops_the_run_instead_of_unscoring(
+        mock_server: MockServer, rubric: Rubric, failure: Fault | Drop) -> None:
+    mock_server.script(failure, failure, failure)
+    with pytest.raises(EndpointDownError) as info:
+        grade_once(mock_server, rubric, chat(), attempts=3)
+    message = str(info.value)
+    assert f"no request to {mock_server.base_url} has succeeded" in message and "resumes" in message
+    assert "test-key" not in message and len(mock_server.requests) == 3
 
 
 def test_401_fails_fast_without_leaking_the_key(mock_server: MockServer, rubric: Rubric) -> None:

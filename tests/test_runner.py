@@ -13,7 +13,7 @@ from pipeline.checks import DEFAULT_LEXICONS, ServiceChecker, TranscriptChecks
 from pipeline.grader import Grader, Sampling
 from pipeline.lexicon import load_lexicons
 from pipeline.llm import Endpoint, LLMClient
-from pipeline.mockserver import Content, Fault, MockServer
+from pipeline.mockserver import Content, MockServer
 from pipeline.prompting import PromptSet, transcript_boundary
 from pipeline.redaction import RedactionConfig, find_pii
 from pipeline.retry import RetryPolicy
@@ -85,7 +85,7 @@ def test_repeats_are_independent_requests(mock_server: MockServer, rubric: Rubri
 
 def test_unscored_are_kept_and_retried_only_on_request(mock_server: MockServer, rubric: Rubric,
                                                        tmp_path: Path) -> None:
-    mock_server.script(Fault.server_error(), Fault.server_error())  # one transcript exhausts 2 attempts
+    mock_server.script(Content(text="不是 JSON"), Content(text="还不是"))  # the reply and its re-ask
     first = run(mock_server, rubric, list(transcripts(1)), tmp_path)
     assert first.unscored == 1
     mock_server.reset()
