@@ -6,6 +6,8 @@ so thousands of slow requests can be in flight at once.
 
 How `POST /v1/chat/completions` is answered, in this order:
 
+0. `rate_limit`: past that many model calls in the sliding window, 429 at once, as a provider's
+   per-minute limit answers (rejected calls do not count against the window);
 1. `latency` (every model call sleeps, without blocking other requests);
 2. `api_key`: when set, a request without `Authorization: Bearer <api_key>` gets 401;
 3. the next scripted item, if `script()` queued any (a `Delay` sleeps, then plays its `then`);
@@ -528,6 +530,9 @@ class MockServer:
     - `prefix_cache_size`: how many distinct first messages the simulated prefix cache remembers.
     - `batch_complete_after_polls`: a batch runs and finishes on this retrieve (before it: "in_progress").
     - `batch_expire_after_lines`: None, or run only this many lines of a batch and end it "expired".
+    - `rate_limit`: None, or (calls, seconds): at most that many model calls accepted in any window of
+      that many seconds; the rest get 429 at once, with `Retry-After` (the seconds until a call
+      leaves the window) when `rate_limit_retry_after` is set.
     Both batch settings are read when a batch is created, so batches made under different settings coexist.
     """
 
@@ -548,6 +553,8 @@ class MockServer:
         prefix_cache_size: int = 1024,
         batch_complete_after_polls: int = 1,
         batch_expire_after_lines: int | None = None,
+        rate_limit: tuple[int, float] | None = None,
+        rate_limit_retry_after: bool = False,
     ) -> None:
         self.port = port
         self.seed = seed
@@ -572,6 +579,9 @@ class MockServer:
         self._prefixes = _PrefixCache(prefix_cache_size)
         self.batch_complete_after_polls = batch_complete_after_polls
         self.batch_expire_after_lines = batch_expire_after_lines
+        self.rate_limit = rate_limit
+        self.rate_limit_retry_after = rate_limit_retry_after
+        self._accepted: deque[float] = deque()  # arrival times of the calls in the rate-limit window
         self._files: dict[str, _StoredFile] = {}
         self._batches: dict[str, _MockBatch] = {}
         self._runner: web.AppRunner | None = None
@@ -700,6 +710,7 @@ class MockServer:
             self._rng = random.Random(self.seed)
             self._files.clear()
             self._batches.clear()
+            self._accepted.clear()
 
     # -- HTTP plumbing --
 
@@ -777,7 +788,9 @@ class MockServer:
         return None
 
     async def _model_call(self, request: web.Request, body: Any, answer: _Answer) -> web.StreamResponse:
-        """Steps 1–4 of the module docstring, shared by every endpoint that stands for a model call."""
+        """Steps 0–4 of the module docstring, shared by every endpoint that stands for a model call."""
+        if (limited := self._over_rate_limit()) is not None:
+            return limited
         latency = self.latency
         await asyncio.sleep(latency(self._rng) if callable(latency) else latency)
         if (denied := self._check_key(request)) is not None:
@@ -800,6 +813,22 @@ class MockServer:
         if isinstance(item, Reply):
             return web.json_response(item.body)
         return answer(body, item.text)
+
+    def _over_rate_limit(self) -> web.Response | None:
+        """429 when the sliding window is full, else count this call in it."""
+        if self.rate_limit is None:
+            return None
+        calls, seconds = self.rate_limit
+        now = time.monotonic()
+        with self._lock:
+            window = self._accepted
+            while window and window[0] <= now - seconds:
+                window.popleft()
+            if len(window) < calls:
+                window.append(now)
+                return None
+            wait = window[0] + seconds - now
+        return _fault_response(Fault.rate_limited(round(wait, 3) if self.rate_limit_retry_after else None))
 
     async def _chat_completions(self, request: web.Request, body: Any) -> web.StreamResponse:
         return await self._model_call(request, body, self._answer_chat)

@@ -176,6 +176,25 @@ def test_scripted_rate_limit_then_normal_reply(mock_server: MockServer, llm: ope
     assert mock_server.stats().by_status == {429: 1, 200: 1}
 
 
+def test_rate_limit_takes_so_many_calls_per_window_and_refuses_the_rest() -> None:
+    with MockServer(rate_limit=(3, 30.0), rate_limit_retry_after=True) as server, client(server) as llm:
+        for _ in range(3):
+            ask(llm)
+        with pytest.raises(openai.RateLimitError) as caught:
+            ask(llm)
+        wait = float(caught.value.response.headers["retry-after"])
+        assert 0 < wait <= 30  # until the first call leaves the window
+        assert server.stats().by_status == {200: 3, 429: 1}
+        server.rate_limit = (4, 30.0)  # refused calls took no place in the window: one more fits
+        ask(llm)
+        server.rate_limit_retry_after = False
+        with pytest.raises(openai.RateLimitError) as caught:
+            ask(llm)
+        assert "retry-after" not in caught.value.response.headers
+        server.reset()  # empties the window
+        ask(llm)
+
+
 def test_scripted_401_and_configured_api_key(mock_server: MockServer, llm: openai.OpenAI) -> None:
     mock_server.script(Fault.unauthorized())
     with pytest.raises(openai.AuthenticationError):
