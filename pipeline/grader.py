@@ -276,7 +276,7 @@ class Grader:
                 self.mode = "json_object"
                 return await once()
 
-        kwargs: dict[str, Any] = {"label": label}
+        kwargs: dict[str, Any] = {"label": label, "served_since": self.client.succeeded_since}
         if self._sleep is not None:
             kwargs["sleep"] = self._sleep
         result = await call_with_retries(once, self.retry, outcome, **kwargs)

@@ -20,6 +20,7 @@ from pipeline.endpoints import ResolvedEndpoint, resolve_endpoint
 from pipeline.exports import refresh_outputs
 from pipeline.grader import Grader
 from pipeline.llm import LLMClient
+from pipeline.pacing import Pacer
 from pipeline.prompting import PromptSet
 from pipeline.redaction import RedactionConfig, is_loopback
 from pipeline.resume import LineMemo
@@ -147,7 +148,12 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
         endpoint = stack.enter_context(resolve_endpoint(settings, rubric=rubric, prompts=prompts, job_inputs=job))
         if on_endpoint is not None:
             on_endpoint(endpoint)
-        client = LLMClient(endpoint.endpoint)
+        options = RunOptions(
+            concurrency=endpoint.max_concurrency or settings.concurrency, repeats=job.repeats,
+            per_criterion=job.per_criterion, retry_failed=job.retry_failed, rpm=settings.rpm,
+            tpm=settings.tpm, context_window=endpoint.context_window or settings.context_window,
+        )
+        client = LLMClient(endpoint.endpoint, pacer=Pacer(options.concurrency))
         compact = use_compact(job, local=endpoint.local)
         sampling = settings.sampling
         if endpoint.max_tokens is not None:
@@ -157,11 +163,6 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
                 rubric, prompts, client, model=endpoint.model, sampling=sampling,
                 response_mode=settings.response_format, retry=RetryPolicy(attempts=settings.retry_attempts),
                 compact=compact,
-            )
-            options = RunOptions(
-                concurrency=endpoint.max_concurrency or settings.concurrency, repeats=job.repeats,
-                per_criterion=job.per_criterion, retry_failed=job.retry_failed, rpm=settings.rpm,
-                tpm=settings.tpm, context_window=endpoint.context_window or settings.context_window,
             )
             redact = should_redact(job, endpoint)
             with Store.open(job.out_dir) as store:

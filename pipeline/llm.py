@@ -11,6 +11,9 @@ buys nothing here (measured in bench/README.md):
 - HTTP runs on the SDK's aiohttp transport (`DefaultAioHttpClient`): the default httpx pool scans
   every connection on every request, which grows with concurrency.
 
+With a `Pacer` (pipeline.pacing), every request, retries included, waits for a place in the run's
+in-flight window, and tells it whether the endpoint asked to slow down (429/503).
+
 The SDK is imported when the first request is made, not at import time: it takes about a second,
 and commands that call no model (help, rubric, export, a resume with nothing left) should not pay it.
 """
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import FatalLLMError, LLMError, SchemaUnsupportedError, TransientLLMError
+from pipeline.pacing import SLOW_DOWN_STATUSES, Outcome, Pacer
 
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]+")
 _SCHEMA_WORDS = re.compile(r"json_schema|response_format|structured output|guided", re.IGNORECASE)
@@ -59,8 +63,10 @@ class Endpoint:
 class LLMClient:
     """An OpenAI-compatible chat endpoint, shared by every grade of a run."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, *, pacer: Pacer | None = None) -> None:
         self._endpoint = endpoint
+        self.pacer = pacer
+        """With a pacer, every request (retries included) waits for its window; without, none waits."""
         self._api_key = endpoint.api_key or "not-needed"
         self._sdk: openai.AsyncOpenAI | None = None
         self._last_success: float | None = None  # time.monotonic() of the last completion received
@@ -106,17 +112,27 @@ class LLMClient:
                                      max_tokens=max_tokens)
         head = _dumps(params)
         body = f'{head[:-1]},"response_format":{self._format_json(response_format)}}}'.encode()
+        pacer = self.pacer
+        sent_at = await pacer.acquire() if pacer is not None else 0.0
+        outcome: Outcome = "failed"
+        retry_after: float | None = None
         try:
             raw = await client.post(
                 "/chat/completions", cast_to=bytes, content=body,
                 options={"headers": {"Content-Type": "application/json"}},
             )
+            outcome = "ok"
         except openai.APIStatusError as exc:
+            if exc.status_code in SLOW_DOWN_STATUSES:
+                outcome, retry_after = "slow_down", _retry_after(exc)
             raise self._status_error(exc, response_format) from None
         except openai.APITimeoutError:
             raise TransientLLMError("the endpoint did not answer in time") from None
         except openai.APIConnectionError as exc:
             raise TransientLLMError(f"connection to the endpoint failed: {self._scrub(str(exc))}") from None
+        finally:
+            if pacer is not None:
+                pacer.release(sent_at, outcome, retry_after)
         result = _parse_completion(raw)
         self._last_success = time.monotonic()
         return result

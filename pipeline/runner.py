@@ -81,6 +81,11 @@ class RunSummary(BaseModel):
     elapsed_s: float = 0.0
     interrupted: bool = False
     redacted: bool = Field(default=False, description="Whether transcripts were redacted before sending.")
+    slow_down: int = Field(default=0, description="429 and 503 answers: the endpoint asked to slow down.")
+    lowest_in_flight: int | None = Field(
+        default=None,
+        description="The fewest requests in flight the run went down to after them (None: never lowered).",
+    )
     redactions: dict[str, int] = Field(
         default_factory=dict,
         description="Personal data replaced per kind (PiiKind value), over the transcripts sent in this run.",
@@ -321,6 +326,9 @@ async def run_grading(
         raise
     finally:
         state.summary.elapsed_s = round(time.monotonic() - state.started, 3)
+        if (pacer := grader.client.pacer) is not None and pacer.refusals:
+            state.summary.slow_down = pacer.refusals
+            state.summary.lowest_in_flight = pacer.lowest
         store.finish_run(run_id, state.summary.model_dump())
         if child is not None:
             await child.close()

@@ -134,6 +134,21 @@ def test_bad_lines_go_to_rejects_and_the_rest_are_graded(tmp_path: Path) -> None
             assert b"sk-test-secret-123456" not in f.read_bytes(), f
 
 
+def test_a_rate_limit_slows_the_run_and_the_summary_says_so(tmp_path: Path) -> None:
+    src = tmp_path / "chats.jsonl"
+    chats = make_chats(30)
+    write_jsonl(src, chats)
+    out = tmp_path / "out"
+    with MockServer(latency=0.02, rate_limit=(4, 0.25), rate_limit_retry_after=True) as server:
+        proc = kefu("grade", str(src), "--out", str(out), "--model", "mock-model", "--concurrency", "16",
+                    server=server)
+        stdout, stderr = proc.communicate(timeout=120)
+        refused = server.stats().by_status.get(429, 0)
+    assert proc.returncode == 0, stderr
+    assert finished(out) == {c.id for c in chats}  # every chat scored, none left for --retry-failed
+    assert refused > 0 and f"{refused:,} answers 429/503" in stdout, stdout
+
+
 def test_401_exits_with_a_fix_and_no_key(tmp_path: Path) -> None:
     src = tmp_path / "chats.jsonl"
     write_jsonl(src, make_chats(3))

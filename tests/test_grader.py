@@ -129,7 +129,8 @@ def test_500_timeout_and_dropped_connection_are_retried(mock_server: MockServer,
     assert len(mock_server.requests) == 5
 
 
-def grade_while_others_succeed(server: MockServer, rubric: Rubric, attempts: int) -> Grade:
+def grade_while_others_succeed(server: MockServer, rubric: Rubric, attempts: int,
+                               slow_down_attempts: int = 20) -> Grade:
     """One grade whose every attempt meets the server's next scripted answer, while between its retries
     another request of the run gets a completion (the runner's other tasks, in miniature)."""
     async def go() -> Grade:
@@ -140,7 +141,8 @@ def grade_while_others_succeed(server: MockServer, rubric: Rubric, attempts: int
                               response_format={"type": "json_object"}, temperature=0.0, seed=None, max_tokens=None)
 
         grader = Grader(rubric, PromptSet(rubric.language), client, model="mock-model", sampling=Sampling(),
-                        retry=RetryPolicy(attempts=attempts), sleep=another_request_succeeds_meanwhile)
+                        retry=RetryPolicy(attempts=attempts, slow_down_attempts=slow_down_attempts),
+                        sleep=another_request_succeeds_meanwhile)
         try:
             return await grader.grade(chat(), key="k", repeat=0, scope="all", criteria=rubric.criteria())
         finally:
@@ -160,6 +162,27 @@ def test_retries_exhausted_is_unscored_never_zero(mock_server: MockServer, rubri
     assert ("500" in (grade.error or "")) is isinstance(failure, Fault)
     assert all(cg.score is None for cg in grade.criteria)
     assert len(mock_server.requests) == 5
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_refusals_while_others_succeed_do_not_use_up_attempts(mock_server: MockServer, rubric: Rubric,
+                                                              status: int) -> None:
+    refused = Fault.rate_limited(retry_after=0) if status == 429 else Fault.server_error(503)
+    answered = Delay(seconds=0)  # another request's completion, between the retries
+    mock_server.script(refused, answered, refused, answered, refused, answered)
+    grade = grade_while_others_succeed(mock_server, rubric, attempts=2)
+    # Only the first refusal counts (nothing had succeeded since it was sent); a limit that lets others
+    # through is waited out, so the grade is scored on its 4th attempt instead of unscored on its 2nd.
+    assert grade.status == "scored" and grade.attempts == 4
+    assert [r.status for r in mock_server.requests] == [status, 200] * 3 + [200]
+
+
+def test_a_request_the_limit_never_lets_through_still_gives_up(mock_server: MockServer, rubric: Rubric) -> None:
+    answered = Delay(seconds=0)
+    mock_server.script(*[Fault.rate_limited(retry_after=0), answered] * 4)
+    grade = grade_while_others_succeed(mock_server, rubric, attempts=2, slow_down_attempts=2)
+    assert grade.status == "unscored" and grade.attempts == 4
+    assert "gave up after 4 attempts" in (grade.error or "") and "429" in (grade.error or "")
 
 
 @pytest.mark.parametrize("failure", [Drop(), Fault.server_error(), Fault.rate_limited(retry_after=0)],
