@@ -51,10 +51,11 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def mock_server(latency: float, *, python: str = sys.executable) -> Iterator[ServerProcess]:
-    """Start the mock server on a free loopback port with a fixed latency; stop it on exit."""
+def mock_server(latency: float, *, python: str = sys.executable,
+                options: Sequence[str] = ()) -> Iterator[ServerProcess]:
+    """Start the mock server on a loopback port with a fixed latency and `bench.server` options; stop it on exit."""
     proc = subprocess.Popen(
-        [python, "-m", "bench.server", "--latency", str(latency)],
+        [python, "-m", "bench.server", "--latency", str(latency), *options],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )
     try:

@@ -1,6 +1,7 @@
 """Run the mock OpenAI-compatible server on its own, for benchmarks and dry runs.
 
     python -m bench.server --port 8000 --latency 0.8 --latency-dist lognormal --error-rate 0.01 --pad 2000
+    python -m bench.server --latency 1 --rate-limit 50/1 --retry-after     # a provider's rate limit
 
 Prints the base URL to give a client, then serves until Ctrl-C. Run it from the repository root so
 `pipeline` is importable. Request bodies are not recorded: nobody reads them here.
@@ -26,12 +27,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--error-rate", type=float, default=0.0, help="fraction of model calls answered 500")
     parser.add_argument("--pad", type=int, default=0, help="characters of reasoning text added to each reply")
     parser.add_argument("--seed", type=int, default=0, help="seed for latency, errors and generated replies")
+    parser.add_argument("--rate-limit", type=_rate_limit, metavar="CALLS/SECONDS",
+                        help="accept at most CALLS model calls in any SECONDS; answer the rest 429 at once")
+    parser.add_argument("--retry-after", action="store_true",
+                        help="with --rate-limit: send Retry-After (seconds until a call leaves the window)")
     args = parser.parse_args(argv)
     if args.latency_dist == "lognormal" and args.latency <= 0:
         parser.error("--latency-dist lognormal needs a positive --latency (its mean)")
     if not 0 <= args.error_rate <= 1:
         parser.error("--error-rate is a fraction between 0 and 1")
     return args
+
+
+def _rate_limit(text: str) -> tuple[int, float]:
+    calls, _, seconds = text.partition("/")
+    try:
+        limit = int(calls), float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CALLS/SECONDS such as 50/1, got {text!r}") from None
+    if limit[0] < 1 or limit[1] <= 0:
+        raise argparse.ArgumentTypeError(f"CALLS and SECONDS must be positive, got {text!r}")
+    return limit
 
 
 async def serve(server: MockServer) -> None:
@@ -50,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         error_rate=args.error_rate,
         pad_chars=args.pad,
         record_bodies=False,
+        rate_limit=args.rate_limit,
+        rate_limit_retry_after=args.retry_after,
     )
     try:
         asyncio.run(serve(server))

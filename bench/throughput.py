@@ -4,6 +4,7 @@
     python -m bench.throughput --cli           # `python -m pipeline grade` end to end: L=1 s, C=128, N=1,280
     python -m bench.throughput --breakdown     # where a transcript's client CPU goes, step by step
     python -m bench.throughput --sdk-share     # L=0 cells with the SDK, and with its request path swapped out
+    python -m bench.throughput --rate-limited  # the CLI against a provider's rate limit (429s, Retry-After)
 
 Every transcript is graded in all-criteria mode against rubric/ecommerce_cs.yaml (one structured call per
 transcript). Each grid cell runs in a fresh child process, so its CPU and peak RSS are its own; the clock
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from typing import Any
 from bench.chats import chats_file
 from bench.harness import (
     REPO,
+    ServerProcess,
     command_env,
     compile_package,
     describe_machine,
@@ -68,6 +71,7 @@ async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str, trans
 
     from pipeline.grader import Grader, Sampling
     from pipeline.llm import Endpoint, LLMClient
+    from pipeline.pacing import Pacer
     from pipeline.prompting import PromptSet
     from pipeline.rubric import load_rubric
     from pipeline.runner import RunOptions, run_grading
@@ -76,7 +80,9 @@ async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str, trans
 
     rubric = load_rubric(RUBRIC)
     prompts = PromptSet(rubric.language)
-    client = LLMClient(Endpoint(base_url, None)) if transport == "sdk" else _aiohttp_client(base_url)
+    # Paced as `kefu grade` is (about 2 µs a request when nothing is refused).
+    client = (LLMClient(Endpoint(base_url, None), pacer=Pacer(concurrency)) if transport == "sdk"
+              else _aiohttp_client(base_url))
     grader = Grader(rubric, prompts, client, model=MODEL, sampling=Sampling())
     system_tokens = estimate_tokens(prompts.system(rubric, rubric.criteria()))
     with tempfile.TemporaryDirectory(prefix="kefu-bench-") as tmp, Store.open(Path(tmp)) as store:
@@ -188,39 +194,81 @@ def sdk_share(n: int = 2000, concurrency: int = 64, rounds: int = 3) -> None:
 # --- the CLI end to end ------------------------------------------------------------------------
 
 
-def cli_end_to_end(latency: float = 1.0, concurrency: int = 128, n: int = 1280) -> None:
-    """Time `python -m pipeline grade` as a subprocess, process start and exports included."""
-    chats = chats_file(n)
-    compile_package()
-    start = _time_command([sys.executable, "-m", "pipeline", "--help"])
-    with mock_server(latency) as server, tempfile.TemporaryDirectory(prefix="kefu-bench-cli-") as tmp:
-        env = command_env()
+@dataclass
+class CliRun:
+    """One `python -m pipeline grade` subprocess: its clock, its CPU (children included), the server's
+    CPU over the same time, and the summary the run stored."""
+
+    wall: float
+    cpu: float
+    server_cpu: float
+    load: str
+    summary: dict[str, Any]
+
+
+def run_cli(chats: Path, server: ServerProcess, concurrency: int) -> CliRun:
+    """Grade `chats` with the real CLI against `server` into a temporary run folder."""
+    with tempfile.TemporaryDirectory(prefix="kefu-bench-cli-") as tmp:
         command = [sys.executable, "-m", "pipeline", "grade", str(chats), "--base-url", server.base_url,
                    "--model", MODEL, "--concurrency", str(concurrency), "--out", tmp]
         load = load_average()
         server_before = server.cpu_seconds()
         usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+        proc = subprocess.run(command, cwd=REPO, env=command_env(), capture_output=True, text=True)
         wall = time.perf_counter() - t0
         usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         server_cpu = server.cpu_seconds() - server_before
         if proc.returncode != 0:
             raise SystemExit(f"kefu grade failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-        run = last_run_summary(Path(tmp))
+        summary = last_run_summary(Path(tmp))
     cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    return CliRun(wall, cpu, server_cpu, load, summary)
+
+
+def cli_end_to_end(latency: float = 1.0, concurrency: int = 128, n: int = 1280) -> None:
+    """Time `python -m pipeline grade` as a subprocess, process start and exports included."""
+    chats = chats_file(n)
+    compile_package()
+    start = _time_command([sys.executable, "-m", "pipeline", "--help"])
+    with mock_server(latency) as server:
+        cli = run_cli(chats, server, concurrency)
+    run = cli.summary
     ideal = ideal_seconds(n, concurrency, latency)
     print(f"Machine: {describe_machine()}\n")
-    print(f"    {command[0]} -m pipeline grade CHATS --base-url URL --model {MODEL} "
+    print(f"    {sys.executable} -m pipeline grade CHATS --base-url URL --model {MODEL} "
           f"--concurrency {concurrency} --out DIR\n")
     print_table(
         ["L (s)", "C", "N", "graded", "wall (s)", "ideal (s)", "wall/ideal", "within 10%",
          "runner elapsed (s)", "`pipeline --help` (s)", "CLI CPU (s)", "CPU ms/transcript", "server CPU (s)",
          "load at start"],
-        [[f"{latency:g}", concurrency, n, run["graded"], f"{wall:.2f}", f"{ideal:.1f}", f"{wall / ideal:.2f}",
-          "yes" if wall <= 1.1 * ideal else "no", f"{run['elapsed_s']:.2f}", f"{start:.2f}", f"{cpu:.1f}",
-          f"{1000 * cpu / n:.2f}", f"{server_cpu:.1f}", load]],
+        [[f"{latency:g}", concurrency, n, run["graded"], f"{cli.wall:.2f}", f"{ideal:.1f}", f"{cli.wall / ideal:.2f}",
+          "yes" if cli.wall <= 1.1 * ideal else "no", f"{run['elapsed_s']:.2f}", f"{start:.2f}", f"{cli.cpu:.1f}",
+          f"{1000 * cli.cpu / n:.2f}", f"{cli.server_cpu:.1f}", cli.load]],
     )
+
+
+def rate_limited(latency: float = 1.0, concurrency: int = 128, n: int = 1000, calls: int = 50,
+                 seconds: float = 1.0) -> None:
+    """The CLI against a server that takes `calls` model calls per `seconds` and answers the rest 429,
+    with and without Retry-After: the limit, not the client, should set the pace, and no chat should
+    end unscored. The limit's ideal is N/rate (+ one latency for the last wave)."""
+    chats = chats_file(n)
+    compile_package()
+    rate = calls / seconds
+    ideal = n / rate + latency
+    rows = []
+    for retry_after in (True, False):
+        options = ["--rate-limit", f"{calls}/{seconds:g}", *(["--retry-after"] if retry_after else [])]
+        with mock_server(latency, options=options) as server:
+            cli = run_cli(chats, server, concurrency)
+        run = cli.summary
+        rows.append([f"{latency:g}", concurrency, n, f"{rate:g}/s", "yes" if retry_after else "no", run["graded"],
+                     run["unscored"], run.get("slow_down", 0), run.get("lowest_in_flight") or concurrency,
+                     f"{cli.wall:.2f}", f"{ideal:.1f}", f"{cli.wall / ideal:.2f}", cli.load])
+    print(f"Machine: {describe_machine()}\n")
+    print_table(["L (s)", "C", "N", "limit", "Retry-After", "graded", "unscored", "429s", "lowest in flight",
+                 "wall (s)", "limit's ideal (s)", "wall/ideal", "load at start"], rows)
 
 
 def _time_command(command: list[str]) -> float:
@@ -315,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--cli", action="store_true", help="time the real CLI end to end (L=1, C=128, N=1280)")
     mode.add_argument("--breakdown", action="store_true", help="client CPU per step of a grade")
+    mode.add_argument("--rate-limited", action="store_true",
+                      help="the CLI against a 50-a-second rate limit, with and without Retry-After")
     mode.add_argument("--sdk-share", action="store_true",
                       help="L=0 cells with the SDK and with a plain aiohttp POST, alternately")
     mode.add_argument("--cell", nargs=4, metavar=("CHATS", "N", "C", "URL"), help=argparse.SUPPRESS)
@@ -328,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
         cli_end_to_end()
     elif args.breakdown:
         breakdown()
+    elif args.rate_limited:
+        rate_limited()
     elif args.sdk_share:
         sdk_share()
     else:
