@@ -55,7 +55,8 @@ class TransientLLMError(LLMError):
 
 
 class EndpointDownError(TransientLLMError):
-    """A grade gave up, and no request of the run has succeeded since it started.
+    """A grade gave up, and no request of the run has succeeded since it started (or half of the run's
+    latest 100 grades gave up: `pipeline.grader.FAILING_WINDOW`).
 
     The run stops here rather than mark every remaining chat unscored: at a wrong --base-url, a
     stopped server, a model server that answers 500 to everything or a spent quota, a whole backlog

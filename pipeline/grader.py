@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -32,6 +33,11 @@ from pipeline.schema import GradeSchema, build_grade_schema
 from pipeline.transcripts import Transcript
 
 log = logging.getLogger("kefu.grader")
+
+FAILING_WINDOW = 100
+"""A run stops when, of its latest this-many grades, ..."""
+FAILING_SHARE = 0.5
+"""... at least this share ran out of retries on transient errors (see `Grader.grade`)."""
 
 ResponseMode = Literal["auto", "json_schema", "json_object"]
 Status = Literal["scored", "unscored"]
@@ -190,6 +196,7 @@ class Grader:
             "json_object" if response_mode == "json_object" else "json_schema"
         )
         self._auto = response_mode == "auto"
+        self._gave_up: deque[bool] = deque(maxlen=FAILING_WINDOW)  # per latest grade: ran out of retries?
 
     def scopes(self, per_criterion: bool) -> list[tuple[str, list[Criterion]]]:
         """The calls one transcript needs: one for all criteria, or one per criterion."""
@@ -198,7 +205,9 @@ class Grader:
     async def grade(self, transcript: Transcript, *, key: str, repeat: int, scope: str,
                     criteria: Sequence[Criterion]) -> Grade:
         """Grade one transcript on `criteria`; never raises for a model failure except FatalLLMError, and
-        EndpointDownError when no request has succeeded since this grade started (see pipeline.errors)."""
+        EndpointDownError when no request has succeeded since this grade started (see pipeline.errors) or
+        when half of the run's latest 100 grades ran out of retries: an endpoint that fails nine requests in
+        ten would otherwise leave most of a backlog unscored, ~30 s of retries a chat."""
         started = time.monotonic()
         schema = build_grade_schema(criteria, compact=self.compact)
         messages = self.prompts.messages(self.rubric, criteria, transcript, compact=self.compact)
@@ -207,6 +216,7 @@ class Grader:
         reply: str | None = None
         error: str | None = None
         parsed: BaseModel | None = None
+        gave_up: TransientLLMError | None = None  # the error this grade ran out of retries on
         try:
             result = await self._call(messages, schema, outcome, usage, transcript.id)
             reply = result.content
@@ -237,6 +247,8 @@ class Grader:
                     "every finished grade is saved, and the same command resumes", status=exc.status,
                 ) from None
             error = f"gave up after {outcome.attempts} attempts: {exc}"
+            gave_up = exc if isinstance(exc, TransientLLMError) else None
+        self._count_gave_up(gave_up)
         return Grade(
             key=key,
             transcript_id=transcript.id,
@@ -255,6 +267,17 @@ class Grader:
             latency_s=round(time.monotonic() - started, 4),
             created_at=datetime.now(UTC),
         )
+
+    def _count_gave_up(self, gave_up: TransientLLMError | None) -> None:
+        self._gave_up.append(gave_up is not None)
+        failed = sum(self._gave_up)
+        if gave_up is not None and len(self._gave_up) == FAILING_WINDOW and failed >= FAILING_SHARE * FAILING_WINDOW:
+            raise EndpointDownError(
+                f"{failed} of the last {FAILING_WINDOW} grades ran out of retries on {self.client.base_url} "
+                f"(the last: {gave_up}). The endpoint is failing most requests: check its logs and load, or lower "
+                "--concurrency; every finished grade is saved, and the same command resumes",
+                status=gave_up.status,
+            )
 
     async def _call(self, messages: list[dict[str, str]], schema: GradeSchema, outcome: RetryOutcome,
                     usage: _Usage, label: str) -> ChatResult:

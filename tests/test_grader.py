@@ -185,6 +185,50 @@ def test_a_request_the_limit_never_lets_through_still_gives_up(mock_server: Mock
     assert "gave up after 4 attempts" in (grade.error or "") and "429" in (grade.error or "")
 
 
+def grade_in_turn(server: MockServer, rubric: Rubric, gives_up: list[bool]) -> list[Grade]:
+    """Grade one chat per entry, one after the other with one grader, 2 attempts each: an entry that is
+    True meets 500 twice (with another request's completion between its tries), False is answered."""
+    answered = Delay(seconds=0)
+    for fails in gives_up:
+        server.script(*([Fault.server_error(), answered, Fault.server_error()] if fails else [answered]))
+
+    async def go() -> list[Grade]:
+        client = LLMClient(Endpoint(server.base_url, "test-key"))
+
+        async def another_request_succeeds_meanwhile(_: float) -> None:
+            await client.chat([{"role": "user", "content": "在吗"}], model="mock-model",
+                              response_format={"type": "json_object"}, temperature=0.0, seed=None, max_tokens=None)
+
+        grader = Grader(rubric, PromptSet(rubric.language), client, model="mock-model", sampling=Sampling(),
+                        retry=RetryPolicy(attempts=2), sleep=another_request_succeeds_meanwhile)
+        grades: list[Grade] = []
+        try:
+            for i in range(len(gives_up)):
+                grades.append(await grader.grade(chat(tid=f"t{i}"), key=f"k{i}", repeat=0, scope="all",
+                                                 criteria=rubric.criteria()))
+        finally:
+            await client.close()
+        return grades
+
+    return asyncio.run(go())
+
+
+def test_a_run_stops_when_half_of_its_latest_100_grades_ran_out_of_retries(mock_server: MockServer,
+                                                                          rubric: Rubric) -> None:
+    with pytest.raises(EndpointDownError) as info:
+        grade_in_turn(mock_server, rubric, [True] * 49 + [False] * 50 + [True])
+    message = str(info.value)
+    assert "50 of the last 100 grades ran out of retries" in message and "HTTP 500" in message
+    assert "resumes" in message and "test-key" not in message
+    assert mock_server.script_remaining == 0
+
+
+def test_fewer_than_half_running_out_of_retries_leaves_them_unscored(mock_server: MockServer,
+                                                                     rubric: Rubric) -> None:
+    grades = grade_in_turn(mock_server, rubric, [True] * 48 + [False] * 51 + [True])
+    assert [g.status for g in grades].count("unscored") == 49 and grades[-1].status == "unscored"
+
+
 @pytest.mark.parametrize("failure", [Drop(), Fault.server_error(), Fault.rate_limited(retry_after=0)],
                          ids=["dropped", "500", "429"])
 def test_an_endpoint_that_serves_nothing_stops_the_run_instead_of_unscoring(
