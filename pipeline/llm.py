@@ -31,6 +31,8 @@ from pipeline.pacing import SLOW_DOWN_STATUSES, Outcome, Pacer
 
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]+")
 _SCHEMA_WORDS = re.compile(r"json_schema|response_format|structured output|guided", re.IGNORECASE)
+# OpenAI answers 429 to one request larger than the tokens-per-minute limit: no wait will let it through.
+_TOO_LARGE = re.compile(r"request too large", re.IGNORECASE)
 # Distinct response formats are few (one per scope); the cap only guards against a caller that builds
 # a new dict per call.
 _FORMAT_CACHE_SIZE = 64
@@ -123,9 +125,10 @@ class LLMClient:
             )
             outcome = "ok"
         except openai.APIStatusError as exc:
-            if exc.status_code in SLOW_DOWN_STATUSES:
-                outcome, retry_after = "slow_down", _retry_after(exc)
-            raise self._status_error(exc, response_format) from None
+            error = self._status_error(exc, response_format)
+            if isinstance(error, TransientLLMError) and exc.status_code in SLOW_DOWN_STATUSES:
+                outcome, retry_after = "slow_down", error.retry_after
+            raise error from None
         except openai.APITimeoutError:
             raise TransientLLMError("the endpoint did not answer in time") from None
         except openai.APIConnectionError as exc:
@@ -164,6 +167,10 @@ class LLMClient:
     def _status_error(self, exc: openai.APIStatusError, response_format: dict[str, Any]) -> LLMError:
         status = exc.status_code
         message = self._scrub(_error_message(exc))
+        if status == 429 and _TOO_LARGE.search(message):
+            # Neither transient (retrying cannot help) nor fatal (the other chats are fine): this chat is unscored.
+            return LLMError(f"HTTP 429: {message} (this chat alone is over the account's tokens-per-minute "
+                            "limit; a model or tier with a higher limit can grade it)", status=status)
         if status == 429 or status >= 500 or status in (408, 409):
             return TransientLLMError(f"HTTP {status}: {message}", status=status, retry_after=_retry_after(exc))
         if status == 400 and response_format.get("type") == "json_schema" and _SCHEMA_WORDS.search(message):

@@ -13,7 +13,7 @@ import pytest
 from pipeline.errors import EndpointDownError, FatalLLMError
 from pipeline.grader import Grade, Grader, Sampling, verify_quote
 from pipeline.llm import Endpoint, LLMClient
-from pipeline.mockserver import Content, Delay, Drop, Fault, MockServer
+from pipeline.mockserver import Content, Delay, Drop, Fault, MockServer, openai_error
 from pipeline.prompting import PromptSet
 from pipeline.retry import RetryPolicy
 from pipeline.rubric import Rubric, load_rubric
@@ -239,6 +239,18 @@ def test_an_endpoint_that_serves_nothing_stops_the_run_instead_of_unscoring(
     message = str(info.value)
     assert f"no request to {mock_server.base_url} has succeeded" in message and "resumes" in message
     assert "test-key" not in message and len(mock_server.requests) == 3
+
+
+def test_a_request_over_the_tokens_per_minute_limit_is_unscored_at_once(mock_server: MockServer,
+                                                                         rubric: Rubric) -> None:
+    too_large = Fault(status=429, body=openai_error(
+        "Request too large for gpt-4o-mini in organization org-x on tokens per min (TPM): Limit 30000, "
+        "Requested 45000. The input or output tokens must be reduced in order to run successfully.",
+        "tokens", code="rate_limit_exceeded"))
+    mock_server.script(too_large)
+    [grade] = grade_once(mock_server, rubric, chat(), attempts=4)
+    assert grade.status == "unscored" and grade.attempts == 1 and len(mock_server.requests) == 1
+    assert "Request too large" in (grade.error or "") and "tokens-per-minute" in (grade.error or "")
 
 
 def test_401_fails_fast_without_leaking_the_key(mock_server: MockServer, rubric: Rubric) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.errors import LLMError
 from pipeline.grader import Grader, Sampling
 from pipeline.llm import Endpoint, LLMClient
-from pipeline.mockserver import MockServer
+from pipeline.mockserver import Fault, MockServer, openai_error
 from pipeline.pacing import Pacer
 from pipeline.prompting import PromptSet
 from pipeline.retry import RetryPolicy
@@ -115,6 +116,32 @@ def test_a_cancelled_wait_gives_its_place_back() -> None:
         assert pacer.in_flight == 1
 
     asyncio.run(go())
+
+
+def test_only_a_rate_limit_or_an_overload_slows_the_window(mock_server: MockServer) -> None:
+    too_large = Fault(status=429, body=openai_error("Request too large for gpt-4o-mini on tokens per min (TPM)",
+                                                    "tokens", code="rate_limit_exceeded"))
+    mock_server.script(too_large, Fault.server_error(500), Fault.rate_limited(retry_after=None),
+                       Fault.server_error(503))
+
+    async def go() -> list[tuple[int, int]]:
+        pacer = Pacer(10)
+        client = LLMClient(Endpoint(mock_server.base_url, "k"), pacer=pacer)
+        seen = []
+        try:
+            for _ in range(4):
+                with pytest.raises(LLMError):
+                    await client.chat([{"role": "user", "content": "在吗"}], model="m",
+                                      response_format={"type": "json_object"}, temperature=None, seed=None,
+                                      max_tokens=None)
+                seen.append((pacer.refusals, pacer.window))
+        finally:
+            await client.close()
+        assert pacer.in_flight == 0
+        return seen
+
+    # too large for the TPM limit, and a 500: no change; then a 429 and a 503: one cut each (each sent after the last)
+    assert asyncio.run(go()) == [(0, 10), (0, 10), (1, 7), (2, 4)]
 
 
 @pytest.fixture(scope="module")
