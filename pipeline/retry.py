@@ -7,8 +7,7 @@ injectable `sleep`, so tests run instantly.
 A 429 or 503 while other requests got through (`served_since`) is a rate limit at work, not a failing
 endpoint: it does not use up the call's `attempts`, so a backlog sent faster than the limit is slowed
 down (pipeline.pacing) rather than left unscored. `slow_down_attempts` still bounds such retries, for
-a request the limit will never let through (OpenAI answers 429 to a request larger than the
-tokens-per-minute limit).
+a request that a limit never lets through while it lets others through.
 """
 
 from __future__ import annotations
