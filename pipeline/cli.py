@@ -40,7 +40,16 @@ from pipeline.cli_options import (
     TimeoutOpt,
     TpmOpt,
 )
-from pipeline.console import announce, console, fail, grading_progress, log_to, out, read_ids
+from pipeline.console import (
+    announce,
+    console,
+    fail,
+    grading_progress,
+    log_to,
+    out,
+    rate_limit_note,
+    read_ids,
+)
 from pipeline.endpoints import NO_ENDPOINT
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
 from pipeline.exports import export_run
@@ -75,9 +84,8 @@ def _print_summary(result: JobResult, out_dir: Path) -> None:
     cached = f", {s.cached_tokens:,} from cache" if s.cached_tokens else ""
     table.add_row("tokens", f"{s.prompt_tokens:,} prompt{cached}, {s.completion_tokens:,} completion")
     table.add_row("elapsed", f"{s.elapsed_s:.1f} s")
-    if s.slow_down:
-        table.add_row("rate limited", f"{s.slow_down:,} answers 429/503; in flight went down to {s.lowest_in_flight} "
-                                      "(a lower --concurrency or an --rpm near the endpoint's limit avoids them)")
+    if (limited := rate_limit_note(s)) is not None:
+        table.add_row("rate limited", limited)
     replaced = ", ".join(f"{LABELS[PiiKind(k)]} {n}" for k, n in s.redactions.items())
     table.add_row("PII redaction", ("on" if s.redacted else "off") + (f"  ({replaced})" if replaced else ""))
     for dim, mean in result.dimension_means.items():

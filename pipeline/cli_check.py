@@ -40,7 +40,16 @@ from pipeline.cli_options import (
     TimeoutOpt,
     TpmOpt,
 )
-from pipeline.console import announce, console, fail, grading_progress, log_to, out, read_ids
+from pipeline.console import (
+    announce,
+    console,
+    fail,
+    grading_progress,
+    log_to,
+    out,
+    rate_limit_note,
+    read_ids,
+)
 from pipeline.errors import KefuError
 from pipeline.settings import load_settings
 
@@ -84,6 +93,8 @@ def _print_result(result: CheckResult, folder: Path) -> None:
     if result.grading is not None:
         out.print(f"grades: {result.grading.graded} new, {result.grading.skipped} already stored, "
                   f"{result.grading.unscored} unscored")
+        if (limited := rate_limit_note(result.grading)) is not None:
+            out.print(f"rate limited: {limited}")
     if result.label_rejects:
         out.print(f"[yellow]{result.label_rejects} label line(s) rejected[/yellow]: {folder / LABEL_REJECTS}")
     for note in result.notes:

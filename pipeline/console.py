@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
@@ -31,6 +31,9 @@ from rich.text import Text
 from pipeline.endpoints import LOCAL_MODEL_NOTICE, ResolvedEndpoint
 from pipeline.errors import FatalLLMError, KefuError, RubricError, TransientLLMError
 from pipeline.grader import Grade
+
+if TYPE_CHECKING:
+    from pipeline.runner import RunSummary
 
 #: Messages and progress go to stderr; results (tables, paths) to stdout, so they can be piped.
 console = Console(stderr=True)
@@ -77,6 +80,14 @@ def log_to(out_dir: Path) -> None:
     root.setLevel(logging.INFO)
     root.propagate = False
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def rate_limit_note(summary: RunSummary) -> str | None:
+    """What the endpoint's refusals did to a run (pipeline.pacing), for `grade` and `check` alike; None if none."""
+    if not summary.slow_down:
+        return None
+    return (f"{summary.slow_down:,} answers 429/503; in flight went down to {summary.lowest_in_flight} "
+            "(a lower --concurrency or an --rpm near the endpoint's limit avoids them)")
 
 
 def announce(endpoint: ResolvedEndpoint) -> None:

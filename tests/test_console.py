@@ -7,7 +7,8 @@ import io
 from rich.console import Console
 from rich.progress import Progress
 
-from pipeline.console import RichProgress
+from pipeline.console import RichProgress, rate_limit_note
+from pipeline.runner import RunSummary
 
 
 def test_skipped_calls_leave_the_total_and_the_last_skips_are_shown() -> None:
@@ -35,3 +36,9 @@ def test_skips_without_a_known_total_change_nothing() -> None:
     sink.skip(5)
     sink.show_total()
     assert progress.tasks[0].total is None
+
+
+def test_rate_limit_note_only_when_the_endpoint_refused() -> None:
+    assert rate_limit_note(RunSummary(graded=5)) is None
+    note = rate_limit_note(RunSummary(graded=5, slow_down=1234, lowest_in_flight=7))
+    assert note is not None and note.startswith("1,234 answers 429/503; in flight went down to 7")
