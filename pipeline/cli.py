@@ -40,16 +40,7 @@ from pipeline.cli_options import (
     TimeoutOpt,
     TpmOpt,
 )
-from pipeline.console import (
-    announce,
-    console,
-    fail,
-    grading_progress,
-    log_to,
-    out,
-    rate_limit_note,
-    read_ids,
-)
+from pipeline.console import announce, console, fail, grading_progress, log_to, out, rate_limit_note, read_ids
 from pipeline.endpoints import NO_ENDPOINT
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
 from pipeline.exports import export_run

@@ -53,6 +53,12 @@ class TransientLLMError(LLMError):
         self.retry_after = retry_after
         super().__init__(message, status=status)
 
+    @property
+    def slow_down(self) -> bool:
+        """A rate limit (429) or an overloaded server (503): the endpoint asks for fewer requests
+        (pipeline.pacing), rather than failing."""
+        return self.status in (429, 503)
+
 
 class EndpointDownError(TransientLLMError):
     """A grade gave up, and no request of the run has succeeded since it started (or half of the run's

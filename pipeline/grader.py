@@ -270,8 +270,9 @@ class Grader:
 
     def _count_gave_up(self, gave_up: TransientLLMError | None) -> None:
         self._gave_up.append(gave_up is not None)
-        failed = sum(self._gave_up)
-        if gave_up is not None and len(self._gave_up) == FAILING_WINDOW and failed >= FAILING_SHARE * FAILING_WINDOW:
+        if gave_up is None or len(self._gave_up) < FAILING_WINDOW:
+            return  # the count is only needed when a grade has just given up
+        if (failed := sum(self._gave_up)) >= FAILING_SHARE * FAILING_WINDOW:
             raise EndpointDownError(
                 f"{failed} of the last {FAILING_WINDOW} grades ran out of retries on {self.client.base_url} "
                 f"(the last: {gave_up}). The endpoint is failing most requests: check its logs and load, or lower "

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import FatalLLMError, LLMError, SchemaUnsupportedError, TransientLLMError
-from pipeline.pacing import SLOW_DOWN_STATUSES, Outcome, Pacer
+from pipeline.pacing import Outcome, Pacer
 
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]+")
 _SCHEMA_WORDS = re.compile(r"json_schema|response_format|structured output|guided", re.IGNORECASE)
@@ -126,7 +126,7 @@ class LLMClient:
             outcome = "ok"
         except openai.APIStatusError as exc:
             error = self._status_error(exc, response_format)
-            if isinstance(error, TransientLLMError) and exc.status_code in SLOW_DOWN_STATUSES:
+            if isinstance(error, TransientLLMError) and error.slow_down:
                 outcome, retry_after = "slow_down", error.retry_after
             raise error from None
         except openai.APITimeoutError:

@@ -22,13 +22,12 @@ from typing import Literal
 
 log = logging.getLogger("kefu.pacing")
 
-SLOW_DOWN_STATUSES = frozenset({429, 503})
-"""The answers that mean "slow down": a rate limit, an overloaded server."""
 _CUT = 0.7
 """What a refusal leaves of the window."""
 
 Outcome = Literal["ok", "slow_down", "failed"]
-"""How a request ended: a completion, a 429/503, or anything else (which leaves the window alone)."""
+"""How a request ended: a completion, a 429/503 (`TransientLLMError.slow_down`), or anything else
+(which leaves the window alone)."""
 
 
 class Pacer:
@@ -67,7 +66,7 @@ class Pacer:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                await waiter  # `_hand_on` counts this request in before waking it
+                await waiter  # `_free` counts this request in before waking it
             except asyncio.CancelledError:
                 if not waiter.cancelled():
                     self._free()  # a place was handed on to this request: pass it on

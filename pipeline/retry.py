@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from pipeline.errors import TransientLLMError
-from pipeline.pacing import SLOW_DOWN_STATUSES
 
 T = TypeVar("T")
 log = logging.getLogger("kefu.retry")
@@ -65,7 +64,7 @@ async def call_with_retries(
 
     `served_since(t)`: whether any request of the endpoint succeeded after time.monotonic() `t`.
     """
-    sent = [0.0, 0.0]  # when the previous attempt and this one were sent
+    previous_sent = sent = 0.0  # when the previous attempt and the latest one were sent
     counted = 0  # failed attempts that count against `policy.attempts`
     judged = 0  # the attempt `counted` has seen (tenacity asks `wait`, then `stop`, about each failure)
 
@@ -75,8 +74,8 @@ async def call_with_retries(
             return
         judged = state.attempt_number
         exc = state.outcome.exception() if state.outcome else None
-        if not (isinstance(exc, TransientLLMError) and exc.status in SLOW_DOWN_STATUSES
-                and served_since is not None and served_since(sent[0])):
+        if not (isinstance(exc, TransientLLMError) and exc.slow_down
+                and served_since is not None and served_since(previous_sent)):
             counted += 1  # free only when another request got through since the previous try was sent
 
     def stop(state: RetryCallState) -> bool:
@@ -111,6 +110,6 @@ async def call_with_retries(
         with attempt:
             outcome.attempts = attempt.retry_state.attempt_number
             now = time.monotonic()
-            sent[:] = [sent[1] if outcome.attempts > 1 else now, now]
+            previous_sent, sent = (sent if outcome.attempts > 1 else now), now
             return await call()
     raise AssertionError("unreachable: tenacity either returns or reraises")  # pragma: no cover
