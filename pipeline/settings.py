@@ -163,6 +163,7 @@ _RULES = {
     "temperature": "须为 0 到 2 之间的数 (must be a number from 0 to 2)",
     "max_tokens": "须为正整数 (must be a whole number of at least 1)",
     "model": "不能为空 (must name a model)",
+    "api_key_env": "须为环境变量名 (must name an environment variable)",
     "timeout": "须为大于 0 的秒数 (must be a number of seconds above 0)",
     "rpm": "须为大于 0 的数 (must be a number above 0)",
     "tpm": "须为大于 0 的数 (must be a number above 0)",

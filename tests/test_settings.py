@@ -65,6 +65,7 @@ def test_no_endpoint_means_local(tmp_path: Path) -> None:
     ({"max_tokens": -1}, "--max-tokens 的值 -1 无效"),
     ({"model": ""}, "--model 的值 '' 无效"),
     ({"model": "  "}, "--model 的值 '  ' 无效"),
+    ({"api_key_env": ""}, "--api-key-env 的值 '' 无效：须为环境变量名"),
     ({"base_url": "not a url"}, "--base-url 的值 'not a url' 无效"),
     ({"base_url": "ftp://files.example/v1"}, "--base-url 的值 'ftp://files.example/v1' 无效"),
     ({"base_url": "localhost:8000/v1"}, "--base-url 的值 'localhost:8000/v1' 无效"),
