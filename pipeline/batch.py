@@ -28,13 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.batch_limits import MAX_BYTES, MAX_REQUESTS
 from pipeline.checks import ServiceChecker
-from pipeline.errors import ConfigError, FatalLLMError, LLMError, TransientLLMError
+from pipeline.errors import ConfigError, LLMError, TransientLLMError
 from pipeline.grader import Sampling, grade_from_reply, grade_scopes, response_format_for
 from pipeline.llm import ChatResult, Endpoint, chat_request_body, parse_chat_completion
 from pipeline.prompting import PromptSet, transcript_hash
 from pipeline.redaction import RedactionConfig, redact_transcript
 from pipeline.rubric import Criterion, Rubric
 from pipeline.schema import build_grade_schema
+from pipeline.status_errors import error_for_status
 from pipeline.store import Store, grade_key
 from pipeline.transcripts import Reject, Transcript, write_rejects
 
@@ -57,15 +58,6 @@ _MISSING = {
     "cancelled": "the batch was cancelled before this request ran",
     "failed": "the batch failed before any request ran",
 }
-_HINTS = {
-    400: "the provider rejected the request; see the message",
-    401: "the API key was refused: set OPENAI_API_KEY (or --api-key-env) to a valid key for this endpoint",
-    403: "the API key may not use the Batch API or this model",
-    404: "check --base-url; many OpenAI-compatible servers have no Batch API (use `kefu batch write` and "
-         "vLLM's run_batch, then `kefu batch collect-local`)",
-}
-
-
 class BatchWriteResult(BaseModel):
     """What `write_batch_files` wrote."""
 
@@ -305,10 +297,7 @@ def _provider(doing: str) -> Iterator[None]:
         yield
     except openai.APIStatusError as exc:
         status = exc.status_code
-        message = f"{doing}: HTTP {status}: {exc.message}"
-        if status == 429 or status >= 500 or status in (408, 409):
-            raise TransientLLMError(f"{message} (run the same command again: it resumes)", status=status) from None
-        raise FatalLLMError(message, status=status, hint=_HINTS.get(status, "see the message")) from None
+        raise error_for_status(status, f"{doing}: HTTP {status}: {exc.message}", batch=True) from None
     except openai.APIConnectionError as exc:
         raise TransientLLMError(f"{doing}: cannot reach the endpoint ({exc}); run the same command again") from None
 

@@ -96,6 +96,7 @@ def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> Job
         if expected is not None and job.limit is not None:
             expected = min(expected, job.limit)
         settings = load_settings(config, overrides)
+        settings.check_endpoint()
         with grading_progress() as progress:
             result = asyncio.run(run_job(job, settings, progress=progress, expected_transcripts=expected,
                                          on_endpoint=announce))

@@ -4,7 +4,7 @@ pipeline/cli.py registers them (`app.command("check")(check)`, `app.command("rep
 `python -m pipeline.cli_check check …` runs them on their own. Exit codes: 0 done, 1 a criterion is
 below `--fail-under`, 2 bad input or settings, 130 interrupted (every finished grade is kept).
 
-`--fail-under X` is a floor on each labelled criterion's weighted-kappa *point estimate* (not the
+`--fail-under X` (from -1 to 1) is a floor on each labelled criterion's weighted-kappa *point estimate* (not the
 verdict, whose thresholds are set separately): a criterion whose kappa is below X, or undefined
 because there was nothing to agree on, fails the command. With two rubrics, both are held to it.
 """
@@ -41,7 +41,7 @@ from pipeline.cli_options import (
     TpmOpt,
 )
 from pipeline.console import announce, console, fail, grading_progress, log_to, out, rate_limit_note, read_ids
-from pipeline.errors import KefuError
+from pipeline.errors import ConfigError, KefuError
 from pipeline.settings import load_settings
 
 # The statistics and the report are imported by the commands that use them: `kefu grade` and
@@ -148,6 +148,9 @@ def check(
     from pipeline.consistency import CheckJob, CheckOptions, criteria_below, run_check, run_comparison
     from pipeline.report import load_result, write_report, write_rubric_comparison
 
+    if fail_under is not None and not -1 <= fail_under <= 1:  # also nan: a floor no kappa could pass
+        fail(ConfigError(f"--fail-under 的值 {fail_under!r} 无效：须为 -1 到 1 之间的数，加权 κ 的取值范围 "
+                         "(must be a number from -1 to 1, the range of weighted kappa)"))
     rubrics = rubric or [REPO / "rubric/ecommerce_cs.yaml"]
     if len(rubrics) > 2:
         console.print("[red]error:[/red] give --rubric once, or twice to compare two wordings")
@@ -176,6 +179,7 @@ def check(
     log_to(out_dir)
     try:
         settings = load_settings(config, overrides)
+        settings.check_endpoint()
         previous = load_result(compare) if compare is not None else None
         with grading_progress() as sink:
             if len(rubrics) == 1:

@@ -10,10 +10,13 @@ from typing import Annotated
 
 import typer
 
+from pipeline.llm import DEFAULT_TIMEOUT
+
 Inputs = Annotated[list[Path], typer.Argument(help="Transcript files or folders (.jsonl, .csv, .txt).")]
 RubricOpt = Annotated[Path, typer.Option("--rubric", "-r", help="Rubric YAML.")]
 RunFolderOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder (store, scores, rejects).")]
-ConfigOpt = Annotated[Path | None, typer.Option(help="TOML config with a [kefu] table (default ./kefu.toml).")]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    help="TOML config with a \\[kefu] table and nothing else (default ./kefu.toml).")]
 
 ModelOpt = Annotated[str | None, typer.Option(help="Model name at the endpoint.")]
 BaseUrlOpt = Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (default: OPENAI_BASE_URL).")]
@@ -21,7 +24,8 @@ KeyEnvOpt = Annotated[str | None, typer.Option(help="Env variable holding the AP
 ConcurrencyOpt = Annotated[int | None, typer.Option(min=1, help="Requests in flight.")]
 RpmOpt = Annotated[float | None, typer.Option(help="Requests per minute at most.")]
 TpmOpt = Annotated[float | None, typer.Option(help="Tokens per minute at most.")]
-TimeoutOpt = Annotated[float | None, typer.Option(help="Request timeout, seconds.")]
+TimeoutOpt = Annotated[float | None, typer.Option(
+    help=f"Seconds a request may take before it is retried (default {DEFAULT_TIMEOUT:g}).")]
 ContextWindowOpt = Annotated[int | None, typer.Option(help="Model context, tokens.")]
 
 RepeatsOpt = Annotated[int, typer.Option(min=1, help="Independent grades per transcript.")]

@@ -42,15 +42,18 @@ out = Console()
 
 def fail(exc: KefuError) -> NoReturn:
     """Print a library error for people and exit: 3 for an endpoint still failing after retries, else 2."""
-    # Messages are data (paths, ids, "[local]"): escape them so rich does not read them as markup.
+    # Messages are data (paths, ids, "[local]"): escape them so rich does not read them as markup. Not
+    # wrapped at the terminal's width: one message stays one line, and paths in it can be copied.
     if isinstance(exc, RubricError):
-        console.print(f"[red]rubric error[/red] in {escape(exc.path)}:")
+        console.print(f"[red]rubric error[/red] in {escape(exc.path)}:", soft_wrap=True)
         for problem in exc.problems:
-            console.print(f"  - {escape(problem)}")
+            console.print(f"  - {escape(problem)}", soft_wrap=True)
     elif isinstance(exc, FatalLLMError):
-        console.print(f"[red]the endpoint refused the request:[/red] {escape(str(exc))}\n  fix: {escape(exc.hint)}")
+        console.print(f"[red]端点拒绝了请求 (the endpoint refused the request):[/red] {escape(str(exc))}\n"
+                      f"  修正 (fix): {escape(exc.hint)}",
+                      soft_wrap=True)
     else:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(3 if isinstance(exc, TransientLLMError) else 2)
 
 

@@ -30,6 +30,7 @@ from typing import Any, Literal, NamedTuple, TextIO
 
 from pipeline import adjustments
 from pipeline.adjustments import AdjustedScores, apply_hooks
+from pipeline.cells import csv_cells, write_xlsx
 from pipeline.checks import CHECKS
 from pipeline.errors import KefuError
 from pipeline.grader import Grade
@@ -335,9 +336,9 @@ def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> dic
     grades_path = out_dir / "grades.jsonl"
     with _open_csv(out_dir / "scores.csv") as scores_fh, grades_path.open("w", encoding="utf-8") as grades:
         scores = csv.writer(scores_fh)
-        scores.writerow(columns)
+        scores.writerow(csv_cells(columns))
         for row, adjusted, values in _iter_final_rows(store, rubric):
-            scores.writerow(cells(values))  # csv writes None as an empty cell
+            scores.writerow(csv_cells(cells(values)))  # csv writes None as an empty cell
             grades.write(_grade_lines_json(row, adjusted))
             if row.status == "scored":
                 scored += 1
@@ -375,43 +376,44 @@ def write_checks(store: Store, out_dir: Path) -> Path:
 
 
 def export_run(store: Store, rubric: Rubric, fmt: ExportFormat, dest: Path) -> list[Path]:
-    """Export scores and per-criterion grades as csv, xlsx or parquet files under `dest`."""
-    import pandas as pd  # imported here: pandas costs half a second and only exports need it
+    """Export scores and per-criterion grades as csv, xlsx or parquet files under `dest`.
 
+    Text cells of csv and xlsx never hold a live formula (pipeline/cells.py).
+    """
     dest.mkdir(parents=True, exist_ok=True)
     columns = score_columns(rubric)
+    cells = itemgetter(*columns)
     if fmt == "csv":
         scores = dest / "scores.csv"
         grades = dest / "grades.csv"
-        cells = itemgetter(*columns)
         with _open_csv(scores) as scores_fh, _open_csv(grades) as grades_fh:
             score_writer, grade_writer = csv.writer(scores_fh), csv.writer(grades_fh)
-            score_writer.writerow(columns)
+            score_writer.writerow(csv_cells(columns))
             header = False
             for row, adjusted, values in _iter_final_rows(store, rubric):
-                score_writer.writerow(cells(values))
+                score_writer.writerow(csv_cells(cells(values)))
                 for line in _flat_grade_rows(row, adjusted):
                     if not header:  # the keys of the first line; no grade, no header: an empty grades.csv
-                        grade_writer.writerow(list(line))
+                        grade_writer.writerow(csv_cells(line))
                         header = True
-                    grade_writer.writerow(line.values())
+                    grade_writer.writerow(csv_cells(line.values()))
         return [scores, grades]
     score_rows: list[dict[str, Any]] = []
     grade_rows: list[dict[str, Any]] = []
     for row, adjusted, values in _iter_final_rows(store, rubric):
         score_rows.append(values)
         grade_rows.extend(_flat_grade_rows(row, adjusted))
-    score_frame = pd.DataFrame(score_rows, columns=columns)
-    grade_frame = pd.DataFrame(grade_rows)
     if fmt == "parquet":
+        import pandas as pd  # imported here: pandas costs half a second and only parquet needs it
+
         paths = [dest / "scores.parquet", dest / "grades.parquet"]
-        score_frame.to_parquet(paths[0], index=False)
-        grade_frame.to_parquet(paths[1], index=False)
+        pd.DataFrame(score_rows, columns=columns).to_parquet(paths[0], index=False)
+        pd.DataFrame(grade_rows).to_parquet(paths[1], index=False)
         return paths
-    if len(score_frame) > XLSX_MAX_ROWS or len(grade_frame) > XLSX_MAX_ROWS:
+    if len(score_rows) > XLSX_MAX_ROWS or len(grade_rows) > XLSX_MAX_ROWS:
         raise KefuError(f"too many rows for one Excel sheet ({XLSX_MAX_ROWS:,}); export parquet or csv instead")
-    path = dest / "scores.xlsx"
-    with pd.ExcelWriter(path, engine="openpyxl") as book:
-        score_frame.to_excel(book, sheet_name="scores", index=False)
-        grade_frame.to_excel(book, sheet_name="grades", index=False)
-    return [path]
+    grade_header = list(grade_rows[0]) if grade_rows else []
+    return [write_xlsx(dest / "scores.xlsx", [
+        ("scores", columns, map(cells, score_rows)),
+        ("grades", grade_header, (list(line.values()) for line in grade_rows)),
+    ])]

@@ -26,8 +26,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import FatalLLMError, LLMError, SchemaUnsupportedError, TransientLLMError
+from pipeline.errors import LLMError, SchemaUnsupportedError, TransientLLMError
 from pipeline.pacing import Outcome, Pacer
+from pipeline.status_errors import error_for_status
 
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]+")
 _SCHEMA_WORDS = re.compile(r"json_schema|response_format|structured output|guided", re.IGNORECASE)
@@ -39,6 +40,9 @@ _FORMAT_CACHE_SIZE = 64
 
 if TYPE_CHECKING:
     import openai
+
+DEFAULT_TIMEOUT = 120.0
+"""Seconds a request may take before it counts as timed out (and is retried), unless a setting says otherwise."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,9 @@ class Endpoint:
 
     base_url: str | None
     api_key: str | None
-    timeout: float = 120.0
+    timeout: float = DEFAULT_TIMEOUT
+    key_env: str = "OPENAI_API_KEY"
+    """The environment variable the key was read from, for the hint when the endpoint refuses it."""
 
 
 class LLMClient:
@@ -171,22 +177,14 @@ class LLMClient:
             # Neither transient (retrying cannot help) nor fatal (the other chats are fine): this chat is unscored.
             return LLMError(f"HTTP 429: {message} (this chat alone is over the account's tokens-per-minute "
                             "limit; a model or tier with a higher limit can grade it)", status=status)
-        if status == 429 or status >= 500 or status in (408, 409):
-            return TransientLLMError(f"HTTP {status}: {message}", status=status, retry_after=_retry_after(exc))
         if status == 400 and response_format.get("type") == "json_schema" and _SCHEMA_WORDS.search(message):
             return SchemaUnsupportedError(
                 f"HTTP 400: {message}",
                 status=status,
                 hint="the endpoint does not take response_format json_schema; use --response-format json_object",
             )
-        hints = {
-            400: "the endpoint rejected the request; check --model, --max-tokens and the context length",
-            401: "the API key was refused: set OPENAI_API_KEY (or --api-key) to a valid key for this endpoint",
-            403: "the API key may not use this model or endpoint: check the key's permissions and --model",
-            404: "not found: check --base-url (usually ending in /v1) and that --model exists on the endpoint",
-            422: "the endpoint could not process the request; check --model and the sampling options",
-        }
-        return FatalLLMError(f"HTTP {status}: {message}", status=status, hint=hints.get(status, "see the message"))
+        return error_for_status(status, f"HTTP {status}: {message}", retry_after=_retry_after(exc),
+                                key_env=self._endpoint.key_env)
 
 
 def chat_request_params(

@@ -21,6 +21,7 @@ combined, so a million-transcript run is summarised without holding its sessions
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.cells import csv_cells, write_xlsx
 from pipeline.exports import ScoreRow, iter_score_rows, row_values
 from pipeline.rubric import Rubric
 from pipeline.store import Store
@@ -234,13 +236,15 @@ def _combine(parts: list[TimingGroupReport], thresholds: TimingThresholds) -> Ti
 
 
 def write_summary(groups: list[GroupSummary], by: GroupBy, path: Path, fmt: Literal["csv", "xlsx"]) -> Path:
-    """Write the summaries as CSV (UTF-8 with BOM, for Excel) or as one xlsx sheet."""
-    import pandas as pd  # imported here: pandas costs half a second and only this writer needs it
-
-    frame = pd.DataFrame([g.columns(by) for g in groups])
+    """Write the summaries as CSV (UTF-8 with BOM, for Excel) or as one xlsx sheet; no cell is a formula
+    (pipeline/cells.py)."""
+    rows = [g.columns(by) for g in groups]
+    header = list(rows[0]) if rows else []
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        frame.to_csv(path, index=False, encoding="utf-8-sig")
-    else:
-        frame.to_excel(path, sheet_name=f"by_{by}", index=False, engine="openpyxl")
+    if fmt == "xlsx":
+        return write_xlsx(path, [(f"by_{by}", header, [list(r.values()) for r in rows])])
+    with path.open("w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(csv_cells(header))
+        writer.writerows(csv_cells(r.values()) for r in rows)
     return path
