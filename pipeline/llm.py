@@ -51,6 +51,8 @@ class ChatResult:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int | None
+    refusal: str | None = None
+    """The model's refusal text, which structured-output models send instead of content."""
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,7 @@ def _parse_completion(body: bytes) -> ChatResult:
         data = json.loads(body)
         choice = data["choices"][0]
         content = choice["message"].get("content") or ""
+        refusal = choice["message"].get("refusal")
         usage = data.get("usage") or {}
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise TransientLLMError(f"the endpoint returned a malformed completion ({exc!r})") from None
@@ -275,4 +278,5 @@ def _parse_completion(body: bytes) -> ChatResult:
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
         cached_tokens=int(cached) if cached is not None else None,
+        refusal=str(refusal) if refusal else None,
     )
