@@ -18,12 +18,15 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pipeline.batch import (
     BatchStatus,
     BatchWriteResult,
     CollectResult,
+    _outcome,
     batch_client,
     collect,
     collect_local,
@@ -31,11 +34,11 @@ from pipeline.batch import (
     submit,
     write_batch_files,
 )
-from pipeline.cli_batch import batch_app
-from pipeline.grader import Grade, Grader, Sampling
-from pipeline.llm import Endpoint, LLMClient
 from pipeline.batch_limits import MAX_BYTES, MAX_REQUESTS, over_limits
+from pipeline.cli_batch import batch_app
 from pipeline.errors import TransientLLMError
+from pipeline.grader import Grade, Grader, Sampling, grade_from_reply
+from pipeline.llm import Endpoint, LLMClient
 from pipeline.mockserver import Content, Drop, Fault, MockServer, Reply, generate_instance
 from pipeline.prompting import PromptSet
 from pipeline.redaction import RedactionConfig
@@ -361,7 +364,7 @@ def _two_batches(server: MockServer, client: openai.OpenAI, rubric: Rubric, out:
 def test_a_result_file_that_is_gone_does_not_hold_up_the_other_batches(
     mock_server: MockServer, client: openai.OpenAI, rubric: Rubric, tmp_path: Path
 ) -> None:
-    first, second = _two_batches(mock_server, client, rubric, tmp_path)
+    first, _ = _two_batches(mock_server, client, rubric, tmp_path)
     client.files.delete(client.batches.retrieve(first.batch_id or "").output_file_id or "")  # 404 from now on
     env = {"OPENAI_API_KEY": "test-key"}
     shown = CliRunner().invoke(batch_app, ["collect", str(tmp_path), "--base-url", mock_server.base_url], env=env)
@@ -512,3 +515,50 @@ def test_file_limits_are_openais_in_bytes_and_a_higher_choice_is_warned_about(
     shown = CliRunner().invoke(batch_app, ["write", str(inputs), "-o", str(tmp_path / "run"), "--model", "m",
                                            "--no-redact", "--max-bytes", str(200 * 1024**2)])
     assert shown.exit_code == 0 and "200,000,000" in shown.output
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+def _or_any(shaped: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A value of the expected shape (mostly), or any JSON value in its place."""
+    return st.one_of(shaped, shaped, shaped, _JSON)
+
+
+_MESSAGE = st.fixed_dictionaries({"role": st.just("assistant"), "content": _or_any(st.text()),
+                                  "refusal": _or_any(st.none())})
+_CHOICE = st.fixed_dictionaries({"message": _or_any(_MESSAGE),
+                                 "finish_reason": _or_any(st.sampled_from(["stop", "length"]))})
+_USAGE = st.fixed_dictionaries({"prompt_tokens": _JSON, "completion_tokens": _JSON, "prompt_tokens_details": _JSON})
+_BODY = st.fixed_dictionaries({"choices": _or_any(st.lists(_or_any(_CHOICE), max_size=2)), "usage": _or_any(_USAGE),
+                               "model": _JSON})
+_RESULT_LINE = st.one_of(
+    st.fixed_dictionaries({"custom_id": _JSON, "error": _JSON, "response": _or_any(st.fixed_dictionaries(
+        {"status_code": _or_any(st.sampled_from([200, 400, 500])), "body": _or_any(_BODY)}))}),
+    st.dictionaries(st.text(max_size=8), _JSON, max_size=4),
+)
+
+
+def _line_with(message: Any = None, usage: Any = None) -> dict[str, Any]:
+    body = {"choices": [{"message": message or {"role": "assistant", "content": "{}"}, "finish_reason": "stop"}],
+            "usage": usage or {}}
+    return {"custom_id": "k", "error": None, "response": {"status_code": 200, "body": body}}
+
+
+@given(line=_RESULT_LINE)
+@example(line=_line_with(usage={"prompt_tokens": "many"}))
+@example(line=_line_with(usage=[1]))
+@example(line=_line_with(message={"role": "assistant", "content": 5}))
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_result_line_is_a_reply_or_a_failure_and_then_a_grade(line: dict[str, Any]) -> None:
+    rubric = load_rubric(REPO / "rubric" / "ecommerce_cs.yaml")
+    reply, failure, attempts = _outcome(line)
+    assert (reply is None) != (failure is None) and attempts in (0, 1)
+    grade = grade_from_reply(chats("a")[0], key="k", repeat=0, scope="all", criteria=rubric.criteria(),
+                             model="m", response_mode="json_schema", result=reply, failure=failure, attempts=attempts)
+    assert (grade.status == "unscored") == (grade.error is not None)
+    assert grade.status == "unscored" or all(c.score is not None for c in grade.criteria)
