@@ -106,9 +106,9 @@ class BatchProblem(BaseModel):
     local_file: str = Field(description="The request file, relative to the run folder.")
     batch_id: str | None = Field(description="The provider's batch id.")
     reason: str = Field(description="What went wrong, as the provider said it.")
-    transient: bool = Field(description="True when running collect again may succeed (429, 5xx, network).")
-    settled: bool = Field(description="True when its requests without a result were stored unscored "
-                                      "(their result file is gone): --retry-failed sends them again.")
+    next_step: Literal["collect again", "fix the endpoint", "settled"] = Field(description=(
+        "collect again: it may succeed later (429, 5xx, network); fix the endpoint: not before --base-url or the "
+        "key is right; settled: the result file is gone and its requests are stored unscored, for --retry-failed"))
 
 
 class CollectResult(BaseModel):
@@ -432,7 +432,7 @@ def _refresh(store: Store, client: openai.OpenAI) -> list[BatchProblem]:
                 batch = client.batches.retrieve(row["batch_id"])
         except LLMError as exc:
             _raise_if_account_wide(exc)
-            problems.append(_problem(store, row, str(exc), transient=isinstance(exc, TransientLLMError)))
+            problems.append(_problem(store, row, exc))
             continue
         counts = batch.request_counts
         errors = [f"{e.code or 'error'}: {e.message or ''}" + (f" (line {e.line})" if e.line else "")
@@ -450,11 +450,14 @@ def _raise_if_account_wide(exc: LLMError) -> None:
         raise exc
 
 
-def _problem(store: Store, row: dict[str, Any], reason: str, *, transient: bool, settled: bool = False
-             ) -> BatchProblem:
+def _problem(store: Store, row: dict[str, Any], trouble: LLMError | str) -> BatchProblem:
+    """Record why a batch was not collected: an error of the provider's, or (a string) why it was settled."""
+    if isinstance(trouble, str):
+        reason, step = trouble, "settled"
+    else:
+        reason, step = str(trouble), "collect again" if isinstance(trouble, TransientLLMError) else "fix the endpoint"
     store.update_batch(row["local_file"], collect_error=reason)
-    return BatchProblem(local_file=row["local_file"], batch_id=row["batch_id"], reason=reason, transient=transient,
-                        settled=settled)
+    return BatchProblem(local_file=row["local_file"], batch_id=row["batch_id"], reason=reason, next_step=step)
 
 
 def _status_of(row: dict[str, Any]) -> BatchStatus:
@@ -497,14 +500,14 @@ def collect(out_dir: Path, client: openai.OpenAI, rubric: Rubric | None = None) 
                 downloaded, gone = _download_results(client, row, out_dir / local)
             except LLMError as exc:
                 _raise_if_account_wide(exc)
-                result.problems.append(_problem(store, row, str(exc), transient=isinstance(exc, TransientLLMError)))
+                result.problems.append(_problem(store, row, exc))
                 continue
             for path in downloaded:
                 ingest.lines(path)
             if gone:
                 reason = (f"the batch ran, but its {' and '.join(gone)} file could not be downloaded (the provider no "
                           "longer has it), so this request's result is lost")
-                result.problems.append(_problem(store, row, reason, transient=False, settled=True))
+                result.problems.append(_problem(store, row, reason))
             ingest.missing(local, reason)
             store.update_batch(local, collected_at=_now(), **({} if gone else {"collect_error": None}))
         ingest.finish_runs()

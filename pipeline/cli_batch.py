@@ -157,10 +157,10 @@ def _print_collected(result: CollectResult, prices_path: Path | None, batch: boo
 def _print_problems(result: CollectResult) -> None:
     """Each batch that could not be collected, and what to do about it."""
     for p in result.problems:
-        if p.settled:
+        if p.next_step == "settled":
             todo = ("其请求已记为未评分 (stored unscored): kefu batch write --retry-failed 或 "
                     "kefu grade --retry-failed 重新发送 (sends them again)")
-        elif p.transient:
+        elif p.next_step == "collect again":
             todo = "稍后再运行 kefu batch collect (run collect again later)"
         else:
             todo = "检查 --base-url 与 API key (check --base-url and the key), 然后再运行 collect"
@@ -283,9 +283,9 @@ def collect_cmd(
         _export(result, out_dir, rubric)
     except KefuError as exc:
         fail(exc)
-    stuck = [p for p in result.problems if not p.settled]
-    if stuck:  # the rest is collected and exported; these need another collect (3) or a fix (2)
-        raise typer.Exit(3 if all(p.transient for p in stuck) else 2)
+    steps = {p.next_step for p in result.problems}
+    if steps - {"settled"}:  # the rest is collected and exported; these need a fix (2) or another collect (3)
+        raise typer.Exit(2 if "fix the endpoint" in steps else 3)
 
 
 @batch_app.command("collect-local")

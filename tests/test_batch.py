@@ -388,7 +388,7 @@ def test_a_download_that_fails_now_leaves_that_batch_pending_and_collects_the_re
     mock_server.script_api("files.content", Fault.server_error(502))
     result = collect(tmp_path, client)
     [problem] = result.problems
-    assert (problem.local_file, problem.transient, problem.settled) == ("batch/requests-0001.jsonl", True, False)
+    assert (problem.local_file, problem.next_step) == ("batch/requests-0001.jsonl", "collect again")
     assert "HTTP 502" in problem.reason and result.scored == 1 and set(grades(tmp_path)) == {"b"}
     assert write(rubric, tmp_path, chats("a", "b"), retry_failed=True).requests == 0  # a is still pending
     rest = collect(tmp_path, client)
