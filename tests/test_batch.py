@@ -562,3 +562,26 @@ def test_any_result_line_is_a_reply_or_a_failure_and_then_a_grade(line: dict[str
                              model="m", response_mode="json_schema", result=reply, failure=failure, attempts=attempts)
     assert (grade.status == "unscored") == (grade.error is not None)
     assert grade.status == "unscored" or all(c.score is not None for c in grade.criteria)
+
+
+def test_kefu_grade_says_what_a_pending_batch_holds_and_grades_it_only_when_asked(
+    mock_server: MockServer, tmp_path: Path
+) -> None:
+    from pipeline.cli import app
+
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps({"id": t.id, "turns": [{"role": turn.role.value, "text": turn.text}
+                                                                for turn in t.turns]}, ensure_ascii=False) + "\n"
+                              for t in chats("a", "b")), encoding="utf-8")
+    out, runner = tmp_path / "run", CliRunner()
+    env = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": mock_server.base_url}
+    common = ["-o", str(out), "--model", "mock-model"]
+    assert runner.invoke(batch_app, ["write", str(inputs), *common], env=env).exit_code == 0
+    assert runner.invoke(batch_app, ["submit", str(out)], env=env).exit_code == 0
+    skipped = runner.invoke(app, ["grade", str(inputs), *common], env=env)
+    assert skipped.exit_code == 0, skipped.output
+    assert "pending in a batch" in skipped.output and grades(out) == {}
+    assert not [r for r in mock_server.requests if r.path.endswith("/chat/completions")]
+    both = runner.invoke(app, ["grade", str(inputs), *common, "--include-pending-batch"], env=env)
+    assert both.exit_code == 0, both.output
+    assert set(grades(out)) == {"a", "b"} and "pending in a batch" not in both.output
