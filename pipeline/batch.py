@@ -361,8 +361,9 @@ def submit(out_dir: Path, client: openai.OpenAI) -> list[BatchStatus]:
                     file_id = client.files.create(file=(name, fh), purpose="batch").id
             store.update_batch(local, input_file_id=file_id)
             created = None
-            if row["create_started_at"] is not None:
-                created = _find_batch(client, file_id, row["create_started_at"])
+            if row["create_started_at"] is not None or row["input_file_id"] is not None:
+                # A folder written before intents were recorded has only the upload's time to go by.
+                created = _find_batch(client, file_id, row["create_started_at"] or row["updated_at"])
             if created is None:
                 store.update_batch(local, create_started_at=_now())
                 with _provider(f"creating the batch for {local}"):
@@ -387,7 +388,13 @@ def _folder_id(store: Store) -> str:
 
 
 def _since(started_at: str) -> int:
-    return int(datetime.fromisoformat(started_at).timestamp()) - _CLOCK_SLACK_S
+    return int(_utc(started_at).timestamp()) - _CLOCK_SLACK_S
+
+
+def _utc(stamp: str) -> datetime:
+    """A stored ISO time; one without a zone is UTC, as everything the store writes is."""
+    moment = datetime.fromisoformat(stamp)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _find_upload(client: openai.OpenAI, name: str, size: int, started_at: str) -> str | None:
@@ -672,7 +679,7 @@ def _is_news(grade: Grade, stored: tuple[str, str] | None, written_at: str) -> b
     status, created_at = stored
     if status == "scored":
         return False
-    return grade.status == "scored" or datetime.fromisoformat(created_at) < datetime.fromisoformat(written_at)
+    return grade.status == "scored" or _utc(created_at) < _utc(written_at)
 
 
 def batch_rubric(store: Store) -> Rubric:
