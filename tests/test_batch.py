@@ -390,9 +390,11 @@ def test_a_download_that_fails_now_leaves_that_batch_pending_and_collects_the_re
     [problem] = result.problems
     assert (problem.local_file, problem.next_step) == ("batch/requests-0001.jsonl", "collect again")
     assert "HTTP 502" in problem.reason and result.scored == 1 and set(grades(tmp_path)) == {"b"}
+    assert "HTTP 502" in (status(tmp_path, client)[0].problem or "")  # `kefu batch status` shows it
     assert write(rubric, tmp_path, chats("a", "b"), retry_failed=True).requests == 0  # a is still pending
     rest = collect(tmp_path, client)
     assert (rest.scored, rest.problems) == (1, []) and set(grades(tmp_path)) == {"a", "b"}
+    assert [s.problem for s in status(tmp_path, client)] == [None, None]
 
 
 def test_online_grading_skips_requests_pending_in_a_batch_unless_asked(
