@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,15 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.batch_limits import MAX_BYTES, MAX_REQUESTS
 from pipeline.checks import ServiceChecker
-from pipeline.errors import ConfigError, LLMError, TransientLLMError
-from pipeline.grader import Sampling, grade_from_reply, grade_scopes, response_format_for
+from pipeline.errors import ConfigError, FatalLLMError, LLMError, TransientLLMError
+from pipeline.grader import Grade, Sampling, grade_from_reply, grade_scopes, response_format_for
 from pipeline.llm import ChatResult, Endpoint, chat_request_body, parse_chat_completion
 from pipeline.prompting import PromptSet, transcript_hash
 from pipeline.redaction import RedactionConfig, redact_transcript
 from pipeline.rubric import Criterion, Rubric
 from pipeline.schema import build_grade_schema
 from pipeline.status_errors import error_for_status
-from pipeline.store import Store, grade_key
+from pipeline.store import BatchRequest, Store, grade_key
 from pipeline.transcripts import Reject, Transcript, write_rejects
 
 if TYPE_CHECKING:
@@ -86,6 +87,20 @@ class BatchStatus(BaseModel):
     completed: int | None = Field(description="Requests the provider reports completed.")
     failed: int | None = Field(description="Requests the provider reports failed.")
     collected: bool = Field(description="True once every result is in the store.")
+    problem: str | None = Field(default=None, description="Why the batch could not be checked or collected.")
+
+
+class BatchProblem(BaseModel):
+    """A batch that a collect could not check or download; the other batches are collected regardless."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    local_file: str = Field(description="The request file, relative to the run folder.")
+    batch_id: str | None = Field(description="The provider's batch id.")
+    reason: str = Field(description="What went wrong, as the provider said it.")
+    next_step: Literal["collect again", "fix the endpoint", "settled"] = Field(description=(
+        "collect again: it may succeed later (429, 5xx, network); fix the endpoint: not before --base-url or the "
+        "key is right; settled: the result file is gone and its requests are stored unscored, for --retry-failed"))
 
 
 class CollectResult(BaseModel):
@@ -99,6 +114,9 @@ class CollectResult(BaseModel):
     unknown: int = Field(default=0, description="Result lines whose custom_id no request file of this folder has.")
     unreadable: int = Field(default=0, description="Result lines that are not JSON with a custom_id.")
     waiting: list[str] = Field(default_factory=list, description="Submitted files whose batch is still running.")
+    superseded: int = Field(default=0, description="Results not stored because the key's stored grade is scored, "
+                                                   "or newer than the request.")
+    problems: list[BatchProblem] = Field(default_factory=list, description="Batches that could not be collected.")
     models: list[str] = Field(default_factory=list, description="Models of the grades stored, for pricing them.")
     prompt_tokens: int = Field(default=0, description="Prompt tokens of the grades stored.")
     cached_tokens: int = Field(default=0, description="Cached prompt tokens of the grades stored.")
@@ -138,7 +156,7 @@ class _FileWriter:
         """False if the line alone is over the byte limit: no file can take it."""
         return len(line) <= self._max_bytes
 
-    def add(self, line: bytes, request: tuple[str, str, str, int, str], transcript_json: str) -> None:
+    def add(self, line: bytes, request: BatchRequest, transcript_json: str) -> None:
         if self._handle is not None and (len(self._requests) >= self._max_requests
                                          or self._size + len(line) > self._max_bytes):
             self.finish()
@@ -150,7 +168,7 @@ class _FileWriter:
         self._handle.write(line)
         self._size += len(line)
         self._requests.append(request)
-        self._transcripts[request[2]] = transcript_json
+        self._transcripts[request.transcript_hash] = transcript_json
 
     def finish(self) -> None:
         """Close the current file and record it; a file on disk but not in the store is overwritten next time."""
@@ -254,11 +272,12 @@ def write_batch_files(
                     body = chat_request_body(messages, model=model, response_format=formats[scope],
                                              temperature=sampling.temperature, seed=sampling.seed,
                                              max_tokens=sampling.max_tokens)
-                    line = _encode_line(key, body)
+                    custom_id = _custom_id(key, store.batch_writes(key))
+                    line = _encode_line(custom_id, body)
                     if not writer.fits(line):
                         result.rejected += write_rejects([_too_big(item, len(line), max_bytes)], rejects_path)
                         break
-                    writer.add(line, (key, transcript.id, thash, repeat, scope), as_json)
+                    writer.add(line, BatchRequest(custom_id, transcript.id, thash, repeat, scope, key), as_json)
                     result.requests += 1
             if redacted is not None and result.requests > written:
                 for kind, n in redacted.counts.items():
@@ -272,8 +291,14 @@ def write_batch_files(
     return result
 
 
-def _encode_line(key: str, body: dict[str, Any]) -> bytes:
-    line = {"custom_id": key, "method": "POST", "url": BATCH_ENDPOINT, "body": body}
+def _custom_id(key: str, earlier_writes: int) -> str:
+    """The key for a key's first request; `key-2`, `key-3`… when it is written again (--retry-failed), so that
+    a result line of an older file is never taken for the newer request's."""
+    return key if earlier_writes == 0 else f"{key}-{earlier_writes + 1}"
+
+
+def _encode_line(custom_id: str, body: dict[str, Any]) -> bytes:
+    line = {"custom_id": custom_id, "method": "POST", "url": BATCH_ENDPOINT, "body": body}
     return (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
@@ -303,23 +328,86 @@ def _provider(doing: str) -> Iterator[None]:
 
 
 def submit(out_dir: Path, client: openai.OpenAI) -> list[BatchStatus]:
-    """Upload every request file not yet submitted (purpose 'batch') and create its batch; records the ids."""
+    """Upload every request file not yet submitted (purpose 'batch') and create its batch; records the ids.
+
+    Each call's intent is recorded before it is made. When an earlier run's upload or create got no
+    answer (a dropped connection, a kill), the provider may have done it anyway: the file is looked
+    for by its upload name, and the batch by its input file, before anything is sent again, so a
+    rerun never starts (and pays for) a second batch of the same file.
+    """
     with Store.open(out_dir) as store:
         for row in store.batch_files():
             if row["batch_id"] is not None or row["collected_at"] is not None:
                 continue
             local = row["local_file"]
+            name = f"{_folder_id(store)}-{Path(local).name}"
             file_id = row["input_file_id"]
-            if file_id is None:  # an upload recorded before a failed create is not repeated
+            if file_id is None and row["upload_started_at"] is not None:
+                file_id = _find_upload(client, name, row["bytes"], row["upload_started_at"])
+            if file_id is None:
+                store.update_batch(local, upload_started_at=_now())
                 with (out_dir / local).open("rb") as fh, _provider(f"uploading {local}"):
-                    file_id = client.files.create(file=fh, purpose="batch").id
-                store.update_batch(local, input_file_id=file_id)
-            with _provider(f"creating the batch for {local}"):
-                created = client.batches.create(input_file_id=file_id, endpoint=BATCH_ENDPOINT,
-                                                completion_window="24h", metadata={"kefu_file": local})
+                    file_id = client.files.create(file=(name, fh), purpose="batch").id
+            store.update_batch(local, input_file_id=file_id)
+            created = None
+            if row["create_started_at"] is not None or row["input_file_id"] is not None:
+                # A folder written before intents were recorded has only the upload's time to go by.
+                created = _find_batch(client, file_id, row["create_started_at"] or row["updated_at"])
+            if created is None:
+                store.update_batch(local, create_started_at=_now())
+                with _provider(f"creating the batch for {local}"):
+                    created = client.batches.create(input_file_id=file_id, endpoint=BATCH_ENDPOINT,
+                                                    completion_window="24h", metadata={"kefu_file": local})
             store.update_batch(local, batch_id=created.id, status=created.status)
             log.info("submitted %s as batch %s", local, created.id)
         return [_status_of(row) for row in store.batch_files()]
+
+
+_CLOCK_SLACK_S = 600
+"""How far the provider's clock may be behind ours when an earlier call is looked for by its time."""
+
+
+def _folder_id(store: Store) -> str:
+    """A random id of this run folder, in upload names, so that a lost upload is found as ours and no other's."""
+    folder = store.meta_value("batch_folder_id")
+    if folder is None:
+        folder = uuid.uuid4().hex[:12]
+        store.set_meta_value("batch_folder_id", folder)
+    return folder
+
+
+def _since(started_at: str) -> int:
+    return int(_utc(started_at).timestamp()) - _CLOCK_SLACK_S
+
+
+def _utc(stamp: str) -> datetime:
+    """A stored ISO time; one without a zone is UTC, as everything the store writes is."""
+    moment = datetime.fromisoformat(stamp)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _find_upload(client: openai.OpenAI, name: str, size: int, started_at: str) -> str | None:
+    """The id of a file an earlier, unanswered upload left at the provider, if it is there (newest first)."""
+    with _provider(f"looking for an earlier upload of {name}"):
+        for file in client.files.list(purpose="batch"):
+            if file.created_at < _since(started_at):
+                break
+            if file.filename == name and file.bytes == size:
+                log.info("found the earlier upload of %s: %s", name, file.id)
+                return file.id
+    return None
+
+
+def _find_batch(client: openai.OpenAI, file_id: str, started_at: str) -> openai.types.Batch | None:
+    """A batch an earlier, unanswered create started for this input file, if there is one (newest first)."""
+    with _provider(f"looking for an earlier batch of {file_id}"):
+        for batch in client.batches.list(limit=100):
+            if batch.created_at < _since(started_at):
+                break
+            if batch.input_file_id == file_id:
+                log.info("found the batch an earlier run created for %s: %s", file_id, batch.id)
+                return batch
+    return None
 
 
 def status(out_dir: Path, client: openai.OpenAI) -> list[BatchStatus]:
@@ -329,24 +417,49 @@ def status(out_dir: Path, client: openai.OpenAI) -> list[BatchStatus]:
         return [_status_of(row) for row in store.batch_files()]
 
 
-def _refresh(store: Store, client: openai.OpenAI) -> None:
+def _refresh(store: Store, client: openai.OpenAI) -> list[BatchProblem]:
+    """Ask for every unfinished batch's status; a batch that cannot be checked is a problem of its own."""
+    problems = []
     for row in store.batch_files():
         if row["batch_id"] is None or row["collected_at"] is not None or row["status"] in FINAL_STATUSES:
             continue
-        with _provider(f"checking batch {row['batch_id']}"):
-            batch = client.batches.retrieve(row["batch_id"])
+        try:
+            with _provider(f"checking batch {row['batch_id']}"):
+                batch = client.batches.retrieve(row["batch_id"])
+        except LLMError as exc:
+            _raise_if_account_wide(exc)
+            problems.append(_problem(store, row, exc))
+            continue
         counts = batch.request_counts
         errors = [f"{e.code or 'error'}: {e.message or ''}" + (f" (line {e.line})" if e.line else "")
                   for e in ((batch.errors.data if batch.errors else None) or [])]
         store.update_batch(row["local_file"], status=batch.status, output_file_id=batch.output_file_id,
                            error_file_id=batch.error_file_id, completed=counts.completed if counts else None,
-                           failed=counts.failed if counts else None, errors="; ".join(errors) or None)
+                           failed=counts.failed if counts else None, errors="; ".join(errors) or None,
+                           collect_error=None)
+    return problems
+
+
+def _raise_if_account_wide(exc: LLMError) -> None:
+    """A refused key stops everything (every batch would fail the same way); anything else is one batch's."""
+    if isinstance(exc, FatalLLMError) and exc.status in (401, 403):
+        raise exc
+
+
+def _problem(store: Store, row: dict[str, Any], trouble: LLMError | str) -> BatchProblem:
+    """Record why a batch was not collected: an error of the provider's, or (a string) why it was settled."""
+    if isinstance(trouble, str):
+        reason, step = trouble, "settled"
+    else:
+        reason, step = str(trouble), "collect again" if isinstance(trouble, TransientLLMError) else "fix the endpoint"
+    store.update_batch(row["local_file"], collect_error=reason)
+    return BatchProblem(local_file=row["local_file"], batch_id=row["batch_id"], reason=reason, next_step=step)
 
 
 def _status_of(row: dict[str, Any]) -> BatchStatus:
     return BatchStatus(local_file=row["local_file"], batch_id=row["batch_id"], status=row["status"],
                        requests=row["requests"], completed=row["completed"], failed=row["failed"],
-                       collected=row["collected_at"] is not None)
+                       collected=row["collected_at"] is not None, problem=row["collect_error"])
 
 
 # --- collecting ------------------------------------------------------------------------------------
@@ -359,26 +472,58 @@ def collect(out_dir: Path, client: openai.OpenAI, rubric: Rubric | None = None) 
     failed, expired or did not validate becomes an unscored grade with its reason, never a 0; so
     does a request the provider returned nothing for. `rubric` defaults to the one the files were
     written with (recorded in the store); a different rubric is refused.
+
+    One batch's trouble does not hold up the others: a batch that cannot be checked or downloaded
+    now (a 5xx, a dropped connection) stays pending and is listed in `problems`; a result file the
+    provider no longer has (404, 410) is listed too, and the requests it answered are stored
+    unscored with that reason, so that `--retry-failed` can send them again. Only a refused key
+    (401, 403) stops the collect.
     """
     result = CollectResult()
     with Store.open(out_dir) as store:
-        _refresh(store, client)
+        result.problems += _refresh(store, client)
         ingest = _Ingest(store, rubric, result)
         for row in store.batch_files():
             if row["batch_id"] is None or row["collected_at"] is not None:
                 continue
             local = row["local_file"]
             if row["status"] not in FINAL_STATUSES:
-                result.waiting.append(local)
+                if not any(p.local_file == local for p in result.problems):
+                    result.waiting.append(local)
                 continue
-            for kind, file_id in (("output", row["output_file_id"]), ("errors", row["error_file_id"])):
-                if file_id:
-                    ingest.lines(_download(client, file_id, out_dir / local, kind))
             reason = _MISSING[row["status"]] + (f": {row['errors']}" if row["errors"] else "")
+            try:
+                downloaded, gone = _download_results(client, row, out_dir / local)
+            except LLMError as exc:
+                _raise_if_account_wide(exc)
+                result.problems.append(_problem(store, row, exc))
+                continue
+            for path in downloaded:
+                ingest.lines(path)
+            if gone:
+                reason = (f"the batch ran, but its {' and '.join(gone)} file could not be downloaded (the provider no "
+                          "longer has it), so this request's result is lost")
+                result.problems.append(_problem(store, row, reason))
             ingest.missing(local, reason)
-            store.update_batch(local, collected_at=_now())
+            store.update_batch(local, collected_at=_now(), **({} if gone else {"collect_error": None}))
         ingest.finish_runs()
     return result
+
+
+def _download_results(client: openai.OpenAI, row: dict[str, Any], request_file: Path) -> tuple[list[Path], list[str]]:
+    """A finished batch's output and error files, downloaded; and the kinds the provider no longer has (404, 410)."""
+    downloaded, gone = [], []
+    for kind, file_id in (("output", row["output_file_id"]), ("errors", row["error_file_id"])):
+        if not file_id:
+            continue
+        try:
+            downloaded.append(_download(client, file_id, request_file, kind))
+        except FatalLLMError as exc:
+            if exc.status not in (404, 410):
+                raise
+            log.warning("%s: %s", row["local_file"], exc)
+            gone.append(kind)
+    return downloaded, gone
 
 
 def collect_local(out_dir: Path, output_jsonl: Path, rubric: Rubric | None = None) -> CollectResult:
@@ -467,12 +612,16 @@ class _Ingest:
         batch = self._batches[request["local_file"]]
         criteria = self._scopes(batch)[request["scope"]]
         grade = grade_from_reply(
-            self._transcript(request["transcript_hash"]), key=request["custom_id"], repeat=request["repeat"],
+            self._transcript(request["transcript_hash"]), key=request["grade_key"], repeat=request["repeat"],
             scope=request["scope"], criteria=criteria, model=batch["model"], response_mode=batch["response_mode"],
             result=reply, failure=failure, attempts=attempts,
         )
-        self._store.save_batch_grade(grade, batch["run_id"], batch["rubric_hash"])
         self._runs.add(batch["run_id"])
+        if not _is_news(grade, self._store.grade_status(grade.key), batch["created_at"]):
+            self._store.save_batch_grade(None, batch["run_id"], batch["rubric_hash"], custom_id=request["custom_id"])
+            self._result.superseded += 1
+            return
+        self._store.save_batch_grade(grade, batch["run_id"], batch["rubric_hash"], custom_id=request["custom_id"])
         r = self._result
         if batch["model"] not in r.models:
             r.models.append(batch["model"])
@@ -506,6 +655,20 @@ class _Ingest:
                 raise ConfigError(f"{self._store.path}: transcript {content_hash[:12]}… of a batch is not stored")
             self._transcripts[content_hash] = Transcript.model_validate_json(text)
         return self._transcripts[content_hash]
+
+
+def _is_news(grade: Grade, stored: tuple[str, str] | None, written_at: str) -> bool:
+    """Whether a batch's result may replace what the store holds under its key.
+
+    Never over a scored grade (the store refuses that too), and a failure never over a grade stored
+    after its request was written: that one is newer (an online grade made while the batch ran).
+    """
+    if stored is None:
+        return True
+    status, created_at = stored
+    if status == "scored":
+        return False
+    return grade.status == "scored" or _utc(created_at) < _utc(written_at)
 
 
 def batch_rubric(store: Store) -> Rubric:

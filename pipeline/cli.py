@@ -71,6 +71,10 @@ def _print_summary(result: JobResult, out_dir: Path) -> None:
     table.add_row("graded now", str(s.graded))
     table.add_row("unscored", str(s.unscored) + ("  (rerun with --retry-failed)" if s.unscored else ""))
     table.add_row("already done (resumed)", str(s.skipped))
+    if s.pending_batch:
+        table.add_row("在未收取的批次中 (pending in a batch)",
+                      f"{s.pending_batch}  (已跳过，不重复付费；用 kefu batch collect 收取，"
+                      "或加 --include-pending-batch 在线评分)")
     table.add_row("rejected", str(s.rejected) + (f"  (see {result.rejects_jsonl})" if s.rejected else ""))
     cached = f", {s.cached_tokens:,} from cache" if s.cached_tokens else ""
     table.add_row("tokens", f"{s.prompt_tokens:,} prompt{cached}, {s.completion_tokens:,} completion")
@@ -122,6 +126,8 @@ def grade(
     concurrency: ConcurrencyOpt = None,
     per_criterion: PerCriterionOpt = False,
     retry_failed: RetryFailedOpt = False,
+    include_pending_batch: Annotated[bool, typer.Option(
+        help="Also grade online the requests of a batch not yet collected (they are then paid twice).")] = False,
     rpm: RpmOpt = None,
     tpm: TpmOpt = None,
     temperature: TemperatureOpt = None,
@@ -150,7 +156,8 @@ def grade(
 ) -> None:
     """Grade transcripts against a rubric; rerun the same command to resume."""
     job = GradeJob(inputs=inputs, rubric_path=rubric, out_dir=out_dir, repeats=repeats, per_criterion=per_criterion,
-                   retry_failed=retry_failed, shop_speakers=tuple(shop_speaker or ()),
+                   retry_failed=retry_failed, include_pending_batch=include_pending_batch,
+                   shop_speakers=tuple(shop_speaker or ()),
                    bot_speakers=tuple(bot_speaker or ()), shop_prefixes=tuple(shop_prefix or ()),
                    only_ids=read_ids(ids),
                    limit=limit, redact=redact, compact=compact, lexicon_path=lexicons)

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from pipeline.batch_limits import MAX_BYTES, MAX_REQUESTS
+from pipeline.batch_limits import MAX_BYTES, MAX_REQUESTS, over_limits
 from pipeline.checks import DEFAULT_LEXICONS, ServiceChecker
 from pipeline.cli_options import (
     BaseUrlOpt,
@@ -36,7 +37,7 @@ from pipeline.cli_options import (
     ShopSpeakerOpt,
     TemperatureOpt,
 )
-from pipeline.console import fail, log_to, out
+from pipeline.console import console, fail, log_to, out
 from pipeline.errors import KefuError
 from pipeline.exports import refresh_outputs
 from pipeline.prompting import PromptSet
@@ -119,6 +120,9 @@ def _print_statuses(statuses: list[BatchStatus], title: str) -> None:
                       "—" if s.completed is None else str(s.completed), "—" if s.failed is None else str(s.failed),
                       "yes" if s.collected else "no")
     out.print(table)
+    for s in statuses:
+        if s.problem and not s.collected:
+            console.print(f"[yellow]{escape(s.local_file)}:[/yellow] {escape(s.problem)}")
 
 
 def _print_collected(result: CollectResult, prices_path: Path | None, batch: bool) -> None:
@@ -132,6 +136,8 @@ def _print_collected(result: CollectResult, prices_path: Path | None, batch: boo
                                        "(see kefu.log)")
     if result.waiting:
         table.add_row("still running", ", ".join(result.waiting))
+    if result.superseded:
+        table.add_row("not stored", f"{result.superseded}  (保留了已有的评分 (the stored grade is scored or newer))")
     cached = f", {result.cached_tokens:,} from cache" if result.cached_tokens else ""
     table.add_row("tokens", f"{result.prompt_tokens:,} prompt{cached}, {result.completion_tokens:,} completion")
     if batch and len(result.models) == 1:
@@ -145,6 +151,21 @@ def _print_collected(result: CollectResult, prices_path: Path | None, batch: boo
         table.add_row("cost", "unknown model: no price" if cost is None or entry is None
                       else f"{_money(cost)} {entry.currency} at batch prices as of {prices.as_of} (check them)")
     out.print(table)
+    _print_problems(result)
+
+
+def _print_problems(result: CollectResult) -> None:
+    """Each batch that could not be collected, and what to do about it."""
+    for p in result.problems:
+        if p.next_step == "settled":
+            todo = ("其请求已记为未评分 (stored unscored): kefu batch write --retry-failed 或 "
+                    "kefu grade --retry-failed 重新发送 (sends them again)")
+        elif p.next_step == "collect again":
+            todo = "稍后再运行 kefu batch collect (run collect again later)"
+        else:
+            todo = "检查 --base-url 与 API key (check --base-url and the key), 然后再运行 collect"
+        console.print(f"[yellow]未能收取 (not collected) {escape(p.local_file)}[/yellow] "
+                      f"({escape(p.batch_id or '—')}): {escape(p.reason)}\n  → {todo}")
 
 
 def _export(result: CollectResult, out_dir: Path, rubric_path: Path | None) -> None:
@@ -184,6 +205,8 @@ def write_cmd(
 ) -> None:
     """Write batch request files into OUT/batch/ for `kefu batch submit` or vLLM's run_batch; skips what is done."""
     log_to(out_dir)
+    for warning in over_limits(max_requests, max_bytes):
+        console.print(f"[yellow]警告 (warning):[/yellow] {warning}")
     overrides = {"model": model, "base_url": base_url, "temperature": temperature, "seed": seed,
                  "max_tokens": max_tokens, "response_format": response_format}
     try:
@@ -260,6 +283,9 @@ def collect_cmd(
         _export(result, out_dir, rubric)
     except KefuError as exc:
         fail(exc)
+    steps = {p.next_step for p in result.problems}
+    if steps - {"settled"}:  # the rest is collected and exported; these need a fix (2) or another collect (3)
+        raise typer.Exit(2 if "fix the endpoint" in steps else 3)
 
 
 @batch_app.command("collect-local")

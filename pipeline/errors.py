@@ -91,6 +91,11 @@ class GradeValidationError(KefuError):
         super().__init__(message)
 
 
+class UnusableReplyError(GradeValidationError):
+    """A reply that asking again would not mend: the model refused (its `refusal` text), or its JSON was cut
+    off at max_tokens. Graded unscored with that reason, without a re-ask."""
+
+
 class LocalExtraMissingError(ConfigError):
     """The embedded model was asked for but the `local` extra is not installed.
 

@@ -24,6 +24,7 @@ from pipeline.errors import (
     LLMError,
     SchemaUnsupportedError,
     TransientLLMError,
+    UnusableReplyError,
 )
 from pipeline.llm import ChatResult, LLMClient
 from pipeline.prompting import PromptSet
@@ -139,9 +140,12 @@ def grade_from_reply(
     """
     parsed: BaseModel | None = None
     error = failure
+    raw = result.content if result is not None else None
     if result is not None and failure is None:
         try:
-            parsed = _validate(build_grade_schema(criteria), result.content)
+            parsed = _validate_result(build_grade_schema(criteria), result)
+        except UnusableReplyError as exc:
+            error, raw = str(exc), exc.raw
         except GradeValidationError as exc:
             error = f"the model's reply did not match the schema (batch request: no re-ask): {exc}"
     elif result is None and failure is None:
@@ -159,7 +163,7 @@ def grade_from_reply(
         cached_tokens=result.cached_tokens if result else None,
         completion_tokens=result.completion_tokens if result else 0,
         error=error,
-        raw=result.content if result is not None and parsed is None else None,
+        raw=raw if parsed is None else None,
         response_mode=response_mode,
         latency_s=0.0,  # a batch request's own duration is not reported by the provider
         created_at=datetime.now(UTC),
@@ -221,7 +225,9 @@ class Grader:
             result = await self._call(messages, schema, outcome, usage, transcript.id)
             reply = result.content
             try:
-                parsed = _validate(schema, reply)
+                parsed = _validate_result(schema, result)
+            except UnusableReplyError:
+                raise  # asking again would not mend it
             except GradeValidationError as first:
                 log.warning("transcript %s: invalid reply, asking again: %s", transcript.id, first)
                 reask = [
@@ -233,7 +239,9 @@ class Grader:
                 result = await self._call(reask, schema, second, usage, transcript.id)
                 outcome.attempts += second.attempts
                 reply = result.content
-                parsed = _validate(schema, reply)
+                parsed = _validate_result(schema, result)
+        except UnusableReplyError as exc:
+            error, reply = str(exc), exc.raw
         except GradeValidationError as exc:
             error = f"the model's reply did not match the schema after one re-ask: {exc}"
         except FatalLLMError:
@@ -331,6 +339,20 @@ def _validate(schema: GradeSchema, reply: str) -> BaseModel:
             f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:8]
         )
         raise GradeValidationError(details, raw=reply) from None
+
+
+def _validate_result(schema: GradeSchema, result: ChatResult) -> BaseModel:
+    """`_validate` of a reply, saying so when it is a refusal or was cut off rather than calling it invalid JSON."""
+    if result.refusal:
+        raise UnusableReplyError(f"the model refused to grade: {result.refusal}", raw=result.refusal)
+    try:
+        return _validate(schema, result.content)
+    except GradeValidationError:
+        if result.finish_reason != "length":
+            raise
+        raise UnusableReplyError(
+            f"the reply was cut off at max_tokens ({result.completion_tokens} completion tokens) before its JSON "
+            "was complete; raise --max-tokens", raw=result.content) from None
 
 
 def _strip_fences(reply: str) -> str:

@@ -42,6 +42,8 @@ class GradeJob:
     repeats: int = 1
     per_criterion: bool = False
     retry_failed: bool = False
+    include_pending_batch: bool = False
+    """Grade online what a batch not yet collected holds too (by default it is skipped, not paid for twice)."""
     shop_speakers: Collection[str] = ()
     bot_speakers: Collection[str] = ()
     shop_prefixes: Sequence[str] = ()
@@ -150,7 +152,8 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
             on_endpoint(endpoint)
         options = RunOptions(
             concurrency=endpoint.max_concurrency or settings.concurrency, repeats=job.repeats,
-            per_criterion=job.per_criterion, retry_failed=job.retry_failed, rpm=settings.rpm,
+            per_criterion=job.per_criterion, retry_failed=job.retry_failed,
+            include_pending_batch=job.include_pending_batch, rpm=settings.rpm,
             tpm=settings.tpm, context_window=endpoint.context_window or settings.context_window,
         )
         client = LLMClient(endpoint.endpoint, pacer=Pacer(options.concurrency))

@@ -55,6 +55,8 @@ class ChatResult:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int | None
+    refusal: str | None = None
+    """The model's refusal text, which structured-output models send instead of content."""
 
 
 @dataclass(frozen=True)
@@ -260,17 +262,23 @@ def _parse_completion(body: bytes) -> ChatResult:
     try:
         data = json.loads(body)
         choice = data["choices"][0]
-        content = choice["message"].get("content") or ""
+        message = choice["message"]
+        content = message.get("content") or ""
+        refusal = message.get("refusal")
+        finish_reason = choice.get("finish_reason")
         usage = data.get("usage") or {}
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        details = usage.get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        if not isinstance(content, str) or not isinstance(finish_reason, str | None):
+            raise TypeError("content and finish_reason must be strings")
+        return ChatResult(
+            content=content,
+            model=str(data.get("model", "")),
+            finish_reason=finish_reason,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            cached_tokens=int(cached) if cached is not None else None,
+            refusal=str(refusal) if refusal else None,
+        )
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, OverflowError) as exc:
         raise TransientLLMError(f"the endpoint returned a malformed completion ({exc!r})") from None
-    details = usage.get("prompt_tokens_details") or {}
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return ChatResult(
-        content=content,
-        model=str(data.get("model", "")),
-        finish_reason=choice.get("finish_reason"),
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        cached_tokens=int(cached) if cached is not None else None,
-    )

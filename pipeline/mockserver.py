@@ -21,8 +21,11 @@ Choices the schema leaves open (enum values, branches, lengths) are drawn from a
 `seed` and a hash of the messages, so an identical request gets an identical reply; `choice="random"`
 draws from one seeded stream instead, so repeats differ but a run is still reproducible.
 
-The Batch API is served too: `POST /v1/files` (multipart upload), `GET /v1/files/{id}` and
-`/v1/files/{id}/content`, `POST /v1/batches`, `GET /v1/batches/{id}` and `POST /v1/batches/{id}/cancel`.
+The Batch API is served too: `POST /v1/files` (multipart upload), `GET /v1/files` (list, newest first),
+`GET /v1/files/{id}`, `/v1/files/{id}/content` and `DELETE /v1/files/{id}`, `POST /v1/batches`, `GET /v1/batches`
+(list, newest first), `GET /v1/batches/{id}` and `POST /v1/batches/{id}/cancel`. `script_api()` queues faults
+for these calls: a `Fault` is answered instead of the call, a `Drop` closes the connection after the call was
+done (the provider did it, the client never hears: a lost response).
 A batch runs when it is polled for the `batch_complete_after_polls`-th time: each line goes through
 steps 3-6 above (scripted items and `error_rate` included, no latency), a 200 lands in the output
 file and anything else in the error file. With `batch_expire_after_lines` set, only that many lines
@@ -156,6 +159,9 @@ class Delay(BaseModel):
 
 
 Scripted = Reply | Content | Fault | Delay | Drop
+
+ApiCall = Literal["files.create", "files.content", "batches.create", "batches.retrieve"]
+"""The files and batches calls `MockServer.script_api` can make fail."""
 
 
 def lognormal_latency(mean: float, sigma: float = 0.5) -> Callable[[random.Random], float]:
@@ -584,6 +590,7 @@ class MockServer:
         self._accepted: deque[float] = deque()  # arrival times of the calls in the rate-limit window
         self._files: dict[str, _StoredFile] = {}
         self._batches: dict[str, _MockBatch] = {}
+        self._api_script: dict[str, deque[Fault | Drop]] = {}
         self._runner: web.AppRunner | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -669,6 +676,11 @@ class MockServer:
         with self._lock:
             self._script.extend(items)
 
+    def script_api(self, call: ApiCall, *items: Fault | Drop) -> None:
+        """Queue faults for the next files or batches calls of one kind (see the module docstring)."""
+        with self._lock:
+            self._api_script.setdefault(call, deque()).extend(items)
+
     @property
     def script_remaining(self) -> int:
         """How many scripted answers have not been used yet."""
@@ -710,6 +722,7 @@ class MockServer:
             self._rng = random.Random(self.seed)
             self._files.clear()
             self._batches.clear()
+            self._api_script.clear()
             self._accepted.clear()
 
     # -- HTTP plumbing --
@@ -723,9 +736,12 @@ class MockServer:
                 web.get("/v1/models", self._tracked(self._list_models)),
                 web.get("/health", self._tracked(self._health)),
                 web.post("/v1/files", self._tracked(self._upload_file)),
+                web.get("/v1/files", self._tracked(self._list_files)),
                 web.get("/v1/files/{file_id}", self._tracked(self._get_file)),
+                web.delete("/v1/files/{file_id}", self._tracked(self._delete_file)),
                 web.get("/v1/files/{file_id}/content", self._tracked(self._get_file_content)),
                 web.post("/v1/batches", self._tracked(self._create_batch)),
+                web.get("/v1/batches", self._tracked(self._list_batches)),
                 web.get("/v1/batches/{batch_id}", self._tracked(self._retrieve_batch)),
                 web.post("/v1/batches/{batch_id}/cancel", self._tracked(self._cancel_batch)),
             ]
@@ -929,15 +945,45 @@ class MockServer:
             return _fault_response(Fault(status=404, body=openai_error(message, "invalid_request_error", param=key)))
         return found
 
+    def _scripted_api(self, call: ApiCall) -> Fault | Drop | None:
+        with self._lock:
+            queue = self._api_script.get(call)
+            return queue.popleft() if queue else None
+
+    @staticmethod
+    def _answer_api(request: web.Request, scripted: Drop | None, answer: Any) -> web.StreamResponse:
+        """The call's answer, or (scripted Drop) no answer at all although the call was done."""
+        if scripted is None:
+            return web.json_response(answer)
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=204)  # never sent: aiohttp sees the closed transport
+
     async def _upload_file(self, request: web.Request, body: Any) -> web.StreamResponse:
         if (denied := self._check_key(request)) is not None:
             return denied
+        if isinstance(scripted := self._scripted_api("files.create"), Fault):
+            return _fault_response(scripted)
         parts = _multipart_fields(request.headers.get("Content-Type", ""), await request.read())
         if "file" not in parts or "purpose" not in parts:
             return _fault_response(Fault.bad_request("a multipart body with 'file' and 'purpose' is required"))
         filename, data = parts["file"]
         stored = self._store_file(filename or "upload.jsonl", parts["purpose"][1].decode("utf-8"), data)
-        return web.json_response(stored.describe())
+        return self._answer_api(request, scripted, stored.describe())
+
+    async def _list_files(self, request: web.Request, body: Any) -> web.StreamResponse:
+        if (denied := self._check_key(request)) is not None:
+            return denied
+        purpose = request.query.get("purpose")
+        files = [f.describe() for f in self._files.values() if purpose is None or f.purpose == purpose]
+        return web.json_response(_list_page(files, request, default_limit=10000))
+
+    async def _delete_file(self, request: web.Request, body: Any) -> web.StreamResponse:
+        found = self._find(request, self._files, "file_id")
+        if isinstance(found, web.StreamResponse):
+            return found
+        del self._files[found.id]
+        return web.json_response({"id": found.id, "object": "file", "deleted": True})
 
     async def _get_file(self, request: web.Request, body: Any) -> web.StreamResponse:
         found = self._find(request, self._files, "file_id")
@@ -947,6 +993,10 @@ class MockServer:
         found = self._find(request, self._files, "file_id")
         if isinstance(found, web.StreamResponse):
             return found
+        if isinstance(scripted := self._scripted_api("files.content"), Fault):
+            return _fault_response(scripted)
+        if scripted is not None:
+            return self._answer_api(request, scripted, None)
         return web.Response(body=found.data, content_type="application/octet-stream")
 
     async def _create_batch(self, request: web.Request, body: Any) -> web.StreamResponse:
@@ -959,20 +1009,35 @@ class MockServer:
                                                      param="endpoint"))
         if body.get("completion_window") != "24h":
             return _fault_response(Fault.bad_request("completion_window must be 24h", param="completion_window"))
+        if isinstance(scripted := self._scripted_api("batches.create"), Fault):
+            return _fault_response(scripted)
         batch = _MockBatch(
             id=f"batch_mock_{next(self._ids)}", input_file_id=body["input_file_id"], endpoint=body["endpoint"],
             metadata=body.get("metadata"), created_at=int(time.time()),
             complete_after_polls=self.batch_complete_after_polls, expire_after_lines=self.batch_expire_after_lines,
         )
         self._batches[batch.id] = batch
-        return web.json_response(batch.describe())
+        return self._answer_api(request, scripted, batch.describe())
+
+    async def _list_batches(self, request: web.Request, body: Any) -> web.StreamResponse:
+        if (denied := self._check_key(request)) is not None:
+            return denied
+        return web.json_response(_list_page([b.describe() for b in self._batches.values()], request,
+                                            default_limit=20))
+
+    @property
+    def batches_created(self) -> int:
+        """Batches created since start or `reset()`: each one a provider would bill."""
+        return len(self._batches)
 
     async def _retrieve_batch(self, request: web.Request, body: Any) -> web.StreamResponse:
         found = self._find(request, self._batches, "batch_id")
         if isinstance(found, web.StreamResponse):
             return found
+        if isinstance(scripted := self._scripted_api("batches.retrieve"), Fault):
+            return _fault_response(scripted)
         self._advance_batch(found)
-        return web.json_response(found.describe())
+        return self._answer_api(request, scripted, found.describe())
 
     async def _cancel_batch(self, request: web.Request, body: Any) -> web.StreamResponse:
         found = self._find(request, self._batches, "batch_id")
@@ -1084,6 +1149,19 @@ def _read_batch_lines(data: bytes, endpoint: str) -> tuple[list[tuple[str, Any]]
         seen.add(line["custom_id"])
         requests.append((line["custom_id"], line["body"]))
     return requests, problems
+
+
+def _list_page(items: list[dict[str, Any]], request: web.Request, *, default_limit: int) -> dict[str, Any]:
+    """One page of a list endpoint as OpenAI pages them: newest first, `limit` items after the id `after`."""
+    newest_first = items[::-1]  # created in this order; created_at alone ties within a second
+    after = request.query.get("after")
+    if after is not None:
+        ids = [item["id"] for item in newest_first]
+        newest_first = newest_first[ids.index(after) + 1:] if after in ids else []
+    limit = int(request.query.get("limit", default_limit))
+    page = newest_first[:limit]
+    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None, "has_more": len(newest_first) > limit}
 
 
 def _jsonl(lines: list[dict[str, Any]]) -> bytes:

@@ -48,6 +48,8 @@ class RunOptions(BaseModel):
     repeats: int = Field(default=1, ge=1, description="Independent grades per transcript.")
     per_criterion: bool = Field(default=False, description="One call per criterion instead of one per transcript.")
     retry_failed: bool = Field(default=False, description="Re-attempt grades stored as unscored.")
+    include_pending_batch: bool = Field(
+        default=False, description="Grade online what a batch not yet collected holds too (it is paid twice).")
     rpm: float | None = Field(default=None, gt=0, description="Requests per minute at most.")
     tpm: float | None = Field(default=None, gt=0, description="Estimated tokens per minute at most.")
     context_window: int = Field(default=32768, gt=0, description="Model context in tokens (length check).")
@@ -74,6 +76,7 @@ class RunSummary(BaseModel):
     graded: int = 0
     unscored: int = 0
     skipped: int = 0
+    pending_batch: int = Field(default=0, description="Calls skipped because a batch not yet collected holds them.")
     rejected: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
@@ -177,6 +180,8 @@ class _Unit:
 class _State:
     summary: RunSummary
     done: KeySet
+    pending: KeySet | None
+    """Keys in a batch not yet collected: skipped unless asked for (None: there are none, or asked for)."""
     started: float = field(default_factory=time.monotonic)
 
 
@@ -212,7 +217,8 @@ async def run_grading(
         template_hash=grader.prompts.template_hash, model=grader.model, settings=dict(settings_record or {}),
     )
     state = _State(RunSummary(redacted=redaction is not None),
-                   store.finished_keys(include_unscored=not options.retry_failed))
+                   store.finished_keys(include_unscored=not options.retry_failed),
+                   None if options.include_pending_batch else store.pending_batch_keys())
     if redaction is not None:
         key_options = {**(key_options or {}), "redact": True}
     scopes = grader.scopes(options.per_criterion)
@@ -247,6 +253,7 @@ async def run_grading(
                 transcript = redacted.transcript if redacted is not None else item
                 thash = transcript_hash(transcript)
                 pending = []
+                in_batch = state.summary.pending_batch
                 for repeat in range(options.repeats):
                     for scope, crits in scopes:
                         key = grade_key(
@@ -258,8 +265,14 @@ async def run_grading(
                             state.summary.skipped += 1
                             if progress is not None:
                                 progress.skip(1)
+                        elif state.pending is not None and key in state.pending:
+                            state.summary.pending_batch += 1  # sent already; grading it here would pay twice
+                            if progress is not None:
+                                progress.skip(1)
                         else:
                             pending.append((repeat, scope, crits, key))
+                if state.summary.pending_batch != in_batch:
+                    line = None  # not finished before its batch is collected
                 checks = stored = None
                 original_hash = ""
                 offload = False  # made by the check process once the transcript is known to be sent

@@ -27,7 +27,16 @@ from pipeline.transcripts import Transcript
 
 DB_NAME = "kefu.sqlite"
 
-_INSERT_GRADE = "INSERT OR REPLACE INTO grades VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+# A stored scored grade is final: a later failure under the same key (a batch's, a concurrent run's) leaves it.
+_INSERT_GRADE = (
+    "INSERT INTO grades VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET"
+    " run_id = excluded.run_id, transcript_id = excluded.transcript_id, repeat = excluded.repeat,"
+    " scope = excluded.scope, status = excluded.status, rubric_hash = excluded.rubric_hash, model = excluded.model,"
+    " attempts = excluded.attempts, prompt_tokens = excluded.prompt_tokens, cached_tokens = excluded.cached_tokens,"
+    " completion_tokens = excluded.completion_tokens, error = excluded.error, raw = excluded.raw,"
+    " response_mode = excluded.response_mode, latency_s = excluded.latency_s, created_at = excluded.created_at,"
+    " criteria = excluded.criteria WHERE grades.status = 'unscored'"
+)
 _INSERT_LINE = "INSERT OR REPLACE INTO finished_lines VALUES (?, ?, ?)"
 
 LOAD_CHUNK_ROWS = 65536
@@ -52,6 +61,18 @@ class FinishedLine(NamedTuple):
     fingerprint: str
     digest: bytes
     transcript_id: str
+
+
+class BatchRequest(NamedTuple):
+    """One request line of a batch file, as `Store.record_batch_file` records it."""
+
+    custom_id: str
+    transcript_id: str
+    transcript_hash: str
+    repeat: int
+    scope: str
+    key: str | None = None
+    """The grade's resume key; None when it is the custom_id (a key's first request)."""
 
 
 class GradeRow(NamedTuple):
@@ -258,16 +279,39 @@ def _m003_resume_and_exports(db: sqlite3.Connection) -> None:
             )
 
 
+def _m004_batch_attempts(db: sqlite3.Connection) -> None:
+    """What makes batch steps safe to repeat: the grade key of each request, and each provider call's intent.
+
+    A request written again (`--retry-failed`) gets a custom_id of its own, so a result line of the
+    older file can never be taken for the newer one's; `grade_key` says whose grade both are.
+    `upload_started_at` and `create_started_at` are set before the call: when its answer is lost, the
+    next run looks for the file or batch at the provider instead of paying for a second one.
+    `collect_error` says why a finished batch could not be collected (kept until it is).
+    """
+    _execute_all(
+        db,
+        """
+        ALTER TABLE batch_requests ADD COLUMN grade_key TEXT;
+        UPDATE batch_requests SET grade_key = custom_id;
+        CREATE INDEX batch_requests_by_key ON batch_requests (grade_key);
+        ALTER TABLE batches ADD COLUMN upload_started_at TEXT;
+        ALTER TABLE batches ADD COLUMN create_started_at TEXT;
+        ALTER TABLE batches ADD COLUMN collect_error TEXT
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_batches", _m002_batches),
     ("003_resume_and_exports", _m003_resume_and_exports),
+    ("004_batch_attempts", _m004_batch_attempts),
 ]
 
-# What the provider tells about a batch, the only columns `update_batch` may set.
+# What the provider tells about a batch, and what kefu records around its calls: the columns `update_batch` may set.
 _BATCH_UPDATES = frozenset(
     {"status", "batch_id", "input_file_id", "output_file_id", "error_file_id", "completed", "failed", "errors",
-     "collected_at"}
+     "collected_at", "upload_started_at", "create_started_at", "collect_error"}
 )
 
 
@@ -353,12 +397,23 @@ class Store:
         """
         sql = "SELECT key FROM grades" + ("" if include_unscored else " WHERE status = 'scored'")
         if pending_batches:
-            sql += " UNION ALL SELECT custom_id FROM batch_requests WHERE collected_at IS NULL"
+            sql += " UNION ALL " + _PENDING_KEYS
         return KeySet.from_rows(_chunks(self._db.execute(sql), chunk_rows))
+
+    def pending_batch_keys(self, *, chunk_rows: int = LOAD_CHUNK_ROWS) -> KeySet | None:
+        """Keys a batch file holds whose result is not collected yet; None when there are none (the usual case)."""
+        if self._db.execute("SELECT 1 FROM batch_requests WHERE collected_at IS NULL LIMIT 1").fetchone() is None:
+            return None
+        return KeySet.from_rows(_chunks(self._db.execute(_PENDING_KEYS), chunk_rows))
+
+    def grade_status(self, key: str) -> tuple[str, str] | None:
+        """A stored grade's status and created_at (UTC ISO), or None: whether a result would be news."""
+        row = self._db.execute("SELECT status, created_at FROM grades WHERE key = ?", (key,)).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
 
     def save_grade(self, grade: Grade, run_id: int, rubric_hash: str, *, meta: TranscriptMeta | None = None,
                    finished_line: FinishedLine | None = None) -> None:
-        """Commit one grade now (replacing an unscored one under the same key on --retry-failed).
+        """Commit one grade now (replacing an unscored one under the same key on --retry-failed; a scored one stays).
 
         With `meta` (the transcript's first grade), its metadata is stored in the same transaction;
         with `finished_line` (its last), the line is recorded as finished there too, so the store
@@ -500,13 +555,12 @@ class Store:
 
     # --- batches ----------------------------------------------------------------------------
     def record_batch_file(self, *, local_file: str, run_id: int, rubric_hash: str, model: str, response_mode: str,
-                          size_bytes: int, requests: list[tuple[str, str, str, int, str]],
+                          size_bytes: int, requests: list[BatchRequest] | list[tuple[str, str, str, int, str]],
                           transcripts: dict[str, str]) -> None:
         """Record a written batch file with its requests and their transcripts, all or nothing.
 
-        `requests` are (custom_id, transcript_id, transcript_hash, repeat, scope); a custom_id written
-        before (an unscored grade sent again) now belongs to this file and is uncollected again.
-        `transcripts` maps content hash to the transcript's JSON as sent.
+        `requests` are `BatchRequest`s (or their first five fields). `transcripts` maps content hash to
+        the transcript's JSON as sent.
         """
         now = _now()
         self._db.execute("BEGIN")
@@ -517,8 +571,10 @@ class Store:
                 (local_file, run_id, rubric_hash, model, response_mode, len(requests), size_bytes, now, now),
             )
             self._db.executemany(
-                "INSERT OR REPLACE INTO batch_requests VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                [(cid, local_file, tid, thash, repeat, scope) for cid, tid, thash, repeat, scope in requests],
+                "INSERT INTO batch_requests (custom_id, local_file, transcript_id, transcript_hash, repeat, scope,"
+                " grade_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.custom_id, local_file, r.transcript_id, r.transcript_hash, r.repeat, r.scope, r.key or r.custom_id)
+                 for r in (BatchRequest(*request) for request in requests)],
             )
             self._db.executemany("INSERT OR IGNORE INTO batch_transcripts VALUES (?, ?)", list(transcripts.items()))
         except BaseException:
@@ -558,6 +614,10 @@ class Store:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur]
 
+    def batch_writes(self, key: str) -> int:
+        """How many batch requests have been written for a grade key (each gets its own custom_id)."""
+        return int(self._db.execute("SELECT COUNT(*) FROM batch_requests WHERE grade_key = ?", (key,)).fetchone()[0])
+
     def batch_transcript(self, content_hash: str) -> str | None:
         """The JSON of a transcript as a batch file sent it."""
         row = self._db.execute(
@@ -565,12 +625,16 @@ class Store:
         ).fetchone()
         return None if row is None else str(row[0])
 
-    def save_batch_grade(self, grade: Grade, run_id: int, rubric_hash: str) -> None:
-        """Commit a grade collected from a batch and mark its request collected, together."""
+    def save_batch_grade(self, grade: Grade | None, run_id: int, rubric_hash: str, *, custom_id: str) -> None:
+        """Commit a grade collected from a batch and mark its request collected, together.
+
+        `grade` None marks the request collected without storing its result (a newer one is stored).
+        """
         self._db.execute("BEGIN")
         try:
-            self.save_grade(grade, run_id, rubric_hash)
-            self._db.execute("UPDATE batch_requests SET collected_at = ? WHERE custom_id = ?", (_now(), grade.key))
+            if grade is not None:
+                self.save_grade(grade, run_id, rubric_hash)
+            self._db.execute("UPDATE batch_requests SET collected_at = ? WHERE custom_id = ?", (_now(), custom_id))
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -583,11 +647,14 @@ class Store:
             " COALESCE(SUM(g.prompt_tokens), 0), COALESCE(SUM(g.cached_tokens), 0),"
             " COALESCE(SUM(g.completion_tokens), 0)"
             " FROM batch_requests r JOIN batches b ON b.local_file = r.local_file"
-            " JOIN grades g ON g.key = r.custom_id WHERE b.run_id = ? AND r.collected_at IS NOT NULL",
+            " JOIN grades g ON g.key = r.grade_key WHERE b.run_id = ? AND r.collected_at IS NOT NULL",
             (run_id,),
         ).fetchone()
         names = ("requests", "graded", "unscored", "prompt_tokens", "cached_tokens", "completion_tokens")
         return dict(zip(names, (int(v) for v in row), strict=True))
+
+
+_PENDING_KEYS = "SELECT grade_key FROM batch_requests WHERE collected_at IS NULL"
 
 
 def _chunks(cur: sqlite3.Cursor, rows: int) -> Iterator[list[Any]]:

@@ -18,11 +18,15 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pipeline.batch import (
+    BatchStatus,
     BatchWriteResult,
     CollectResult,
+    _outcome,
     batch_client,
     collect,
     collect_local,
@@ -30,10 +34,12 @@ from pipeline.batch import (
     submit,
     write_batch_files,
 )
+from pipeline.batch_limits import MAX_BYTES, MAX_REQUESTS, over_limits
 from pipeline.cli_batch import batch_app
-from pipeline.grader import Grade, Grader, Sampling
+from pipeline.errors import TransientLLMError
+from pipeline.grader import Grade, Grader, Sampling, grade_from_reply
 from pipeline.llm import Endpoint, LLMClient
-from pipeline.mockserver import Content, Fault, MockServer, generate_instance
+from pipeline.mockserver import Content, Drop, Fault, MockServer, Reply, generate_instance
 from pipeline.prompting import PromptSet
 from pipeline.redaction import RedactionConfig
 from pipeline.retry import RetryPolicy
@@ -90,7 +96,7 @@ def grade_online(server: MockServer, rubric: Rubric, items: list[Transcript], ou
                         retry=RetryPolicy(attempts=1), sleep=_no_sleep)
         try:
             with Store.open(out) as store:
-                await run_grading(items, grader=grader, store=store, options=RunOptions(),
+                await run_grading(items, grader=grader, store=store, options=run.pop("options", RunOptions()),
                                   rejects_path=out / "rejects.jsonl", **run)
         finally:
             await client.close()
@@ -343,3 +349,245 @@ def test_cli_writes_and_reports_status(mock_server: MockServer, rubric: Rubric, 
     refused = runner.invoke(batch_app, ["submit", str(again), "--base-url", mock_server.base_url],
                             env={"OPENAI_API_KEY": "wrong"})
     assert refused.exit_code == 2 and "API key" in refused.output
+
+
+# --- the paths that must never pay twice or lose a good grade (issue 13, section 7) ----------------
+
+
+def _two_batches(server: MockServer, client: openai.OpenAI, rubric: Rubric, out: Path) -> list[BatchStatus]:
+    """Chats a and b, one request file (and batch) each, run to completion."""
+    write(rubric, out, chats("a", "b"), max_requests=1)
+    submit(out, client)
+    return status(out, client)
+
+
+def test_a_result_file_that_is_gone_does_not_hold_up_the_other_batches(
+    mock_server: MockServer, client: openai.OpenAI, rubric: Rubric, tmp_path: Path
+) -> None:
+    first, _ = _two_batches(mock_server, client, rubric, tmp_path)
+    client.files.delete(client.batches.retrieve(first.batch_id or "").output_file_id or "")  # 404 from now on
+    env = {"OPENAI_API_KEY": "test-key"}
+    shown = CliRunner().invoke(batch_app, ["collect", str(tmp_path), "--base-url", mock_server.base_url], env=env)
+    assert shown.exit_code == 0, shown.output  # what could be collected is, and the rest is settled
+    assert "no Batch API" not in shown.output and "requests-0001" in shown.output and "--retry-failed" in shown.output
+    g = grades(tmp_path)
+    assert g["b"].status == "scored"
+    assert g["a"].status == "unscored" and "could not be downloaded" in (g["a"].error or "")
+    with Store.open(tmp_path) as store:
+        assert [f["collected_at"] is not None for f in store.batch_files()] == [True, True]
+    again = write(rubric, tmp_path, chats("a", "b"), retry_failed=True)
+    assert again.requests == 1 and lines(again.files[0])[0]["custom_id"] == f"{g['a'].key}-2"
+    submit(tmp_path, client)
+    assert collect(tmp_path, client).scored == 1 and grades(tmp_path)["a"].status == "scored"
+
+
+def test_a_download_that_fails_now_leaves_that_batch_pending_and_collects_the_rest(
+    mock_server: MockServer, client: openai.OpenAI, rubric: Rubric, tmp_path: Path
+) -> None:
+    _two_batches(mock_server, client, rubric, tmp_path)
+    mock_server.script_api("files.content", Fault.server_error(502))
+    result = collect(tmp_path, client)
+    [problem] = result.problems
+    assert (problem.local_file, problem.next_step) == ("batch/requests-0001.jsonl", "collect again")
+    assert "HTTP 502" in problem.reason and result.scored == 1 and set(grades(tmp_path)) == {"b"}
+    assert "HTTP 502" in (status(tmp_path, client)[0].problem or "")  # `kefu batch status` shows it
+    assert write(rubric, tmp_path, chats("a", "b"), retry_failed=True).requests == 0  # a is still pending
+    rest = collect(tmp_path, client)
+    assert (rest.scored, rest.problems) == (1, []) and set(grades(tmp_path)) == {"a", "b"}
+    assert [s.problem for s in status(tmp_path, client)] == [None, None]
+
+
+def test_online_grading_skips_requests_pending_in_a_batch_unless_asked(
+    mock_server: MockServer, client: openai.OpenAI, rubric: Rubric, tmp_path: Path
+) -> None:
+    mock_server.batch_complete_after_polls = 2
+    write(rubric, tmp_path, chats("a", "b"))
+    submit(tmp_path, client)
+    grade_online(mock_server, rubric, chats("a", "b", "c"), tmp_path)
+    assert set(grades(tmp_path)) == {"c"}  # a and b were not sent again
+    with Store.open(tmp_path) as store:
+        summary = json.loads((store.last_run() or {})["summary"])
+    assert summary["pending_batch"] == 2
+    grade_online(mock_server, rubric, chats("a", "b"), tmp_path, options=RunOptions(include_pending_batch=True))
+    online = grades(tmp_path)
+    assert online["a"].status == online["b"].status == "scored"
+    assert status(tmp_path, client)[0].status == "in_progress"
+    mock_server.script(Fault.server_error(), Fault.server_error())  # the batch fails both lines
+    result = collect(tmp_path, client)
+    assert (result.scored, result.unscored, result.superseded) == (0, 0, 2)
+    assert {k: g.model_dump() for k, g in grades(tmp_path).items()} == {
+        k: g.model_dump() for k, g in online.items()}  # the good online grades stay
+
+
+def test_a_stored_scored_grade_is_never_replaced_by_a_failure(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    scored = Grade(key="k", transcript_id="a", repeat=0, scope="all", status="scored", criteria=[], model="m",
+                   attempts=1, created_at=now)
+    with Store.open(tmp_path) as store:
+        store.save_grade(scored, 1, "r")
+        store.save_grade(scored.model_copy(update={"status": "unscored", "error": "HTTP 500"}), 1, "r")
+        assert store.count_grades() == {"scored": 1}
+        unscored = scored.model_copy(update={"key": "u", "status": "unscored", "error": "HTTP 500"})
+        store.save_grade(unscored, 1, "r")
+        store.save_grade(unscored.model_copy(update={"status": "scored", "error": None}), 1, "r")
+        assert store.count_grades() == {"scored": 2}  # a failure gives way to a grade
+
+
+@pytest.mark.parametrize("lost", ["files.create", "batches.create", "batches.create in a folder from before 004"])
+def test_a_lost_answer_to_an_upload_or_create_never_makes_a_second_batch(
+    mock_server: MockServer, client: openai.OpenAI, rubric: Rubric, tmp_path: Path, lost: str
+) -> None:
+    write(rubric, tmp_path, chats("a", "b"))
+    call: Any = lost.split()[0]
+    mock_server.script_api(call, Drop())  # the provider does it; the answer never arrives
+    with pytest.raises(TransientLLMError):
+        submit(tmp_path, client)
+    assert mock_server.batches_created == (1 if call == "batches.create" else 0)
+    if "before 004" in lost:  # no intent recorded: the upload's time is all there is to go by
+        with Store.open(tmp_path) as store:
+            store.update_batch("batch/requests-0001.jsonl", create_started_at=None)
+    [st] = submit(tmp_path, client)
+    assert mock_server.batches_created == 1 and st.batch_id == client.batches.list().data[0].id
+    assert len(client.files.list(purpose="batch").data) == 1  # nor a second upload
+    assert submit(tmp_path, client)[0].batch_id == st.batch_id  # and a third run changes nothing
+    assert collect(tmp_path, client).scored == 2
+
+
+def test_an_older_vllm_output_never_replaces_the_retrys_results(rubric: Rubric, tmp_path: Path) -> None:
+    written = write(rubric, tmp_path, chats("a", "b"))
+    ids = {line["body"]["messages"][1]["content"].split("订单")[1][0]: line["custom_id"]
+           for line in lines(written.files[0])}
+    reply = generate_instance(build_grade_schema(rubric.criteria()).json_schema, random.Random(2))
+    completion = {"id": "c", "object": "chat.completion", "created": 0, "model": "mock-model",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": json.dumps(reply)},
+                               "finish_reason": "stop"}], "usage": {"prompt_tokens": 9, "completion_tokens": 3}}
+    old = tmp_path / "old.vllm.jsonl"
+    old.write_text(_vllm_line(ids["a"], completion) + _vllm_line(ids["b"], None, status_code=500, error="OOM"),
+                   encoding="utf-8")
+    assert (collect_local(tmp_path, old).unscored, grades(tmp_path)["b"].status) == (1, "unscored")
+    retry = write(rubric, tmp_path, chats("a", "b"), retry_failed=True)
+    [retried] = lines(retry.files[0])
+    assert retried["custom_id"] == f"{ids['b']}-2"
+    again = collect_local(tmp_path, old)  # the old output, collected again before the retry's
+    assert (again.scored, again.unscored, again.already_collected) == (0, 0, 2)
+    new = tmp_path / "new.vllm.jsonl"
+    new.write_text(_vllm_line(retried["custom_id"], completion), encoding="utf-8")
+    assert collect_local(tmp_path, new).scored == 1
+    assert collect_local(tmp_path, old).already_collected == 2  # and after it
+    b = grades(tmp_path)["b"]
+    assert b.status == "scored" and b.key == ids["b"]
+    with Store.open(tmp_path) as store:
+        assert [f["collected_at"] is not None for f in store.batch_files()] == [True, True]
+
+
+def _completion(message: dict[str, Any], finish_reason: str) -> dict[str, Any]:
+    return {"id": "c", "object": "chat.completion", "created": 0, "model": "mock-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish_reason}],
+            "usage": {"prompt_tokens": 900, "completion_tokens": 64}}
+
+
+_REFUSED = _completion({"content": None, "refusal": "抱歉，我无法协助处理此请求。"}, "stop")
+_CUT_OFF = _completion({"content": '{"greeting": {"evidence": [{"turn": 1, "quo'}, "length")
+
+
+def test_a_refusal_and_a_cut_off_reply_are_named_in_a_batch_and_online(
+    mock_server: MockServer, client: openai.OpenAI, rubric: Rubric, tmp_path: Path
+) -> None:
+    write(rubric, tmp_path / "batch", chats("a", "b"))
+    submit(tmp_path / "batch", client)
+    mock_server.script(Reply(body=_REFUSED), Reply(body=_CUT_OFF))
+    assert collect(tmp_path / "batch", client).unscored == 2
+    mock_server.script(Reply(body=_REFUSED), Reply(body=_CUT_OFF))
+    grade_online(mock_server, rubric, chats("a", "b"), tmp_path / "online")
+    calls = [r for r in mock_server.requests if r.path.endswith("/chat/completions")]
+    assert len(calls) == 2  # no re-ask: asking again mends neither
+    for out in (tmp_path / "batch", tmp_path / "online"):
+        g = grades(out)
+        assert g["a"].error == "the model refused to grade: 抱歉，我无法协助处理此请求。"
+        assert g["a"].raw == "抱歉，我无法协助处理此请求。"
+        assert g["b"].error is not None and "cut off at max_tokens (64 completion tokens)" in g["b"].error
+        assert "Invalid JSON" not in g["b"].error and g["b"].raw == _CUT_OFF["choices"][0]["message"]["content"]
+
+
+def test_file_limits_are_openais_in_bytes_and_a_higher_choice_is_warned_about(
+    rubric: Rubric, tmp_path: Path
+) -> None:
+    assert MAX_BYTES == 200_000_000 and MAX_REQUESTS == 50_000
+    assert over_limits(MAX_REQUESTS, MAX_BYTES) == []
+    assert len(over_limits(MAX_REQUESTS + 1, 200 * 1024**2)) == 2
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text(json.dumps({"id": "a", "turns": [{"role": "customer", "text": "在吗"}]}) + "\n",
+                      encoding="utf-8")
+    shown = CliRunner().invoke(batch_app, ["write", str(inputs), "-o", str(tmp_path / "run"), "--model", "m",
+                                           "--no-redact", "--max-bytes", str(200 * 1024**2)])
+    assert shown.exit_code == 0 and "200,000,000" in shown.output
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+def _or_any(shaped: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A value of the expected shape (mostly), or any JSON value in its place."""
+    return st.one_of(shaped, shaped, shaped, _JSON)
+
+
+_MESSAGE = st.fixed_dictionaries({"role": st.just("assistant"), "content": _or_any(st.text()),
+                                  "refusal": _or_any(st.none())})
+_CHOICE = st.fixed_dictionaries({"message": _or_any(_MESSAGE),
+                                 "finish_reason": _or_any(st.sampled_from(["stop", "length"]))})
+_USAGE = st.fixed_dictionaries({"prompt_tokens": _JSON, "completion_tokens": _JSON, "prompt_tokens_details": _JSON})
+_BODY = st.fixed_dictionaries({"choices": _or_any(st.lists(_or_any(_CHOICE), max_size=2)), "usage": _or_any(_USAGE),
+                               "model": _JSON})
+_RESULT_LINE = st.one_of(
+    st.fixed_dictionaries({"custom_id": _JSON, "error": _JSON, "response": _or_any(st.fixed_dictionaries(
+        {"status_code": _or_any(st.sampled_from([200, 400, 500])), "body": _or_any(_BODY)}))}),
+    st.dictionaries(st.text(max_size=8), _JSON, max_size=4),
+)
+
+
+def _line_with(message: Any = None, usage: Any = None) -> dict[str, Any]:
+    body = {"choices": [{"message": message or {"role": "assistant", "content": "{}"}, "finish_reason": "stop"}],
+            "usage": usage or {}}
+    return {"custom_id": "k", "error": None, "response": {"status_code": 200, "body": body}}
+
+
+@given(line=_RESULT_LINE)
+@example(line=_line_with(usage={"prompt_tokens": "many"}))
+@example(line=_line_with(usage=[1]))
+@example(line=_line_with(message={"role": "assistant", "content": 5}))
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_result_line_is_a_reply_or_a_failure_and_then_a_grade(line: dict[str, Any]) -> None:
+    rubric = load_rubric(REPO / "rubric" / "ecommerce_cs.yaml")
+    reply, failure, attempts = _outcome(line)
+    assert (reply is None) != (failure is None) and attempts in (0, 1)
+    grade = grade_from_reply(chats("a")[0], key="k", repeat=0, scope="all", criteria=rubric.criteria(),
+                             model="m", response_mode="json_schema", result=reply, failure=failure, attempts=attempts)
+    assert (grade.status == "unscored") == (grade.error is not None)
+    assert grade.status == "unscored" or all(c.score is not None for c in grade.criteria)
+
+
+def test_kefu_grade_says_what_a_pending_batch_holds_and_grades_it_only_when_asked(
+    mock_server: MockServer, tmp_path: Path
+) -> None:
+    from pipeline.cli import app
+
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps({"id": t.id, "turns": [{"role": turn.role.value, "text": turn.text}
+                                                                for turn in t.turns]}, ensure_ascii=False) + "\n"
+                              for t in chats("a", "b")), encoding="utf-8")
+    out, runner = tmp_path / "run", CliRunner()
+    env = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": mock_server.base_url}
+    common = ["-o", str(out), "--model", "mock-model"]
+    assert runner.invoke(batch_app, ["write", str(inputs), *common], env=env).exit_code == 0
+    assert runner.invoke(batch_app, ["submit", str(out)], env=env).exit_code == 0
+    skipped = runner.invoke(app, ["grade", str(inputs), *common], env=env)
+    assert skipped.exit_code == 0, skipped.output
+    assert "pending in a batch" in skipped.output and grades(out) == {}
+    assert not [r for r in mock_server.requests if r.path.endswith("/chat/completions")]
+    both = runner.invoke(app, ["grade", str(inputs), *common, "--include-pending-batch"], env=env)
+    assert both.exit_code == 0, both.output
+    assert set(grades(out)) == {"a", "b"} and "pending in a batch" not in both.output

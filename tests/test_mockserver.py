@@ -354,3 +354,25 @@ def test_runs_inside_an_event_loop() -> None:
             return reply.choices[0].message.content or "", len(server.requests)
 
     assert asyncio.run(scenario()) == ("好的，已收到。", 1)
+
+
+def test_files_and_batches_list_newest_first_page_by_page_and_api_faults_play_once() -> None:
+    with MockServer() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        uploaded = [client.files.create(file=(f"f{i}.jsonl", b"{}\n"), purpose="batch").id for i in range(5)]
+        assert [f.id for f in client.files.list(purpose="batch", limit=2)] == uploaded[::-1]  # three pages
+        assert list(client.files.list(purpose="batch_output")) == []
+        batches = [client.batches.create(input_file_id=uploaded[0], endpoint="/v1/chat/completions",
+                                         completion_window="24h").id for _ in range(3)]
+        assert [b.id for b in client.batches.list(limit=2)] == batches[::-1]
+        assert server.batches_created == 3
+        server.script_api("batches.create", Fault.server_error(503), Drop())
+        with pytest.raises(openai.InternalServerError):  # answered instead: nothing was created
+            client.batches.create(input_file_id=uploaded[0], endpoint="/v1/chat/completions", completion_window="24h")
+        assert server.batches_created == 3
+        with pytest.raises(openai.APIConnectionError):  # created, and the answer lost
+            client.batches.create(input_file_id=uploaded[0], endpoint="/v1/chat/completions", completion_window="24h")
+        assert server.batches_created == 4
+        assert client.files.delete(uploaded[1]).deleted
+        with pytest.raises(openai.NotFoundError):
+            client.files.content(uploaded[1])

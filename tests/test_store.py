@@ -53,6 +53,21 @@ def test_store_is_wal_and_migrations_apply_once(tmp_path: Path) -> None:
     assert [r[0] for r in db.execute("SELECT name FROM migrations")] == [name for name, _ in MIGRATIONS]
 
 
+def test_a_folder_with_pending_batches_keeps_them_through_migration_004(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "kefu.sqlite", isolation_level=None)
+    db.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for name, migrate in MIGRATIONS[:3]:  # a run folder from before 004
+        migrate(db)
+        db.execute("INSERT INTO migrations VALUES (?, '2026-01-01')", (name,))
+    db.execute("INSERT INTO batches (local_file, run_id, rubric_hash, model, response_mode, requests, bytes, status,"
+               " created_at, updated_at) VALUES ('f', 1, 'r', 'm', 'json_schema', 1, 1, 'written', 't', 't')")
+    db.execute("INSERT INTO batch_requests VALUES ('k1', 'f', 'c1', 'h', 0, 'all', NULL)")
+    db.close()
+    with Store.open(tmp_path) as store:
+        assert "k1" in store.finished_keys(pending_batches=True)
+        assert "k1" in (store.pending_batch_keys() or ()) and store.batch_writes("k1") == 1
+
+
 def make_grade(rubric: Rubric, tid: str, repeat: int, *, missing: str | None = None, scope: str = "all") -> Grade:
     crits = rubric.criteria() if scope == "all" else [rubric.criterion(scope)]
     return Grade(
