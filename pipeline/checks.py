@@ -73,6 +73,7 @@ CHECKS: dict[str, CheckSpec] = {
     # PhraseReport.columns()
     "banned_hits": _NUMBER,
     "negation_refusal_hits": _NUMBER,
+    "negative_language_hits": _NUMBER,
     "but_words_hits": _NUMBER,
     "honorific_used": _FLAG,
     "greeting_found": _FLAG,
