@@ -106,9 +106,23 @@ def test_emoticon_codes_never_produce_or_join_a_hit(checker: PhraseChecker) -> N
         (PhraseGroup.but_words, "衣服很好看,但是没有现货了", ["但是"]),
         (PhraseGroup.honorifics, "这款是亲肤面料,亲子装也有", []),
         (PhraseGroup.honorifics, "亲,这款是亲肤面料", ["亲"]),
+        # Seed 002 严禁用 (2) without 我, and 负面语言 (需要注意的方面 3); the polite forms stay allowed.
+        (PhraseGroup.banned, "这个不知道", ["不知道"]),
+        (PhraseGroup.banned, "这个不清楚", ["不清楚"]),
+        (PhraseGroup.banned, "这个不大清楚呢", ["不大清楚"]),
+        (PhraseGroup.banned, "我不大清楚", ["我不大清楚"]),
+        (PhraseGroup.banned, "不知道您喜欢哪个颜色呢?", []),
+        (PhraseGroup.banned, "有不清楚的地方随时问我哦", []),
+        (PhraseGroup.negative_language, "这个我不会弄", ["我不会"]),
+        (PhraseGroup.negative_language, "我不愿意再改了", ["我不愿意"]),
+        (PhraseGroup.negative_language, "我不能给您改价", ["我不能"]),
+        (PhraseGroup.negative_language, "我不可以私下退款", ["我不可以"]),
+        (PhraseGroup.negative_language, "我不会让您失望的", []),
+        (PhraseGroup.greetings, "您好像没有付款成功", []),
+        (PhraseGroup.greetings, "您好，像这款是有现货的", ["您好"]),
     ],
 )
-def test_longer_allowed_words_are_not_hits(
+def test_listed_phrases_and_the_longer_words_they_allow(
     checker: PhraseChecker, group: PhraseGroup, reply: str, expected: list[str]
 ) -> None:
     assert texts(checker, group, reply) == expected
@@ -301,31 +315,7 @@ def test_load_reports_bad_yaml(tmp_path: Path) -> None:
     assert load_lexicons(good).version == "t"
 
 
-# --- seed coverage: 不知道/不清楚, 负面语言, traditional characters, split phrases (issue 13 §6) ---------
-
-
-@pytest.mark.parametrize(
-    ("group", "reply", "expected"),
-    [
-        (PhraseGroup.banned, "这个不知道", ["不知道"]),
-        (PhraseGroup.banned, "这个不清楚", ["不清楚"]),
-        (PhraseGroup.banned, "这个不大清楚呢", ["不大清楚"]),
-        (PhraseGroup.banned, "我不大清楚", ["我不大清楚"]),
-        (PhraseGroup.banned, "不知道您喜欢哪个颜色呢?", []),
-        (PhraseGroup.banned, "有不清楚的地方随时问我哦", []),
-        (PhraseGroup.negative_language, "这个我不会弄", ["我不会"]),
-        (PhraseGroup.negative_language, "我不愿意再改了", ["我不愿意"]),
-        (PhraseGroup.negative_language, "我不能给您改价", ["我不能"]),
-        (PhraseGroup.negative_language, "我不可以私下退款", ["我不可以"]),
-        (PhraseGroup.negative_language, "我不会让您失望的", []),
-        (PhraseGroup.greetings, "您好像没有付款成功", []),
-        (PhraseGroup.greetings, "您好，像这款是有现货的", ["您好"]),
-    ],
-)
-def test_seed_phrases_without_wo_and_negative_language(
-    checker: PhraseChecker, group: PhraseGroup, reply: str, expected: list[str]
-) -> None:
-    assert texts(checker, group, reply) == expected
+# --- traditional characters and split phrases ----------------------------------------------------
 
 
 @pytest.mark.parametrize(
