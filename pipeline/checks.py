@@ -71,7 +71,7 @@ CHECKS: dict[str, CheckSpec] = {
     "burst_max_wait_s": _NUMBER,
     "share_within_reply_limit": _NUMBER,
     "share_within_rate_limit": _NUMBER,
-    "satisfaction": _NUMBER,
+    "satisfaction_stars": _NUMBER,
     "satisfied": _FLAG,
     # PhraseReport.columns()
     "banned_hits": _NUMBER,

@@ -243,7 +243,7 @@ class SessionTiming(_Strict):
             "burst_max_wait_s": self.burst_max_wait_s,
             "share_within_reply_limit": self.share_within_reply_limit,
             "share_within_rate_limit": self.share_within_rate_limit,
-            "satisfaction": self.satisfaction,
+            "satisfaction_stars": self.satisfaction,
             "satisfied": self.satisfied,
         }
 

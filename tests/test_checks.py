@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -61,7 +62,8 @@ def test_untimed_chat_is_not_measurable_never_zero(checker: ServiceChecker) -> N
     checks = checker.check(chat(timed=False))
     cols = checks.columns()
     assert cols["timing_not_measurable"] and cols["first_reply_status"] == "not_measurable"
-    times = set(checks.timing.columns()) - {"timing_not_measurable", "first_reply_status", "satisfaction", "satisfied"}
+    rating = {"satisfaction_stars", "satisfied"}  # a star rating needs no timestamps
+    times = set(checks.timing.columns()) - {"timing_not_measurable", "first_reply_status", *rating}
     assert len(times) == 13 and all(cols[n] is None for n in times)
     assert cols["greeted_within_limit"] is None
     assert cols["banned_hits"] == 1  # phrases do not need times
@@ -108,7 +110,7 @@ def test_no_human_reply_is_not_greeted(checker: ServiceChecker) -> None:
 @pytest.mark.parametrize(("stars", "satisfied"), [(5, True), (4, True), (3, False), (None, None)])
 def test_satisfaction_per_chat(checker: ServiceChecker, stars: int | None, satisfied: bool | None) -> None:
     cols = checker.check(greeting_chat("您好", 1, stars=stars)).columns()
-    assert (cols["satisfaction"], cols["satisfied"]) == (stars, satisfied)
+    assert (cols["satisfaction_stars"], cols["satisfied"]) == (stars, satisfied)
 
 
 def test_records_stored_before_the_greeting_rename_still_read(checker: ServiceChecker) -> None:
@@ -119,3 +121,16 @@ def test_records_stored_before_the_greeting_rename_still_read(checker: ServiceCh
         timing.pop(added)
     old = TranscriptChecks.from_record(record | {"timing": timing})
     assert old.timing.first_reply_within_greet_limit is True
+
+
+def test_no_check_column_shares_a_name_with_a_score_column_of_the_repository_rubrics() -> None:
+    # scores.csv puts score and check columns side by side: one name for both would hide one of them
+    # (dch1_quality has a criterion called satisfaction, hence the check's satisfaction_stars).
+    from pipeline.rubric import load_rubric
+
+    repo_rubrics = sorted((Path(__file__).resolve().parent.parent / "rubric").glob("*.yaml"))
+    for path in [p for p in repo_rubrics if p.name != "lexicons.yaml"]:
+        rubric = load_rubric(path)
+        ids = {d.id for d in rubric.dimensions} | {g.id for d in rubric.dimensions for g in d.groups}
+        ids |= {c.id for c in rubric.criteria()}
+        assert not ids & set(CHECKS), path.name
