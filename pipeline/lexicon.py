@@ -272,7 +272,7 @@ class _View:
 
     @classmethod
     def of(cls, text: str, emoticons: re.Pattern[str]) -> _View:
-        """Normalise a reply and mask emoticons with spaces, keeping the map to original offsets."""
+        """Normalise a reply and mask its emoticons, keeping the map to original offsets."""
         normal = _normalize(text)
         origin = None if len(normal) == len(text) else [i for i, ch in enumerate(text) for _ in _NFKC[ord(ch)]]
         return cls(emoticons.sub(_blank, normal), origin)
