@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import lexicon as lexicon_code
 from pipeline import timing as timing_code
-from pipeline.lexicon import Lexicons, PhraseChecker, PhraseReport, load_lexicons
+from pipeline.lexicon import Lexicons, PhraseChecker, PhraseGroup, PhraseReport, load_lexicons
 from pipeline.timing import ColumnValue, FirstReply, SessionTiming, ShopCalendar, TimingThresholds, measure_session
 from pipeline.transcripts import Transcript
 
@@ -60,19 +60,23 @@ CHECKS: dict[str, CheckSpec] = {
     "first_reply_status": CheckSpec(CheckKind.choice, tuple(f.value for f in FirstReply)),
     "first_response_s": _NUMBER,
     "first_bot_reply_s": _NUMBER,
-    "greeted_within_limit": _FLAG,
+    "first_reply_within_greet_limit": _FLAG,
     "first_reply_within_limit": _FLAG,
     "customer_messages": _NUMBER,
     "unanswered_messages": _NUMBER,
     "mean_wait_s": _NUMBER,
+    "mean_wait_within_rate_limit": _FLAG,
     "max_wait_s": _NUMBER,
     "burst_mean_wait_s": _NUMBER,
     "burst_max_wait_s": _NUMBER,
     "share_within_reply_limit": _NUMBER,
     "share_within_rate_limit": _NUMBER,
+    "satisfaction_stars": _NUMBER,
+    "satisfied": _FLAG,
     # PhraseReport.columns()
     "banned_hits": _NUMBER,
     "negation_refusal_hits": _NUMBER,
+    "negative_language_hits": _NUMBER,
     "but_words_hits": _NUMBER,
     "honorific_used": _FLAG,
     "greeting_found": _FLAG,
@@ -81,6 +85,9 @@ CHECKS: dict[str, CheckSpec] = {
     "refusals_without_apology": _NUMBER,
     "refusal_first_words_ok": _FLAG,
     "phrase_hits": CheckSpec(CheckKind.detail),
+    # TranscriptChecks.greeting_columns(): wording and timing together
+    "greeting_text": CheckSpec(CheckKind.detail),
+    "greeted_within_limit": _FLAG,
 }
 """Every check column in scores.csv order, with its kind (a test pins it to the reports' columns)."""
 
@@ -99,7 +106,23 @@ class TranscriptChecks(BaseModel):
 
     def columns(self) -> dict[str, ColumnValue]:
         """The flat check columns, keyed as in `CHECKS`."""
-        return self.timing.columns() | self.phrases.columns()
+        return self.timing.columns() | self.phrases.columns() | self.greeting_columns()
+
+    def greeting_columns(self) -> dict[str, ColumnValue]:
+        """Seed 002 欢迎语: within 10 s of the customer's signal the agent must answer WITH a greeting (问候语).
+
+        `greeting_text` is the standard openers in the agent's first reply to the customer (the
+        reply the timing measures), joined by 、; `greeted_within_limit` holds when that reply came
+        within `greet_within_s` and has one. It is None when the timing is (not measurable, no
+        customer message), and False when no agent replied.
+        """
+        turn = self.timing.first_response_turn
+        words = [h.text for h in self.phrases.hits if h.group is PhraseGroup.greetings and h.turn == turn]
+        in_time = self.timing.first_reply_within_greet_limit
+        return {
+            "greeting_text": "、".join(words) if words else None,
+            "greeted_within_limit": in_time and bool(words) if in_time is not None else None,
+        }
 
     def record(self) -> dict[str, Any]:
         """The JSON stored in `transcripts.checks`: the reports, plus their flat `columns` so that

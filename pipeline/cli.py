@@ -276,23 +276,29 @@ def summary_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv or xlsx.")] = "csv",
     dest: Annotated[Path | None, typer.Option("--to", help="File to write (default: OUT/summary_by_BY.FORMAT).")]
     = None,
+    reply_rate: Annotated[str, typer.Option(
+        "--reply-rate",
+        help="3分钟平均回复率的口径: session(按会话,种子文档的定义,默认) 或 message(按消息汇总).",
+    )] = "session",
 ) -> None:
-    """Team summary of a run: final scores, weakest criteria, reply-time and banned-phrase rates per group."""
-    from pipeline.summary import GROUP_BY, summarize_run, write_summary
+    """Team summary of a run: final scores, weakest criteria, reply-time, 满意度 and banned-phrase rates per group."""
+    from pipeline.summary import GROUP_BY, rate_text, summarize_run, write_summary
+    from pipeline.timing import REPLY_RATE_DEFINITIONS, ReplyRateBasis, TimingThresholds
 
-    if by not in GROUP_BY or fmt not in ("csv", "xlsx"):
-        fail(ConfigError(f"use --by {'|'.join(GROUP_BY)} and --format csv|xlsx"))
+    if by not in GROUP_BY or fmt not in ("csv", "xlsx") or reply_rate not in ReplyRateBasis.__members__:
+        fail(ConfigError(f"use --by {'|'.join(GROUP_BY)}, --format csv|xlsx and --reply-rate session|message"))
+    thresholds = TimingThresholds(reply_rate_basis=ReplyRateBasis(reply_rate))
     try:
         with Store.open(out_dir) as store:
             rubric = _run_rubric(store, out_dir)
-            groups = summarize_run(store, rubric, by)
+            groups = summarize_run(store, rubric, by, thresholds)
     except KefuError as exc:
         fail(exc)
     path = write_summary(groups, by, dest or out_dir / f"summary_by_{by}.{fmt}",
                          cast(Literal["csv", "xlsx"], fmt))
     table = Table(title=f"kefu summary by {by}")
     for col in (by, "chats", "mean total", *(d.id for d in rubric.dimensions), "weakest", "致命项",
-                "2分钟首次回复率", "3分钟回复率", "banned"):
+                "2分钟首次回复率", "3分钟平均回复率", "满意度", "banned"):
         table.add_column(col)
     for g in groups:
         t = g.timing
@@ -300,19 +306,15 @@ def summary_cmd(
             g.group or "(unknown)", str(g.transcripts), "—" if g.mean_total is None else f"{g.mean_total:.1f}",
             *("—" if g.dimension_means[d.id] is None else f"{g.dimension_means[d.id]:.1f}" for d in rubric.dimensions),
             ", ".join(w.criterion_id for w in g.weakest), str(g.critical_failed),
-            _rate(t.first_reply_rate if t else None, t.first_reply_pass if t else None),
-            _rate(t.reply_rate if t else None, t.reply_pass if t else None),
-            _rate(g.banned_rate, None),
+            rate_text(t.first_replies_within, t.first_reply_sessions, t.first_reply_pass) if t else "—",
+            rate_text(*t.reply_rate_counts, t.reply_pass) if t else "—",
+            rate_text(t.satisfied_sessions, t.rated_sessions, t.satisfaction_pass) if t else "—",
+            rate_text(g.banned_chats, g.phrase_checked, None),
         )
     out.print(table)
+    out.print(f"口径: {REPLY_RATE_DEFINITIONS[thresholds.reply_rate_basis]} (--reply-rate {reply_rate}); "
+              f"满意度 = {thresholds.satisfied_min_stars}星及以上的会话数 / 已评价会话数")
     out.print(str(path))
-
-
-def _rate(value: float | None, passed: bool | None) -> str:
-    """'86% ✓', '70% ✗', or '—' when there was nothing to count."""
-    if value is None:
-        return "—"
-    return f"{value:.0%}" + ("" if passed is None else " ✓" if passed else " ✗")
 
 
 def _run_rubric(store: Store, out_dir: Path) -> Rubric:

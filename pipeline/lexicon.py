@@ -7,10 +7,16 @@ Matching rules (why each exists):
 - Only `Role.agent` turns are checked. The customer's words are not the agent's fault, and bot
   auto-replies are configured by the shop, not typed by the agent being graded.
 - Text is compared after Unicode NFKC (full-width ＯＫ and ！ become OK and !, compatibility
-  ideographs such as U+F967 become 不), but hits report the span of the original text.
-- 表情 codes ([微笑], /:) …), kaomoji and emoji are masked with spaces before matching, so text
-  inside a code is never a hit; a `whole` entry ignores them together with punctuation and spaces.
+  ideographs such as U+F967 become 不) and OpenCC's traditional-to-simplified mapping (自己選吧 is
+  自己选吧), but hits report the span of the original text.
+- A substring entry matches with spaces or punctuation between its characters (自己，选吧, 我不大　清楚):
+  an agent who splits a phrase still wrote it. Regex entries match as written.
+- 表情 codes ([微笑], /:) …), kaomoji and emoji are masked before matching, so text inside a code is
+  never a hit and a code never joins one; a `whole` entry ignores them together with punctuation
+  and spaces.
 - A match lying inside one of its entry's (or group's) exceptions is not a hit: 不但是 is not 但是.
+  Exceptions allow spaces between their characters but not punctuation, which ends a clause:
+  您好像 is not the greeting 您好, 您好，像这款 is.
 - Within a group, overlapping matches keep the longest (不能便宜 wins over 不能).
 - Turn numbers are 1-based positions in `Transcript.turns`, counting every turn of every role.
 
@@ -29,11 +35,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cached_property, partial
+from functools import cache, cached_property, partial
 from itertools import accumulate
 from operator import itemgetter
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -64,6 +70,7 @@ class PhraseGroup(StrEnum):
 
     banned = "banned"
     negation_refusal = "negation_refusal"
+    negative_language = "negative_language"
     but_words = "but_words"
     honorifics = "honorifics"
     greetings = "greetings"
@@ -193,20 +200,61 @@ def _letter_or_digit(ch: str) -> str | None:
     return ch if unicodedata.category(ch)[0] in "LN" else None
 
 
+@cache
+def _to_simplified() -> Callable[[str], str]:
+    """OpenCC's traditional-to-simplified converter, loaded on first use (its dictionaries take a moment)."""
+    import opencc  # the only module that uses OpenCC
+
+    return cast(Callable[[str], str], opencc.OpenCC("t2s").convert)
+
+
+def _simplified_char(ch: str) -> str:
+    """One character to simplified, or itself: a lone surrogate (OpenCC cannot encode it) or a character
+    that would not stay one character (offsets must still map)."""
+    if "\ud800" <= ch <= "\udfff":
+        return ch
+    simple = _to_simplified()(ch)
+    return simple if len(simple) == 1 else ch
+
+
 _NFKC: _CharTable[str] = _CharTable(partial(unicodedata.normalize, "NFKC"))
 """Each character's NFKC form. No code point's form is empty, so a reply whose normalised text is as
 long as itself has normalised every character to exactly one character."""
+_SIMPLIFIED: _CharTable[str] = _CharTable(_simplified_char)
+"""Each character's simplified form, without OpenCC's phrase table (the fallback of `_normalize`)."""
 _LETTERS: _CharTable[str | None] = _CharTable(_letter_or_digit)
 """Keeps letters and digits (categories L*, N*) and deletes everything else."""
 
+_MASK = "\x01"
+"""Replaces every character of an emoticon: neither a letter nor a gap (`_GAP`), so a code never joins a phrase."""
+_GAP = r"[^\w\x00\x01]*"
+"""What a listed phrase may hold between two of its characters: spaces and punctuation (自己，选吧), never a
+letter or digit, a masked emoticon or the separator between two replies."""
+
 
 def _normalize(text: str) -> str:
-    """NFKC, character by character, so that offsets can be mapped back (see `_View`)."""
-    return text.translate(_NFKC)
+    """NFKC (character by character, so that offsets can be mapped back: see `_View`), then traditional
+    to simplified (問 → 问, 回覆 → 回复).
+
+    OpenCC converts the whole text, with its phrase table, when that keeps every character in place
+    (it does for Chinese text), so the offsets still map; otherwise, and for text OpenCC cannot
+    encode (a lone surrogate), each character is converted on its own.
+    """
+    normal = text.translate(_NFKC)
+    try:
+        simple = _to_simplified()(normal)
+    except UnicodeEncodeError:
+        simple = ""
+    return simple if len(simple) == len(normal) else normal.translate(_SIMPLIFIED)
+
+
+def _gapped(phrase: str, gap: str) -> str:
+    """A regular expression for the phrase with `gap` allowed between any two of its characters."""
+    return gap.join(map(re.escape, phrase))
 
 
 def _blank(match: re.Match[str]) -> str:
-    return " " * (match.end() - match.start())
+    return _MASK * (match.end() - match.start())
 
 
 @dataclass
@@ -224,7 +272,7 @@ class _View:
 
     @classmethod
     def of(cls, text: str, emoticons: re.Pattern[str]) -> _View:
-        """Normalise a reply and mask emoticons with spaces, keeping the map to original offsets."""
+        """Normalise a reply and mask its emoticons, keeping the map to original offsets."""
         normal = _normalize(text)
         origin = None if len(normal) == len(text) else [i for i, ch in enumerate(text) for _ in _NFKC[ord(ch)]]
         return cls(emoticons.sub(_blank, normal), origin)
@@ -294,6 +342,7 @@ class PhraseReport(_Strict):
         return {
             "banned_hits": self.counts[PhraseGroup.banned],
             "negation_refusal_hits": self.counts[PhraseGroup.negation_refusal],
+            "negative_language_hits": self.counts[PhraseGroup.negative_language],
             "but_words_hits": self.counts[PhraseGroup.but_words],
             "honorific_used": self.honorific_used,
             "greeting_found": self.greeting_found,
@@ -305,7 +354,8 @@ class PhraseReport(_Strict):
         }
 
 
-_VIOLATION_GROUPS = (PhraseGroup.banned, PhraseGroup.negation_refusal, PhraseGroup.but_words)
+_VIOLATION_GROUPS = (PhraseGroup.banned, PhraseGroup.negation_refusal, PhraseGroup.negative_language,
+                     PhraseGroup.but_words)
 
 
 _SEPARATOR = "\x00"
@@ -320,7 +370,7 @@ class _Entry:
     """Position in the group: among candidates of equal span, the earlier entry wins."""
     entry: LexiconEntry
     needle: str | None
-    """The normalised literal of a substring entry: a text without it cannot match (cheaper than a search)."""
+    """The first character of a substring entry: a text without it cannot match (cheaper than a search)."""
     joined: bool
     """Searched once in the joined replies: a literal that, like its exceptions, has no separator in it.
     Regexes are searched reply by reply, since anchors, lookarounds and `.` see the neighbouring reply."""
@@ -409,11 +459,11 @@ class PhraseChecker:
                 _Entry(
                     index=index,
                     entry=entry,
-                    needle=pattern if literal else None,
+                    needle=pattern[0] if literal else None,
                     joined=literal and not any(_SEPARATOR in p for p in (pattern, *exceptions)),
-                    regex=re.compile(re.escape(pattern) if literal else pattern),
-                    exceptions=tuple(re.compile(re.escape(e)) for e in exceptions),
-                    any_exception=re.compile("|".join(map(re.escape, exceptions))) if exceptions else None,
+                    regex=re.compile(_gapped(pattern, _GAP) if literal else pattern),
+                    exceptions=tuple(re.compile(_gapped(e, r"\s*")) for e in exceptions),
+                    any_exception=re.compile("|".join(_gapped(e, r"\s*") for e in exceptions)) if exceptions else None,
                 )
             )
         any_whole = "|".join(f"((?:{re.escape(pattern)})+)" for _, _, pattern in whole)

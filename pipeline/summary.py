@@ -7,8 +7,9 @@ Definitions (each recomputable by hand from scores.csv and checks.jsonl):
 - The weakest criteria are the `WEAKEST` criteria with the lowest mean share of their maximum
   (mean score / max, over rows where the criterion was scored); ties keep rubric order.
 - Timing rates come from each transcript's stored checks, once per transcript whatever its
-  repeats, through `timing.aggregate_timing`: 2分钟首次回复率 and 3分钟平均回复率 with pass/fail
-  against `TimingThresholds`. A transcript without checks adds to no rate.
+  repeats, through `timing.aggregate_timing`: 2分钟首次回复率, 3分钟平均回复率 (per session by
+  default, `TimingThresholds.reply_rate_basis`) and 满意度, each with its numerator, denominator
+  and pass/fail against `TimingThresholds`. A transcript without checks adds to no rate.
 - `banned_rate`: transcripts with at least one banned phrase over transcripts with checks and an
   agent reply; `negation_refusal_rate` likewise for 不-refusals.
 - A transcript's group: agent = the checks' agent (Transcript.agent_id, else the speaker of the
@@ -33,7 +34,14 @@ from pipeline.cells import csv_cells, write_xlsx
 from pipeline.exports import ScoreRow, iter_score_rows, row_values
 from pipeline.rubric import Rubric
 from pipeline.store import Store
-from pipeline.timing import ColumnValue, SessionTiming, TimingGroupReport, TimingThresholds, aggregate_timing
+from pipeline.timing import (
+    TIMING_COUNTS,
+    ColumnValue,
+    SessionTiming,
+    TimingGroupReport,
+    TimingThresholds,
+    aggregate_timing,
+)
 
 GroupBy = Literal["agent", "shop", "platform", "day"]
 GROUP_BY: tuple[GroupBy, ...] = ("agent", "shop", "platform", "day")
@@ -64,6 +72,7 @@ class GroupSummary(_Strict):
     critical_failed: int = Field(ge=0, description="Rows failed by a critical item (致命项).")
     timing: TimingGroupReport | None = Field(description="Douyin-style rates; None without stored checks.")
     phrase_checked: int = Field(ge=0, description="Transcripts with checks and at least one agent reply.")
+    banned_chats: int = Field(ge=0, description="Of those, transcripts with at least one banned phrase.")
     banned_rate: float | None = Field(description="Share of those with at least one banned phrase.")
     negation_refusal_rate: float | None = Field(description="Share of those with at least one 不-refusal.")
 
@@ -80,13 +89,35 @@ class GroupSummary(_Strict):
             "critical_failed": self.critical_failed,
             "timing_sessions": t.sessions if t else 0,
             "not_measurable_sessions": t.not_measurable_sessions if t else 0,
+            "first_reply_sessions": t.first_reply_sessions if t else 0,
+            "first_replies_within": t.first_replies_within if t else 0,
             "first_reply_rate": _round(t.first_reply_rate) if t else None,
             "first_reply_pass": t.first_reply_pass if t else None,
+            "reply_rate_basis": t.reply_rate_basis.value if t else None,
+            "reply_rate_within": t.reply_rate_counts[0] if t else 0,
+            "reply_rate_of": t.reply_rate_counts[1] if t else 0,
             "reply_rate": _round(t.reply_rate) if t else None,
             "reply_pass": t.reply_pass if t else None,
+            "rated_sessions": t.rated_sessions if t else 0,
+            "satisfied_sessions": t.satisfied_sessions if t else 0,
+            "satisfaction_rate": _round(t.satisfaction_rate) if t else None,
+            "satisfaction_pass": t.satisfaction_pass if t else None,
             "banned_rate": _round(self.banned_rate),
             "negation_refusal_rate": _round(self.negation_refusal_rate),
         }
+
+
+def rate_text(part: int, whole: int, passed: bool | None) -> str:
+    """A rate for people: '84.6% (11/13) ✗', or '—' when there was nothing to count.
+
+    The percentage is cut, not rounded, to one decimal, so a failing rate never shows the threshold
+    (11/13 = 0.8462 against 85 % reads 84.6 %, never 85 %), and the exact ratio stands beside it.
+    """
+    if not whole:
+        return "—"
+    per_mille = part * 1000 // whole
+    verdict = "" if passed is None else " ✓" if passed else " ✗"
+    return f"{per_mille // 10}.{per_mille % 10}% ({part}/{whole}){verdict}"
 
 
 def _round(value: float | None) -> float | None:
@@ -204,34 +235,18 @@ def _finish(key: str | None, g: _Group, rubric: Rubric, thresholds: TimingThresh
         critical_failed=g.critical_failed,
         timing=_combine(parts, thresholds) if parts else None,
         phrase_checked=g.phrase_checked,
+        banned_chats=g.banned,
         banned_rate=_mean(g.banned, g.phrase_checked),
         negation_refusal_rate=_mean(g.negation_refusal, g.phrase_checked),
     )
-
-
-_COUNTS = ("sessions", "not_measurable_sessions", "first_reply_sessions", "first_replies_within",
-           "customer_messages", "replies_within", "unanswered_messages", "rated_sessions", "satisfied_sessions")
 
 
 def _combine(parts: list[TimingGroupReport], thresholds: TimingThresholds) -> TimingGroupReport:
     """Chunk reports of one group as one: counts add up; the rates are the same ratios of the sums."""
     if len(parts) == 1:
         return parts[0]
-    n = {name: sum(getattr(p, name) for p in parts) for name in _COUNTS}
-    rates = {
-        "first_reply": (_mean(n["first_replies_within"], n["first_reply_sessions"]), thresholds.first_reply_rate_min),
-        "reply": (_mean(n["replies_within"], n["customer_messages"]), thresholds.reply_rate_min),
-        "satisfaction": (_mean(n["satisfied_sessions"], n["rated_sessions"]), thresholds.satisfaction_rate_min),
-    }
-    # The same tolerance as timing.aggregate_timing: 17/20 == 0.85 passes whatever the float rounding.
-    verdicts = {k: (r >= low - 1e-9 if r is not None else None) for k, (r, low) in rates.items()}
-    known = [v for v in verdicts.values() if v is not None]
-    return TimingGroupReport(
-        agent=None, shop=None, day=None, **n,
-        first_reply_rate=rates["first_reply"][0], first_reply_pass=verdicts["first_reply"],
-        reply_rate=rates["reply"][0], reply_pass=verdicts["reply"],
-        satisfaction_rate=rates["satisfaction"][0], satisfaction_pass=verdicts["satisfaction"],
-        passed=all(known) if known else None,
+    return TimingGroupReport.of_counts(
+        None, None, None, {name: sum(getattr(p, name) for p in parts) for name in TIMING_COUNTS}, thresholds
     )
 
 

@@ -23,8 +23,11 @@ Group rates (per agent, shop and day):
 - 2分钟首次回复率: sessions first answered within the limit over measurable sessions with a
   customer message; a session the agent never answered counts as a miss. (抖店 divides by
   sessions transferred to a human; transcripts do not record the transfer.)
-- 3分钟平均回复率: customer messages answered within the limit over all customer messages,
-  pooled over the group's measurable sessions.
+- 3分钟平均回复率, by default per session as seed 004 defines it ("calculated the same way as the
+  2分钟首次回复率"): sessions whose mean message wait is within the limit over the same sessions as
+  the first-reply rate; a session the agent never answered counts as a miss. With
+  `reply_rate_basis: message`, customer messages answered within the limit over all customer
+  messages, pooled over the group's measurable sessions (the 抖店 message formula).
 - 满意度: sessions rated `satisfied_min_stars` or more over rated sessions.
 """
 
@@ -39,7 +42,7 @@ from statistics import fmean
 from typing import TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.transcripts import Role, Transcript
 
@@ -49,6 +52,24 @@ class _Strict(BaseModel):
 
 
 ColumnValue = str | int | float | bool | None
+
+
+class ReplyRateBasis(StrEnum):
+    """What the 3分钟平均回复率 counts."""
+
+    session = "session"
+    """Sessions whose mean message wait is within the limit, over sessions (seed 004's definition)."""
+    message = "message"
+    """Customer messages answered within the limit, over all customer messages, pooled."""
+
+
+REPLY_RATE_DEFINITIONS = {
+    ReplyRateBasis.session: (
+        "3分钟平均回复率 = 平均回复时长≤3分钟的会话数 / 有顾客消息的会话数(按会话计,同2分钟首次回复率)"
+    ),
+    ReplyRateBasis.message: "3分钟平均回复率 = 3分钟内被回复的顾客消息数 / 顾客消息总数(按消息汇总)",
+}
+"""The definition printed beside the rate, per basis (the limit shown is the seed's default)."""
 
 
 class TimingThresholds(_Strict):
@@ -71,6 +92,11 @@ class TimingThresholds(_Strict):
     satisfaction_rate_min: float = Field(default=0.80, ge=0, le=1, description="Seed 004: 满意度 ≥ 80%.")
     satisfied_min_stars: int = Field(
         default=4, ge=1, le=5, description="Seed 004: 满意度 counts 4- and 5-star ratings as satisfied."
+    )
+    reply_rate_basis: ReplyRateBasis = Field(
+        default=ReplyRateBasis.session,
+        description="Seed 004: 3分钟平均回复率 is computed like the first-reply rate, per session; "
+        "`message` pools messages.",
     )
 
 
@@ -148,8 +174,12 @@ class SessionTiming(_Strict):
     first_bot_reply_s: float | None = Field(
         default=None, description="Seconds from the first customer message to the first bot turn."
     )
-    greeted_within_limit: bool | None = Field(
-        default=None, description="First agent reply within `greet_within_s`; False when no agent ever replied."
+    first_reply_within_greet_limit: bool | None = Field(
+        default=None,
+        validation_alias=AliasChoices("first_reply_within_greet_limit", "greeted_within_limit"),
+        description="First agent reply within `greet_within_s` (timing only; the greeting's wording is checked "
+        "in pipeline/checks.py); False when no agent ever replied. Records stored before it was renamed "
+        "call it `greeted_within_limit`.",
     )
     first_reply_within_limit: bool | None = Field(
         default=None, description="First agent reply within `first_reply_within_s`; False when no agent ever replied."
@@ -173,6 +203,14 @@ class SessionTiming(_Strict):
         default=None, description="Customer messages answered within `rate_reply_within_s`."
     )
     mean_wait_s: float | None = Field(default=None, description="Mean wait over answered customer messages.")
+    mean_wait_within_rate_limit: bool | None = Field(
+        default=None,
+        description="mean_wait_s within `rate_reply_within_s` (the session counts for the per-session "
+        "3分钟平均回复率); False when no agent ever replied.",
+    )
+    satisfied: bool | None = Field(
+        default=None, description="satisfaction ≥ `satisfied_min_stars` (counts for 满意度); None without a rating."
+    )
     max_wait_s: float | None = Field(default=None, description="Longest wait of an answered customer message.")
     burst_mean_wait_s: float | None = Field(default=None, description="Mean wait over answered bursts.")
     burst_max_wait_s: float | None = Field(default=None, description="Longest wait of an answered burst.")
@@ -194,16 +232,19 @@ class SessionTiming(_Strict):
             "first_reply_status": self.first_reply.value,
             "first_response_s": self.first_response_s,
             "first_bot_reply_s": self.first_bot_reply_s,
-            "greeted_within_limit": self.greeted_within_limit,
+            "first_reply_within_greet_limit": self.first_reply_within_greet_limit,
             "first_reply_within_limit": self.first_reply_within_limit,
             "customer_messages": self.customer_messages,
             "unanswered_messages": self.unanswered_messages,
             "mean_wait_s": self.mean_wait_s,
+            "mean_wait_within_rate_limit": self.mean_wait_within_rate_limit,
             "max_wait_s": self.max_wait_s,
             "burst_mean_wait_s": self.burst_mean_wait_s,
             "burst_max_wait_s": self.burst_max_wait_s,
             "share_within_reply_limit": self.share_within_reply_limit,
             "share_within_rate_limit": self.share_within_rate_limit,
+            "satisfaction_stars": self.satisfaction,
+            "satisfied": self.satisfied,
         }
 
 
@@ -219,10 +260,17 @@ class TimingGroupReport(_Strict):
     first_replies_within: int = Field(ge=0, description="Of those, first answered within `first_reply_within_s`.")
     first_reply_rate: float | None = Field(description="2分钟首次回复率; None without eligible sessions.")
     first_reply_pass: bool | None = Field(description="first_reply_rate ≥ first_reply_rate_min.")
+    reply_sessions_within: int = Field(
+        ge=0, description="Of first_reply_sessions, those whose mean wait is within `rate_reply_within_s`."
+    )
     customer_messages: int = Field(ge=0, description="Customer messages in measurable sessions.")
     replies_within: int = Field(ge=0, description="Of those, answered within `rate_reply_within_s`.")
     unanswered_messages: int = Field(ge=0, description="Of those, never answered.")
-    reply_rate: float | None = Field(description="3分钟平均回复率; None without customer messages.")
+    reply_rate_basis: ReplyRateBasis = Field(description="Whether reply_rate counts sessions or messages.")
+    reply_rate: float | None = Field(
+        description="3分钟平均回复率: reply_sessions_within / first_reply_sessions (basis session) or "
+        "replies_within / customer_messages (basis message); None when the denominator is 0."
+    )
     reply_pass: bool | None = Field(description="reply_rate ≥ reply_rate_min.")
     rated_sessions: int = Field(ge=0, description="Sessions with a satisfaction rating.")
     satisfied_sessions: int = Field(ge=0, description="Of those, rated `satisfied_min_stars` or more.")
@@ -232,7 +280,44 @@ class TimingGroupReport(_Strict):
 
     def columns(self) -> dict[str, ColumnValue]:
         """Flat values for one CSV row."""
-        return {k: v.isoformat() if isinstance(v, date) else v for k, v in self.model_dump().items()}
+        return self.model_dump(mode="json")
+
+    @property
+    def reply_rate_counts(self) -> tuple[int, int]:
+        """The 3分钟平均回复率's numerator and denominator, for the basis it was computed on."""
+        if self.reply_rate_basis is ReplyRateBasis.session:
+            return self.reply_sessions_within, self.first_reply_sessions
+        return self.replies_within, self.customer_messages
+
+    @classmethod
+    def of_counts(cls, agent: str | None, shop: str | None, day: date | None, counts: Mapping[str, int],
+                  thresholds: TimingThresholds) -> TimingGroupReport:
+        """The report of a group from its counts (`TIMING_COUNTS`): every rate is a ratio of two of them."""
+        basis = thresholds.reply_rate_basis
+        rates = {
+            "first_reply": (_share(counts["first_replies_within"], counts["first_reply_sessions"]),
+                            thresholds.first_reply_rate_min),
+            "reply": (_share(counts["reply_sessions_within"], counts["first_reply_sessions"])
+                      if basis is ReplyRateBasis.session
+                      else _share(counts["replies_within"], counts["customer_messages"]), thresholds.reply_rate_min),
+            "satisfaction": (_share(counts["satisfied_sessions"], counts["rated_sessions"]),
+                             thresholds.satisfaction_rate_min),
+        }
+        verdicts = {name: _passes(rate, low) for name, (rate, low) in rates.items()}
+        known = [v for v in verdicts.values() if v is not None]
+        return cls(
+            agent=agent, shop=shop, day=day, **{name: counts[name] for name in TIMING_COUNTS},
+            reply_rate_basis=basis,
+            **{f"{name}_rate": rate for name, (rate, _) in rates.items()},
+            **{f"{name}_pass": verdict for name, verdict in verdicts.items()},
+            passed=all(known) if known else None,
+        )
+
+
+TIMING_COUNTS = ("sessions", "not_measurable_sessions", "first_reply_sessions", "first_replies_within",
+                 "reply_sessions_within", "customer_messages", "replies_within", "unanswered_messages",
+                 "rated_sessions", "satisfied_sessions")
+"""The counts of a `TimingGroupReport`: those of two groups add up to those of the groups together."""
 
 
 class _Identity(TypedDict):
@@ -241,6 +326,7 @@ class _Identity(TypedDict):
     shop: str | None
     day: date | None
     satisfaction: int | None
+    satisfied: bool | None
 
 
 def measure_session(
@@ -271,6 +357,7 @@ def measure_session(
         shop=transcript.shop,
         day=times[day_from].astimezone(zone).date() if day_from is not None else None,
         satisfaction=satisfaction,
+        satisfied=satisfaction >= thresholds.satisfied_min_stars if satisfaction is not None else None,
     )
     problem = _unmeasurable(roles, times)
     if problem is not None:
@@ -297,6 +384,7 @@ def measure_session(
         first_bot = next((m for m in range(first + 1, len(roles) + 1) if roles[m - 1] is Role.bot and m in times), None)
         status = FirstReply.answered if first_agent is not None else FirstReply.no_human_reply
     first_s = _seconds(times, first, first_agent)
+    mean_wait = fmean(answered) if answered else None
     return SessionTiming.model_validate({
         **common,
         "not_measurable": None,
@@ -304,7 +392,7 @@ def measure_session(
         "first_response_s": first_s,
         "first_response_turn": first_agent,
         "first_bot_reply_s": _seconds(times, first, first_bot),
-        "greeted_within_limit": _within(first_s, thresholds.greet_within_s, status),
+        "first_reply_within_greet_limit": _within(first_s, thresholds.greet_within_s, status),
         "first_reply_within_limit": _within(first_s, thresholds.first_reply_within_s, status),
         "message_waits": [{"turn": n, "reply_turn": reply, "wait_s": wait} for n, reply, wait in waits],
         "bursts": [
@@ -314,7 +402,8 @@ def measure_session(
         "unanswered_messages": len(waits) - len(answered),
         "messages_within_reply_limit": sum(w <= thresholds.reply_within_s for w in answered),
         "messages_within_rate_limit": sum(w <= thresholds.rate_reply_within_s for w in answered),
-        "mean_wait_s": fmean(answered) if answered else None,
+        "mean_wait_s": mean_wait,
+        "mean_wait_within_rate_limit": _within(mean_wait, thresholds.rate_reply_within_s, status),
         "max_wait_s": max(answered, default=None),
         "burst_mean_wait_s": fmean(burst_answered) if burst_answered else None,
         "burst_max_wait_s": max(burst_answered, default=None),
@@ -349,7 +438,7 @@ def _seconds(times: Mapping[int, datetime], start: int | None, end: int | None) 
 
 
 def _within(seconds: float | None, limit: float, status: FirstReply) -> bool | None:
-    """A first reply is within the limit, late, missing (False) or not applicable (None)."""
+    """A reply time is within the limit, late, missing (False: the agent never replied) or not applicable (None)."""
     if status is FirstReply.no_human_reply:
         return False
     return seconds <= limit if seconds is not None else None
@@ -376,43 +465,23 @@ def aggregate_timing(
     for (agent, shop, day), members in sorted(groups.items(), key=lambda item: _sort_key(*item[0])):
         measured = [s for s in members if s.not_measurable is None]
         eligible = [s for s in measured if s.first_reply is not FirstReply.no_customer_message]
-        first_within = sum(bool(s.first_reply_within_limit) for s in eligible)
-        messages = sum(s.customer_messages or 0 for s in measured)
-        within = sum(s.messages_within_rate_limit or 0 for s in measured)
         rated = [s.satisfaction for s in members if s.satisfaction is not None]
-        satisfied = sum(r >= thresholds.satisfied_min_stars for r in rated)
-        first_rate = _share(first_within, len(eligible))
-        reply_rate = _share(within, messages)
-        satisfaction_rate = _share(satisfied, len(rated))
-        verdicts = [
-            _passes(first_rate, thresholds.first_reply_rate_min),
-            _passes(reply_rate, thresholds.reply_rate_min),
-            _passes(satisfaction_rate, thresholds.satisfaction_rate_min),
-        ]
-        known = [v for v in verdicts if v is not None]
-        reports.append(
-            TimingGroupReport(
-                agent=agent,
-                shop=shop,
-                day=day,
-                sessions=len(members),
-                not_measurable_sessions=len(members) - len(measured),
-                first_reply_sessions=len(eligible),
-                first_replies_within=first_within,
-                first_reply_rate=first_rate,
-                first_reply_pass=verdicts[0],
-                customer_messages=messages,
-                replies_within=within,
-                unanswered_messages=sum(s.unanswered_messages or 0 for s in measured),
-                reply_rate=reply_rate,
-                reply_pass=verdicts[1],
-                rated_sessions=len(rated),
-                satisfied_sessions=satisfied,
-                satisfaction_rate=satisfaction_rate,
-                satisfaction_pass=verdicts[2],
-                passed=all(known) if known else None,
-            )
-        )
+        counts = {
+            "sessions": len(members),
+            "not_measurable_sessions": len(members) - len(measured),
+            "first_reply_sessions": len(eligible),
+            "first_replies_within": sum(bool(s.first_reply_within_limit) for s in eligible),
+            # From the mean wait, not the stored flag: records made before the flag existed count too.
+            "reply_sessions_within": sum(
+                bool(_within(s.mean_wait_s, thresholds.rate_reply_within_s, s.first_reply)) for s in eligible
+            ),
+            "customer_messages": sum(s.customer_messages or 0 for s in measured),
+            "replies_within": sum(s.messages_within_rate_limit or 0 for s in measured),
+            "unanswered_messages": sum(s.unanswered_messages or 0 for s in measured),
+            "rated_sessions": len(rated),
+            "satisfied_sessions": sum(r >= thresholds.satisfied_min_stars for r in rated),
+        }
+        reports.append(TimingGroupReport.of_counts(agent, shop, day, counts, thresholds))
     return reports
 
 

@@ -299,9 +299,19 @@ def test_summary_command_writes_the_table_and_the_file(tmp_path: Path) -> None:
     assert list(frame["agent"]) == ["kf-1", "kf-2"] and list(frame["transcripts"]) == [1, 1]
     # kf-1 answered in 20 s, kf-2 after 700 s: 2分钟首次回复率 1.0 and 0.0.
     assert list(frame["first_reply_rate"]) == [1.0, 0.0]
-    bad = kefu("summary", str(out), "--by", "week")
-    _, err = bad.communicate(timeout=60)
-    assert bad.returncode == 2 and "--by" in err
+    assert list(frame["reply_rate_basis"]) == ["session", "session"] and "satisfaction_rate" in frame
+    # The console prints the definition it used, and 满意度 beside the reply rates.
+    assert "满意度" in stdout and "按会话" in stdout and "--reply-rate session" in stdout
+    pooled = kefu("summary", str(out), "--reply-rate", "message")
+    stdout, stderr = pooled.communicate(timeout=60)
+    assert pooled.returncode == 0, stderr
+    assert "按消息汇总" in stdout and "--reply-rate message" in stdout
+    assert list(pd.read_csv(out / "summary_by_agent.csv", encoding="utf-8-sig")["reply_rate_basis"]) == [
+        "message", "message"]
+    for wrong in (("--by", "week"), ("--reply-rate", "pooled")):
+        bad = kefu("summary", str(out), *wrong)
+        _, err = bad.communicate(timeout=60)
+        assert bad.returncode == 2 and wrong[0] in err
 
 
 def test_no_endpoint_and_no_local_extra_names_both_ways_forward(tmp_path: Path,

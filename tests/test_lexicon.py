@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import copy
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
+import opencc
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.errors import RubricError
-from pipeline.lexicon import PhraseChecker, PhraseGroup, load_lexicons, parse_lexicons
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.lexicon import MatchKind, PhraseChecker, PhraseGroup, load_lexicons, parse_lexicons
+from pipeline.transcripts import Role, Transcript, Turn, read_transcripts
 
 LEXICONS = Path(__file__).resolve().parent.parent / "rubric" / "lexicons.yaml"
 
@@ -89,7 +93,9 @@ def test_emoticon_codes_never_produce_or_join_a_hit(checker: PhraseChecker) -> N
     ("group", "reply", "expected"),
     [
         (PhraseGroup.negation_refusal, "您看这样安排行不行?", []),
-        (PhraseGroup.negation_refusal, "尺码不行的话可以免费换哦", []),
+        # 不行的话 is no exception: it hid the refusal of eval set demo-007.
+        (PhraseGroup.negation_refusal, "尺码不行的话可以免费换哦", ["不行"]),
+        (PhraseGroup.negation_refusal, "不行的话你自己上网查一下", ["不行"]),
         (PhraseGroup.negation_refusal, "这样不行", ["不行"]),
         (PhraseGroup.negation_refusal, "您那边能不能收到验证码?", []),
         (PhraseGroup.negation_refusal, "不能不说这款真的很划算", []),
@@ -100,9 +106,23 @@ def test_emoticon_codes_never_produce_or_join_a_hit(checker: PhraseChecker) -> N
         (PhraseGroup.but_words, "衣服很好看,但是没有现货了", ["但是"]),
         (PhraseGroup.honorifics, "这款是亲肤面料,亲子装也有", []),
         (PhraseGroup.honorifics, "亲,这款是亲肤面料", ["亲"]),
+        # Seed 002 严禁用 (2) without 我, and 负面语言 (需要注意的方面 3); the polite forms stay allowed.
+        (PhraseGroup.banned, "这个不知道", ["不知道"]),
+        (PhraseGroup.banned, "这个不清楚", ["不清楚"]),
+        (PhraseGroup.banned, "这个不大清楚呢", ["不大清楚"]),
+        (PhraseGroup.banned, "我不大清楚", ["我不大清楚"]),
+        (PhraseGroup.banned, "不知道您喜欢哪个颜色呢?", []),
+        (PhraseGroup.banned, "有不清楚的地方随时问我哦", []),
+        (PhraseGroup.negative_language, "这个我不会弄", ["我不会"]),
+        (PhraseGroup.negative_language, "我不愿意再改了", ["我不愿意"]),
+        (PhraseGroup.negative_language, "我不能给您改价", ["我不能"]),
+        (PhraseGroup.negative_language, "我不可以私下退款", ["我不可以"]),
+        (PhraseGroup.negative_language, "我不会让您失望的", []),
+        (PhraseGroup.greetings, "您好像没有付款成功", []),
+        (PhraseGroup.greetings, "您好，像这款是有现货的", ["您好"]),
     ],
 )
-def test_longer_allowed_words_are_not_hits(
+def test_listed_phrases_and_the_longer_words_they_allow(
     checker: PhraseChecker, group: PhraseGroup, reply: str, expected: list[str]
 ) -> None:
     assert texts(checker, group, reply) == expected
@@ -154,6 +174,7 @@ def test_columns_are_flat_and_json_friendly(checker: PhraseChecker) -> None:
     assert cols == {
         "banned_hits": 1,
         "negation_refusal_hits": 1,
+        "negative_language_hits": 0,
         "but_words_hits": 1,
         "honorific_used": True,
         "greeting_found": False,
@@ -292,3 +313,91 @@ def test_load_reports_bad_yaml(tmp_path: Path) -> None:
     good = tmp_path / "ok.yaml"
     good.write_text(yaml.safe_dump(small_lexicon(), allow_unicode=True), encoding="utf-8")
     assert load_lexicons(good).version == "t"
+
+
+# --- traditional characters and split phrases ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("group", "reply", "expected"),
+    [
+        (PhraseGroup.banned, "我找不到人問", "我找不到人問"),
+        (PhraseGroup.banned, "自己選吧", "自己選吧"),
+        (PhraseGroup.negative_language, "我不會", "我不會"),
+        (PhraseGroup.banned, "亲,自己，选吧", "自己，选吧"),
+        (PhraseGroup.banned, "我不大　清楚", "我不大　清楚"),
+        (PhraseGroup.negation_refusal, "这个不 可 以退", "不 可 以"),
+        (PhraseGroup.negation_refusal, "這個不，行", "不，行"),
+    ],
+)
+def test_traditional_and_split_phrases_match_and_report_as_written(
+    checker: PhraseChecker, group: PhraseGroup, reply: str, expected: str
+) -> None:
+    (hit,) = checker.find(group, reply)
+    assert hit.text == expected and reply[hit.start : hit.end] == expected
+
+
+def test_demo_007_refusal_is_flagged(checker: PhraseChecker) -> None:
+    chats = read_transcripts([LEXICONS.parent.parent / "eval_sets" / "ecommerce_cs.jsonl"])
+    demo = next(t for t in chats if isinstance(t, Transcript) and t.id == "demo-007")
+    hits = [(h.group, h.text) for h in checker.check(demo).hits]
+    assert (PhraseGroup.negation_refusal, "不行") in hits
+
+
+# --- properties of the phrase matcher ------------------------------------------------------------
+
+_LEX = load_lexicons(LEXICONS)
+_SUBSTRING = [
+    (group, entry.pattern)
+    for group, spec in _LEX.groups.items()
+    for entry in spec.entries
+    if entry.match is MatchKind.substring
+]
+_GAPS = st.text(alphabet=" \u3000\t，,。.！!？?、~～…-·：:；;", max_size=3)
+"""Spaces and punctuation an agent may put inside a phrase (no brackets, '/' or parentheses: those start 表情 codes)."""
+_TO_TRADITIONAL = opencc.OpenCC("s2t").convert
+
+
+@given(st.sampled_from(_SUBSTRING), st.data())
+def test_spaces_and_punctuation_inside_a_phrase_still_match(
+    checker: PhraseChecker, listed: tuple[PhraseGroup, str], data: st.DataObject
+) -> None:
+    group, phrase = listed
+    gaps = [data.draw(_GAPS) for _ in phrase[1:]]
+    split = phrase[0] + "".join(g + ch for g, ch in zip(gaps, phrase[1:], strict=True))
+    reply = f"好的。{split}。"
+    assert (split, 3, 3 + len(split)) in [(h.text, h.start, h.end) for h in checker.find(group, reply)]
+
+
+@pytest.mark.parametrize(("group", "phrase"), _SUBSTRING)
+def test_every_phrase_matches_in_traditional_characters(checker: PhraseChecker, group: PhraseGroup,
+                                                        phrase: str) -> None:
+    traditional = _TO_TRADITIONAL(phrase)
+    reply = f"好的。{traditional}。"
+    assert (traditional, 3, 3 + len(traditional)) in [(h.text, h.start, h.end) for h in checker.find(group, reply)]
+
+
+_LISTED_CHARS = {ch for spec in _LEX.groups.values() for e in spec.entries for ch in e.pattern}
+_TO_SIMPLIFIED = opencc.OpenCC("t2s").convert
+_ANY_CHAR = st.characters(codec=None, exclude_categories=[])
+"""Every code point, lone surrogates and controls included."""
+
+
+def _near_listed(ch: str) -> bool:
+    """Whether the character, or what the matcher folds it to, is in some listed phrase."""
+    return bool(set(ch + _TO_SIMPLIFIED(unicodedata.normalize("NFKC", ch))) & _LISTED_CHARS)
+
+
+@given(st.lists(st.text(st.characters(codec="utf-8").filter(lambda c: not _near_listed(c)), max_size=40),
+                min_size=1, max_size=4))
+def test_text_without_a_listed_character_has_no_hit(checker: PhraseChecker, replies: list[str]) -> None:
+    assert checker.check(agent_says(*replies)).hits == []
+
+
+@given(st.lists(st.text(st.one_of(_ANY_CHAR, st.sampled_from("不行能您好亲嗯哦但是自己选吧我会問選，。 [微笑]")),
+                        max_size=40), min_size=1, max_size=4))
+def test_hits_point_into_the_original_reply(checker: PhraseChecker, replies: list[str]) -> None:
+    report = checker.check(agent_says(*replies))
+    for hit in report.hits:
+        reply = replies[hit.turn - 2]
+        assert 0 <= hit.start < hit.end <= len(reply) and reply[hit.start : hit.end] == hit.text

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.checks import ServiceChecker
 from pipeline.grader import CriterionGrade, Grade
 from pipeline.rubric import Rubric, load_rubric
 from pipeline.store import Store
-from pipeline.summary import GroupSummary, summarize_run, write_summary
+from pipeline.summary import GroupSummary, rate_text, summarize_run, write_summary
+from pipeline.timing import ReplyRateBasis, TimingThresholds
 from pipeline.transcripts import Role, Transcript, Turn
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -90,7 +93,8 @@ def test_summary_by_agent(store: Store, rubric: Rubric) -> None:
     # Shares: pitch (1 + 0.5 + 0)/3 = 0.5; polite (1 + 0.5 + 1)/3 = greet (1 + 1 + 0.5)/3 = 5/6 (tie: rubric order).
     assert [(w.criterion_id, round(w.share, 4)) for w in a.weakest] == [
         ("pitch", 0.5), ("polite", 0.8333), ("greet", 0.8333)]
-    # Timing once per transcript: first replies 30 s ✓ and 700 s ✗ → 1/2; messages within 3 min 1/2.
+    # Timing once per transcript: first replies 30 s ✓ and 700 s ✗ → 1/2; 3-minute rate per session
+    # (the default): mean waits 30 s ✓ and 700 s ✗ → 1/2.
     assert a.timing is not None
     assert (a.timing.sessions, a.timing.first_reply_rate, a.timing.reply_rate) == (2, 0.5, 0.5)
     assert (a.timing.first_reply_pass, a.timing.reply_pass) == (False, False)  # below 85 % and 80 %
@@ -100,10 +104,12 @@ def test_summary_by_agent(store: Store, rubric: Rubric) -> None:
     assert b.dimension_means == pytest.approx({"talk": 2.0, "sell": 3.0})
     # Shares: polite (0.5 + 0)/2 = 0.25, greet (1 + 0)/2 = 0.5, pitch (1 + 0.5)/2 = 0.75.
     assert [(w.criterion_id, w.share) for w in b.weakest] == [("polite", 0.25), ("greet", 0.5), ("pitch", 0.75)]
-    # Timing: t4 is not measurable; t3 first reply 60 s ✓ → 1/1; its messages 60 s ✓, 300 s ✗ → 1/2.
+    # Timing: t4 is not measurable; t3 first reply 60 s ✓ → 1/1; its mean wait (60 + 300)/2 = 180 s is
+    # within 3 min → 1/1 per session (pooled, its messages 60 s ✓, 300 s ✗ would be 1/2).
     assert b.timing is not None
     assert (b.timing.sessions, b.timing.not_measurable_sessions) == (2, 1)
-    assert (b.timing.first_reply_rate, b.timing.first_reply_pass, b.timing.reply_rate) == (1.0, True, 0.5)
+    assert (b.timing.first_reply_rate, b.timing.first_reply_pass, b.timing.reply_rate) == (1.0, True, 1.0)
+    assert b.timing.reply_rate_counts == (1, 1)
     # Banned phrases: t3 has two, t4 none → 1/2.
     assert b.banned_rate == 0.5
 
@@ -115,7 +121,9 @@ def test_summary_by_day(store: Store, rubric: Rubric) -> None:
     assert (mar2.transcripts, mar2.mean_total, mar2.timing and mar2.timing.first_reply_rate) == (2, 7.0, 0.5)
     # 3 March: t3 alone, failed; talk 4, sell 4.
     assert (mar3.transcripts, mar3.mean_total, mar3.dimension_means) == (1, 0.0, {"talk": 4.0, "sell": 4.0})
-    assert mar3.timing is not None and (mar3.timing.first_reply_rate, mar3.timing.reply_rate) == (1.0, 0.5)
+    assert mar3.timing is not None and (mar3.timing.first_reply_rate, mar3.timing.reply_rate) == (1.0, 1.0)
+    pooled = summarize_run(store, rubric, "day", TimingThresholds(reply_rate_basis=ReplyRateBasis.message))
+    assert pooled[1].timing is not None and pooled[1].timing.reply_rate_counts == (1, 2)
     # Unknown day: t4, not measurable, so no rate at all rather than 0.
     assert unknown.timing is not None
     assert (unknown.timing.first_reply_rate, unknown.timing.reply_rate, unknown.timing.passed) == (None, None, None)
@@ -129,6 +137,9 @@ def test_summary_files(store: Store, rubric: Rubric, tmp_path: Path) -> None:
     assert list(frame["agent"]) == ["A", "B"] and list(frame["mean_total"]) == [7.0, 0.0]
     assert frame.loc[0, "weakest"] == "pitch 0.50; polite 0.83; greet 0.83"
     assert list(frame["first_reply_rate"]) == [0.5, 1.0] and list(frame["banned_rate"]) == [0.0, 0.5]
+    # The 3-minute rate says which definition it used, with its numerator and denominator (see test_summary_by_agent).
+    assert list(frame["reply_rate_basis"]) == ["session", "session"]
+    assert list(zip(frame["reply_rate_within"], frame["reply_rate_of"], strict=True)) == [(1, 2), (1, 1)]
     pd.testing.assert_frame_equal(pd.read_excel(xlsx_path, sheet_name="by_agent"), frame, check_dtype=False)
 
 
@@ -152,3 +163,43 @@ def test_satisfaction_rate_counts_4_and_5_stars_over_rated_sessions(rubric: Rubr
     assert group.timing is not None
     assert group.timing.rated_sessions == 3 and group.timing.satisfaction_rate == pytest.approx(2 / 3)
     assert group.timing.satisfaction_pass is False
+    for fmt in ("csv", "xlsx"):
+        path = write_summary([group], "agent", tmp_path / f"s.{fmt}", fmt)
+        frame = pd.read_csv(path, encoding="utf-8-sig") if fmt == "csv" else pd.read_excel(path)
+        row = frame.iloc[0]
+        assert (row["rated_sessions"], row["satisfied_sessions"], row["satisfaction_rate"]) == (3, 2, 0.6667)
+        assert not row["satisfaction_pass"]
+
+
+@pytest.mark.parametrize(
+    ("part", "whole", "passed", "text"),
+    [
+        (11, 13, False, "84.6% (11/13) ✗"),  # 0.8462 < 0.85: never "85% ✗"
+        (17, 20, True, "85.0% (17/20) ✓"),  # exactly the threshold passes
+        (2, 3, None, "66.6% (2/3)"),  # cut, not rounded: 66.67 shows as 66.6
+        (999, 1000, False, "99.9% (999/1000) ✗"),
+        (0, 0, None, "—"),
+    ],
+)
+def test_rate_text_never_contradicts_its_verdict(part: int, whole: int, passed: bool | None, text: str) -> None:
+    assert rate_text(part, whole, passed) == text
+
+
+@given(st.integers(0, 10_000), st.integers(1, 10_000), st.sampled_from([0.8, 0.85, 0.9, 0.999]))
+def test_a_failing_rate_never_shows_the_threshold_or_more(part: int, whole: int, minimum: float) -> None:
+    part = min(part, whole)
+    shown = float(rate_text(part, whole, None).split("%")[0]) / 100
+    assert (shown >= minimum - 1e-9) == (part / whole >= minimum - 1e-9)
+
+
+def test_chunked_timing_adds_up_to_the_same_rates(store: Store, rubric: Rubric,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run larger than the chunk is aggregated chunk by chunk; every count, the per-session 3-minute
+    # rate's included, must add up to what one pass gives.
+    import pipeline.summary as summary
+
+    whole = summarize_run(store, rubric, "platform")
+    monkeypatch.setattr(summary, "_CHUNK", 1)
+    chunked = summarize_run(store, rubric, "platform")
+    # t1 (30 s) and t3 (mean 180 s) within 3 min, t2 (700 s) not, t4 not measurable: 2 of 3.
+    assert chunked == whole and whole[0].timing is not None and whole[0].timing.reply_rate_counts == (2, 3)

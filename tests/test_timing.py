@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from pipeline.timing import (
     FirstReply,
+    ReplyRateBasis,
     SessionTiming,
     ShopCalendar,
     TimingThresholds,
@@ -50,7 +51,7 @@ def test_full_session_with_bot_double_message_and_unanswered_tail() -> None:
     assert s.first_reply is FirstReply.answered
     # The bot at +2 s is not a reply; the first human reply is turn 3 at +8 s.
     assert (s.first_response_s, s.first_response_turn, s.first_bot_reply_s) == (8.0, 3, 2.0)
-    assert s.greeted_within_limit is True and s.first_reply_within_limit is True
+    assert s.first_reply_within_greet_limit is True and s.first_reply_within_limit is True
     # Each customer message waits from itself: turn 4 waits 190-60 = 130 s, turn 6 waits 190-90 = 100 s.
     assert [(w.turn, w.reply_turn, w.wait_s) for w in s.message_waits] == [
         (1, 3, 8.0),
@@ -66,6 +67,7 @@ def test_full_session_with_bot_double_message_and_unanswered_tail() -> None:
     ]
     assert s.customer_messages == 4 and s.unanswered_messages == 1
     assert s.mean_wait_s == pytest.approx((8 + 130 + 100) / 3)
+    assert s.mean_wait_within_rate_limit is True  # 79.3 s ≤ 180 s: counts for the per-session 3-minute rate
     assert s.max_wait_s == 130.0
     assert s.burst_mean_wait_s == pytest.approx((8 + 130) / 2) and s.burst_max_wait_s == 130.0
     # Within 60 s: only the 8 s wait -> 1/4. Within 180 s: 8, 130, 100 -> 3/4 (the unanswered one counts).
@@ -76,13 +78,13 @@ def test_full_session_with_bot_double_message_and_unanswered_tail() -> None:
 def test_slow_first_reply_fails_both_limits() -> None:
     s = measure_session(chat((C, at(0), "在吗"), (A, at(121), "在的")))
     assert s.first_response_s == 121.0
-    assert s.greeted_within_limit is False and s.first_reply_within_limit is False
+    assert s.first_reply_within_greet_limit is False and s.first_reply_within_limit is False
 
 
 def test_thresholds_are_configurable() -> None:
     t = chat((C, at(0), "在吗"), (A, at(25), "在的"))
-    assert measure_session(t).greeted_within_limit is False
-    assert measure_session(t, TimingThresholds(greet_within_s=30)).greeted_within_limit is True
+    assert measure_session(t).first_reply_within_greet_limit is False
+    assert measure_session(t, TimingThresholds(greet_within_s=30)).first_reply_within_greet_limit is True
 
 
 def test_agent_turns_before_the_customer_are_not_replies() -> None:
@@ -199,7 +201,9 @@ def test_group_rates_and_pass_fail() -> None:
     ra, rb = reports
     assert (ra.sessions, ra.not_measurable_sessions, ra.first_reply_sessions) == (21, 1, 20)
     assert (ra.first_replies_within, ra.first_reply_rate, ra.first_reply_pass) == (17, 0.85, True)
-    assert (ra.customer_messages, ra.replies_within, ra.reply_rate, ra.reply_pass) == (20, 17, 0.85, True)
+    # Per session (the default): each has one message, so 17 of 20 sessions have a mean wait ≤ 180 s.
+    assert (ra.reply_rate_basis, ra.reply_sessions_within, ra.reply_rate, ra.reply_pass) == ("session", 17, 0.85, True)
+    assert (ra.customer_messages, ra.replies_within) == (20, 17)
     assert (ra.rated_sessions, ra.satisfied_sessions, ra.satisfaction_rate) == (5, 4, 0.8)
     assert ra.satisfaction_pass is True and ra.passed is True
     assert (rb.first_reply_rate, rb.first_reply_pass, rb.reply_rate, rb.reply_pass) == (0.8, False, 1.0, True)
@@ -224,3 +228,27 @@ def test_session_columns_are_flat() -> None:
     cols = measure_session(chat((C, at(0), "在吗"), (A, at(8), "在的"))).columns()
     assert cols["first_response_s"] == 8.0 and cols["first_reply_status"] == "answered"
     assert all(v is None or isinstance(v, str | int | float | bool) for v in cols.values())
+
+
+def test_three_minute_rate_per_session_is_the_default_and_pooled_messages_an_option() -> None:
+    # Session x: 4 messages, waits 10, 10, 10, 400 s: mean 107.5 s ≤ 180 s, so the session counts;
+    # 3 of its 4 messages are within 180 s. Session y: 1 message, wait 300 s: the session misses, 0 of 1.
+    # Session z: the agent never replies: a miss, and its 1 message is unanswered.
+    x = chat((C, at(0), "q1"), (A, at(10), "a1"), (C, at(20), "q2"), (A, at(30), "a2"), (C, at(40), "q3"),
+             (A, at(50), "a3"), (C, at(60), "q4"), (A, at(460), "a4"), agent_id="a", shop="店", id="x")
+    y = chat((C, at(0), "q"), (A, at(300), "a"), agent_id="a", shop="店", id="y")
+    z = chat((C, at(0), "q"), agent_id="a", shop="店", id="z")
+    sessions = [measure_session(t) for t in (x, y, z)]
+    assert [s.mean_wait_within_rate_limit for s in sessions] == [True, False, False]
+    (per_session,) = aggregate_timing(sessions)
+    # Sessions: 1 of 3 (x) -> 0.3333 < 0.80: fail.
+    assert per_session.reply_rate_counts == (1, 3) and per_session.reply_rate == pytest.approx(1 / 3)
+    (pooled,) = aggregate_timing(sessions, TimingThresholds(reply_rate_basis=ReplyRateBasis.message))
+    # Messages: 3 (x) + 0 (y) + 0 (z) of 4 + 1 + 1 = 3/6 = 0.5.
+    assert pooled.reply_rate_counts == (3, 6) and pooled.reply_rate == 0.5 and pooled.reply_pass is False
+
+
+def test_satisfied_per_session() -> None:
+    assert [session("a", 30, rating=r).satisfied for r in (5, 4, 3, 1, None)] == [True, True, False, False, None]
+    untimed = measure_session(chat((C, None, "在吗"), (A, None, "在的")), satisfaction=5)
+    assert untimed.not_measurable and untimed.satisfied is True  # a rating needs no timestamps
