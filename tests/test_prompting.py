@@ -134,7 +134,7 @@ def test_every_line_break_character_is_indented(brk: str) -> None:
 
 
 _FIELD_TEXT = st.lists(
-    st.one_of(st.sampled_from(LINE_BREAKS), st.sampled_from(BREAKOUTS), st.characters(blacklist_categories=("Cs",))),
+    st.one_of(st.sampled_from(LINE_BREAKS), st.sampled_from(BREAKOUTS), st.characters(codec="utf-8")),
     max_size=30,
 ).map("".join)
 
