@@ -13,8 +13,9 @@ Placeholders are stable within a transcript: the same value (compared without sp
 the +86 prefix) gets the same `[手机号1]` in every turn; the next different value gets `[手机号2]`.
 Placeholders already in the text are never touched, and numbering continues after them.
 
-Only `Turn.text` is redacted; nicknames (`Turn.speaker`) and transcript metadata are kept.
-Defaults are modest and best effort; shops add their own order and waybill formats in
+Every text field that can leave the machine is redacted: each turn's text and nickname
+(`Turn.speaker`), and the transcript's platform, shop and agent id; the id, which is never sent, is
+kept. Defaults are modest and best effort; shops add their own order and waybill formats in
 `RedactionConfig`. Not covered: 400/800 service numbers (a business's, not a person's), QQ/WeChat
 ids, names, and PII split across turns.
 """
@@ -335,19 +336,28 @@ def _canonical(kind: PiiKind, text: str) -> str:
 
 
 def redact_transcript(transcript: Transcript, config: RedactionConfig | None = None) -> RedactionResult:
-    """Replace the personal data in every turn with numbered placeholders, stable within the transcript."""
+    """Replace the personal data in every text field with numbered placeholders, stable within the transcript.
+
+    The fields are those that can reach a prompt or a batch file: each turn's text and speaker, and the
+    transcript's platform, shop and agent id. The id is kept: it joins the grade to its input and is
+    never sent.
+    """
     detectors = _detectors(config)
+    texts = [transcript.platform, transcript.shop, transcript.agent_id,
+             *(value for turn in transcript.turns for value in (turn.text, turn.speaker))]
     used: dict[str, int] = {}
-    for turn in transcript.turns:
-        for m in _PLACEHOLDER.finditer(turn.text):
+    for text in texts:
+        for m in _PLACEHOLDER.finditer(text or ""):
             used[m["label"]] = max(used.get(m["label"], 0), int(m["n"]))
     assigned: dict[tuple[PiiKind, str], str] = {}
     originals: dict[str, str] = {}
     counts = dict.fromkeys(PiiKind, 0)
-    turns = []
-    for turn in transcript.turns:
+
+    def mask(text: str | None) -> str | None:
+        if not text:
+            return text
         pieces, cursor = [], 0
-        for match in detectors.find(turn.text):
+        for match in detectors.find(text):
             key = (match.kind, _canonical(match.kind, match.text))
             if key not in assigned:
                 label = LABELS[match.kind]
@@ -355,11 +365,16 @@ def redact_transcript(transcript: Transcript, config: RedactionConfig | None = N
                 assigned[key] = f"[{label}{used[label]}]"
                 originals[assigned[key]] = match.text
             counts[match.kind] += 1
-            pieces += [turn.text[cursor : match.start], assigned[key]]
+            pieces += [text[cursor : match.start], assigned[key]]
             cursor = match.end
-        pieces.append(turn.text[cursor:])
-        turns.append(turn.model_copy(update={"text": "".join(pieces)}))
-    result = RedactionResult(transcript=transcript.model_copy(update={"turns": turns}), counts=counts)
+        pieces.append(text[cursor:])
+        return "".join(pieces)
+
+    metadata = {"platform": mask(transcript.platform), "shop": mask(transcript.shop),
+                "agent_id": mask(transcript.agent_id)}
+    turns = [turn.model_copy(update={"text": mask(turn.text), "speaker": mask(turn.speaker)})
+             for turn in transcript.turns]
+    result = RedactionResult(transcript=transcript.model_copy(update={**metadata, "turns": turns}), counts=counts)
     result._originals.update(originals)
     return result
 

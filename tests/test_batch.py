@@ -318,6 +318,21 @@ def test_a_batch_that_fails_validation_or_is_cancelled_leaves_every_request_unsc
     assert "cancelled before this request ran" in (grades(cancelled)["a"].error or "")
 
 
+def test_cli_batch_file_holds_no_personal_data_in_any_field(
+    tmp_path: Path, pii_everywhere: Transcript, pii_values: dict[str, str]
+) -> None:
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text(pii_everywhere.model_dump_json(exclude_none=True) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    written = CliRunner().invoke(batch_app, ["write", str(inputs), "-o", str(out), "--model", "mock-model",
+                                             "--base-url", "http://127.0.0.1:9/v1", "--redact"],
+                                 env={"OPENAI_API_KEY": "test-key"})
+    assert written.exit_code == 0, written.output
+    data = (out / "batch" / "requests-0001.jsonl").read_bytes()
+    assert not any(value.encode() in data for value in pii_values.values())
+    assert "店铺：张三的店 [手机号1] [邮箱1]".encode() in data
+
+
 def test_cli_writes_and_reports_status(mock_server: MockServer, rubric: Rubric, tmp_path: Path) -> None:
     inputs = tmp_path / "in.jsonl"
     inputs.write_text("".join(json.dumps({"id": t.id, "turns": [{"role": turn.role.value, "text": turn.text}

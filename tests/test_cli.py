@@ -285,6 +285,22 @@ def test_redaction_flag_decides_what_the_endpoint_sees(tmp_path: Path, flag: str
     assert rows["pii-1"]["first_response_s"] == "20.0"
 
 
+def test_redaction_covers_every_field_the_endpoint_receives(
+    tmp_path: Path, pii_everywhere: Transcript, pii_values: dict[str, str]
+) -> None:
+    src = tmp_path / "chats.jsonl"
+    write_jsonl(src, [pii_everywhere])
+    with MockServer() as server:
+        proc = kefu("grade", str(src), "--out", str(tmp_path / "out"), "--model", "mock-model", "--redact",
+                    server=server)
+        _, stderr = proc.communicate(timeout=120)
+        sent = [json.dumps([r.body, r.headers], ensure_ascii=False) for r in server.requests]
+    assert proc.returncode == 0, stderr
+    assert sent and not any(value in body for value in pii_values.values() for body in sent)
+    [user] = [m["content"] for m in json.loads(sent[-1])[0]["messages"] if m["role"] == "user"]
+    assert "店铺：张三的店 [手机号1] [邮箱1]" in user and "平台：抖音 [座机1]" in user
+
+
 def test_summary_command_writes_the_table_and_the_file(tmp_path: Path) -> None:
     src = tmp_path / "chats.jsonl"
     write_jsonl(src, pii_chats())
