@@ -40,7 +40,17 @@ from pipeline.cli_options import (
     TimeoutOpt,
     TpmOpt,
 )
-from pipeline.console import announce, console, fail, grading_progress, log_to, out, rate_limit_note, read_ids
+from pipeline.console import (
+    NEEDS_REVIEW_NOTE,
+    announce,
+    console,
+    fail,
+    grading_progress,
+    log_to,
+    out,
+    rate_limit_note,
+    read_ids,
+)
 from pipeline.endpoints import NO_ENDPOINT
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
 from pipeline.exports import export_run
@@ -79,6 +89,8 @@ def _print_summary(result: JobResult, out_dir: Path) -> None:
         table.add_row("rate limited", limited)
     replaced = ", ".join(f"{LABELS[PiiKind(k)]} {n}" for k, n in s.redactions.items())
     table.add_row("PII redaction", ("on" if s.redacted else "off") + (f"  ({replaced})" if replaced else ""))
+    if result.needs_review:
+        table.add_row("needs review", f"{result.needs_review}  {NEEDS_REVIEW_NOTE}")
     for dim, mean in result.dimension_means.items():
         table.add_row(f"mean {dim}", "—" if mean is None else f"{mean:.2f}")
     out.print(table)

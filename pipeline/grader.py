@@ -25,6 +25,7 @@ from pipeline.errors import (
     SchemaUnsupportedError,
     TransientLLMError,
 )
+from pipeline.injection import InjectionHit, find_injection
 from pipeline.llm import ChatResult, LLMClient
 from pipeline.prompting import PromptSet
 from pipeline.retry import RetryOutcome, RetryPolicy, Sleep, call_with_retries
@@ -60,7 +61,8 @@ class QuotedEvidence(BaseModel):
 
     turn: int = Field(description="1-based turn number as cited.")
     quote: str = Field(description="The quote as the model wrote it.")
-    verified: bool = Field(description="True if the quote occurs in that turn's text (whitespace/width-insensitive).")
+    verified: bool = Field(description="True if the quote occurs in that turn's text (whitespace/width-insensitive) "
+                           "and the turn is not suspected of addressing the grader (pipeline.injection).")
 
 
 class CriterionGrade(BaseModel):
@@ -99,6 +101,9 @@ class Grade(BaseModel):
     response_mode: str = Field(default="json_schema", description="json_schema or json_object, as used.")
     latency_s: float = Field(default=0.0, description="Wall time of the grade, retries included.")
     created_at: datetime = Field(description="UTC time the grade finished.")
+    injection: list[InjectionHit] = Field(
+        default_factory=list, description="Fields of the chat as sent that address the grader: a reason to review."
+    )
 
 
 _JSON_OBJECT: dict[str, Any] = {"type": "json_object"}
@@ -146,13 +151,14 @@ def grade_from_reply(
             error = f"the model's reply did not match the schema (batch request: no re-ask): {exc}"
     elif result is None and failure is None:
         error = "no reply"
+    injection = find_injection(transcript)
     return Grade(
         key=key,
         transcript_id=transcript.id,
         repeat=repeat,
         scope=scope,
         status="scored" if parsed is not None else "unscored",
-        criteria=_criterion_grades(parsed, criteria, transcript),
+        criteria=_criterion_grades(parsed, criteria, transcript, injection),
         model=model,
         attempts=attempts,
         prompt_tokens=result.prompt_tokens if result else 0,
@@ -163,6 +169,7 @@ def grade_from_reply(
         response_mode=response_mode,
         latency_s=0.0,  # a batch request's own duration is not reported by the provider
         created_at=datetime.now(UTC),
+        injection=injection,
     )
 
 
@@ -249,13 +256,14 @@ class Grader:
             error = f"gave up after {outcome.attempts} attempts: {exc}"
             gave_up = exc if isinstance(exc, TransientLLMError) else None
         self._count_gave_up(gave_up)
+        injection = find_injection(transcript)
         return Grade(
             key=key,
             transcript_id=transcript.id,
             repeat=repeat,
             scope=scope,
             status="scored" if parsed is not None else "unscored",
-            criteria=_criterion_grades(parsed, criteria, transcript),
+            criteria=_criterion_grades(parsed, criteria, transcript, injection),
             model=self.model,
             attempts=outcome.attempts,
             prompt_tokens=usage.prompt,
@@ -266,6 +274,7 @@ class Grader:
             response_mode=self.mode,
             latency_s=round(time.monotonic() - started, 4),
             created_at=datetime.now(UTC),
+            injection=injection,
         )
 
     def _count_gave_up(self, gave_up: TransientLLMError | None) -> None:
@@ -353,15 +362,18 @@ def verify_quote(transcript: Transcript, turn: int, quote: str) -> bool:
     return _normalise(quote) in _normalise(transcript.turns[turn - 1].text)
 
 
-def _criterion_grades(parsed: BaseModel | None, criteria: Sequence[Criterion],
-                      transcript: Transcript) -> list[CriterionGrade]:
+def _criterion_grades(parsed: BaseModel | None, criteria: Sequence[Criterion], transcript: Transcript,
+                      injection: Sequence[InjectionHit]) -> list[CriterionGrade]:
     if parsed is None:
         return [CriterionGrade(criterion_id=c.id, score=None) for c in criteria]
+    # A turn that addresses the grader is never evidence: the model quoting it is the symptom of obeying it.
+    suspected = {hit.turn for hit in injection if hit.turn is not None}
     # Plain dicts validated in one call: a model built per criterion and per quote costs twice as much.
     grades = []
     for c in criteria:
         reply = getattr(parsed, c.id)
-        evidence = [{"turn": e.turn, "quote": e.quote, "verified": verify_quote(transcript, e.turn, e.quote)}
+        evidence = [{"turn": e.turn, "quote": e.quote,
+                     "verified": e.turn not in suspected and verify_quote(transcript, e.turn, e.quote)}
                     for e in reply.evidence]
         grades.append({"criterion_id": c.id, "score": reply.score, "reasoning": reply.reasoning, "evidence": evidence})
     return CRITERION_GRADES.validate_python(grades)

@@ -23,11 +23,12 @@ from typing import Any, NamedTuple
 
 from pipeline.digests import KeySet, LineIds
 from pipeline.grader import CRITERION_GRADES, Grade, Sampling
+from pipeline.injection import INJECTION_HITS
 from pipeline.transcripts import Transcript
 
 DB_NAME = "kefu.sqlite"
 
-_INSERT_GRADE = "INSERT OR REPLACE INTO grades VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_GRADE = "INSERT OR REPLACE INTO grades VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT_LINE = "INSERT OR REPLACE INTO finished_lines VALUES (?, ?, ?)"
 
 LOAD_CHUNK_ROWS = 65536
@@ -75,6 +76,8 @@ class GradeRow(NamedTuple):
     """`Grade.created_at.isoformat()`, as stored."""
     criteria: str
     """The JSON `CRITERION_GRADES` dumped: a list of `CriterionGrade` objects."""
+    injection: str | None
+    """The JSON `INJECTION_HITS` dumped, or None when the chat has none."""
 
 
 class TranscriptRow(NamedTuple):
@@ -258,10 +261,16 @@ def _m003_resume_and_exports(db: sqlite3.Connection) -> None:
             )
 
 
+def _m004_injection(db: sqlite3.Connection) -> None:
+    """A grade's prompt-injection hits (`Grade.injection`): NULL for none, as for every grade stored before."""
+    db.execute("ALTER TABLE grades ADD COLUMN injection TEXT")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_batches", _m002_batches),
     ("003_resume_and_exports", _m003_resume_and_exports),
+    ("004_injection", _m004_injection),
 ]
 
 # What the provider tells about a batch, the only columns `update_batch` may set.
@@ -369,6 +378,7 @@ class Store:
             grade.model, grade.attempts, grade.prompt_tokens, grade.cached_tokens, grade.completion_tokens,
             grade.error, grade.raw, grade.response_mode, grade.latency_s, grade.created_at.isoformat(),
             CRITERION_GRADES.dump_json(grade.criteria).decode(),  # one call, not one per criterion
+            INJECTION_HITS.dump_json(grade.injection).decode() if grade.injection else None,
         )
         if meta is None and finished_line is None:
             self._db.execute(_INSERT_GRADE, row)
@@ -402,6 +412,8 @@ class Store:
         for row in cur:
             data = dict(zip(names, row, strict=True))
             criteria = CRITERION_GRADES.validate_json(data.pop("criteria"))
+            injection = data.pop("injection")
+            data["injection"] = INJECTION_HITS.validate_json(injection) if injection else []
             for dropped in ("run_id", "rubric_hash"):
                 data.pop(dropped)
             yield Grade(criteria=criteria, **data)
