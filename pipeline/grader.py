@@ -1,5 +1,8 @@
 """One transcript → one graded call: render, call with retries, validate, re-ask once, verify quotes.
 
+Every grade also carries the chat's grader-addressed text (`pipeline.injection`); a quote from such a
+turn is never verified, so a model that obeyed the text cannot cite it as evidence.
+
 A grade that still fails after the retries and the re-ask is returned as *unscored* with its
 reason and attempts, never as 0. In per-criterion mode the runner calls `grade` once per
 criterion; the stored shape is the same.
