@@ -26,7 +26,7 @@ SNIPPET_CHARS = 40
 """The longest matched text a hit keeps: enough for a reviewer to recognise it."""
 
 _SPACES = re.compile(r"[^\S\n]+")
-_SPACE_BY_WIDE = re.compile(r" (?=[^\x00-\x7f])|(?<=[^\x00-\x7f]) ")
+_SPACE_BY_WIDE = re.compile(r"(?<=[^\x00-\x7f]) (?=[^\x00-\x7f])")
 
 
 class _Strict(BaseModel):
@@ -85,13 +85,15 @@ def load_injection_patterns(path: Path = PATTERNS_PATH) -> InjectionPatterns:
 
 @cache
 def _compiled(path: Path = PATTERNS_PATH) -> list[tuple[str, re.Pattern[str]]]:
-    return [(p.id, re.compile("|".join(f"(?:{r})" for r in p.regexes), re.IGNORECASE | re.MULTILINE))
+    # ASCII: \b and \w are about English words only, so 你好ignore reads as a word boundary before "ignore".
+    flags = re.IGNORECASE | re.MULTILINE | re.ASCII
+    return [(p.id, re.compile("|".join(f"(?:{r})" for r in p.regexes), flags))
             for p in load_injection_patterns(path).patterns]
 
 
 def normalise(text: str) -> str:
     """The text the patterns search: NFKC, casefolded, line boundaries as \\n, other whitespace runs as one
-    space, and no space beside a non-ASCII character (so 忽 略 reads 忽略)."""
+    space, and no space between two non-ASCII characters (so 忽 略 reads 忽略)."""
     folded = "\n".join(unicodedata.normalize("NFKC", text).casefold().splitlines())
     return _SPACE_BY_WIDE.sub("", _SPACES.sub(" ", folded))
 

@@ -28,7 +28,7 @@ DCH1 = Path("/work/shared/datasets/dch1_stc3")
 
 
 def _own(pattern: InjectionPattern, text: str) -> bool:
-    return any(re.search(r, normalise(text), re.IGNORECASE | re.MULTILINE) for r in pattern.regexes)
+    return any(re.search(r, normalise(text), re.IGNORECASE | re.MULTILINE | re.ASCII) for r in pattern.regexes)
 
 
 @pytest.mark.parametrize(("pattern", "text"), EXAMPLES, ids=[f"{p.id}:{e[:12]}" for p, e in EXAMPLES])
