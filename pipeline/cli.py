@@ -295,7 +295,7 @@ def summary_cmd(
     path = write_summary(groups, by, dest or out_dir / f"summary_by_{by}.{fmt}",
                          cast(Literal["csv", "xlsx"], fmt))
     table = Table(title=f"kefu summary by {by}")
-    for col in (by, "chats", "mean total", *(d.id for d in rubric.dimensions), "weakest", "致命项",
+    for col in (by, "chats", "mean total", *(d.id for d in rubric.dimensions), "weakest", "致命项", "待复核",
                 "2分钟首次回复率", "3分钟回复率", "banned"):
         table.add_column(col)
     for g in groups:
@@ -303,7 +303,7 @@ def summary_cmd(
         table.add_row(
             g.group or "(unknown)", str(g.transcripts), "—" if g.mean_total is None else f"{g.mean_total:.1f}",
             *("—" if g.dimension_means[d.id] is None else f"{g.dimension_means[d.id]:.1f}" for d in rubric.dimensions),
-            ", ".join(w.criterion_id for w in g.weakest), str(g.critical_failed),
+            ", ".join(w.criterion_id for w in g.weakest), str(g.critical_failed), str(g.needs_review),
             _rate(t.first_reply_rate if t else None, t.first_reply_pass if t else None),
             _rate(t.reply_rate if t else None, t.reply_pass if t else None),
             _rate(g.banned_rate, None),
