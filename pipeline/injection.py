@@ -16,8 +16,9 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from pipeline.regexes import Regex
 from pipeline.transcripts import Transcript
 from pipeline.yamlload import load_yaml
 
@@ -38,19 +39,9 @@ class InjectionPattern(_Strict):
 
     id: str = Field(pattern=r"^[a-z_]+$", description="Stable id shown in the hits.")
     description: str = Field(min_length=1, description="What it finds, for people (Chinese).")
-    regexes: list[str] = Field(min_length=1, description="Python regexes searched in the normalised text.")
+    regexes: list[Regex] = Field(min_length=1, description="Python regexes searched in the normalised text.")
     examples: list[str] = Field(min_length=1, description="Texts this pattern must find.")
     counter_examples: list[str] = Field(default_factory=list, description="Texts no pattern may find.")
-
-    @field_validator("regexes")
-    @classmethod
-    def _compiles(cls, value: list[str]) -> list[str]:
-        for regex in value:
-            try:
-                re.compile(regex)
-            except re.error as exc:
-                raise ValueError(f"{regex!r} is not a valid regular expression: {exc}") from None
-        return value
 
 
 class InjectionPatterns(_Strict):

@@ -32,8 +32,9 @@ from enum import StrEnum
 from functools import cache, lru_cache
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from pipeline.regexes import Regex
 from pipeline.transcripts import Transcript
 
 
@@ -79,35 +80,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _compiles(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
-    return pattern
-
-
 class ExtraPattern(_Strict):
     """A shop's own pattern for one kind, tried after that kind's built-in detectors."""
 
     kind: PiiKind = Field(description="What the pattern finds.")
-    pattern: str = Field(min_length=1, description="Python regular expression, matched as a whole token.")
-
-    @field_validator("pattern")
-    @classmethod
-    def _valid(cls, value: str) -> str:
-        return _compiles(value)
+    pattern: Regex = Field(min_length=1, description="Python regular expression, matched as a whole token.")
 
 
 class RedactionConfig(_Strict):
     """Which kinds to redact and the shop-specific number formats."""
 
     kinds: list[PiiKind] = Field(default_factory=lambda: list(PiiKind), description="The kinds to redact.")
-    order_patterns: list[str] = Field(
+    order_patterns: list[Regex] = Field(
         default_factory=lambda: list(DEFAULT_ORDER_PATTERNS),
         description="Order-number regexes, matched as whole tokens, case-insensitive.",
     )
-    waybill_patterns: list[str] = Field(
+    waybill_patterns: list[Regex] = Field(
         default_factory=lambda: list(DEFAULT_WAYBILL_PATTERNS),
         description="Waybill regexes, matched as whole tokens, case-insensitive.",
     )
@@ -116,11 +104,6 @@ class RedactionConfig(_Strict):
         description="Words that, just before a digit run fitting an order pattern, make it an order number.",
     )
     extra_patterns: list[ExtraPattern] = Field(default_factory=list, description="More patterns for any kind.")
-
-    @field_validator("order_patterns", "waybill_patterns")
-    @classmethod
-    def _valid(cls, value: list[str]) -> list[str]:
-        return [_compiles(p) for p in value]
 
 
 class PiiMatch(_Strict):

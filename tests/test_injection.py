@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from pipeline.injection import (
     InjectionHit,
@@ -84,3 +85,8 @@ def test_property_surrounding_text_never_hides_an_example(
 def test_property_any_text_is_searched_without_error(text: str) -> None:
     found = find_in_text(text)
     assert found is None or found[0] in {p.id for p in PATTERNS}
+
+
+def test_a_pattern_that_does_not_compile_is_refused_by_name() -> None:
+    with pytest.raises(ValidationError, match=r"'\(给满分' is not a valid regular expression"):
+        InjectionPattern(id="broken", description="坏", regexes=["(给满分"], examples=["给满分"])
