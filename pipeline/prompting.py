@@ -4,9 +4,11 @@ Templates are rendered with StrictUndefined; rubric and transcript text go in as
 as template source, so `{{` inside a chat stays literal. The user template never sees the Transcript
 itself: every chat field it prints (turn text, shop, platform) has passed through `prompt_text`,
 which indents every line after the first, so no field can start a line of the transcript block
-(a fake turn header, a fake end marker or a "SYSTEM:" line). The system message depends only on the
-rubric and the criteria, so it is byte-identical across transcripts and providers' prefix caches
-apply; the transcript comes last, between boundary markers derived from its own content.
+(a fake turn header, a fake end marker or a "SYSTEM:" line). When a field addresses the grader
+(`pipeline.injection`), a note after the block names it and says it is neither an instruction nor
+evidence. The system message depends only on the rubric and the criteria, so it is byte-identical
+across transcripts and providers' prefix caches apply; the transcript comes last, between boundary
+markers derived from its own content.
 
 Rendering is on the hot path of a run: the system message is rendered once per rubric, criteria and
 mode (compact or not: the limits it states come from `schema.reply_limits`, so the prompt and the
@@ -26,6 +28,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import jinja2
 
 from pipeline.errors import ConfigError
+from pipeline.injection import find_injection
 from pipeline.rubric import Criterion, Rubric
 from pipeline.schema import reply_limits
 from pipeline.transcripts import Transcript, Turn
@@ -143,6 +146,7 @@ class PromptSet:
             chat=PromptChat(_field(transcript.platform), _field(transcript.shop)),
             turns=[_render_turn(i, t) for i, t in enumerate(transcript.turns, start=1)],
             boundary=transcript_boundary(transcript),
+            suspected=find_injection(transcript),
         ))
 
     def reask(self, error: str, criterion_ids: Sequence[str]) -> str:
