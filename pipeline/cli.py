@@ -40,7 +40,17 @@ from pipeline.cli_options import (
     TimeoutOpt,
     TpmOpt,
 )
-from pipeline.console import announce, console, fail, grading_progress, log_to, out, rate_limit_note, read_ids
+from pipeline.console import (
+    NEEDS_REVIEW_NOTE,
+    announce,
+    console,
+    fail,
+    grading_progress,
+    log_to,
+    out,
+    rate_limit_note,
+    read_ids,
+)
 from pipeline.endpoints import NO_ENDPOINT
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
 from pipeline.exports import export_run
@@ -83,6 +93,8 @@ def _print_summary(result: JobResult, out_dir: Path) -> None:
         table.add_row("rate limited", limited)
     replaced = ", ".join(f"{LABELS[PiiKind(k)]} {n}" for k, n in s.redactions.items())
     table.add_row("PII redaction", ("on" if s.redacted else "off") + (f"  ({replaced})" if replaced else ""))
+    if result.needs_review:
+        table.add_row("needs review", f"{result.needs_review}  {NEEDS_REVIEW_NOTE}")
     for dim, mean in result.dimension_means.items():
         table.add_row(f"mean {dim}", "—" if mean is None else f"{mean:.2f}")
     out.print(table)
@@ -297,7 +309,7 @@ def summary_cmd(
     path = write_summary(groups, by, dest or out_dir / f"summary_by_{by}.{fmt}",
                          cast(Literal["csv", "xlsx"], fmt))
     table = Table(title=f"kefu summary by {by}")
-    for col in (by, "chats", "mean total", *(d.id for d in rubric.dimensions), "weakest", "致命项",
+    for col in (by, "chats", "mean total", *(d.id for d in rubric.dimensions), "weakest", "致命项", "待复核",
                 "2分钟首次回复率", "3分钟平均回复率", "满意度", "banned"):
         table.add_column(col)
     for g in groups:
@@ -305,7 +317,7 @@ def summary_cmd(
         table.add_row(
             g.group or "(unknown)", str(g.transcripts), "—" if g.mean_total is None else f"{g.mean_total:.1f}",
             *("—" if g.dimension_means[d.id] is None else f"{g.dimension_means[d.id]:.1f}" for d in rubric.dimensions),
-            ", ".join(w.criterion_id for w in g.weakest), str(g.critical_failed),
+            ", ".join(w.criterion_id for w in g.weakest), str(g.critical_failed), str(g.needs_review),
             rate_text(t.first_replies_within, t.first_reply_sessions, t.first_reply_pass) if t else "—",
             rate_text(*t.reply_rate_counts, t.reply_pass) if t else "—",
             rate_text(t.satisfied_sessions, t.rated_sessions, t.satisfaction_pass) if t else "—",

@@ -37,7 +37,7 @@ from pipeline.cli_options import (
     ShopSpeakerOpt,
     TemperatureOpt,
 )
-from pipeline.console import console, fail, log_to, out
+from pipeline.console import NEEDS_REVIEW_NOTE, console, fail, log_to, out
 from pipeline.errors import KefuError
 from pipeline.exports import refresh_outputs
 from pipeline.prompting import PromptSet
@@ -177,6 +177,8 @@ def _export(result: CollectResult, out_dir: Path, rubric_path: Path | None) -> N
     with Store.open(out_dir) as store:
         rubric = load_rubric(rubric_path) if rubric_path else batch_rubric(store)
         outputs = refresh_outputs(store, rubric, out_dir)
+    if outputs.needs_review:
+        out.print(f"needs review: {outputs.needs_review}  {NEEDS_REVIEW_NOTE}")
     out.print(f"scores: {outputs.scores_csv}\ngrades: {outputs.grades_jsonl}\nchecks: {outputs.checks_jsonl}")
 
 

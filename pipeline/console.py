@@ -40,6 +40,10 @@ console = Console(stderr=True)
 out = Console()
 
 
+NEEDS_REVIEW_NOTE = "（聊天中有对评分者说的话，成绩需人工复核，不计入均值：见 scores.csv 的 needs_review 列）"
+"""What the run summaries of `kefu grade` and `kefu batch collect` say beside the count of rows that need review."""
+
+
 def fail(exc: KefuError) -> NoReturn:
     """Print a library error for people and exit: 3 for an endpoint still failing after retries, else 2."""
     # Messages are data (paths, ids, "[local]"): escape them so rich does not read them as markup. Not

@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import groupby
 from operator import attrgetter, itemgetter
@@ -58,6 +58,11 @@ class ScoreRow:
     grades: tuple[Grade, ...] = ()
 
     @property
+    def injection(self) -> list[dict[str, Any]]:
+        """The prompt-injection hits of the row's calls (`Grade.injection`), each once."""
+        return _unique_hits(hit.model_dump() for grade in self.grades for hit in grade.injection)
+
+    @property
     def check_columns(self) -> dict[str, ColumnValue] | None:
         """The transcript's flat check columns, or None when no checks were stored for it."""
         record = self.meta.get("checks") if self.meta else None
@@ -74,7 +79,26 @@ def score_columns(rubric: Rubric) -> list[str]:
     cols += [c.id for c in rubric.criteria()]
     cols += [g.id for d in rubric.dimensions for g in d.groups]
     cols += [d.id for d in rubric.dimensions]
-    return [*cols, "total", "max_total", "model", "status", "llm_total", "critical_failed", "adjustments", *CHECKS]
+    return [*cols, "total", "max_total", "model", "status", "llm_total", "critical_failed", "adjustments",
+            *INJECTION_COLUMNS, *CHECKS]
+
+
+INJECTION_COLUMNS = ("needs_review", "injection_suspected")
+"""scores.csv's review columns: True when a field of the chat addresses the grader, and where (pipeline.injection)."""
+_FIELD_NAMES = {"shop": "店铺", "platform": "平台"}
+
+
+def _unique_hits(hits: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for hit in hits:
+        seen.setdefault(tuple(hit.values()), hit)
+    return list(seen.values())
+
+
+def _injection_cell(hits: list[dict[str, Any]]) -> str | None:
+    """`第8轮 ignore_rules; 店铺 fake_system`: where each hit is and which pattern found it."""
+    places = [f"第{h['turn']}轮" if h["field"] == "turn" else _FIELD_NAMES[h["field"]] for h in hits]
+    return "; ".join(f"{place} {h['pattern']}" for place, h in zip(places, hits, strict=True)) or None
 
 
 def iter_score_rows(store: Store, rubric: Rubric) -> Iterator[ScoreRow]:
@@ -105,11 +129,13 @@ def row_values(row: ScoreRow, rubric: Rubric, adjusted: AdjustedScores | None = 
     """A ScoreRow with final criterion scores, group, dimension and total sums and the checks, keyed by
     score_columns(); pass `adjusted` when the caller has already applied the rubric's hooks."""
     adjusted = adjusted if adjusted is not None else row.adjusted(rubric)
-    return _final_values(rubric, adjusted, row.transcript_id, row.repeat, row.model, row.status, row.check_columns)
+    return _final_values(rubric, adjusted, row.transcript_id, row.repeat, row.model, row.status, row.check_columns,
+                         row.injection)
 
 
 def _final_values(rubric: Rubric, adjusted: AdjustedScores, transcript_id: str, repeat: int, model: str,
-                  status: str, check_columns: dict[str, ColumnValue] | None) -> dict[str, Any]:
+                  status: str, check_columns: dict[str, ColumnValue] | None,
+                  injection: list[dict[str, Any]]) -> dict[str, Any]:
     """`row_values` from a row's parts: the exports' stored rows are not ScoreRows."""
     out: dict[str, Any] = {"transcript_id": transcript_id, "repeat": repeat, **adjusted.scores}
     dim_totals: list[int | None] = []
@@ -127,6 +153,8 @@ def _final_values(rubric: Rubric, adjusted: AdjustedScores, transcript_id: str, 
     out["llm_total"] = _sum(list(adjusted.llm_scores.values()))
     out["critical_failed"] = adjusted.critical_failed
     out["adjustments"] = adjusted.describe()
+    out["needs_review"] = bool(injection)
+    out["injection_suspected"] = _injection_cell(injection)
     out.update(dict.fromkeys(CHECKS) | (check_columns or {}))
     return out
 
@@ -146,6 +174,8 @@ class _StoredRow(NamedTuple):
     check_columns: dict[str, ColumnValue] | None
     grades: list[tuple[GradeRow, list[dict[str, Any]]]]
     """Each stored call with its criteria decoded (CriterionGrade dumps: criterion_id, score, reasoning, evidence)."""
+    injection: list[dict[str, Any]]
+    """The calls' prompt-injection hits (InjectionHit dumps), each once."""
 
 
 def _iter_stored_rows(store: Store, rubric: Rubric) -> Iterator[_StoredRow]:
@@ -162,7 +192,9 @@ def _iter_stored_rows(store: Store, rubric: Rubric) -> Iterator[_StoredRow]:
             for cg in criteria:
                 scores[cg["criterion_id"]] = cg["score"]
         checks = transcript.checks if transcript is not None and transcript.id == tid else None
-        yield _StoredRow(tid, repeat, scores, grades[0][0].model, _row_status(scores), _check_columns(checks), grades)
+        injection = _unique_hits(hit for grade, _ in grades if grade.injection for hit in json.loads(grade.injection))
+        yield _StoredRow(tid, repeat, scores, grades[0][0].model, _row_status(scores), _check_columns(checks), grades,
+                         injection)
 
 
 _ROW_KEY = attrgetter("transcript_id", "repeat")
@@ -257,7 +289,8 @@ def _grade_lines_json(row: _StoredRow, adjusted: AdjustedScores) -> str:
         grade, cg = f.grade, f.criterion
         tail = tails.get(grade.key)
         if tail is None:
-            tail = tails[grade.key] = f', "model": {_ENCODE(grade.model)}, "call": {_ENCODE(_call(grade))}}}\n'
+            tail = tails[grade.key] = (f', "injection_suspected": {_injection_json(grade)}, '
+                                       f'"model": {_ENCODE(grade.model)}, "call": {_ENCODE(_call(grade))}}}\n')
         llm = cg["score"]
         out.append(
             f'{head}{_ENCODE(cg["criterion_id"])}, "status": "{"scored" if llm is not None else "unscored"}", '
@@ -269,6 +302,11 @@ def _grade_lines_json(row: _StoredRow, adjusted: AdjustedScores) -> str:
     return "".join(out)
 
 
+def _injection_json(grade: GradeRow) -> str:
+    """The call's hits as json.dumps writes them: the store keeps compact JSON, and most calls have none."""
+    return _ENCODE(json.loads(grade.injection)) if grade.injection else "[]"
+
+
 def _flat_grade_rows(row: _StoredRow, adjusted: AdjustedScores) -> Iterator[dict[str, Any]]:
     """grades.jsonl's lines flattened for a table: evidence as JSON text, the call's fields as `call_*` columns."""
     for f in _iter_line_fields(row, adjusted):
@@ -278,7 +316,8 @@ def _flat_grade_rows(row: _StoredRow, adjusted: AdjustedScores) -> Iterator[dict
             "status": "scored" if cg["score"] is not None else "unscored", "llm_score": cg["score"],
             "score": f.score, "adjustment": f.adjustment, "critical_failed": adjusted.critical_failed,
             "reasoning": cg["reasoning"], "evidence": f.evidence, "quotes_verified": f.quotes_verified,
-            "model": f.grade.model, **{f"call_{k}": v for k, v in _call(f.grade).items()},
+            "injection_suspected": _injection_json(f.grade), "model": f.grade.model,
+            **{f"call_{k}": v for k, v in _call(f.grade).items()},
         }
 
 
@@ -296,6 +335,8 @@ class Outputs:
     grades_jsonl: Path
     checks_jsonl: Path
     dimension_means: dict[str, float | None]
+    needs_review: int
+    """Rows whose chat addresses the grader: left out of the means, for a person to grade."""
     written: bool
     """False when the files were already up to date and were left alone."""
 
@@ -319,18 +360,18 @@ def refresh_outputs(store: Store, rubric: Rubric, out_dir: Path) -> Outputs:
     if kept is not None and all(p.exists() for p in paths):
         previous = json.loads(kept)
         if previous["stamp"] == stamp:
-            return Outputs(*paths, previous["means"], written=False)
-    means = _write_scores_and_grades(store, rubric, out_dir)
+            return Outputs(*paths, previous["means"], previous["needs_review"], written=False)
+    means, needs_review = _write_scores_and_grades(store, rubric, out_dir)
     write_checks(store, out_dir)
-    store.set_meta_value(_EXPORT_STAMP, json.dumps({"stamp": stamp, "means": means}))
-    return Outputs(*paths, means, written=True)
+    store.set_meta_value(_EXPORT_STAMP, json.dumps({"stamp": stamp, "means": means, "needs_review": needs_review}))
+    return Outputs(*paths, means, needs_review, written=True)
 
 
-def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> dict[str, float | None]:
+def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> tuple[dict[str, float | None], int]:
     """One pass over the store for both files; returns the mean final points per dimension and for the
-    total over fully scored rows."""
+    total over fully scored rows that need no review, and the number of rows that do."""
     sums: dict[str, float] = {d.id: 0.0 for d in rubric.dimensions} | {"total": 0.0}
-    scored = 0
+    scored = needs_review = 0
     columns = score_columns(rubric)
     cells = itemgetter(*columns)
     grades_path = out_dir / "grades.jsonl"
@@ -340,11 +381,13 @@ def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> dic
         for row, adjusted, values in _iter_final_rows(store, rubric):
             scores.writerow(csv_cells(cells(values)))  # csv writes None as an empty cell
             grades.write(_grade_lines_json(row, adjusted))
-            if row.status == "scored":
+            if row.injection:
+                needs_review += 1
+            elif row.status == "scored":
                 scored += 1
                 for k in sums:
                     sums[k] += values[k]
-    return {k: (round(v / scored, 2) if scored else None) for k, v in sums.items()}
+    return {k: (round(v / scored, 2) if scored else None) for k, v in sums.items()}, needs_review
 
 
 def _iter_final_rows(store: Store, rubric: Rubric) -> Iterator[tuple[_StoredRow, AdjustedScores, dict[str, Any]]]:
@@ -352,7 +395,7 @@ def _iter_final_rows(store: Store, rubric: Rubric) -> Iterator[tuple[_StoredRow,
     for row in _iter_stored_rows(store, rubric):
         adjusted = apply_hooks(rubric, row.scores, row.check_columns)
         yield row, adjusted, _final_values(rubric, adjusted, row.transcript_id, row.repeat, row.model, row.status,
-                                           row.check_columns)
+                                           row.check_columns, row.injection)
 
 
 def _open_csv(path: Path) -> TextIO:

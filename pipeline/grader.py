@@ -1,5 +1,8 @@
 """One transcript → one graded call: render, call with retries, validate, re-ask once, verify quotes.
 
+Every grade also carries the chat's grader-addressed text (`pipeline.injection`); a quote from such a
+turn is never verified, so a model that obeyed the text cannot cite it as evidence.
+
 A grade that still fails after the retries and the re-ask is returned as *unscored* with its
 reason and attempts, never as 0. In per-criterion mode the runner calls `grade` once per
 criterion; the stored shape is the same.
@@ -26,6 +29,7 @@ from pipeline.errors import (
     TransientLLMError,
     UnusableReplyError,
 )
+from pipeline.injection import InjectionHit, find_injection
 from pipeline.llm import ChatResult, LLMClient
 from pipeline.prompting import PromptSet
 from pipeline.retry import RetryOutcome, RetryPolicy, Sleep, call_with_retries
@@ -61,7 +65,8 @@ class QuotedEvidence(BaseModel):
 
     turn: int = Field(description="1-based turn number as cited.")
     quote: str = Field(description="The quote as the model wrote it.")
-    verified: bool = Field(description="True if the quote occurs in that turn's text (whitespace/width-insensitive).")
+    verified: bool = Field(description="True if the quote occurs in that turn's text (whitespace/width-insensitive) "
+                           "and the turn is not suspected of addressing the grader (pipeline.injection).")
 
 
 class CriterionGrade(BaseModel):
@@ -100,6 +105,9 @@ class Grade(BaseModel):
     response_mode: str = Field(default="json_schema", description="json_schema or json_object, as used.")
     latency_s: float = Field(default=0.0, description="Wall time of the grade, retries included.")
     created_at: datetime = Field(description="UTC time the grade finished.")
+    injection: list[InjectionHit] = Field(
+        default_factory=list, description="Fields of the chat as sent that address the grader: a reason to review."
+    )
 
 
 _JSON_OBJECT: dict[str, Any] = {"type": "json_object"}
@@ -150,13 +158,14 @@ def grade_from_reply(
             error = f"the model's reply did not match the schema (batch request: no re-ask): {exc}"
     elif result is None and failure is None:
         error = "no reply"
+    injection = find_injection(transcript)
     return Grade(
         key=key,
         transcript_id=transcript.id,
         repeat=repeat,
         scope=scope,
         status="scored" if parsed is not None else "unscored",
-        criteria=_criterion_grades(parsed, criteria, transcript),
+        criteria=_criterion_grades(parsed, criteria, transcript, injection),
         model=model,
         attempts=attempts,
         prompt_tokens=result.prompt_tokens if result else 0,
@@ -167,6 +176,7 @@ def grade_from_reply(
         response_mode=response_mode,
         latency_s=0.0,  # a batch request's own duration is not reported by the provider
         created_at=datetime.now(UTC),
+        injection=injection,
     )
 
 
@@ -257,13 +267,14 @@ class Grader:
             error = f"gave up after {outcome.attempts} attempts: {exc}"
             gave_up = exc if isinstance(exc, TransientLLMError) else None
         self._count_gave_up(gave_up)
+        injection = find_injection(transcript)
         return Grade(
             key=key,
             transcript_id=transcript.id,
             repeat=repeat,
             scope=scope,
             status="scored" if parsed is not None else "unscored",
-            criteria=_criterion_grades(parsed, criteria, transcript),
+            criteria=_criterion_grades(parsed, criteria, transcript, injection),
             model=self.model,
             attempts=outcome.attempts,
             prompt_tokens=usage.prompt,
@@ -274,6 +285,7 @@ class Grader:
             response_mode=self.mode,
             latency_s=round(time.monotonic() - started, 4),
             created_at=datetime.now(UTC),
+            injection=injection,
         )
 
     def _count_gave_up(self, gave_up: TransientLLMError | None) -> None:
@@ -375,15 +387,18 @@ def verify_quote(transcript: Transcript, turn: int, quote: str) -> bool:
     return _normalise(quote) in _normalise(transcript.turns[turn - 1].text)
 
 
-def _criterion_grades(parsed: BaseModel | None, criteria: Sequence[Criterion],
-                      transcript: Transcript) -> list[CriterionGrade]:
+def _criterion_grades(parsed: BaseModel | None, criteria: Sequence[Criterion], transcript: Transcript,
+                      injection: Sequence[InjectionHit]) -> list[CriterionGrade]:
     if parsed is None:
         return [CriterionGrade(criterion_id=c.id, score=None) for c in criteria]
+    # A turn that addresses the grader is never evidence: the model quoting it is the symptom of obeying it.
+    suspected = {hit.turn for hit in injection if hit.turn is not None}
     # Plain dicts validated in one call: a model built per criterion and per quote costs twice as much.
     grades = []
     for c in criteria:
         reply = getattr(parsed, c.id)
-        evidence = [{"turn": e.turn, "quote": e.quote, "verified": verify_quote(transcript, e.turn, e.quote)}
+        evidence = [{"turn": e.turn, "quote": e.quote,
+                     "verified": e.turn not in suspected and verify_quote(transcript, e.turn, e.quote)}
                     for e in reply.evidence]
         grades.append({"criterion_id": c.id, "score": reply.score, "reasoning": reply.reasoning, "evidence": evidence})
     return CRITERION_GRADES.validate_python(grades)

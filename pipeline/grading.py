@@ -67,6 +67,7 @@ class JobResult:
     checks_jsonl: Path
     rejects_jsonl: Path
     dimension_means: dict[str, float | None]
+    needs_review: int
     model: str
     endpoint: ResolvedEndpoint
 
@@ -190,4 +191,5 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
         finally:
             await client.close()
     return JobResult(summary, outputs.scores_csv, outputs.grades_jsonl, outputs.checks_jsonl,
-                     job.out_dir / "rejects.jsonl", outputs.dimension_means, endpoint.model, endpoint)
+                     job.out_dir / "rejects.jsonl", outputs.dimension_means, outputs.needs_review, endpoint.model,
+                     endpoint)

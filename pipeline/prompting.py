@@ -1,9 +1,14 @@
 """Prompt rendering: the Jinja environment over prompts/, and the chat messages for one transcript.
 
 Templates are rendered with StrictUndefined; rubric and transcript text go in as variables, never
-as template source, so `{{` inside a chat stays literal. The system message depends only on the
-rubric and the criteria, so it is byte-identical across transcripts and providers' prefix caches
-apply; the transcript comes last, between boundary markers derived from its own content.
+as template source, so `{{` inside a chat stays literal. The user template never sees the Transcript
+itself: every chat field it prints (turn text, shop, platform) has passed through `prompt_text`,
+which indents every line after the first, so no field can start a line of the transcript block
+(a fake turn header, a fake end marker or a "SYSTEM:" line). When a field addresses the grader
+(`pipeline.injection`), a note after the block names it and says it is neither an instruction nor
+evidence. The system message depends only on the rubric and the criteria, so it is byte-identical
+across transcripts and providers' prefix caches apply; the transcript comes last, between boundary
+markers derived from its own content.
 
 Rendering is on the hot path of a run: the system message is rendered once per rubric, criteria and
 mode (compact or not: the limits it states come from `schema.reply_limits`, so the prompt and the
@@ -23,6 +28,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import jinja2
 
 from pipeline.errors import ConfigError
+from pipeline.injection import find_injection
 from pipeline.rubric import Criterion, Rubric
 from pipeline.schema import reply_limits
 from pipeline.transcripts import Transcript, Turn
@@ -83,6 +89,23 @@ class RenderedTurn(NamedTuple):
     text: str
 
 
+class PromptChat(NamedTuple):
+    """The chat-level fields the user template prints, each already through `prompt_text`."""
+
+    platform: str | None
+    shop: str | None
+
+
+def prompt_text(value: str) -> str:
+    """A chat field as prompt text: every line boundary becomes a newline and an indent.
+
+    The boundaries are those of `str.splitlines` (\\n, \\r, \\r\\n, \\v, \\f, \\x1c-\\x1e, U+0085, U+2028,
+    U+2029): a model may read any of them as a line break, so each must be followed by the indent.
+    """
+    lines = value.splitlines()
+    return lines[0] if len(lines) == 1 else "\n    ".join(lines)
+
+
 class PromptSet:
     """The three templates of one rubric language, with their combined content hash."""
 
@@ -120,9 +143,10 @@ class PromptSet:
         """The user message: the transcript as numbered, role-labelled turns between boundary markers."""
         return self._users.get(transcript, lambda: self._render(
             "user.j2",
-            transcript=transcript,
+            chat=PromptChat(_field(transcript.platform), _field(transcript.shop)),
             turns=[_render_turn(i, t) for i, t in enumerate(transcript.turns, start=1)],
             boundary=transcript_boundary(transcript),
+            suspected=find_injection(transcript),
         ))
 
     def reask(self, error: str, criterion_ids: Sequence[str]) -> str:
@@ -153,9 +177,12 @@ def transcript_hash(transcript: Transcript) -> str:
     )
 
 
+def _field(value: str | None) -> str | None:
+    return prompt_text(value) if value else value
+
+
 def _render_turn(number: int, turn: Turn) -> RenderedTurn:
-    # Continuation lines are indented so that a customer cannot fake a numbered turn with a newline.
-    text = turn.text.replace("\r\n", "\n").replace("\n", "\n    ")
+    text = prompt_text(turn.text)
     t = turn.time
     # MM-DD HH:MM:SS; formatted by hand, which costs half of strftime.
     time = f"{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}:{t.second:02d}" if t else None

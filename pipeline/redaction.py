@@ -13,8 +13,9 @@ Placeholders are stable within a transcript: the same value (compared without sp
 the +86 prefix) gets the same `[手机号1]` in every turn; the next different value gets `[手机号2]`.
 Placeholders already in the text are never touched, and numbering continues after them.
 
-Only `Turn.text` is redacted; nicknames (`Turn.speaker`) and transcript metadata are kept.
-Defaults are modest and best effort; shops add their own order and waybill formats in
+Every text field that can leave the machine is redacted: each turn's text and nickname
+(`Turn.speaker`), and the transcript's platform, shop and agent id; the id, which is never sent, is
+kept. Defaults are modest and best effort; shops add their own order and waybill formats in
 `RedactionConfig`. Not covered: 400/800 service numbers (a business's, not a person's), QQ/WeChat
 ids, names, and PII split across turns.
 """
@@ -31,8 +32,9 @@ from enum import StrEnum
 from functools import cache, lru_cache
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from pipeline.regexes import Regex
 from pipeline.transcripts import Transcript
 
 
@@ -78,35 +80,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _compiles(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
-    return pattern
-
-
 class ExtraPattern(_Strict):
     """A shop's own pattern for one kind, tried after that kind's built-in detectors."""
 
     kind: PiiKind = Field(description="What the pattern finds.")
-    pattern: str = Field(min_length=1, description="Python regular expression, matched as a whole token.")
-
-    @field_validator("pattern")
-    @classmethod
-    def _valid(cls, value: str) -> str:
-        return _compiles(value)
+    pattern: Regex = Field(min_length=1, description="Python regular expression, matched as a whole token.")
 
 
 class RedactionConfig(_Strict):
     """Which kinds to redact and the shop-specific number formats."""
 
     kinds: list[PiiKind] = Field(default_factory=lambda: list(PiiKind), description="The kinds to redact.")
-    order_patterns: list[str] = Field(
+    order_patterns: list[Regex] = Field(
         default_factory=lambda: list(DEFAULT_ORDER_PATTERNS),
         description="Order-number regexes, matched as whole tokens, case-insensitive.",
     )
-    waybill_patterns: list[str] = Field(
+    waybill_patterns: list[Regex] = Field(
         default_factory=lambda: list(DEFAULT_WAYBILL_PATTERNS),
         description="Waybill regexes, matched as whole tokens, case-insensitive.",
     )
@@ -115,11 +104,6 @@ class RedactionConfig(_Strict):
         description="Words that, just before a digit run fitting an order pattern, make it an order number.",
     )
     extra_patterns: list[ExtraPattern] = Field(default_factory=list, description="More patterns for any kind.")
-
-    @field_validator("order_patterns", "waybill_patterns")
-    @classmethod
-    def _valid(cls, value: list[str]) -> list[str]:
-        return [_compiles(p) for p in value]
 
 
 class PiiMatch(_Strict):
@@ -335,19 +319,28 @@ def _canonical(kind: PiiKind, text: str) -> str:
 
 
 def redact_transcript(transcript: Transcript, config: RedactionConfig | None = None) -> RedactionResult:
-    """Replace the personal data in every turn with numbered placeholders, stable within the transcript."""
+    """Replace the personal data in every text field with numbered placeholders, stable within the transcript.
+
+    The fields are those that can reach a prompt or a batch file: each turn's text and speaker, and the
+    transcript's platform, shop and agent id. The id is kept: it joins the grade to its input and is
+    never sent.
+    """
     detectors = _detectors(config)
+    texts = [transcript.platform, transcript.shop, transcript.agent_id,
+             *(value for turn in transcript.turns for value in (turn.text, turn.speaker))]
     used: dict[str, int] = {}
-    for turn in transcript.turns:
-        for m in _PLACEHOLDER.finditer(turn.text):
+    for text in texts:
+        for m in _PLACEHOLDER.finditer(text or ""):
             used[m["label"]] = max(used.get(m["label"], 0), int(m["n"]))
     assigned: dict[tuple[PiiKind, str], str] = {}
     originals: dict[str, str] = {}
     counts = dict.fromkeys(PiiKind, 0)
-    turns = []
-    for turn in transcript.turns:
+
+    def mask(text: str | None) -> str | None:
+        if not text:
+            return text
         pieces, cursor = [], 0
-        for match in detectors.find(turn.text):
+        for match in detectors.find(text):
             key = (match.kind, _canonical(match.kind, match.text))
             if key not in assigned:
                 label = LABELS[match.kind]
@@ -355,11 +348,16 @@ def redact_transcript(transcript: Transcript, config: RedactionConfig | None = N
                 assigned[key] = f"[{label}{used[label]}]"
                 originals[assigned[key]] = match.text
             counts[match.kind] += 1
-            pieces += [turn.text[cursor : match.start], assigned[key]]
+            pieces += [text[cursor : match.start], assigned[key]]
             cursor = match.end
-        pieces.append(turn.text[cursor:])
-        turns.append(turn.model_copy(update={"text": "".join(pieces)}))
-    result = RedactionResult(transcript=transcript.model_copy(update={"turns": turns}), counts=counts)
+        pieces.append(text[cursor:])
+        return "".join(pieces)
+
+    metadata = {"platform": mask(transcript.platform), "shop": mask(transcript.shop),
+                "agent_id": mask(transcript.agent_id)}
+    turns = [turn.model_copy(update={"text": mask(turn.text), "speaker": mask(turn.speaker)})
+             for turn in transcript.turns]
+    result = RedactionResult(transcript=transcript.model_copy(update={**metadata, "turns": turns}), counts=counts)
     result._originals.update(originals)
     return result
 

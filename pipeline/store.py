@@ -23,19 +23,20 @@ from typing import Any, NamedTuple
 
 from pipeline.digests import KeySet, LineIds
 from pipeline.grader import CRITERION_GRADES, Grade, Sampling
+from pipeline.injection import INJECTION_HITS
 from pipeline.transcripts import Transcript
 
 DB_NAME = "kefu.sqlite"
 
 # A stored scored grade is final: a later failure under the same key (a batch's, a concurrent run's) leaves it.
 _INSERT_GRADE = (
-    "INSERT INTO grades VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET"
+    "INSERT INTO grades VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET"
     " run_id = excluded.run_id, transcript_id = excluded.transcript_id, repeat = excluded.repeat,"
     " scope = excluded.scope, status = excluded.status, rubric_hash = excluded.rubric_hash, model = excluded.model,"
     " attempts = excluded.attempts, prompt_tokens = excluded.prompt_tokens, cached_tokens = excluded.cached_tokens,"
     " completion_tokens = excluded.completion_tokens, error = excluded.error, raw = excluded.raw,"
     " response_mode = excluded.response_mode, latency_s = excluded.latency_s, created_at = excluded.created_at,"
-    " criteria = excluded.criteria WHERE grades.status = 'unscored'"
+    " criteria = excluded.criteria, injection = excluded.injection WHERE grades.status = 'unscored'"
 )
 _INSERT_LINE = "INSERT OR REPLACE INTO finished_lines VALUES (?, ?, ?)"
 
@@ -96,6 +97,8 @@ class GradeRow(NamedTuple):
     """`Grade.created_at.isoformat()`, as stored."""
     criteria: str
     """The JSON `CRITERION_GRADES` dumped: a list of `CriterionGrade` objects."""
+    injection: str | None
+    """The JSON `INJECTION_HITS` dumped, or None when the chat has none."""
 
 
 class TranscriptRow(NamedTuple):
@@ -301,11 +304,17 @@ def _m004_batch_attempts(db: sqlite3.Connection) -> None:
     )
 
 
+def _m005_injection(db: sqlite3.Connection) -> None:
+    """A grade's prompt-injection hits (`Grade.injection`): NULL for none, as for every grade stored before."""
+    db.execute("ALTER TABLE grades ADD COLUMN injection TEXT")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_batches", _m002_batches),
     ("003_resume_and_exports", _m003_resume_and_exports),
     ("004_batch_attempts", _m004_batch_attempts),
+    ("005_injection", _m005_injection),
 ]
 
 # What the provider tells about a batch, and what kefu records around its calls: the columns `update_batch` may set.
@@ -424,6 +433,7 @@ class Store:
             grade.model, grade.attempts, grade.prompt_tokens, grade.cached_tokens, grade.completion_tokens,
             grade.error, grade.raw, grade.response_mode, grade.latency_s, grade.created_at.isoformat(),
             CRITERION_GRADES.dump_json(grade.criteria).decode(),  # one call, not one per criterion
+            INJECTION_HITS.dump_json(grade.injection).decode() if grade.injection else None,
         )
         if meta is None and finished_line is None:
             self._db.execute(_INSERT_GRADE, row)
@@ -457,6 +467,8 @@ class Store:
         for row in cur:
             data = dict(zip(names, row, strict=True))
             criteria = CRITERION_GRADES.validate_json(data.pop("criteria"))
+            injection = data.pop("injection")
+            data["injection"] = INJECTION_HITS.validate_json(injection) if injection else []
             for dropped in ("run_id", "rubric_hash"):
                 data.pop(dropped)
             yield Grade(criteria=criteria, **data)

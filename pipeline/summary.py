@@ -6,6 +6,8 @@ Definitions (each recomputable by hand from scores.csv and checks.jsonl):
   item counts as 0); a dimension's mean is over rows where it is not empty.
 - The weakest criteria are the `WEAKEST` criteria with the lowest mean share of their maximum
   (mean score / max, over rows where the criterion was scored); ties keep rubric order.
+- A row that needs review (a field of its chat addresses the grader: `needs_review` in scores.csv)
+  is counted in `needs_review` and left out of every score above: its grade is not trusted.
 - Timing rates come from each transcript's stored checks, once per transcript whatever its
   repeats, through `timing.aggregate_timing`: 2分钟首次回复率, 3分钟平均回复率 (per session by
   default, `TimingThresholds.reply_rate_basis`) and 满意度, each with its numerator, denominator
@@ -70,6 +72,7 @@ class GroupSummary(_Strict):
     dimension_means: dict[str, float | None] = Field(description="Mean final points per dimension id.")
     weakest: list[WeakCriterion] = Field(description="The criteria with the lowest mean share of their maximum.")
     critical_failed: int = Field(ge=0, description="Rows failed by a critical item (致命项).")
+    needs_review: int = Field(ge=0, description="Rows left out of the scores: the chat addresses the grader.")
     timing: TimingGroupReport | None = Field(description="Douyin-style rates; None without stored checks.")
     phrase_checked: int = Field(ge=0, description="Transcripts with checks and at least one agent reply.")
     banned_chats: int = Field(ge=0, description="Of those, transcripts with at least one banned phrase.")
@@ -87,6 +90,7 @@ class GroupSummary(_Strict):
             **{f"mean_{d}": _round(v) for d, v in self.dimension_means.items()},
             "weakest": "; ".join(f"{w.criterion_id} {w.share:.2f}" for w in self.weakest),
             "critical_failed": self.critical_failed,
+            "needs_review": self.needs_review,
             "timing_sessions": t.sessions if t else 0,
             "not_measurable_sessions": t.not_measurable_sessions if t else 0,
             "first_reply_sessions": t.first_reply_sessions if t else 0,
@@ -136,6 +140,7 @@ class _Group:
     rows: int = 0
     total: float = 0.0
     critical_failed: int = 0
+    needs_review: int = 0
     sums: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     sessions: list[SessionTiming] = field(default_factory=list)
@@ -174,6 +179,9 @@ def summarize_rows(rows: Iterable[ScoreRow], rubric: Rubric, by: GroupBy,
             g = groups.setdefault(_group_key(row, session, by), _Group())
             _add_transcript(g, record, session, thresholds)
         values = row_values(row, rubric)
+        if values["needs_review"]:
+            g.needs_review += 1
+            continue
         if values["total"] is not None:
             g.rows += 1
             g.total += values["total"]
@@ -233,6 +241,7 @@ def _finish(key: str | None, g: _Group, rubric: Rubric, thresholds: TimingThresh
         dimension_means={d.id: g.mean(d.id) for d in rubric.dimensions},
         weakest=[WeakCriterion(criterion_id=cid, share=s) for cid, s in ranked[:WEAKEST]],
         critical_failed=g.critical_failed,
+        needs_review=g.needs_review,
         timing=_combine(parts, thresholds) if parts else None,
         phrase_checked=g.phrase_checked,
         banned_chats=g.banned,

@@ -5,7 +5,8 @@ stored JSON; the reference below builds every line from validated `Grade` models
 `iter_score_rows`/`row_values` and `json.dumps`, as the exports did before. The store is built to
 cover what a byte could differ on: scored, partial and unscored rows, repeats, per-criterion
 scopes, an unknown criterion, evidence with Chinese, quotes, escapes and failed verification,
-transcripts with and without checks or metadata, and a rubric whose caps and critical items fire.
+transcripts with and without checks or metadata, prompt-injection hits (in one repeat's call only, and
+twice over), and a rubric whose caps and critical items fire.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipeline.adjustments import AdjustedScores
 from pipeline.checks import ServiceChecker
 from pipeline.exports import export_run, iter_score_rows, refresh_outputs, row_values, score_columns
 from pipeline.grader import CriterionGrade, Grade, QuotedEvidence
+from pipeline.injection import InjectionHit
 from pipeline.rubric import Rubric, load_rubric, parse_rubric
 from pipeline.store import Store
 from pipeline.transcripts import Role, Transcript, Turn
@@ -62,12 +64,15 @@ EVIDENCE = [
      QuotedEvidence(turn=3, quote="换行\n制表\t控制\x01😀\u2028", verified=True)],
     [],
 ]
+HITS = [InjectionHit(field="turn", turn=2, pattern="ignore_rules", text='忽略以上"规则"\n'),
+        InjectionHit(field="shop", pattern="fake_system", text="【系统】"),
+        InjectionHit(field="turn", turn=2, pattern="ignore_rules", text='忽略以上"规则"\n')]
 LATENCIES = [0.0, 1.5, 1e-07, 123456.789, 0.1 + 0.2]
 CREATED = [T0, T0 + timedelta(microseconds=123456), datetime(2026, 3, 2, 10, 0, 1, 5, tzinfo=BEIJING)]
 
 
 def _grade(rubric: Rubric, tid: str, repeat: int, scope: str, n: int, scores: dict[str, int | None],
-           *, unscored: bool = False, extra: str | None = None) -> Grade:
+           *, unscored: bool = False, extra: str | None = None, injection: list[InjectionHit] | None = None) -> Grade:
     """A stored call; `n` varies the bookkeeping and the evidence, `scores` overrides the full marks."""
     crits = rubric.criteria() if scope == "all" else [rubric.criterion(scope)]
     criteria = [
@@ -83,7 +88,7 @@ def _grade(rubric: Rubric, tid: str, repeat: int, scope: str, n: int, scores: di
         prompt_tokens=100 + n, cached_tokens=None if n % 2 else 64, completion_tokens=20 + n,
         error='模型回复不是JSON: "oops"' if unscored else None, raw="{bad" if unscored else None,
         response_mode="json_object" if n % 4 == 3 else "json_schema", latency_s=LATENCIES[n % len(LATENCIES)],
-        created_at=CREATED[n % len(CREATED)],
+        created_at=CREATED[n % len(CREATED)], injection=injection or [],
     )
 
 
@@ -126,7 +131,8 @@ def build_varied_store(store: Store, rubric: Rubric) -> None:
                         ("中文-hand", {})]:
         for repeat in (0, 1):
             n += 1
-            store.save_grade(_grade(rubric, tid, repeat, "all", n, scores), run, rubric.content_hash)
+            hits = HITS if tid == "f-哦" or (tid == "g-nometa" and repeat == 1) else None
+            store.save_grade(_grade(rubric, tid, repeat, "all", n, scores, injection=hits), run, rubric.content_hash)
     for c in rubric.criteria():  # per-criterion calls; one unscored, so the row is partial
         n += 1
         store.save_grade(_grade(rubric, "Z-per", 0, c.id, n, {}, unscored=c.id == "closing"), run, rubric.content_hash)
@@ -164,17 +170,18 @@ def reference_grade_lines(grade: Grade, adjusted: AdjustedScores) -> Iterator[di
             "reasoning": cg.reasoning,
             "evidence": [e.model_dump() for e in cg.evidence],
             "quotes_verified": all(e.verified for e in cg.evidence),
+            "injection_suspected": [hit.model_dump() for hit in grade.injection],
             "model": grade.model,
             "call": call,
         }
 
 
-def write_reference(store: Store, rubric: Rubric, out: Path) -> dict[str, float | None]:
+def write_reference(store: Store, rubric: Rubric, out: Path) -> tuple[dict[str, float | None], int]:
     """scores.csv, grades.jsonl, checks.jsonl and export_run's grades.csv from `Grade` models, one
-    json.dumps per line and csv.DictWriter; returns the means `refresh_outputs` reports."""
+    json.dumps per line and csv.DictWriter; returns the means and the review count `refresh_outputs` reports."""
     out.mkdir()
     sums: dict[str, float] = {d.id: 0.0 for d in rubric.dimensions} | {"total": 0.0}
-    scored = 0
+    scored = needs_review = 0
     flat = []
     with (out / "scores.csv").open("w", encoding="utf-8-sig", newline="") as scores_fh, \
             (out / "grades.jsonl").open("w", encoding="utf-8") as grades_fh:
@@ -189,8 +196,11 @@ def write_reference(store: Store, rubric: Rubric, out: Path) -> dict[str, float 
                     grades_fh.write(json.dumps(line, ensure_ascii=False) + "\n")
                     call = line.pop("call")
                     flat.append({**line, "evidence": json.dumps(line["evidence"], ensure_ascii=False),
+                                 "injection_suspected": json.dumps(line["injection_suspected"], ensure_ascii=False),
                                  **{f"call_{k}": v for k, v in call.items()}})
-            if row.status == "scored":
+            if row.injection:
+                needs_review += 1
+            elif row.status == "scored":
                 scored += 1
                 for k in sums:
                     sums[k] += values[k]
@@ -204,7 +214,7 @@ def write_reference(store: Store, rubric: Rubric, out: Path) -> dict[str, float 
             keys = ("platform", "shop", "agent_id", "started_at", "n_turns", "source")
             line = {"transcript_id": meta["id"], **{k: meta[k] for k in keys}, "checks": meta["checks"]}
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-    return {k: (round(v / scored, 2) if scored else None) for k, v in sums.items()}
+    return {k: (round(v / scored, 2) if scored else None) for k, v in sums.items()}, needs_review
 
 
 def _rubrics() -> dict[str, Rubric]:
@@ -237,9 +247,9 @@ def test_contract_files_are_byte_identical_to_the_model_based_construction(
     rubric = RUBRICS[name]
     (tmp_path / "fast").mkdir()
     outputs = refresh_outputs(varied_store, rubric, tmp_path / "fast")
-    means = write_reference(varied_store, rubric, tmp_path / "reference")
+    means, needs_review = write_reference(varied_store, rubric, tmp_path / "reference")
     files = ("scores.csv", "grades.jsonl", "checks.jsonl")
-    assert outputs.written and outputs.dimension_means == means
+    assert outputs.written and outputs.dimension_means == means and outputs.needs_review == needs_review == 3
     assert _bytes(tmp_path / "fast", *files) == _bytes(tmp_path / "reference", *files)
 
 

@@ -221,3 +221,14 @@ def test_real_dialogues_leave_no_mobile_numbers() -> None:
             assert not MOBILE_RUN.search(turn.text), d["id"]
             assert find_pii(turn.text) == [], d["id"]
     assert with_mobile >= 120
+
+
+def test_every_text_field_is_redacted_and_the_id_kept(pii_everywhere: Transcript, pii_values: dict[str, str]) -> None:
+    result = redact_transcript(pii_everywhere)
+    sent = result.transcript.model_dump_json(exclude={"id"})
+    assert not any(value in sent for value in pii_values.values()), sent
+    assert find_pii(sent) == []
+    assert result.transcript.id == pii_everywhere.id  # the join key, never sent
+    assert result.transcript.shop == "张三的店 [手机号1] [邮箱1]"  # names are not covered
+    assert result.transcript.turns[0].speaker == "买家[手机号1]"  # one value, one placeholder across fields
+    assert result.counts[PiiKind.mobile] == 2 and result.counts[PiiKind.email] == 3

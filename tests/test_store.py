@@ -79,6 +79,20 @@ def make_grade(rubric: Rubric, tid: str, repeat: int, *, missing: str | None = N
     )
 
 
+def test_a_store_from_before_injection_hits_opens_and_reads_none(rubric: Rubric, tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.save_grade(make_grade(rubric, "a", 0), 1, rubric.content_hash)
+    db = sqlite3.connect(tmp_path / "kefu.sqlite")  # as migration 003 left it: no injection column
+    db.execute("ALTER TABLE grades DROP COLUMN injection")
+    db.execute("DELETE FROM migrations WHERE name = '005_injection'")
+    db.commit()
+    db.close()
+    with Store.open(tmp_path) as store:
+        [read] = store.iter_grades()
+        assert read.injection == [] and read.transcript_id == "a"
+        assert [row.injection for row in store.iter_grade_rows(rubric_hash=rubric.content_hash)] == [None]
+
+
 def test_scores_csv_contract_and_unscored_are_empty(rubric: Rubric, tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         run = store.start_run(rubric_id=rubric.id, rubric_version=rubric.version, rubric_hash=rubric.content_hash,
