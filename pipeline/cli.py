@@ -311,7 +311,7 @@ def summary_cmd(
     table = Table(title=f"kefu summary by {by}")
     for col in (by, "chats", "mean total", *(d.id for d in rubric.dimensions), "weakest", "致命项", "待复核",
                 "2分钟首次回复率", "3分钟平均回复率", "满意度", "banned"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == by)  # a narrow terminal squeezes the figures, never the group's name
     for g in groups:
         t = g.timing
         table.add_row(
