@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import itertools
 import json
+import os
 import re
+import stat
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -27,6 +30,14 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.errors import ConfigError, InputError
+from pipeline.input_limits import (
+    MAX_INT_DIGITS,
+    MAX_JSON_DEPTH,
+    id_problem,
+    json_too_deep,
+    label_problem,
+    lone_surrogate,
+)
 
 
 class Role(StrEnum):
@@ -128,9 +139,9 @@ def parse_time(value: str | int | float, default_tz: tzinfo = SHANGHAI) -> datet
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=default_tz)
     except (TypeError, ValueError, OverflowError, OSError):
-        raise ValueError(f"bad timestamp {value!r} (expected {TIME_FORMS})") from None
+        raise ValueError(f"bad timestamp {_shown(value)} (expected {TIME_FORMS})") from None
     if parsed.year not in _PLAUSIBLE_YEARS:
-        raise ValueError(f"bad timestamp {value!r}: the year {parsed.year} is not plausible for a chat")
+        raise ValueError(f"bad timestamp {_shown(value)}: the year {parsed.year} is not plausible for a chat")
     return parsed
 
 
@@ -203,7 +214,7 @@ def role_of(value: str) -> Role | None:
 
 
 def _unknown_role(value: object) -> str:
-    return (f"unknown role {value!r} (use customer/agent/bot/system or a synonym such as "
+    return (f"unknown role {_shown(value)} (use customer/agent/bot/system or a synonym such as "
             "客户/客服/机器人/系统; see eval_sets/README.md)")
 
 
@@ -259,7 +270,7 @@ def read_unfinished(
 
 def input_size(paths: Sequence[Path]) -> int:
     """Bytes of every file the readers would read from `paths`, directories expanded as they expand them."""
-    return sum(path.stat().st_size for path, _ in _input_files(paths))
+    return sum(found.path.stat().st_size for found in _input_files(paths) if found.problem is None)
 
 
 def count_jsonl_lines(paths: Sequence[Path]) -> int | None:
@@ -268,37 +279,76 @@ def count_jsonl_lines(paths: Sequence[Path]) -> int | None:
     None when some input is CSV or a chat log (a conversation spans lines there). Directories expand as
     the readers expand them, and a missing input raises the readers' InputError.
     """
-    files = [(path, fmt) for path, fmt in _input_files(paths) if fmt is not None]
-    if not files or any(fmt != "jsonl" for _, fmt in files):
+    files = [found for found in _input_files(paths) if found.fmt is not None and found.problem is None]
+    if not files or any(found.fmt != "jsonl" for found in files):
         return None
     total = 0
-    for path, _ in files:
-        with path.open("rb") as fh:
+    for found in files:
+        with found.path.open("rb") as fh:
             total += sum(1 for line in fh if not line.isspace())
     return total
 
 
-def _input_files(paths: Sequence[Path]) -> list[tuple[Path, InputFormat | None]]:
-    """Expand directories (recursively, sorted, hidden entries skipped) and drop repeats of one file."""
-    found: list[tuple[Path, InputFormat | None]] = []
+class _Input(NamedTuple):
+    """One input file: its format (None: not a transcript file) and, if it is not a file that can be read,
+    why."""
+
+    path: Path
+    fmt: InputFormat | None
+    problem: str | None = None
+
+
+def _input_files(paths: Sequence[Path]) -> list[_Input]:
+    """Expand directories (recursively, sorted, hidden entries skipped) and drop repeats of one file.
+
+    Inside a directory, an entry that is not a regular file (a dangling or looping link, a link to a
+    folder, a FIFO, a socket, a device) is kept with its problem, to become a reject line: opening a
+    FIFO would wait for a writer forever, and skipping it quietly would hide the chats it stood for.
+    """
+    found: list[_Input] = []
     for path in paths:
         if path.is_dir():
-            children = sorted(
+            entries = sorted(
                 p for p in path.rglob("*")
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                if not (p.is_dir() and not p.is_symlink())
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
-            found.extend((child, FORMAT_BY_SUFFIX.get(child.suffix.lower())) for child in children)
+            found.extend(_Input(entry, FORMAT_BY_SUFFIX.get(entry.suffix.lower()), _not_a_file(entry))
+                         for entry in entries)
         elif path.exists():
             fmt = FORMAT_BY_SUFFIX.get(path.suffix.lower())
             if fmt is None:
-                raise InputError(str(path), f"unknown kind of file {path.suffix!r}; expected {_KINDS}")
-            found.append((path, fmt))
+                raise InputError(_display(path), f"unknown kind of file {path.suffix!r}; expected {_KINDS}")
+            found.append(_Input(path, fmt, _not_a_file(path)))
         else:
-            raise InputError(str(path), "no such file or directory")
-    unique: dict[Path, tuple[Path, InputFormat | None]] = {}
-    for path, fmt in found:
-        unique.setdefault(path.resolve(), (path, fmt))
+            raise InputError(_display(path), (path.is_symlink() and _not_a_file(path)) or "no such file or directory")
+    unique: dict[Path, _Input] = {}
+    for entry in found:
+        unique.setdefault(entry.path if entry.problem else entry.path.resolve(), entry)
     return list(unique.values())
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why `path` is not a regular file the readers can open, or None if it is one."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "not read: a symbolic link that loops back on itself"
+        if path.is_symlink():
+            return f"not read: a symbolic link to {_display(Path(os.readlink(path)))}, which does not exist"
+        return f"cannot read the file: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "not read: a link to a folder is not followed (name the folder itself to read it)"
+    kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return f"not read: {kind}, not a regular file"
+
+
+def _display(path: Path) -> str:
+    """`path` as text that can be stored and printed: bytes of a name that is not UTF-8 are shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 _KINDS = ", ".join(FORMAT_BY_SUFFIX)
@@ -436,12 +486,14 @@ class TranscriptReader:
         self._seen = _SeenIds()
         self._sources: list[str] = []
 
-    def read_files(self, files: Iterable[tuple[Path, InputFormat | None]]) -> Iterator[Transcript | Reject | Finished]:
-        """Read files one after another; a file of no known format (None) is reported, not read."""
-        for path, fmt in files:
-            if fmt is None:
-                yield Reject(file=str(path), reason=f"not read: {path.suffix or 'no extension'} is not a "
-                                                    f"transcript file (expected {_KINDS})")
+    def read_files(self, files: Iterable[_Input]) -> Iterator[Transcript | Reject | Finished]:
+        """Read files one after another; a file of no known format, or that is not a file, is reported, not read."""
+        for path, fmt, problem in files:
+            if problem is not None:
+                yield Reject(file=_display(path), reason=problem)
+            elif fmt is None:
+                yield Reject(file=_display(path), reason=f"not read: {path.suffix or 'no extension'} is not a "
+                                                         f"transcript file (expected {_KINDS})")
             else:
                 yield from self.read_file(path, fmt)
 
@@ -449,9 +501,9 @@ class TranscriptReader:
         """Read one file; a file that cannot be opened or read becomes a Reject."""
         try:
             with path.open("rb") as stream:
-                yield from self.read_lines(stream, source=str(path), fmt=fmt)
+                yield from self.read_lines(stream, source=_display(path), fmt=fmt)
         except OSError as exc:
-            yield Reject(file=str(path), reason=f"cannot read the file: {exc.strerror or exc}")
+            yield Reject(file=_display(path), reason=f"cannot read the file: {exc.strerror or exc}")
 
     def read_lines(
         self, lines: Iterable[bytes], *, source: str, fmt: InputFormat
@@ -459,14 +511,9 @@ class TranscriptReader:
         """Read one file's byte lines (a binary file object is such an iterable) in format `fmt`."""
         file = _File(source, len(self._sources), _LineDecoder(source))
         self._sources.append(source)
-        items: Iterator[Transcript | Reject | Finished]
-        if fmt == "jsonl":  # undecoded: a finished line is skipped before it is decoded
-            items = self._read_jsonl(file.decoder.numbered(lines), file)
-        else:
-            items = (self._read_csv if fmt == "csv" else self._read_chatlog)(file.decoder.lines(lines), file)
         produced = False
         try:
-            for item in items:
+            for item in self._read_format(lines, file, fmt):
                 produced = True
                 yield item
         except _FileRejected as exc:
@@ -474,6 +521,16 @@ class TranscriptReader:
             yield exc.reject
         if not produced:
             yield Reject(file=source, reason="no conversations found: the file is empty or only a header")
+
+    def _read_format(
+        self, lines: Iterable[bytes], file: _File, fmt: InputFormat
+    ) -> Iterator[Transcript | Reject | Finished]:
+        """The reader of `fmt`; a generator, so the encoding check (which may reject the file) runs inside
+        `read_lines`' handler."""
+        if fmt == "jsonl":  # undecoded: a finished line is skipped before it is decoded
+            yield from self._read_jsonl(file.decoder.numbered(lines), file)
+        else:
+            yield from (self._read_csv if fmt == "csv" else self._read_chatlog)(file.decoder.lines(lines), file)
 
     # --- JSONL -----------------------------------------------------------------------------------
 
@@ -503,11 +560,20 @@ class TranscriptReader:
             if not decoded:
                 yield Reject(file=file.source, line=number, reason=file.decoder.undecodable(number))
                 continue
+            if json_too_deep(text):
+                yield Reject(file=file.source, line=number,
+                             reason=f"arrays and objects nested more than {MAX_JSON_DEPTH} levels deep")
+                continue
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
+                # Some of the parser's messages end in "at" ("Invalid control character at").
                 yield Reject(file=file.source, line=number,
-                             reason=f"not valid JSON: {exc.msg} at column {exc.colno}")
+                             reason=f"not valid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}")
+                continue
+            except ValueError:  # the parser's only other error: an integer longer than Python reads
+                yield Reject(file=file.source, line=number,
+                             reason=f"a number on this line has more than {MAX_INT_DIGITS:,} digits")
                 continue
             if isinstance(obj, dict):
                 yield self._transcript_from_json(obj, file, number)
@@ -524,7 +590,7 @@ class TranscriptReader:
             duplicate = self._check_new(conv_id, file, number, id_field="id", split_hint=False)
             if duplicate is not None:
                 return duplicate
-            meta = {key: _optional_text(obj, key, key) for key in ("platform", "shop", "agent_id")}
+            meta = {key: _optional_label(obj, key, key) for key in ("platform", "shop", "agent_id")}
             rating = _satisfaction(obj.get("satisfaction"))
             raw_turns = obj.get("turns")
             if raw_turns is None:
@@ -557,9 +623,10 @@ class TranscriptReader:
         if not text.strip():
             return None
         time_value = raw.get("time")
+        blank_time = time_value is None or (isinstance(time_value, str) and not time_value.strip())
         return Turn(
-            role=role, text=text, speaker=_optional_text(raw, "speaker", f"{where}.speaker"),
-            time=None if time_value is None else self._time(time_value, f"{where}.time"),
+            role=role, text=text, speaker=_optional_label(raw, "speaker", f"{where}.speaker"),
+            time=None if blank_time else self._time(time_value, f"{where}.time"),
         )
 
     # --- CSV -------------------------------------------------------------------------------------
@@ -632,11 +699,11 @@ class TranscriptReader:
             if (value := (cells.get(key) or "").strip()) and key not in pending.meta:
                 if key == "satisfaction":
                     value = str(_satisfaction(value))
-                pending.meta[key] = value
+                pending.meta[key] = _label(value, key)
         if text.strip():
             time_cell = (cells.get("time") or "").strip()
             pending.turns.append(Turn(
-                role=role, text=text, speaker=(cells.get("speaker") or "").strip() or None,
+                role=role, text=text, speaker=_label((cells.get("speaker") or "").strip(), "speaker") or None,
                 time=self._time(time_cell, "time") if time_cell else None,
             ))
 
@@ -681,12 +748,12 @@ class TranscriptReader:
         text = "\n".join(message.lines).strip()
         try:
             time = self._time(message.time, "time")
+            speaker = _label(message.speaker, "speaker")
         except _Invalid as bad:
             pending.fail(message.line, bad.field, bad.reason)
             return
         if text:
-            pending.turns.append(Turn(role=self._speaker_role(message.speaker, text), text=text, time=time,
-                                      speaker=message.speaker))
+            pending.turns.append(Turn(role=self._speaker_role(speaker, text), text=text, time=time, speaker=speaker))
 
     def _finish_chatlog(self, pending: _Pending, last: _Message | None, file: _File) -> Transcript | Reject:
         self._add_chatlog_message(pending, last)
@@ -718,7 +785,7 @@ class TranscriptReader:
 
     def _time(self, value: object, field_name: str) -> datetime:
         if not isinstance(value, str | int | float):
-            raise _Invalid(field_name, f"bad timestamp {value!r} (expected {TIME_FORMS})")
+            raise _Invalid(field_name, f"bad timestamp {_shown(value)} (expected {TIME_FORMS})")
         try:
             return parse_time(value, self.default_tz)
         except ValueError as exc:
@@ -727,7 +794,11 @@ class TranscriptReader:
     def _check_new(
         self, conv_id: str, file: _File, line: int, *, id_field: str | None, split_hint: bool
     ) -> Reject | None:
-        """Record `conv_id` as read; a Reject if this run has read it before."""
+        """Record `conv_id` as read; a Reject if it cannot be an id (input_limits.id_problem) or this run has
+        read it before."""
+        problem = id_problem(conv_id)
+        if problem is not None:
+            return Reject(file=file.source, line=line, field=id_field, reason=problem)
         first = self._seen.add(conv_id, file.number)
         if first is None:
             return None
@@ -807,14 +878,30 @@ class _Invalid(Exception):
         super().__init__(reason)
 
 
+def _shown(value: object) -> str:
+    """`value` quoted for a reason a person reads: its repr (which escapes control characters and lone
+    surrogates), shortened."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS - 1] + "…"
+
+
+_SHOWN_CHARS = 80
+
+
 def _json_type(value: object) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}
     return names.get(type(value), "a number")
 
 
-def _scalar_text(value: object) -> str | None:
-    """A JSON string, or a number as text (ids are often numeric); None for anything else."""
+def _scalar_text(value: object, field_name: str) -> str | None:
+    """A JSON string, or a number as text (ids are often numeric); None for anything else.
+
+    A string holding a lone surrogate is rejected here (see pipeline.input_limits for why)."""
     if isinstance(value, str):
+        surrogate = lone_surrogate(value)
+        if surrogate is not None:
+            raise _Invalid(field_name, f"not valid Unicode text: a lone surrogate {surrogate} "
+                                       "(half of a UTF-16 pair, as the JSON escape spells it)")
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
@@ -825,7 +912,7 @@ def _required_text(obj: dict[str, Any], key: str, field_name: str) -> str:
     value = obj.get(key)
     if value is None:
         raise _Invalid(field_name, f"missing field '{key}'")
-    text = _scalar_text(value)
+    text = _scalar_text(value, field_name)
     if text is None:
         raise _Invalid(field_name, f"'{key}' must be a string, got {_json_type(value)}")
     return text
@@ -840,18 +927,27 @@ def _satisfaction(value: object) -> int | None:
     except ValueError:
         stars = -1
     if not 1 <= stars <= 5:
-        raise _Invalid("satisfaction", f"'satisfaction' must be a star rating from 1 to 5, got {value!r}")
+        raise _Invalid("satisfaction", f"'satisfaction' must be a star rating from 1 to 5, got {_shown(value)}")
     return stars
 
 
-def _optional_text(obj: dict[str, Any], key: str, field_name: str) -> str | None:
+def _optional_label(obj: dict[str, Any], key: str, field_name: str) -> str | None:
+    """An optional one-line name (platform, shop, agent_id, speaker) of a JSON object."""
     value = obj.get(key)
     if value is None:
         return None
-    text = _scalar_text(value)
+    text = _scalar_text(value, field_name)
     if text is None:
         raise _Invalid(field_name, f"'{key}' must be a string, got {_json_type(value)}")
-    return text
+    return _label(text, field_name)
+
+
+def _label(value: str, field_name: str) -> str:
+    """`value`, if it can be a one-line name (input_limits.label_problem)."""
+    problem = label_problem(value)
+    if problem is not None:
+        raise _Invalid(field_name, f"'{field_name}' {problem}")
+    return value
 
 
 _CSV_REQUIRED = ("conversation_id", "role", "text")
