@@ -536,6 +536,7 @@ class TranscriptReader:
 
     def _read_jsonl(self, lines: Iterator[tuple[int, bytes]], file: _File) -> Iterator[Transcript | Reject | Finished]:
         first = True
+        first_line = 0  # the first line that was read (not skipped as finished)
         for number, raw in lines:
             if self.memo is not None:  # before decoding: a finished line costs a digest and nothing else
                 source = f"{file.source}:{number}"
@@ -549,37 +550,18 @@ class TranscriptReader:
             if not text or text.isspace():
                 continue
             if first:
-                first = False
-                start = text.strip()
-                if start.startswith("[") or start == "{":
-                    raise _FileRejected(Reject(
-                        file=file.source, line=number,
-                        reason="this is one JSON document, not JSON Lines: put each conversation on a line "
-                               "of its own (for an array: jq -c '.[]' in.json > out.jsonl)",
-                    ))
-            if not decoded:
-                yield Reject(file=file.source, line=number, reason=file.decoder.undecodable(number))
-                continue
-            if json_too_deep(text):
-                yield Reject(file=file.source, line=number,
-                             reason=f"arrays and objects nested more than {MAX_JSON_DEPTH} levels deep")
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                # Some of the parser's messages end in "at" ("Invalid control character at").
-                yield Reject(file=file.source, line=number,
-                             reason=f"not valid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}")
-                continue
-            except ValueError:  # the parser's only other error: an integer longer than Python reads
-                yield Reject(file=file.source, line=number,
-                             reason=f"a number on this line has more than {MAX_INT_DIGITS:,} digits")
-                continue
+                first, first_line = False, number
+                if _opens_a_document(text.strip()):
+                    raise _FileRejected(Reject(file=file.source, line=number, reason=_ONE_DOCUMENT))
+            obj = _parse_line(text) if decoded else _Unparsed(file.decoder.undecodable(number))
             if isinstance(obj, dict):
                 yield self._transcript_from_json(obj, file, number)
+            elif isinstance(obj, _Unparsed):
+                yield Reject(file=file.source, line=number, reason=obj.reason)
             else:
-                yield Reject(file=file.source, line=number,
-                             reason=f"expected a JSON object (one conversation), got {_json_type(obj)}")
+                yield Reject(file=file.source, line=number, reason=_ONE_DOCUMENT if number == first_line
+                             and isinstance(obj, list) else f"expected a JSON object (one conversation), "
+                                                            f"got {_json_type(obj)}")
 
     def _transcript_from_json(self, obj: dict[str, Any], file: _File, number: int) -> Transcript | Reject:
         conv_id: str | None = None
@@ -876,6 +858,48 @@ class _Invalid(Exception):
         self.field = field_name
         self.reason = reason
         super().__init__(reason)
+
+
+_ONE_DOCUMENT = ("this is one JSON document, not JSON Lines: put each conversation on a line of its own "
+                 "(for an array: jq -c '.[]' in.json > out.jsonl)")
+
+
+class _Unparsed(NamedTuple):
+    """Why a JSON line has no value."""
+
+    reason: str
+
+
+def _parse_line(text: str) -> object:
+    """The JSON value of one line, or _Unparsed with the reason (input_limits keeps the parser from failing
+    in any other way)."""
+    if json_too_deep(text):
+        return _Unparsed(f"arrays and objects nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        # Some of the parser's messages end in "at" ("Invalid control character at").
+        return _Unparsed(f"not valid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}")
+    except ValueError:  # the parser's only other error: an integer longer than Python reads
+        return _Unparsed(f"a number on this line has more than {MAX_INT_DIGITS:,} digits")
+
+
+def _opens_a_document(start: str) -> bool:
+    """True if a JSONL file's first line opens a JSON document spread over lines (`[`, `{`, `[{…},`).
+
+    A first line that is a whole JSON array by itself is one bad line: the lines after it are still read.
+    """
+    if start in ("[", "{"):
+        return True
+    if not start.startswith("[") or json_too_deep(start):
+        return False
+    try:
+        json.loads(start)
+    except json.JSONDecodeError:
+        return True
+    except ValueError:  # a number too long: the line is whole, and _parse_line says so
+        return False
+    return False
 
 
 def _shown(value: object) -> str:
