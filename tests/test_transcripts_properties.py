@@ -8,16 +8,30 @@ long run.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
-from typing import Any
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, get_args
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.exports import ExportFormat, export_run
+from pipeline.grading import GradeJob, run_job
 from pipeline.input_limits import id_problem, label_problem
+from pipeline.mockserver import MockServer
+from pipeline.rubric import load_rubric
+from pipeline.settings import load_settings
+from pipeline.store import Store
+from pipeline.summary import GROUP_BY, summarize_run, write_summary
 from pipeline.transcripts import InputFormat, Reject, Transcript, TranscriptReader
+
+RUBRIC = Path(__file__).resolve().parent.parent / "rubric" / "ecommerce_cs.yaml"
 
 # Characters that broke or could break something downstream, mixed into every text.
 AWKWARD = ["\ud800", "\udfff", "\x00", "\x01", "\x1b", "\x7f", "\x85", "\u2028", "\u2029", "\v", "\f", "\x1c",
@@ -40,6 +54,15 @@ CHATS = st.fixed_dictionaries(
      "turns": st.lists(TURNS, max_size=3) | JSON_VALUES},
     optional={key: ANY_TEXT | JSON_VALUES for key in ("platform", "shop", "agent_id")}
     | {"satisfaction": st.integers(0, 6) | JSON_VALUES},
+)
+VALID_TEXT = ANY_TEXT.map(lambda text: "".join(c for c in text if not "\ud800" <= c <= "\udfff"))
+NAMES = st.text(st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=8)
+# Conversations that must be graded, with awkward but valid text in every turn and odd names.
+GOOD_CHATS = st.fixed_dictionaries(
+    {"id": NAMES, "turns": st.lists(st.fixed_dictionaries(
+        {"role": st.sampled_from(["customer", "agent"]), "text": VALID_TEXT.map(lambda text: "亲" + text)},
+        optional={"time": TIMES, "speaker": NAMES}), min_size=1, max_size=3)},
+    optional={key: NAMES for key in ("platform", "shop", "agent_id")},
 )
 # A line of a .jsonl file: a conversation-shaped object, any JSON value, or any text; written with or without
 # ASCII escapes (a lone surrogate written raw becomes bytes that are not UTF-8).
@@ -134,3 +157,36 @@ def test_any_json_value_in_any_field_is_read_or_rejected_naming_the_field(value:
     assert_storable([item])
     if isinstance(item, Reject):
         assert item.line == 1 and item.field is not None and item.field.split("[")[0] == field
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[MockServer]:
+    with MockServer() as running:
+        yield running
+
+
+# A whole run per example: a tenth of the profile's budget.
+@settings(max_examples=max(4, settings.default.max_examples // 10))
+@given(lines=st.lists(JSON_LINES | st.builds(json.dumps, GOOD_CHATS, ensure_ascii=st.booleans()).map(str.encode),
+                      min_size=1, max_size=5))
+def test_a_run_over_any_lines_grades_or_rejects_each_once_and_every_export_is_written(
+        server: MockServer, lines: list[bytes]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        inputs, out = Path(folder) / "in.jsonl", Path(folder) / "out"
+        inputs.write_bytes(b"\n".join(lines) + b"\n")
+        settings_ = load_settings(None, {"base_url": server.base_url, "model": "mock-model", "retry_attempts": 1},
+                                  environ={})
+        result = asyncio.run(run_job(GradeJob(inputs=[inputs], rubric_path=RUBRIC, out_dir=out), settings_))
+        graded = [json.loads(row)["source"] for row in result.checks_jsonl.read_text(encoding="utf-8").splitlines()]
+        rejects = [json.loads(row) for row in result.rejects_jsonl.read_text(encoding="utf-8").splitlines()] \
+            if result.rejects_jsonl.exists() else []
+        assert len(graded) == result.summary.graded
+        if not (len(rejects) == 1 and rejects[0]["reason"].startswith("the file ")):
+            numbers = [int(source.rsplit(":", 1)[1]) for source in graded] + [r["line"] for r in rejects]
+            assert sorted(numbers) == list(range(1, len(lines) + 1))
+        with Store.open(out) as store:
+            rubric = load_rubric(RUBRIC)
+            for fmt in get_args(ExportFormat):
+                export_run(store, rubric, fmt, out)
+            for by in GROUP_BY:
+                write_summary(summarize_run(store, rubric, by), by, out / f"by_{by}.xlsx", "xlsx")
