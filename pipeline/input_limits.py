@@ -12,6 +12,8 @@ These rules keep every accepted value storable and printable, so that no input l
   spreadsheet cells, summary groups and (the id) URLs; a control character or line separator in one
   is rejected (XLSX cannot even store most of them), and so is an id longer than MAX_ID_CHARS. Turn
   text may hold anything that is valid Unicode.
+- **Lines are at most MAX_LINE_BYTES long.** A longer line is rejected unread (a binary file may have
+  no line break at all).
 - **JSON nests at most MAX_JSON_DEPTH levels.** A conversation needs three (line, turns, turn); the
   rest is room for exporters' extra keys. Deeper lines are refused before parsing, so the limit does
   not depend on how deep the parser's recursion happens to be allowed to go.
@@ -23,6 +25,10 @@ import itertools
 import re
 import sys
 import unicodedata
+
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""The longest line read, in bytes with its line break: far beyond any context window, and it keeps a file
+without line breaks from being read into memory whole."""
 
 MAX_ID_CHARS = 256
 """The longest conversation id accepted, in characters."""

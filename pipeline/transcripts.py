@@ -24,7 +24,7 @@ from datetime import datetime, tzinfo
 from enum import StrEnum
 from hashlib import blake2b
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol, cast
+from typing import Any, BinaryIO, Literal, NamedTuple, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +33,7 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.input_limits import (
     MAX_INT_DIGITS,
     MAX_JSON_DEPTH,
+    MAX_LINE_BYTES,
     id_problem,
     json_too_deep,
     label_problem,
@@ -285,7 +286,7 @@ def count_jsonl_lines(paths: Sequence[Path]) -> int | None:
     total = 0
     for found in files:
         with found.path.open("rb") as fh:
-            total += sum(1 for line in fh if not line.isspace())
+            total += sum(1 for line in _bounded_lines(fh) if not line.isspace())
     return total
 
 
@@ -346,6 +347,16 @@ def _not_a_file(path: Path) -> str | None:
     return f"not read: {kind}, not a regular file"
 
 
+def _bounded_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The stream's lines, except that one over MAX_LINE_BYTES comes out cut to MAX_LINE_BYTES + 1 bytes (the
+    readers reject it): a file without line breaks is never held in memory whole."""
+    while line := stream.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while (rest := stream.readline(SNIFF_BYTES)) and not rest.endswith(b"\n"):
+                pass
+        yield line
+
+
 def _display(path: Path) -> str:
     """`path` as text that can be stored and printed: bytes of a name that is not UTF-8 are shown as \\xNN."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
@@ -384,6 +395,7 @@ class _LineDecoder:
     def __init__(self, source: str) -> None:
         self.source = source
         self.encoding: str | None = None
+        self.too_long: set[int] = set()
 
     def lines(self, raw_lines: Iterable[bytes]) -> Iterator[_Line]:
         """Every line, numbered from 1 and decoded."""
@@ -404,7 +416,10 @@ class _LineDecoder:
         return enumerate(itertools.chain(head, raw_iter), start=1)
 
     def decode(self, number: int, raw: bytes) -> _Line:
-        """One line of this file, decoded in the file's encoding."""
+        """One line of this file, decoded in the file's encoding; a line over MAX_LINE_BYTES is not decoded."""
+        if len(raw) > MAX_LINE_BYTES:
+            self.too_long.add(number)
+            return _Line(number, "\ufffd", False)
         if raw.isascii():
             return _Line(number, raw.decode("ascii"), True)
         if self.encoding is None:
@@ -416,6 +431,8 @@ class _LineDecoder:
 
     def undecodable(self, line: int) -> str:
         """The reason for a line that did not decode."""
+        if line in self.too_long:
+            return f"line {line} is longer than {MAX_LINE_BYTES // 2**20} MiB: not read"
         if self.encoding is None:
             return f"undecodable bytes on line {line} (neither UTF-8 nor GBK)"
         name = _ENCODING_NAMES[self.encoding]
@@ -501,7 +518,7 @@ class TranscriptReader:
         """Read one file; a file that cannot be opened or read becomes a Reject."""
         try:
             with path.open("rb") as stream:
-                yield from self.read_lines(stream, source=_display(path), fmt=fmt)
+                yield from self.read_lines(_bounded_lines(stream), source=_display(path), fmt=fmt)
         except OSError as exc:
             yield Reject(file=_display(path), reason=f"cannot read the file: {exc.strerror or exc}")
 

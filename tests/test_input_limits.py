@@ -13,7 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.input_limits import MAX_ID_CHARS, MAX_JSON_DEPTH, id_problem, json_too_deep, label_problem
+from pipeline.input_limits import (
+    MAX_ID_CHARS,
+    MAX_JSON_DEPTH,
+    MAX_LINE_BYTES,
+    id_problem,
+    json_too_deep,
+    label_problem,
+)
 from pipeline.mockserver import MockServer
 from pipeline.transcripts import Reject, Transcript, read_transcripts
 
@@ -76,6 +83,18 @@ def test_every_kind_of_bad_input_is_one_reject_and_the_good_chats_are_read(tmp_p
     assert "which does not exist" in rejects["j_dangling.jsonl"].reason
     assert "loops back" in rejects["k_loop.jsonl"].reason
     assert "FIFO" in rejects["l_fifo.jsonl"].reason
+
+
+@pytest.mark.parametrize(("name", "good"), [("a.jsonl", line(GOOD[0])), ("a.csv", "c,customer,在吗\nc,agent,亲"),
+                                           ("a.txt", "----- 会话 c2 -----\n2026-03-02 10:15:03 小明: 在吗\n"
+                                                     "2026-03-02 10:15:09 店:美: 亲")])
+def test_a_line_over_the_size_limit_is_one_reject_and_the_rest_is_read(tmp_path: Path, name: str, good: str) -> None:
+    header = "conversation_id,role,text\n" if name.endswith(".csv") else ""
+    huge = "x" * MAX_LINE_BYTES  # with its line break, one byte over
+    (tmp_path / name).write_text(f"{header}{huge}\n{good}\n", encoding="utf-8")
+    first, second = read_transcripts([tmp_path / name])
+    assert isinstance(first, Reject) and first.reason == f"line {1 + bool(header)} is longer than 16 MiB: not read"
+    assert isinstance(second, Transcript)
 
 
 def test_a_blank_time_is_not_measurable_in_jsonl_as_in_csv(tmp_path: Path) -> None:

@@ -168,15 +168,16 @@ def server() -> Iterator[MockServer]:
 # A whole run per example: a tenth of the profile's budget.
 @settings(max_examples=max(4, settings.default.max_examples // 10))
 @given(lines=st.lists(JSON_LINES | st.builds(json.dumps, GOOD_CHATS, ensure_ascii=st.booleans()).map(str.encode),
-                      min_size=1, max_size=5))
+                      min_size=1, max_size=5), redact=st.booleans())
 def test_a_run_over_any_lines_grades_or_rejects_each_once_and_every_export_is_written(
-        server: MockServer, lines: list[bytes]) -> None:
+        server: MockServer, lines: list[bytes], redact: bool) -> None:
     with tempfile.TemporaryDirectory() as folder:
         inputs, out = Path(folder) / "in.jsonl", Path(folder) / "out"
         inputs.write_bytes(b"\n".join(lines) + b"\n")
         settings_ = load_settings(None, {"base_url": server.base_url, "model": "mock-model", "retry_attempts": 1},
                                   environ={})
-        result = asyncio.run(run_job(GradeJob(inputs=[inputs], rubric_path=RUBRIC, out_dir=out), settings_))
+        job = GradeJob(inputs=[inputs], rubric_path=RUBRIC, out_dir=out, redact=redact)
+        result = asyncio.run(run_job(job, settings_))
         graded = [json.loads(row)["source"] for row in result.checks_jsonl.read_text(encoding="utf-8").splitlines()]
         rejects = [json.loads(row) for row in result.rejects_jsonl.read_text(encoding="utf-8").splitlines()] \
             if result.rejects_jsonl.exists() else []
