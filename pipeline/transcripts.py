@@ -714,11 +714,11 @@ class TranscriptReader:
         unnamed = Path(file.source).stem  # the id of a conversation before any separator line
         for number, text, decoded in lines:
             stripped = text.strip()
-            separator = _SEPARATOR.fullmatch(stripped) if stripped and stripped[0] in "-=#" else None
+            separator = _separator_id(stripped) if stripped and stripped[0] in "-=#" else None
             if separator is not None:
                 if pending is not None:
                     yield self._finish_chatlog(pending, message, file)
-                pending, message = _Pending(separator["id"], number), None
+                pending, message = _Pending(separator, number), None
                 continue
             header = _chatlog_header(stripped)
             if header is None and (message is not None or not stripped) and decoded:
@@ -1018,15 +1018,33 @@ def _csv_error(exc: csv.Error, line: int) -> str:
 # --- chat-log headers ----------------------------------------------------------------------------
 
 _TIME_TEXT = r"\d{4}[-/]\d{1,2}[-/]\d{1,2}[ T]\d{1,2}:\d{2}(?::\d{2})?"
-_SEPARATOR = re.compile(
-    r"(?:[-=]{3,}|#)\s*(?:会话|conversation)\s*(?:id)?\s*[:：]?\s*(?P<id>[^\s=-]\S*?)\s*[-=]*", re.IGNORECASE
-)
+# "id" is a label unless nothing but dashes follows it: then it is the id itself (`# 会话 id`).
+_SEPARATOR_START = re.compile(r"(?:[-=]{3,}|#)\s*(?:会话|conversation)\s*(?:id(?![-=\s]*$))?\s*[:：]?\s*",
+                              re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s")
+
+
+def _separator_id(line: str) -> str | None:
+    """The id of a separator line (`----- 会话 c1 -----`, `# conversation: c1`), or None if `line` is not one.
+
+    Only the start is a pattern; the id is the rest without its trailing dashes. As one pattern, a lazy id
+    followed by optional dashes took time quadratic in the line's length (`#会话 x---…---y` stalled the run).
+    """
+    start = _SEPARATOR_START.match(line)
+    if start is None:
+        return None
+    conv_id = line[start.end():].rstrip("-=").rstrip()
+    if not conv_id or conv_id[0] in "-=" or _WHITESPACE.search(conv_id):
+        return None
+    return conv_id
 # `2026-03-02 10:15:03 小明: 内容`. The nickname ends at a full-width colon or at a colon followed by a
 # space or the line's end, so that a 旺旺 sub-account `店铺名:小美` keeps its own colon.
 _TIME_FIRST = re.compile(rf"(?P<time>{_TIME_TEXT})\s+(?P<name>\S+?)(?:：|:(?=\s|$))\s*(?P<text>.*)")
 _TIME_FIRST_BARE = re.compile(rf"(?P<time>{_TIME_TEXT})\s+(?P<name>[^\s:：]+)[:：](?P<text>.*)")
 # `小明 2026-03-02 10:15:03` or `店铺名:小美 (2026-03-02 10:15:03):`, the text on the next lines.
-_NAME_FIRST = re.compile(rf"(?P<name>\S.*?)\s*[(（]?(?P<time>{_TIME_TEXT})[)）]?\s*[:：]?")
+# Matched as the line's tail, searched for, so that the name needs no pattern of its own: a lazy name followed
+# by optional spaces took time cubic in the line's length (a line of spaces ending in ')' stalled the run).
+_NAME_FIRST_TAIL = re.compile(rf"[(（]?(?P<time>{_TIME_TEXT})[)）]?\s*[:：]?\Z")
 
 
 def _chatlog_header(line: str) -> tuple[str, str, str] | None:
@@ -1038,9 +1056,9 @@ def _chatlog_header(line: str) -> tuple[str, str, str] | None:
         if match:
             return match["name"], match["time"], match["text"]
     if line[-1].isdigit() or line[-1] in "):）：":
-        match = _NAME_FIRST.fullmatch(line)
-        if match:
-            return match["name"], match["time"], ""
+        match = _NAME_FIRST_TAIL.search(line)
+        if match and (name := line[:match.start()].rstrip()):
+            return name, match["time"], ""
     return None
 
 

@@ -174,3 +174,14 @@ def test_kefu_grade_finishes_a_folder_of_bad_inputs_and_a_rerun_sends_nothing(tm
     rejects = [json.loads(row) for row in (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     first_run = {Path(r["file"]).name: (r["line"], r["field"]) for r in rejects[:len(expected)]}
     assert first_run == expected
+
+
+def test_chat_log_lines_built_to_make_a_pattern_backtrack_are_read(tmp_path: Path) -> None:
+    """Each of these lines once took minutes to hours to match (a lazy name or id beside optional spaces or
+    dashes); they are now read in time linear in their length."""
+    lines = ["# 会话 x" + "-" * 200_000 + "y", "a" + " " * 50_000 + ")", "a" + "\u3000" * 50_000 + "x1",
+             "----- 会话 c2 -----", "2026-03-02 10:15:03 小明: 在吗", "2026-03-02 10:15:09 店:美: 亲"]
+    (tmp_path / "a.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    first, second = read_transcripts([tmp_path / "a.txt"])
+    assert isinstance(first, Reject) and first.line == 1 and "at most 256 are accepted" in first.reason
+    assert isinstance(second, Transcript) and second.id == "c2"
