@@ -797,7 +797,7 @@ class TranscriptReader:
         read it before."""
         problem = id_problem(conv_id)
         if problem is not None:
-            return Reject(file=file.source, line=line, field=id_field, reason=problem)
+            return Reject(file=file.source, line=line, transcript_id=conv_id, field=id_field, reason=problem)
         first = self._seen.add(conv_id, file.number)
         if first is None:
             return None

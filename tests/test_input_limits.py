@@ -77,7 +77,8 @@ def test_every_kind_of_bad_input_is_one_reject_and_the_good_chats_are_read(tmp_p
     assert "UTF-16" in rejects["b_utf16.jsonl"].reason
     assert "lone surrogate \\ud800 at character 4" in rejects["e_surrogate_text.jsonl"].reason
     assert rejects["e_surrogate_text.jsonl"].transcript_id == "sur"
-    assert rejects["f_surrogate_id.jsonl"].transcript_id is None
+    assert rejects["f_surrogate_id.jsonl"].transcript_id is None  # it cannot be written
+    assert rejects["i_control_in_id.csv"].transcript_id == "c\x01"
     assert "more than 4,300 digits" in rejects["g_long_int_id.jsonl"].reason
     assert f"more than {MAX_JSON_DEPTH} levels" in rejects["h_deep.jsonl"].reason
     assert "which does not exist" in rejects["j_dangling.jsonl"].reason
@@ -171,7 +172,7 @@ def test_kefu_grade_finishes_a_folder_of_bad_inputs_and_a_rerun_sends_nothing(tm
     assert (sent_first, sent_again) == (len(GOOD), 0)
     scores = (out / "scores.csv").read_text(encoding="utf-8-sig").splitlines()[1:]
     assert sorted(row.split(",")[0] for row in scores) == [c["id"] for c in GOOD]
-    rejects = [json.loads(row) for row in (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    rejects = [json.loads(row) for row in (out / "rejects.jsonl").read_text(encoding="utf-8").split("\n") if row]
     first_run = {Path(r["file"]).name: (r["line"], r["field"]) for r in rejects[:len(expected)]}
     assert first_run == expected
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.exports import ExportFormat, export_run
@@ -145,9 +145,8 @@ def test_any_lines_in_a_chat_log_are_read_or_rejected(lines: list[str]) -> None:
     assert items
 
 
-def chat(conv_id: Any, **fields: Any) -> dict[str, Any]:
-    return {"id": conv_id, "turns": [{"role": "customer", "text": "在吗"}, {"role": "agent", "text": "亲"}],
-            **fields}
+def chat(conv_id: Any, text: str = "在吗", **fields: Any) -> dict[str, Any]:
+    return {"id": conv_id, "turns": [{"role": "customer", "text": text}, {"role": "agent", "text": "亲"}], **fields}
 
 
 @given(value=JSON_VALUES, field=st.sampled_from(["id", "turns", "platform", "shop", "agent_id", "satisfaction"]))
@@ -157,6 +156,12 @@ def test_any_json_value_in_any_field_is_read_or_rejected_naming_the_field(value:
     assert_storable([item])
     if isinstance(item, Reject):
         assert item.line == 1 and item.field is not None and item.field.split("[")[0] == field
+
+
+def json_lines(path: Path) -> list[Any]:
+    """A JSON Lines file's values. Lines end at \\n only: str.splitlines would also split at a U+2028 or U+0085
+    that JSON leaves unescaped inside a string."""
+    return [json.loads(row) for row in path.read_text(encoding="utf-8").split("\n") if row]
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +174,8 @@ def server() -> Iterator[MockServer]:
 @settings(max_examples=max(4, settings.default.max_examples // 10))
 @given(lines=st.lists(JSON_LINES | st.builds(json.dumps, GOOD_CHATS, ensure_ascii=st.booleans()).map(str.encode),
                       min_size=1, max_size=5), redact=st.booleans())
+@example(lines=[json.dumps(chat("c1", "a\u2028b\x85c"), ensure_ascii=False).encode(),
+                b'{"id": "\\u0085", "turns": []}'], redact=False)
 def test_a_run_over_any_lines_grades_or_rejects_each_once_and_every_export_is_written(
         server: MockServer, lines: list[bytes], redact: bool) -> None:
     with tempfile.TemporaryDirectory() as folder:
@@ -178,9 +185,8 @@ def test_a_run_over_any_lines_grades_or_rejects_each_once_and_every_export_is_wr
                                   environ={})
         job = GradeJob(inputs=[inputs], rubric_path=RUBRIC, out_dir=out, redact=redact)
         result = asyncio.run(run_job(job, settings_))
-        graded = [json.loads(row)["source"] for row in result.checks_jsonl.read_text(encoding="utf-8").splitlines()]
-        rejects = [json.loads(row) for row in result.rejects_jsonl.read_text(encoding="utf-8").splitlines()] \
-            if result.rejects_jsonl.exists() else []
+        graded = [row["source"] for row in json_lines(result.checks_jsonl)]
+        rejects = json_lines(result.rejects_jsonl) if result.rejects_jsonl.exists() else []
         assert len(graded) == result.summary.graded
         if not (len(rejects) == 1 and rejects[0]["reason"].startswith("the file ")):
             numbers = [int(source.rsplit(":", 1)[1]) for source in graded] + [r["line"] for r in rejects]
