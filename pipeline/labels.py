@@ -111,12 +111,20 @@ def _decode(path: Path) -> str:
     raise InputError(str(path), "neither UTF-8 nor GBK text")
 
 
-def _records(text: str) -> Iterator[tuple[int, list[str]]]:
-    """CSV records with the line each starts on; a quoted cell may span lines."""
+def _records(text: str) -> Iterator[tuple[int, list[str] | str]]:
+    """CSV records with the line each starts on (a quoted cell may span lines), or why a record is unreadable
+    (a cell over the csv module's size limit); reading goes on after it."""
     reader = csv.reader(io.StringIO(text, newline=""))
     start = 1
-    for record in reader:
-        yield start, [cell.strip() for cell in record]
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield start, f"malformed CSV row: {exc}"
+        else:
+            yield start, [cell.strip() for cell in record]
         start = reader.line_num + 1
 
 
@@ -241,6 +249,8 @@ def read_labels(
     first = next(records, None)
     if first is None:
         raise InputError(str(path), "empty file: expected a header line")
+    if isinstance(first[1], str):
+        raise InputError(str(path), f"the header line is unreadable: {first[1]}")
     header = [cell.lower() for cell in first[1]]
     duplicated = sorted({h for h in header if header.count(h) > 1 and h})
     if duplicated:
@@ -264,6 +274,9 @@ def read_labels(
             reader.reject(1, f"column {name!r} is {what}; ignored", field=name or None)
 
     for line, record in records:
+        if isinstance(record, str):
+            reader.reject(line, record)
+            continue
         if not any(record):
             continue
         if len(record) != len(header):

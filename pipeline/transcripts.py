@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import itertools
 import json
+import os
 import re
+import stat
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -21,12 +24,21 @@ from datetime import datetime, tzinfo
 from enum import StrEnum
 from hashlib import blake2b
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol, cast
+from typing import Any, BinaryIO, Literal, NamedTuple, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.errors import ConfigError, InputError
+from pipeline.input_limits import (
+    MAX_INT_DIGITS,
+    MAX_JSON_DEPTH,
+    MAX_LINE_BYTES,
+    id_problem,
+    json_too_deep,
+    label_problem,
+    lone_surrogate,
+)
 
 
 class Role(StrEnum):
@@ -128,9 +140,9 @@ def parse_time(value: str | int | float, default_tz: tzinfo = SHANGHAI) -> datet
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=default_tz)
     except (TypeError, ValueError, OverflowError, OSError):
-        raise ValueError(f"bad timestamp {value!r} (expected {TIME_FORMS})") from None
+        raise ValueError(f"bad timestamp {_shown(value)} (expected {TIME_FORMS})") from None
     if parsed.year not in _PLAUSIBLE_YEARS:
-        raise ValueError(f"bad timestamp {value!r}: the year {parsed.year} is not plausible for a chat")
+        raise ValueError(f"bad timestamp {_shown(value)}: the year {parsed.year} is not plausible for a chat")
     return parsed
 
 
@@ -203,7 +215,7 @@ def role_of(value: str) -> Role | None:
 
 
 def _unknown_role(value: object) -> str:
-    return (f"unknown role {value!r} (use customer/agent/bot/system or a synonym such as "
+    return (f"unknown role {_shown(value)} (use customer/agent/bot/system or a synonym such as "
             "客户/客服/机器人/系统; see eval_sets/README.md)")
 
 
@@ -259,7 +271,7 @@ def read_unfinished(
 
 def input_size(paths: Sequence[Path]) -> int:
     """Bytes of every file the readers would read from `paths`, directories expanded as they expand them."""
-    return sum(path.stat().st_size for path, _ in _input_files(paths))
+    return sum(found.path.stat().st_size for found in _input_files(paths) if found.problem is None)
 
 
 def count_jsonl_lines(paths: Sequence[Path]) -> int | None:
@@ -268,37 +280,86 @@ def count_jsonl_lines(paths: Sequence[Path]) -> int | None:
     None when some input is CSV or a chat log (a conversation spans lines there). Directories expand as
     the readers expand them, and a missing input raises the readers' InputError.
     """
-    files = [(path, fmt) for path, fmt in _input_files(paths) if fmt is not None]
-    if not files or any(fmt != "jsonl" for _, fmt in files):
+    files = [found for found in _input_files(paths) if found.fmt is not None and found.problem is None]
+    if not files or any(found.fmt != "jsonl" for found in files):
         return None
     total = 0
-    for path, _ in files:
-        with path.open("rb") as fh:
-            total += sum(1 for line in fh if not line.isspace())
+    for found in files:
+        with found.path.open("rb") as fh:
+            total += sum(1 for line in _bounded_lines(fh) if not line.isspace())
     return total
 
 
-def _input_files(paths: Sequence[Path]) -> list[tuple[Path, InputFormat | None]]:
-    """Expand directories (recursively, sorted, hidden entries skipped) and drop repeats of one file."""
-    found: list[tuple[Path, InputFormat | None]] = []
+class _Input(NamedTuple):
+    """One input file: its format (None: not a transcript file) and, if it is not a file that can be read,
+    why."""
+
+    path: Path
+    fmt: InputFormat | None
+    problem: str | None = None
+
+
+def _input_files(paths: Sequence[Path]) -> list[_Input]:
+    """Expand directories (recursively, sorted, hidden entries skipped) and drop repeats of one file.
+
+    Inside a directory, an entry that is not a regular file (a dangling or looping link, a link to a
+    folder, a FIFO, a socket, a device) is kept with its problem, to become a reject line: opening a
+    FIFO would wait for a writer forever, and skipping it quietly would hide the chats it stood for.
+    """
+    found: list[_Input] = []
     for path in paths:
         if path.is_dir():
-            children = sorted(
+            entries = sorted(
                 p for p in path.rglob("*")
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                if not (p.is_dir() and not p.is_symlink())
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
-            found.extend((child, FORMAT_BY_SUFFIX.get(child.suffix.lower())) for child in children)
+            found.extend(_Input(entry, FORMAT_BY_SUFFIX.get(entry.suffix.lower()), _not_a_file(entry))
+                         for entry in entries)
         elif path.exists():
             fmt = FORMAT_BY_SUFFIX.get(path.suffix.lower())
             if fmt is None:
-                raise InputError(str(path), f"unknown kind of file {path.suffix!r}; expected {_KINDS}")
-            found.append((path, fmt))
+                raise InputError(_display(path), f"unknown kind of file {path.suffix!r}; expected {_KINDS}")
+            found.append(_Input(path, fmt, _not_a_file(path)))
         else:
-            raise InputError(str(path), "no such file or directory")
-    unique: dict[Path, tuple[Path, InputFormat | None]] = {}
-    for path, fmt in found:
-        unique.setdefault(path.resolve(), (path, fmt))
+            raise InputError(_display(path), (path.is_symlink() and _not_a_file(path)) or "no such file or directory")
+    unique: dict[Path, _Input] = {}
+    for entry in found:
+        unique.setdefault(entry.path if entry.problem else entry.path.resolve(), entry)
     return list(unique.values())
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why `path` is not a regular file the readers can open, or None if it is one."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "not read: a symbolic link that loops back on itself"
+        if path.is_symlink():
+            return f"not read: a symbolic link to {_display(Path(os.readlink(path)))}, which does not exist"
+        return f"cannot read the file: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "not read: a link to a folder is not followed (name the folder itself to read it)"
+    kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return f"not read: {kind}, not a regular file"
+
+
+def _bounded_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The stream's lines, except that one over MAX_LINE_BYTES comes out cut to MAX_LINE_BYTES + 1 bytes (the
+    readers reject it): a file without line breaks is never held in memory whole."""
+    while line := stream.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while (rest := stream.readline(SNIFF_BYTES)) and not rest.endswith(b"\n"):
+                pass
+        yield line
+
+
+def _display(path: Path) -> str:
+    """`path` as text that can be stored and printed: bytes of a name that is not UTF-8 are shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 _KINDS = ", ".join(FORMAT_BY_SUFFIX)
@@ -334,6 +395,7 @@ class _LineDecoder:
     def __init__(self, source: str) -> None:
         self.source = source
         self.encoding: str | None = None
+        self.too_long: set[int] = set()
 
     def lines(self, raw_lines: Iterable[bytes]) -> Iterator[_Line]:
         """Every line, numbered from 1 and decoded."""
@@ -354,7 +416,10 @@ class _LineDecoder:
         return enumerate(itertools.chain(head, raw_iter), start=1)
 
     def decode(self, number: int, raw: bytes) -> _Line:
-        """One line of this file, decoded in the file's encoding."""
+        """One line of this file, decoded in the file's encoding; a line over MAX_LINE_BYTES is not decoded."""
+        if len(raw) > MAX_LINE_BYTES:
+            self.too_long.add(number)
+            return _Line(number, "\ufffd", False)
         if raw.isascii():
             return _Line(number, raw.decode("ascii"), True)
         if self.encoding is None:
@@ -366,6 +431,8 @@ class _LineDecoder:
 
     def undecodable(self, line: int) -> str:
         """The reason for a line that did not decode."""
+        if line in self.too_long:
+            return f"line {line} is longer than {MAX_LINE_BYTES // 2**20} MiB: not read"
         if self.encoding is None:
             return f"undecodable bytes on line {line} (neither UTF-8 nor GBK)"
         name = _ENCODING_NAMES[self.encoding]
@@ -436,12 +503,14 @@ class TranscriptReader:
         self._seen = _SeenIds()
         self._sources: list[str] = []
 
-    def read_files(self, files: Iterable[tuple[Path, InputFormat | None]]) -> Iterator[Transcript | Reject | Finished]:
-        """Read files one after another; a file of no known format (None) is reported, not read."""
-        for path, fmt in files:
-            if fmt is None:
-                yield Reject(file=str(path), reason=f"not read: {path.suffix or 'no extension'} is not a "
-                                                    f"transcript file (expected {_KINDS})")
+    def read_files(self, files: Iterable[_Input]) -> Iterator[Transcript | Reject | Finished]:
+        """Read files one after another; a file of no known format, or that is not a file, is reported, not read."""
+        for path, fmt, problem in files:
+            if problem is not None:
+                yield Reject(file=_display(path), reason=problem)
+            elif fmt is None:
+                yield Reject(file=_display(path), reason=f"not read: {path.suffix or 'no extension'} is not a "
+                                                         f"transcript file (expected {_KINDS})")
             else:
                 yield from self.read_file(path, fmt)
 
@@ -449,9 +518,9 @@ class TranscriptReader:
         """Read one file; a file that cannot be opened or read becomes a Reject."""
         try:
             with path.open("rb") as stream:
-                yield from self.read_lines(stream, source=str(path), fmt=fmt)
+                yield from self.read_lines(_bounded_lines(stream), source=_display(path), fmt=fmt)
         except OSError as exc:
-            yield Reject(file=str(path), reason=f"cannot read the file: {exc.strerror or exc}")
+            yield Reject(file=_display(path), reason=f"cannot read the file: {exc.strerror or exc}")
 
     def read_lines(
         self, lines: Iterable[bytes], *, source: str, fmt: InputFormat
@@ -459,14 +528,9 @@ class TranscriptReader:
         """Read one file's byte lines (a binary file object is such an iterable) in format `fmt`."""
         file = _File(source, len(self._sources), _LineDecoder(source))
         self._sources.append(source)
-        items: Iterator[Transcript | Reject | Finished]
-        if fmt == "jsonl":  # undecoded: a finished line is skipped before it is decoded
-            items = self._read_jsonl(file.decoder.numbered(lines), file)
-        else:
-            items = (self._read_csv if fmt == "csv" else self._read_chatlog)(file.decoder.lines(lines), file)
         produced = False
         try:
-            for item in items:
+            for item in self._read_format(lines, file, fmt):
                 produced = True
                 yield item
         except _FileRejected as exc:
@@ -475,10 +539,21 @@ class TranscriptReader:
         if not produced:
             yield Reject(file=source, reason="no conversations found: the file is empty or only a header")
 
+    def _read_format(
+        self, lines: Iterable[bytes], file: _File, fmt: InputFormat
+    ) -> Iterator[Transcript | Reject | Finished]:
+        """The reader of `fmt`; a generator, so the encoding check (which may reject the file) runs inside
+        `read_lines`' handler."""
+        if fmt == "jsonl":  # undecoded: a finished line is skipped before it is decoded
+            yield from self._read_jsonl(file.decoder.numbered(lines), file)
+        else:
+            yield from (self._read_csv if fmt == "csv" else self._read_chatlog)(file.decoder.lines(lines), file)
+
     # --- JSONL -----------------------------------------------------------------------------------
 
     def _read_jsonl(self, lines: Iterator[tuple[int, bytes]], file: _File) -> Iterator[Transcript | Reject | Finished]:
         first = True
+        first_line = 0  # the first line that was read (not skipped as finished)
         for number, raw in lines:
             if self.memo is not None:  # before decoding: a finished line costs a digest and nothing else
                 source = f"{file.source}:{number}"
@@ -492,28 +567,18 @@ class TranscriptReader:
             if not text or text.isspace():
                 continue
             if first:
-                first = False
-                start = text.strip()
-                if start.startswith("[") or start == "{":
-                    raise _FileRejected(Reject(
-                        file=file.source, line=number,
-                        reason="this is one JSON document, not JSON Lines: put each conversation on a line "
-                               "of its own (for an array: jq -c '.[]' in.json > out.jsonl)",
-                    ))
-            if not decoded:
-                yield Reject(file=file.source, line=number, reason=file.decoder.undecodable(number))
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield Reject(file=file.source, line=number,
-                             reason=f"not valid JSON: {exc.msg} at column {exc.colno}")
-                continue
+                first, first_line = False, number
+                if _opens_a_document(text.strip()):
+                    raise _FileRejected(Reject(file=file.source, line=number, reason=_ONE_DOCUMENT))
+            obj = _parse_line(text) if decoded else _Unparsed(file.decoder.undecodable(number))
             if isinstance(obj, dict):
                 yield self._transcript_from_json(obj, file, number)
+            elif isinstance(obj, _Unparsed):
+                yield Reject(file=file.source, line=number, reason=obj.reason)
             else:
-                yield Reject(file=file.source, line=number,
-                             reason=f"expected a JSON object (one conversation), got {_json_type(obj)}")
+                yield Reject(file=file.source, line=number, reason=_ONE_DOCUMENT if number == first_line
+                             and isinstance(obj, list) else f"expected a JSON object (one conversation), "
+                                                            f"got {_json_type(obj)}")
 
     def _transcript_from_json(self, obj: dict[str, Any], file: _File, number: int) -> Transcript | Reject:
         conv_id: str | None = None
@@ -524,7 +589,7 @@ class TranscriptReader:
             duplicate = self._check_new(conv_id, file, number, id_field="id", split_hint=False)
             if duplicate is not None:
                 return duplicate
-            meta = {key: _optional_text(obj, key, key) for key in ("platform", "shop", "agent_id")}
+            meta = {key: _optional_label(obj, key, key) for key in ("platform", "shop", "agent_id")}
             rating = _satisfaction(obj.get("satisfaction"))
             raw_turns = obj.get("turns")
             if raw_turns is None:
@@ -557,9 +622,10 @@ class TranscriptReader:
         if not text.strip():
             return None
         time_value = raw.get("time")
+        blank_time = time_value is None or (isinstance(time_value, str) and not time_value.strip())
         return Turn(
-            role=role, text=text, speaker=_optional_text(raw, "speaker", f"{where}.speaker"),
-            time=None if time_value is None else self._time(time_value, f"{where}.time"),
+            role=role, text=text, speaker=_optional_label(raw, "speaker", f"{where}.speaker"),
+            time=None if blank_time else self._time(time_value, f"{where}.time"),
         )
 
     # --- CSV -------------------------------------------------------------------------------------
@@ -632,11 +698,11 @@ class TranscriptReader:
             if (value := (cells.get(key) or "").strip()) and key not in pending.meta:
                 if key == "satisfaction":
                     value = str(_satisfaction(value))
-                pending.meta[key] = value
+                pending.meta[key] = _label(value, key)
         if text.strip():
             time_cell = (cells.get("time") or "").strip()
             pending.turns.append(Turn(
-                role=role, text=text, speaker=(cells.get("speaker") or "").strip() or None,
+                role=role, text=text, speaker=_label((cells.get("speaker") or "").strip(), "speaker") or None,
                 time=self._time(time_cell, "time") if time_cell else None,
             ))
 
@@ -648,11 +714,11 @@ class TranscriptReader:
         unnamed = Path(file.source).stem  # the id of a conversation before any separator line
         for number, text, decoded in lines:
             stripped = text.strip()
-            separator = _SEPARATOR.fullmatch(stripped) if stripped and stripped[0] in "-=#" else None
+            separator = _separator_id(stripped) if stripped and stripped[0] in "-=#" else None
             if separator is not None:
                 if pending is not None:
                     yield self._finish_chatlog(pending, message, file)
-                pending, message = _Pending(separator["id"], number), None
+                pending, message = _Pending(separator, number), None
                 continue
             header = _chatlog_header(stripped)
             if header is None and (message is not None or not stripped) and decoded:
@@ -681,12 +747,12 @@ class TranscriptReader:
         text = "\n".join(message.lines).strip()
         try:
             time = self._time(message.time, "time")
+            speaker = _label(message.speaker, "speaker")
         except _Invalid as bad:
             pending.fail(message.line, bad.field, bad.reason)
             return
         if text:
-            pending.turns.append(Turn(role=self._speaker_role(message.speaker, text), text=text, time=time,
-                                      speaker=message.speaker))
+            pending.turns.append(Turn(role=self._speaker_role(speaker, text), text=text, time=time, speaker=speaker))
 
     def _finish_chatlog(self, pending: _Pending, last: _Message | None, file: _File) -> Transcript | Reject:
         self._add_chatlog_message(pending, last)
@@ -718,7 +784,7 @@ class TranscriptReader:
 
     def _time(self, value: object, field_name: str) -> datetime:
         if not isinstance(value, str | int | float):
-            raise _Invalid(field_name, f"bad timestamp {value!r} (expected {TIME_FORMS})")
+            raise _Invalid(field_name, f"bad timestamp {_shown(value)} (expected {TIME_FORMS})")
         try:
             return parse_time(value, self.default_tz)
         except ValueError as exc:
@@ -727,7 +793,11 @@ class TranscriptReader:
     def _check_new(
         self, conv_id: str, file: _File, line: int, *, id_field: str | None, split_hint: bool
     ) -> Reject | None:
-        """Record `conv_id` as read; a Reject if this run has read it before."""
+        """Record `conv_id` as read; a Reject if it cannot be an id (input_limits.id_problem) or this run has
+        read it before."""
+        problem = id_problem(conv_id)
+        if problem is not None:
+            return Reject(file=file.source, line=line, transcript_id=conv_id, field=id_field, reason=problem)
         first = self._seen.add(conv_id, file.number)
         if first is None:
             return None
@@ -807,14 +877,72 @@ class _Invalid(Exception):
         super().__init__(reason)
 
 
+_ONE_DOCUMENT = ("this is one JSON document, not JSON Lines: put each conversation on a line of its own "
+                 "(for an array: jq -c '.[]' in.json > out.jsonl)")
+
+
+class _Unparsed(NamedTuple):
+    """Why a JSON line has no value."""
+
+    reason: str
+
+
+def _parse_line(text: str) -> object:
+    """The JSON value of one line, or _Unparsed with the reason (input_limits keeps the parser from failing
+    in any other way)."""
+    if json_too_deep(text):
+        return _Unparsed(f"arrays and objects nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        # Some of the parser's messages end in "at" ("Invalid control character at").
+        return _Unparsed(f"not valid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}")
+    except ValueError:  # the parser's only other error: an integer longer than Python reads
+        return _Unparsed(f"a number on this line has more than {MAX_INT_DIGITS:,} digits")
+
+
+def _opens_a_document(start: str) -> bool:
+    """True if a JSONL file's first line opens a JSON document spread over lines (`[`, `{`, `[{…},`).
+
+    A first line that is a whole JSON array by itself is one bad line: the lines after it are still read.
+    """
+    if start in ("[", "{"):
+        return True
+    if not start.startswith("[") or json_too_deep(start):
+        return False
+    try:
+        json.loads(start)
+    except json.JSONDecodeError:
+        return True
+    except ValueError:  # a number too long: the line is whole, and _parse_line says so
+        return False
+    return False
+
+
+def _shown(value: object) -> str:
+    """`value` quoted for a reason a person reads: its repr (which escapes control characters and lone
+    surrogates), shortened."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS - 1] + "…"
+
+
+_SHOWN_CHARS = 80
+
+
 def _json_type(value: object) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}
     return names.get(type(value), "a number")
 
 
-def _scalar_text(value: object) -> str | None:
-    """A JSON string, or a number as text (ids are often numeric); None for anything else."""
+def _scalar_text(value: object, field_name: str) -> str | None:
+    """A JSON string, or a number as text (ids are often numeric); None for anything else.
+
+    A string holding a lone surrogate is rejected here (see pipeline.input_limits for why)."""
     if isinstance(value, str):
+        surrogate = lone_surrogate(value)
+        if surrogate is not None:
+            raise _Invalid(field_name, f"not valid Unicode text: a lone surrogate {surrogate} "
+                                       "(half of a UTF-16 pair, as the JSON escape spells it)")
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
@@ -825,7 +953,7 @@ def _required_text(obj: dict[str, Any], key: str, field_name: str) -> str:
     value = obj.get(key)
     if value is None:
         raise _Invalid(field_name, f"missing field '{key}'")
-    text = _scalar_text(value)
+    text = _scalar_text(value, field_name)
     if text is None:
         raise _Invalid(field_name, f"'{key}' must be a string, got {_json_type(value)}")
     return text
@@ -840,18 +968,27 @@ def _satisfaction(value: object) -> int | None:
     except ValueError:
         stars = -1
     if not 1 <= stars <= 5:
-        raise _Invalid("satisfaction", f"'satisfaction' must be a star rating from 1 to 5, got {value!r}")
+        raise _Invalid("satisfaction", f"'satisfaction' must be a star rating from 1 to 5, got {_shown(value)}")
     return stars
 
 
-def _optional_text(obj: dict[str, Any], key: str, field_name: str) -> str | None:
+def _optional_label(obj: dict[str, Any], key: str, field_name: str) -> str | None:
+    """An optional one-line name (platform, shop, agent_id, speaker) of a JSON object."""
     value = obj.get(key)
     if value is None:
         return None
-    text = _scalar_text(value)
+    text = _scalar_text(value, field_name)
     if text is None:
         raise _Invalid(field_name, f"'{key}' must be a string, got {_json_type(value)}")
-    return text
+    return _label(text, field_name)
+
+
+def _label(value: str, field_name: str) -> str:
+    """`value`, if it can be a one-line name (input_limits.label_problem)."""
+    problem = label_problem(value)
+    if problem is not None:
+        raise _Invalid(field_name, f"'{field_name}' {problem}")
+    return value
 
 
 _CSV_REQUIRED = ("conversation_id", "role", "text")
@@ -881,15 +1018,33 @@ def _csv_error(exc: csv.Error, line: int) -> str:
 # --- chat-log headers ----------------------------------------------------------------------------
 
 _TIME_TEXT = r"\d{4}[-/]\d{1,2}[-/]\d{1,2}[ T]\d{1,2}:\d{2}(?::\d{2})?"
-_SEPARATOR = re.compile(
-    r"(?:[-=]{3,}|#)\s*(?:会话|conversation)\s*(?:id)?\s*[:：]?\s*(?P<id>[^\s=-]\S*?)\s*[-=]*", re.IGNORECASE
-)
+# "id" is a label unless nothing but dashes follows it: then it is the id itself (`# 会话 id`).
+_SEPARATOR_START = re.compile(r"(?:[-=]{3,}|#)\s*(?:会话|conversation)\s*(?:id(?![-=\s]*$))?\s*[:：]?\s*",
+                              re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s")
+
+
+def _separator_id(line: str) -> str | None:
+    """The id of a separator line (`----- 会话 c1 -----`, `# conversation: c1`), or None if `line` is not one.
+
+    Only the start is a pattern; the id is the rest without its trailing dashes. As one pattern, a lazy id
+    followed by optional dashes took time quadratic in the line's length (`#会话 x---…---y` stalled the run).
+    """
+    start = _SEPARATOR_START.match(line)
+    if start is None:
+        return None
+    conv_id = line[start.end():].rstrip("-=").rstrip()
+    if not conv_id or conv_id[0] in "-=" or _WHITESPACE.search(conv_id):
+        return None
+    return conv_id
 # `2026-03-02 10:15:03 小明: 内容`. The nickname ends at a full-width colon or at a colon followed by a
 # space or the line's end, so that a 旺旺 sub-account `店铺名:小美` keeps its own colon.
 _TIME_FIRST = re.compile(rf"(?P<time>{_TIME_TEXT})\s+(?P<name>\S+?)(?:：|:(?=\s|$))\s*(?P<text>.*)")
 _TIME_FIRST_BARE = re.compile(rf"(?P<time>{_TIME_TEXT})\s+(?P<name>[^\s:：]+)[:：](?P<text>.*)")
 # `小明 2026-03-02 10:15:03` or `店铺名:小美 (2026-03-02 10:15:03):`, the text on the next lines.
-_NAME_FIRST = re.compile(rf"(?P<name>\S.*?)\s*[(（]?(?P<time>{_TIME_TEXT})[)）]?\s*[:：]?")
+# Matched as the line's tail, searched for, so that the name needs no pattern of its own: a lazy name followed
+# by optional spaces took time cubic in the line's length (a line of spaces ending in ')' stalled the run).
+_NAME_FIRST_TAIL = re.compile(rf"[(（]?(?P<time>{_TIME_TEXT})[)）]?\s*[:：]?\Z")
 
 
 def _chatlog_header(line: str) -> tuple[str, str, str] | None:
@@ -901,9 +1056,9 @@ def _chatlog_header(line: str) -> tuple[str, str, str] | None:
         if match:
             return match["name"], match["time"], match["text"]
     if line[-1].isdigit() or line[-1] in "):）：":
-        match = _NAME_FIRST.fullmatch(line)
-        if match:
-            return match["name"], match["time"], ""
+        match = _NAME_FIRST_TAIL.search(line)
+        if match and (name := line[:match.start()].rstrip()):
+            return name, match["time"], ""
     return None
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from pipeline.mockserver import MockServer
 from pipeline.transcripts import Role, Transcript, Turn
@@ -50,3 +52,11 @@ def pii_everywhere() -> Transcript:
                  text=f"亲，您好，退款到卡{v['bank_card']}，邮件发{v['email']}"),
         ],
     )
+
+
+# Hypothesis budgets: "ci" (the default) keeps the property tests to seconds; "bench" is the long fuzz run,
+# HYPOTHESIS_PROFILE=bench pytest -q tests/test_transcripts_properties.py (README, Development).
+settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("bench", max_examples=5000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

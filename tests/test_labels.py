@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.errors import InputError
 from pipeline.labels import Label, LabelSet, read_labels
@@ -20,6 +26,10 @@ def _levels(*points: int) -> list[dict[str, object]]:
 @pytest.fixture
 def rubric() -> Rubric:
     """Two criteria: greeting on levels 0/3/5, closing on 0/2."""
+    return mini_rubric()
+
+
+def mini_rubric() -> Rubric:
     return parse_rubric(
         {
             "id": "mini",
@@ -182,3 +192,25 @@ def test_label_times_must_be_aware() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         Label(transcript_id="t", criterion_id="c", score=1, rater_id="r", labelled_at=datetime(2026, 1, 1))
     assert LabelSet(labels=[]).matrix("greeting").scores.shape == (0, 0)
+
+
+LABEL_CELLS = st.sampled_from(["c1", "r1", "greeting", "closing", "3", "5", "1e400", "nan", "2026-03-02", "",
+                               "\x00", "\x01", "\u2028", '"', "x" * 140_000]) | st.text(max_size=5)
+
+
+@given(header=st.sampled_from(["transcript_id,criterion_id,score,rater_id", "transcript_id,rater_id,greeting",
+                               "a,b"]),
+       rows=st.lists(st.lists(LABEL_CELLS, max_size=5), max_size=5), noise=st.binary(max_size=20))
+def test_any_label_file_is_read_or_refused_as_a_whole(header: str, rows: list[list[str]], noise: bytes) -> None:
+    """A label file yields labels and rejects, or one InputError (the CLI's one-line message); nothing else."""
+    out = io.StringIO(newline="")
+    csv.writer(out).writerows(rows)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "labels.csv"
+        path.write_bytes((header + "\n" + out.getvalue()).encode("utf-8") + noise)
+        try:
+            labels = read_labels(path, mini_rubric())
+        except InputError:
+            return
+    for reject in labels.rejects:
+        json.dumps(reject.model_dump()).encode("utf-8")
