@@ -4,14 +4,15 @@ pipeline/cli.py registers them (`app.command("check")(check)`, `app.command("rep
 `python -m pipeline.cli_check check …` runs them on their own. Exit codes: 0 done, 1 a criterion is
 below `--fail-under`, 2 bad input or settings, 130 interrupted (every finished grade is kept).
 
-`--fail-under X` is a floor on each labelled criterion's weighted-kappa *point estimate* (not the
-verdict, whose thresholds are set separately): a criterion whose kappa is below X, or undefined
-because there was nothing to agree on, fails the command. With two rubrics, both are held to it.
+`--fail-under VERDICT` (`trusted` or `review`) is a floor on each labelled criterion's verdict, the
+same verdict the report shows (`pipeline.verdict`): `--fail-under review` fails on any "not trusted",
+`--fail-under trusted` on anything less than trusted. With two rubrics, both are held to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -53,6 +54,13 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 
 
+class FailUnder(StrEnum):
+    """The verdict `--fail-under` requires of every labelled criterion."""
+
+    trusted = "trusted"
+    review = "review"
+
+
 def _ci(ci: ag.CI) -> str:
     if ci.estimate != ci.estimate:
         return "—"
@@ -68,16 +76,21 @@ def _print_result(result: CheckResult, folder: Path) -> None:
 
     table = Table(title=f"kefu check — {result.rubric_name} ({result.rubric_id} v{result.rubric_version}), "
                         f"model {result.model}")
-    for column in ("criterion", "verdict", "n", "weighted κ [95% CI]", "humans κw", "self exact", "alt-test"):
+    for column in ("criterion", "verdict", "n", "weighted κ [95% CI]", "median rater κw", "baseline κw",
+                   "self exact", "alt-test"):
         table.add_column(column, justify="left" if column in ("criterion", "verdict") else "right")
     for c in result.criteria:
-        ceiling = _num(c.human_ceiling.vs_consensus.mean.weighted_kappa) if c.human_ceiling else "—"
+        detail = c.verdict_detail
+        typical = _num(detail.typical_rater) if detail and detail.typical_rater is not None else "—"
         alt = "—" if c.alt_test is None else ("passed" if c.alt_test.passed else "not passed")
         exact = c.self_consistency.exact
         table.add_row(c.criterion_id, c.verdict or "not labelled", str(c.judge_vs_human.n),
-                      _ci(c.judge_vs_human.metrics.weighted_kappa), ceiling,
-                      "—" if exact != exact else f"{exact:.0%}", alt)
+                      _ci(c.judge_vs_human.metrics.weighted_kappa), typical,
+                      _num(detail.baseline) if detail else "—", "—" if exact != exact else f"{exact:.0%}", alt)
     out.print(table)
+    for c in result.criteria:
+        if c.verdict_detail is not None:
+            out.print(f"{c.criterion_id}（{c.verdict}）：{c.verdict_detail.sentence}")
     total = next(s for s in result.sums if s.kind == "total")
     kappa = _ci(total.judge_vs_human.metrics.weighted_kappa)
     out.print(f"total: ICC(A,1) {_num(total.icc.estimate)}, weighted κ {kappa} on {total.judge_vs_human.n} transcripts")
@@ -110,8 +123,8 @@ def check(
         "--rubric", "-r", help="Rubric YAML; give it twice to compare two wordings.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Check folder (store, reports).")] = Path("out/check"),
     repeats: Annotated[int, typer.Option(min=1, help="Independent grades per labelled transcript.")] = 2,
-    fail_under: Annotated[float | None, typer.Option(
-        help="Exit 1 if a labelled criterion's weighted-kappa estimate is below this (or undefined).")] = None,
+    fail_under: Annotated[FailUnder | None, typer.Option(
+        help="Exit 1 if a labelled criterion's verdict is worse than this (trusted or review).")] = None,
     epsilon: Annotated[float, typer.Option(help="Alt-test margin ε (with 3+ raters).")] = 0.2,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     resamples: Annotated[int, typer.Option(min=10, help="Bootstrap resamples per interval.")] = 1000,
@@ -201,10 +214,11 @@ def check(
         _print_comparison(comparison)
         out.print("comparison: " + ", ".join(str(p) for p in paths))
     if fail_under is not None:
-        failing = [(run.result.rubric_id, cid, kappa) for run in runs for cid, kappa in
-                   criteria_below(run.result, fail_under)]
-        for rubric_id, cid, kappa in failing:
-            console.print(f"[red]below --fail-under {fail_under}:[/red] {rubric_id}.{cid} weighted κ {_num(kappa)}")
+        failing = [(run.result.rubric_id, c) for run in runs for c in criteria_below(run.result, fail_under.value)]
+        for rubric_id, c in failing:
+            why = c.verdict_detail.sentence if c.verdict_detail else ""
+            console.print(f"[red]低于 --fail-under {fail_under.value}:[/red] {rubric_id}.{c.criterion_id} "
+                          f"{c.verdict}：{why}")
         if failing:
             raise typer.Exit(1)
 

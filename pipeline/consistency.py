@@ -7,10 +7,12 @@ labels into a `CheckResult`. The choices it makes, which `agreement.json` repeat
 - **Which judge score.** Repeat 0. Repeats exist to measure the judge's self-consistency; comparing
   their mean or mode with the humans would grade a judge nobody runs in production, where one grade
   stands alone. Repeat 0 is an independent sample like any other.
-- **Which human score.** With one rater, that rater's score. With several, the consensus: the median
-  of their levels, rounded down between two levels (`agreement.consensus_levels`), so that it is a
-  level and kappa applies. The human ceiling beside it compares each rater with the consensus of the
-  *others* (and every pair of raters), which is the comparison the judge's number is read against.
+- **Which human score.** With one rater, that rater's score. With several, the consensus
+  (`agreement.CONSENSUS_RULE`): the median of their levels, rounded down between two levels
+  (`agreement.consensus_levels`), for the level-based metrics, so that it is a level and kappa applies;
+  their mean for the point-based ones. The human ceiling beside it compares each rater with the
+  consensus of the *others* by the same definitions (and every pair of raters), which is the comparison
+  the judge's number is read against.
 - **Sums.** A group's, dimension's or the total's score is the sum of its criteria, empty when any is
   missing; for humans the sum of the per-criterion consensus levels. Their "levels" are the sums the
   rubric can produce, trimmed to the observed range (unobserved end levels change no metric but cost
@@ -18,8 +20,8 @@ labels into a `CheckResult`. The choices it makes, which `agreement.json` repeat
 - **Intervals.** Percentile bootstrap over transcripts (`agreement.compare_scores`), except the ICC
   of sums, whose 95% interval is pingouin's analytic F-based one (a bootstrap would call pingouin a
   thousand times per sum).
-- **Verdict.** Per criterion, from the weighted kappa and its interval (`agreement.verdict`); a
-  criterion nobody labelled gets none.
+- **Verdict.** Per criterion, anchored on the humans and the uninformative baselines
+  (`pipeline.verdict`, with a sentence saying why); a criterion nobody labelled gets none.
 - **Rubric comparison.** Two wordings are graded separately; per criterion the change in weighted kappa
   has a *paired* bootstrap interval: each resample draws the same transcripts for both wordings.
 """
@@ -27,6 +29,7 @@ labels into a `CheckResult`. The choices it makes, which `agreement.json` repeat
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -38,6 +41,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import agreement as ag
+from pipeline.baselines import BaselineAgreement, baseline_agreements
 from pipeline.endpoints import ResolvedEndpoint
 from pipeline.errors import ConfigError, InputError
 from pipeline.exports import iter_score_rows
@@ -48,16 +52,14 @@ from pipeline.runner import ProgressSink, RunSummary
 from pipeline.settings import Settings
 from pipeline.store import DB_NAME, Store
 from pipeline.transcripts import Transcript
+from pipeline.verdict import CriterionVerdict, VerdictPolicy, judge_verdict
 
 FloatArray = npt.NDArray[np.float64]
 JudgeScores = Mapping[str, Mapping[int, Mapping[str, int | None]]]
 """Stored judge scores: transcript id → repeat → criterion id → points (None when unscored)."""
 
 JUDGE_SCORE_RULE = "repeat 0 of the judge's grades (the other repeats measure self-consistency only)"
-HUMAN_SCORE_RULE = (
-    "the single rater's score; with several raters their consensus: the median of their levels, "
-    "rounded down between two levels (agreement.consensus_levels)"
-)
+HUMAN_SCORE_RULE = f"the single rater's score; with several raters their consensus: {ag.CONSENSUS_RULE}"
 LABEL_REJECTS = "label_rejects.jsonl"
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -78,7 +80,11 @@ class CheckOptions(_Model):
         default=30, ge=2, description="Transcripts an annotator needs in common with the judge to be tested."
     )
     thresholds: ag.VerdictThresholds = Field(
-        default=ag.DEFAULT_THRESHOLDS, description="Where the weighted-kappa verdict changes."
+        default=ag.DEFAULT_THRESHOLDS, description="Absolute weighted-kappa thresholds (used with one rater)."
+    )
+    bias_share: float = Field(
+        default=0.1, ge=0, description="Verdict: a mean bias beyond this share of the maximum keeps a criterion "
+        "from trusted."
     )
     top_differences: int = Field(
         default=10, ge=0, description="How many transcripts to list where judge and human differ most."
@@ -120,7 +126,13 @@ class CriterionCheck(_Model):
     self_consistency: SelfConsistency = Field(description="The judge against itself.")
     human_ceiling: HumanCeiling | None = Field(description="Agreement among raters; None with fewer than two.")
     alt_test: ag.AltTestResult | None = Field(description="The alt-test; None with fewer than three raters.")
+    baselines: list[BaselineAgreement] = Field(
+        description="Uninformative judges on the same labels; empty when nobody labelled it."
+    )
     verdict: ag.Verdict | None = Field(description="Trusted, review or not trusted; None when nobody labelled it.")
+    verdict_detail: CriterionVerdict | None = Field(
+        description="Why: the figures the verdict rests on and its sentence; None when nobody labelled it."
+    )
 
 
 class SumCheck(_Model):
@@ -351,7 +363,7 @@ def assess(
             [[_score(judge, u, r, c.id) for r in range(repeats)] for u in units], dtype=np.float64
         ).reshape(len(units), repeats)
         scores.judge[c.id], scores.human[c.id], scores.levels[c.id] = repeat_matrix[:, 0], human, c.points
-        criteria.append(_criterion_check(c, matrix, human, repeat_matrix, units, row, options))
+        criteria.append(_criterion_check(c, matrix, human_matrix, human, repeat_matrix, units, row, options))
         if not matrix.units:
             notes.append(f"nobody labelled {c.id} ({c.name}): it has no verdict")
     graded = [u for u in units if any(v is not None for v in judge.get(u, {}).get(0, {}).values())]
@@ -378,14 +390,19 @@ def _score(judge: JudgeScores, unit: str, repeat: int, criterion_id: str) -> flo
 
 
 def _criterion_check(
-    c: Criterion, matrix: RatingMatrix, human: FloatArray, repeat_matrix: FloatArray, units: list[str],
-    row: dict[str, int], options: CheckOptions,
+    c: Criterion, matrix: RatingMatrix, human_matrix: FloatArray, human: FloatArray, repeat_matrix: FloatArray,
+    units: list[str], row: dict[str, int], options: CheckOptions,
 ) -> CriterionCheck:
-    """`matrix` holds the labels (its own units × raters); the arrays follow `units`."""
+    """`matrix` holds the labels (its own units × raters); the arrays follow `units`, `human` is their consensus."""
     label_units, raters, label_scores = matrix
     judge = repeat_matrix[:, 0]
-    pair = ag.compare_scores(judge, human, c.points, n_resamples=options.n_resamples, seed=options.seed,
-                             confidence=options.confidence)
+    human_mean = None
+    if len(raters) >= 2:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # units nobody labelled stay NaN
+            human_mean = np.nanmean(human_matrix, axis=1)
+    pair = ag.compare_scores(judge, human, c.points, human_numeric=human_mean, n_resamples=options.n_resamples,
+                             seed=options.seed, confidence=options.confidence)
     ceiling = None
     if len(raters) >= 2:
         ceiling = HumanCeiling(
@@ -396,11 +413,20 @@ def _criterion_check(
     if len(raters) >= 3:
         alt = ag.alt_test(judge[[row[u] for u in label_units]], label_scores, rater_ids=raters,
                           epsilon=options.epsilon, q=options.alt_q, min_units=options.alt_min_units)
+    consistency = _self_consistency(repeat_matrix, c.points, units)
+    baselines = baseline_agreements(
+        human_matrix, c.points, human, human_numeric=human_mean, n_resamples=options.n_resamples, seed=options.seed,
+        confidence=options.confidence,
+    ) if label_units else []
+    detail = judge_verdict(
+        pair, max_points=c.max, baselines=baselines, ceiling=ceiling.vs_consensus if ceiling else None,
+        self_kappa=consistency.weighted_kappa, alt_passed=alt.passed if alt and len(alt.annotators) >= 3 else None,
+        policy=VerdictPolicy(thresholds=options.thresholds, bias_share=options.bias_share),
+    ) if label_units else None
     return CriterionCheck(
         criterion_id=c.id, name=c.name, max_points=c.max, n_labelled=len(label_units), raters=raters,
-        judge_vs_human=pair, self_consistency=_self_consistency(repeat_matrix, c.points, units),
-        human_ceiling=ceiling, alt_test=alt,
-        verdict=ag.verdict(pair.metrics.weighted_kappa, options.thresholds) if label_units else None,
+        judge_vs_human=pair, self_consistency=consistency, human_ceiling=ceiling, alt_test=alt,
+        baselines=baselines, verdict=detail.verdict if detail else None, verdict_detail=detail,
     )
 
 
@@ -486,17 +512,16 @@ def _differences(rubric: Rubric, scores: UnitScores, top: int) -> list[Differenc
     return found[:top]
 
 
-def criteria_below(result: CheckResult, floor: float) -> list[tuple[str, float]]:
-    """Labelled criteria whose weighted-kappa point estimate is below `floor`, or undefined (NaN).
+VERDICT_RANK: dict[str, int] = {"not trusted": 0, "review": 1, "trusted": 2}
 
-    Undefined counts as below: a gate must not pass on a number it could not compute. Criteria
-    nobody labelled are not judged here (the check lists them in its notes).
+
+def criteria_below(result: CheckResult, floor: ag.Verdict) -> list[CriterionCheck]:
+    """Labelled criteria whose verdict is worse than `floor` (e.g. 'review' fails only 'not trusted').
+
+    The same verdict the report shows decides the gate. Criteria nobody labelled are not judged here
+    (the check lists them in its notes).
     """
-    return [
-        (c.criterion_id, c.judge_vs_human.metrics.weighted_kappa.estimate)
-        for c in result.criteria
-        if c.n_labelled and not c.judge_vs_human.metrics.weighted_kappa.estimate >= floor
-    ]
+    return [c for c in result.criteria if c.verdict is not None and VERDICT_RANK[c.verdict] < VERDICT_RANK[floor]]
 
 
 # --- two wordings of a rubric -----------------------------------------------------------------

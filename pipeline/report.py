@@ -404,8 +404,8 @@ def _signed(value: float | None, digits: int = 2) -> str:
     return _num(value, digits) if value is None or math.isnan(value) else f"{value:+.{digits}f}"
 
 
-def _ci(ci: ag.CI, digits: int = 2) -> str:
-    if math.isnan(ci.estimate):
+def _ci(ci: ag.CI | None, digits: int = 2) -> str:
+    if ci is None or math.isnan(ci.estimate):
         return "—"
     if math.isnan(ci.low):
         return _num(ci.estimate, digits)
@@ -479,6 +479,8 @@ def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | 
                          if s.kind == "total" and s.judge_vs_human.n and len(s.judge_vs_human.levels) <= 15],
         "differences": difference_views(result, out_dir),
         "alt_tests": [c for c in result.criteria if c.alt_test is not None],
+        "baselines": {c.criterion_id: {b.name: b for b in c.baselines} for c in result.criteria},
+        "consensus_rule": ag.CONSENSUS_RULE,
         "ceilings": any(c.human_ceiling is not None for c in result.criteria),
     }
     files = ReportFiles(out_dir / AGREEMENT_JSON, out_dir / AGREEMENT_MD, out_dir / REPORT_HTML,

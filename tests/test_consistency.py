@@ -172,12 +172,16 @@ def test_verdicts_follow_the_thresholds_and_fail_under(dch1: Rubric) -> None:
     assert by_id["satisfaction"].verdict == "review"  # κw undefined: every score the same
     assert by_id["efficiency"].verdict is None and any("efficiency" in n for n in default.notes)
     lenient = check(trusted_estimate=0.7, trusted_low=-1.0, not_trusted_below=0.3)
-    assert lenient.criteria[0].verdict == "trusted"
+    # Six chats: κw's interval reaches 0, so no threshold makes it trusted (pipeline.verdict, rule 1).
+    assert lenient.criteria[0].verdict == "review"
+    detail = lenient.criteria[0].verdict_detail
+    assert detail is not None and [r.key for r in detail.reasons] == ["reason.absolute", "reason.baseline_unsure"]
     strict = check(trusted_estimate=0.9, not_trusted_below=0.8)
     assert strict.criteria[0].verdict == "not trusted"
-    # The floor: 0.75 passes 0.7 but not 0.8; the undefined satisfaction fails any floor; efficiency is not judged.
-    assert [cid for cid, _ in criteria_below(default, 0.7)] == ["satisfaction"]
-    assert [cid for cid, _ in criteria_below(default, 0.8)] == ["accomplishment", "satisfaction"]
+    # The floor is the verdict: both labelled criteria are at review; efficiency is not judged.
+    assert criteria_below(default, "review") == []
+    assert [c.criterion_id for c in criteria_below(default, "trusted")] == ["accomplishment", "satisfaction"]
+    assert [c.criterion_id for c in criteria_below(strict, "review")] == ["accomplishment"]
 
 
 def test_rubric_comparison_is_paired(dch1: Rubric) -> None:
@@ -332,10 +336,10 @@ def test_fail_under_exit_codes_and_resume_through_the_command(tmp_path: Path) ->
             """The same command in-process (no Python start-up), labelled with the judge's own scores."""
             write_labels(labels, judge_rows(out, transform))
             env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test-secret-123456"}
-            return CliRunner().invoke(cli_check.app, [*common, "--fail-under", "0.4"], env=env)
+            return CliRunner().invoke(cli_check.app, [*common, "--fail-under", "review"], env=env)
 
-        agree = rerun(lambda s: s)  # κw = 1 on every criterion (the mock varies scores across chats)
-        mirrored = rerun(lambda s: 4 - s)  # κw = −1 wherever defined: every criterion below the floor
+        agree = rerun(lambda s: s)  # κw = 1 on every criterion (the mock varies scores across chats): trusted
+        mirrored = rerun(lambda s: 4 - s)  # κw = −1 wherever defined: every criterion not trusted
         assert server.requests == []  # both reruns used the stored grades
     assert agree.exit_code == 0, agree.output
     assert mirrored.exit_code == 1, mirrored.output

@@ -183,3 +183,16 @@ def test_heatmap_shades_by_share_of_the_largest_cell() -> None:
     assert len(cells) == 25 and max(c.n for c in cells) == 2
     assert {c.fill for c in cells if c.n == 0} == {"rgb(255, 255, 255)"}
     assert {c.fill for c in cells if c.n == 2} == {"rgb(37, 99, 235)"}
+
+
+def test_reports_show_the_baselines_the_verdict_sentence_and_one_total(tmp_path: Path) -> None:
+    result = check_result(JUDGE, HUMAN, raters=3)
+    files = write_report(result, tmp_path)
+    md = files.agreement_md.read_text(encoding="utf-8")
+    assert "total total" not in md and "| total | " in md
+    assert "constant judge κw" in md and "prior-sampling judge κw" in md
+    for c in result.criteria:
+        assert c.verdict_detail is not None and c.verdict_detail.sentence in md
+    html = files.report_html.read_text(encoding="utf-8")
+    assert "constant judge κw" in html and result.criteria[0].verdict_detail.sentence in html  # type: ignore[union-attr]
+    assert "raters&#39; mean" in html  # the consensus definitions are named
