@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import typer
 from rich.markup import escape
@@ -43,7 +43,7 @@ from pipeline.cli_options import (
 from pipeline.console import announce, console, fail, grading_progress, log_to, out, rate_limit_note, read_ids
 from pipeline.endpoints import NO_ENDPOINT
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
-from pipeline.exports import export_run
+from pipeline.exports import export_run, iter_score_rows
 from pipeline.grading import GradeJob, JobResult, read_job_inputs, run_job, select
 from pipeline.prompting import PromptSet
 from pipeline.redaction import LABELS, PiiKind
@@ -52,6 +52,10 @@ from pipeline.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, COMPACT_R
 from pipeline.settings import load_settings
 from pipeline.store import DB_NAME, Store
 from pipeline.transcripts import FORMAT_BY_SUFFIX, count_jsonl_lines
+
+if TYPE_CHECKING:
+    from pipeline.ppi import MeanEstimate
+    from pipeline.summary import GroupBy
 
 app = typer.Typer(help="kefu-qa: LLM-graded quality inspection of customer-service chats.", no_args_is_help=True)
 rubric_app = typer.Typer(help="Check and show rubric files.", no_args_is_help=True)
@@ -268,6 +272,11 @@ def summary_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv or xlsx.")] = "csv",
     dest: Annotated[Path | None, typer.Option("--to", help="File to write (default: OUT/summary_by_BY.FORMAT).")]
     = None,
+    labels: Annotated[Path | None, typer.Option(
+        help="Human labels CSV of some of the run's chats: adds judge-only, PPI-corrected and labelled-only means "
+             "with 95% intervals (OUT/means_by_BY.csv).")] = None,
+    sample_ids: Annotated[Path | None, typer.Option(
+        help="The sample `kefu sample` drew (its --to file): shows the labelled chats are a random sample.")] = None,
 ) -> None:
     """Team summary of a run: final scores, weakest criteria, reply-time and banned-phrase rates per group."""
     from pipeline.summary import GROUP_BY, summarize_run, write_summary
@@ -298,6 +307,70 @@ def summary_cmd(
         )
     out.print(table)
     out.print(str(path))
+    if labels is not None:
+        _print_means(out_dir, labels, sample_ids, by)
+
+
+def _print_means(out_dir: Path, labels_path: Path, sample_ids: Path | None, by: GroupBy) -> None:
+    """The three means per group from the labelled chats, written beside the summary."""
+    import pandas as pd
+
+    from pipeline.estimates import estimate_columns, estimate_means
+    from pipeline.labels import read_labels
+    from pipeline.summary import transcript_groups
+
+    try:
+        with Store.open(out_dir) as store:
+            rubric = _run_rubric(store, out_dir)
+            groups = transcript_groups(iter_score_rows(store, rubric), by)
+            labels = read_labels(labels_path, rubric, known_transcripts=set(groups))
+            result = estimate_means(iter_score_rows(store, rubric), rubric, labels, groups, by,
+                                    sample=read_ids(sample_ids))
+    except KefuError as exc:
+        fail(exc)
+    path = out_dir / f"means_by_{by}.csv"
+    pd.DataFrame([estimate_columns(m, by) for m in result.means]).to_csv(path, index=False, encoding="utf-8-sig")
+    table = Table(title=f"总分均值 by {by}：只用评判模型 / PPI 校正 / 只用人工标注（95% 区间）")
+    for col in (by, "chats", "labelled", "judge only", "PPI", "labelled only"):
+        table.add_column(col)
+    for m in result.means:
+        if m.item == "total":
+            table.add_row("(全部)" if m.group == "*" else m.group or "(unknown)", str(m.chats), str(m.ppi.n_labelled),
+                          *(_interval(e) for e in (m.judge_only, m.ppi, m.labelled_only)))
+    out.print(table)
+    if result.warning:
+        console.print(f"[yellow]注意：[/yellow]{result.warning}")
+    out.print(str(path))
+
+
+def _interval(e: MeanEstimate) -> str:
+    if e.estimate != e.estimate:
+        return "—"
+    return f"{e.estimate:.2f}" if e.low != e.low else f"{e.estimate:.2f} [{e.low:.2f}, {e.high:.2f}]"
+
+
+@app.command("sample")
+def sample_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Chats to draw.")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed and run give the same sample.")] = 1,
+    by: Annotated[str, typer.Option("--by", help="Stratify by agent, shop, platform or day.")] = "agent",
+    dest: Annotated[Path, typer.Option("--to", help="Where to write the ids, one per line.")] = Path("sample_ids.txt"),
+) -> None:
+    """Draw a seeded random sample of a run's chats, stratified by group, for people to label (for PPI means)."""
+    from pipeline.sampling import draw_sample
+    from pipeline.summary import GROUP_BY, transcript_groups
+
+    if by not in GROUP_BY:
+        fail(ConfigError(f"use --by {'|'.join(GROUP_BY)}"))
+    try:
+        with Store.open(out_dir) as store:
+            groups = transcript_groups(iter_score_rows(store, _run_rubric(store, out_dir)), by)
+    except KefuError as exc:
+        fail(exc)
+    ids = draw_sample(groups, n, seed)
+    dest.write_text("".join(f"{t}\n" for t in ids), encoding="utf-8")
+    out.print(f"抽取了 {len(ids)} 条对话（共 {len(groups)} 条，按 {by} 分层，seed {seed}）：{dest}")
 
 
 def _rate(value: float | None, passed: bool | None) -> str:
