@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
@@ -41,7 +42,7 @@ from pipeline.cli_options import (
     TpmOpt,
 )
 from pipeline.console import announce, console, fail, grading_progress, log_to, out, rate_limit_note, read_ids
-from pipeline.endpoints import NO_ENDPOINT
+from pipeline.endpoints import NO_ENDPOINT, ResolvedEndpoint
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
 from pipeline.exports import export_run, iter_score_rows
 from pipeline.grading import GradeJob, JobResult, read_job_inputs, run_job, select
@@ -49,7 +50,7 @@ from pipeline.prompting import PromptSet
 from pipeline.redaction import LABELS, PiiKind
 from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
 from pipeline.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, COMPACT_REASONING_CHARS
-from pipeline.settings import load_settings
+from pipeline.settings import Settings, load_settings
 from pipeline.store import DB_NAME, Store
 from pipeline.transcripts import FORMAT_BY_SUFFIX, count_jsonl_lines
 
@@ -93,6 +94,30 @@ def _print_summary(result: JobResult, out_dir: Path) -> None:
                       f"{', '.join(FORMAT_BY_SUFFIX)}; folders are searched recursively)")
 
 
+def _vouched(check_dir: Path, job: GradeJob, settings: Settings) -> Callable[[ResolvedEndpoint], None]:
+    """An endpoint callback that refuses (ConfigError) a judge other than the one the check in `check_dir` measured."""
+    from pipeline.fingerprint import JudgeFingerprint, endpoint_name, fingerprint_differences
+    from pipeline.report import AGREEMENT_JSON, load_result
+
+    checked = load_result(check_dir / AGREEMENT_JSON).judge
+    if checked is None:
+        raise ConfigError(f"{check_dir} records no judge fingerprint: run `kefu check` again to vouch for a judge")
+    rubric = load_rubric(job.rubric_path)
+    template_hash = PromptSet(rubric.language, job.prompts_dir).template_hash
+
+    def check(endpoint: ResolvedEndpoint) -> None:
+        now = JudgeFingerprint(
+            model=endpoint.model, endpoint=endpoint_name(endpoint.endpoint.base_url, local=endpoint.local),
+            rubric_hash=rubric.content_hash, template_hash=template_hash, temperature=settings.temperature,
+            seed=settings.seed, max_tokens=endpoint.max_tokens or settings.max_tokens,
+        )
+        if differences := fingerprint_differences(checked, now):
+            raise ConfigError(f"这不是检查 {check_dir} 测过的评判模型，拒绝评分：" + "；".join(differences))
+        announce(endpoint)
+
+    return check
+
+
 def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> JobResult:
     log_to(job.out_dir)
     try:
@@ -100,9 +125,10 @@ def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> Job
         if expected is not None and job.limit is not None:
             expected = min(expected, job.limit)
         settings = load_settings(config, overrides)
+        on_endpoint = announce if job.checked_by is None else _vouched(job.checked_by, job, settings)
         with grading_progress() as progress:
             result = asyncio.run(run_job(job, settings, progress=progress, expected_transcripts=expected,
-                                         on_endpoint=announce))
+                                         on_endpoint=on_endpoint))
     except KeyboardInterrupt:
         console.print(f"[yellow]stopped.[/yellow] Every finished grade is saved in {job.out_dir / DB_NAME}; "
                       "run the same command again to resume.")
@@ -150,13 +176,15 @@ def grade(
     dry_run: Annotated[bool, typer.Option(help="Render every prompt and forecast tokens and cost; send nothing.")]
     = False,
     prices: Annotated[Path | None, typer.Option(help="Price table YAML for --dry-run (default: packaged).")] = None,
+    checked_by: Annotated[Path | None, typer.Option(
+        help="A check folder: refuse to grade (exit 2) unless this is the judge that check measured.")] = None,
 ) -> None:
     """Grade transcripts against a rubric; rerun the same command to resume."""
     job = GradeJob(inputs=inputs, rubric_path=rubric, out_dir=out_dir, repeats=repeats, per_criterion=per_criterion,
                    retry_failed=retry_failed, shop_speakers=tuple(shop_speaker or ()),
                    bot_speakers=tuple(bot_speaker or ()), shop_prefixes=tuple(shop_prefix or ()),
                    only_ids=read_ids(ids),
-                   limit=limit, redact=redact, compact=compact, lexicon_path=lexicons)
+                   limit=limit, redact=redact, compact=compact, lexicon_path=lexicons, checked_by=checked_by)
     overrides = {"model": model, "base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency,
                  "rpm": rpm, "tpm": tpm, "temperature": temperature, "seed": seed, "max_tokens": max_tokens,
                  "timeout": timeout, "response_format": response_format, "context_window": context_window}
@@ -307,8 +335,20 @@ def summary_cmd(
         )
     out.print(table)
     out.print(str(path))
+    _print_vouching(out_dir)
     if labels is not None:
         _print_means(out_dir, labels, sample_ids, by)
+
+
+def _print_vouching(out_dir: Path) -> None:
+    """Which check, if any, vouches for the run's judge (`kefu grade --checked-by`)."""
+    import json
+
+    with Store.open(out_dir) as store:
+        run = store.last_run()
+    checked_by = json.loads(run["settings"]).get("checked_by") if run else None
+    out.print(f"评判模型经检查 {checked_by} 验证（--checked-by）" if checked_by
+              else "没有检查为本批评分的评判模型担保（可用 kefu grade --checked-by 检查目录）")
 
 
 def _print_means(out_dir: Path, labels_path: Path, sample_ids: Path | None, by: GroupBy) -> None:

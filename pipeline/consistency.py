@@ -28,6 +28,7 @@ labels into a `CheckResult`. The choices it makes, which `agreement.json` repeat
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -45,6 +46,7 @@ from pipeline.baselines import BaselineAgreement, baseline_agreements
 from pipeline.endpoints import ResolvedEndpoint
 from pipeline.errors import ConfigError, InputError
 from pipeline.exports import iter_score_rows
+from pipeline.fingerprint import JudgeFingerprint, run_fingerprint
 from pipeline.grading import GradeJob, JobResult, read_job_inputs, run_job
 from pipeline.labels import LabelSet, RatingMatrix, read_labels
 from pipeline.rubric import Criterion, Rubric, load_rubric
@@ -185,6 +187,9 @@ class CheckResult(_Model):
     transcripts_labelled: int = Field(description="Transcripts with at least one human score.")
     transcripts_graded: int = Field(description="Of those, transcripts with a scored repeat-0 grade.")
     grading: RunSummary | None = Field(default=None, description="What the grading step did in this run.")
+    judge: JudgeFingerprint | None = Field(
+        default=None, description="The judge these figures hold for: model, endpoint, rubric, prompts, sampling."
+    )
     criteria: list[CriterionCheck] = Field(description="Per criterion, in rubric order.")
     sums: list[SumCheck] = Field(description="Per group, per dimension, and the total.")
     differences: list[Difference] = Field(description="Transcripts where judge and human differ most, largest first.")
@@ -308,7 +313,17 @@ def check_graded(job: CheckJob, *, model: str, options: CheckOptions = DEFAULT_O
     judge = stored_scores(job.out_dir, rubric, set(labels.transcripts()))
     result, scores = assess(rubric, labels, judge, options=options, repeats=job.repeats, model=model,
                             rubric_path=str(job.rubric_path), grading=grading.summary if grading else None)
+    result = result.model_copy(update={"judge": stored_fingerprint(job.out_dir)})
     return CheckRun(result=result, scores=scores, out_dir=job.out_dir, grading=grading)
+
+
+def stored_fingerprint(out_dir: Path) -> JudgeFingerprint | None:
+    """The fingerprint of the run folder's last grading run; None when nothing was graded there."""
+    if not (out_dir / DB_NAME).exists():
+        return None
+    with Store.open(out_dir) as store:
+        run = store.last_run()
+    return None if run is None else run_fingerprint(run, json.loads(run["settings"]))
 
 
 def stored_scores(out_dir: Path, rubric: Rubric, transcript_ids: Collection[str]) -> JudgeScores:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline import agreement as ag
 from pipeline.consistency import CheckResult, CriterionCheck, Difference, RubricComparison, SumCheck
 from pipeline.errors import InputError
+from pipeline.fingerprint import fingerprint_differences
 from pipeline.grader import CriterionGrade
 from pipeline.store import DB_NAME, Store
 
@@ -83,6 +84,9 @@ class ResultComparison(_Model):
     previous_model: str = Field(description="The previous judge model.")
     previous_rubric: str = Field(description="The previous rubric id and version.")
     same_rubric: bool = Field(description="The rubric content is unchanged.")
+    judge_changes: list[str] = Field(
+        default=[], description="How the judge differs from the previous check's (fingerprint), in words; empty: same."
+    )
     rule: str = Field(default=CHANGE_RULE, description="When a change is marked.")
     items: list[ItemChange] = Field(description="Items present in both checks, current order.")
     only_now: list[str] = Field(description="Items only the current check has.")
@@ -123,8 +127,15 @@ def compare_results(current: CheckResult, previous: CheckResult) -> ResultCompar
         previous_created_at=previous.created_at.isoformat(), previous_model=previous.model,
         previous_rubric=f"{previous.rubric_id} v{previous.rubric_version}",
         same_rubric=previous.rubric_hash == current.rubric_hash, items=changes,
+        judge_changes=_judge_changes(previous, current),
         only_now=[i for i in now if i not in before], only_before=[i for i in before if i not in now],
     )
+
+
+def _judge_changes(previous: CheckResult, current: CheckResult) -> list[str]:
+    if previous.judge is None or current.judge is None:
+        return [] if previous.model == current.model else [f"模型：{previous.model} → {current.model}"]
+    return fingerprint_differences(previous.judge, current.judge)
 
 
 # --- agreement.json -----------------------------------------------------------------------------
