@@ -226,8 +226,12 @@ def check(
 def report(
     out_dir: Annotated[Path, typer.Argument(help="A check folder (holding agreement.json).")],
     compare: Annotated[Path | None, typer.Option(help="A previous agreement.json to report changes against.")] = None,
+    history: Annotated[list[Path] | None, typer.Option(
+        help="Earlier check folders (repeat the option): writes OUT/history.md and .html, each criterion over time.")]
+    = None,
 ) -> None:
     """Rewrite a check's agreement.md and report.html, optionally with the changes since a previous check."""
+    from pipeline.history import write_history
     from pipeline.report import AGREEMENT_JSON, load_result, write_report
 
     try:
@@ -239,6 +243,12 @@ def report(
     for path in files:
         if path is not None:
             out.print(str(path))
+    if history:
+        try:
+            paths = write_history([*history, out_dir], out_dir)
+        except KefuError as exc:
+            fail(exc)
+        out.print("\n".join(str(p) for p in paths))
 
 
 app = typer.Typer(help="kefu check and report, on their own (pipeline/cli.py registers them in `kefu`).",
