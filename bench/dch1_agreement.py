@@ -194,8 +194,8 @@ def print_as_judge(table: dict[str, dict[str, tuple[str | None, float, bool | No
     counts = []
     for criterion in CRITERIA.values():
         verdicts = [row[criterion][0] for row in raters]
-        counts.append(" / ".join(f"{verdicts.count(v)} {v}" for v in ("trusted", "review", "not trusted")))
-    print(f"{'raters':<10}" + "".join(f"{c:<32}" for c in counts))
+        counts.append(" / ".join(str(verdicts.count(v)) for v in ("trusted", "review", "not trusted")))
+    print(f"{'raters':<10}" + "".join(f"{c:<32}" for c in counts) + "(trusted / review / not trusted)")
 
 
 # --- the judge ---------------------------------------------------------------------------------

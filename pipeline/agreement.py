@@ -552,6 +552,28 @@ def _resampled_metrics(
 _POINT_BASED = ("alpha_interval", "spearman", "kendall", "mae", "bias")
 
 
+def _side(
+    judge: npt.ArrayLike, human: npt.ArrayLike, human_numeric: npt.ArrayLike | None, keep: npt.NDArray[np.bool_]
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The judge, human-level and human-numeric scores of the kept units."""
+    h = np.asarray(human, dtype=np.float64).ravel()
+    hn = h if human_numeric is None else np.asarray(human_numeric, dtype=np.float64).ravel()
+    if hn.shape != h.shape:
+        raise ValueError(f"human_numeric has {hn.size} scores for {h.size} units")
+    return np.asarray(judge, dtype=np.float64).ravel()[keep], h[keep], hn[keep]
+
+
+def _resampled(weights: IntArray, x: FloatArray, y: FloatArray, yn: FloatArray | None, points: FloatArray
+               ) -> dict[str, FloatArray]:
+    """Every metric on every resample; with `yn` (numeric human) the point-based ones use it."""
+    resampled = _resampled_metrics(weights, _indices(x, points), _indices(y, points), points)
+    if yn is not None:  # the same resamples over the values both sides take
+        domain = np.unique(np.concatenate([points, yn]))
+        numeric = _resampled_metrics(weights, np.searchsorted(domain, x), np.searchsorted(domain, yn), domain)
+        resampled |= {name: numeric[name] for name in _POINT_BASED}
+    return resampled
+
+
 def compare_scores(
     judge: npt.ArrayLike,
     human: npt.ArrayLike,
@@ -570,23 +592,17 @@ def compare_scores(
     either score are left out; `n` says how many remain.
     """
     points = _levels(levels)
-    h = np.asarray(human, dtype=np.float64).ravel()
-    hn = h if human_numeric is None else np.asarray(human_numeric, dtype=np.float64).ravel()
-    if hn.shape != h.shape:
-        raise ValueError(f"human_numeric has {hn.size} scores for {h.size} units")
     j = np.asarray(judge, dtype=np.float64).ravel()
-    x, y = _paired(j, h)
-    yn = hn[~(np.isnan(j) | np.isnan(h))]
-    xi, yi = _indices(x, points), _indices(y, points)
+    h = np.asarray(human, dtype=np.float64).ravel()
+    if j.shape != h.shape:
+        raise ValueError(f"paired score arrays differ in length: {j.size} and {h.size}")
+    x, y, yn = _side(j, h, human_numeric, ~(np.isnan(j) | np.isnan(h)))
     estimates = _metric_bundle(x, y, levels, y_numeric=yn)
     if x.size:
         weights = _resample_weights(x.size, None, n_resamples, seed)
-        resampled = _resampled_metrics(weights, xi, yi, points)
-        if human_numeric is not None:  # the same resamples over the values both sides take
-            domain = np.unique(np.concatenate([points, yn]))
-            numeric = _resampled_metrics(weights, np.searchsorted(domain, x), np.searchsorted(domain, yn), domain)
-            resampled |= {name: numeric[name] for name in _POINT_BASED}
+        resampled = _resampled(weights, x, y, None if human_numeric is None else yn, points)
     else:
+        _require_levels(points, x, y)
         resampled = {name: np.array([]) for name in Metrics.model_fields}
     cis = {}
     for name in Metrics.model_fields:
@@ -600,6 +616,53 @@ def compare_scores(
         metrics=Metrics[CI](**cis),
         confusion=confusion(x, y, levels).tolist(),
     )
+
+
+class PairedDelta(_Result):
+    """One metric under two judges (e.g. two rubric wordings) on the same units, and B − A."""
+
+    metric: str = Field(description="Metric name, as in Metrics.")
+    a: float = Field(description="The metric for judge A.")
+    b: float = Field(description="The metric for judge B.")
+    delta: CI = Field(description="B − A with a paired bootstrap interval: each resample draws the same units.")
+
+
+def paired_deltas(
+    judge_a: npt.ArrayLike,
+    judge_b: npt.ArrayLike,
+    human: npt.ArrayLike,
+    levels_a: Sequence[float],
+    levels_b: Sequence[float],
+    metrics: Sequence[str],
+    *,
+    human_numeric: npt.ArrayLike | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[int, list[PairedDelta]]:
+    """The units where all three scores exist, and per metric A, B and B − A with a paired interval."""
+    a = np.asarray(judge_a, dtype=np.float64).ravel()
+    b = np.asarray(judge_b, dtype=np.float64).ravel()
+    h = np.asarray(human, dtype=np.float64).ravel()
+    if not a.shape == b.shape == h.shape:
+        raise ValueError(f"score arrays differ in length: {a.size}, {b.size} and {h.size}")
+    keep = ~(np.isnan(a) | np.isnan(b) | np.isnan(h))
+    xa, y, yn = _side(a, h, human_numeric, keep)
+    xb = b[keep]
+    numeric = None if human_numeric is None else yn
+    est_a, est_b = _metric_bundle(xa, y, levels_a, y_numeric=yn), _metric_bundle(xb, y, levels_b, y_numeric=yn)
+    if xa.size:
+        weights = _resample_weights(xa.size, None, n_resamples, seed)
+        res_a = _resampled(weights, xa, y, numeric, _levels(levels_a))
+        res_b = _resampled(weights, xb, y, numeric, _levels(levels_b))
+    else:
+        res_a = res_b = {name: np.array([]) for name in Metrics.model_fields}
+    out = []
+    for name in metrics:
+        va, vb = float(getattr(est_a, name)), float(getattr(est_b, name))
+        out.append(PairedDelta(metric=name, a=va, b=vb,
+                               delta=_percentile_ci(vb - va, res_b[name] - res_a[name], confidence)))
+    return int(xa.size), out
 
 
 def icc_totals(judge_totals: npt.ArrayLike, human_totals: npt.ArrayLike) -> IccResult:

@@ -64,11 +64,13 @@ class FailUnder(StrEnum):
 def _ci(ci: ag.CI) -> str:
     if ci.estimate != ci.estimate:
         return "—"
-    return f"{ci.estimate:.2f} [{ci.low:.2f}, {ci.high:.2f}]" if ci.low == ci.low else f"{ci.estimate:.2f}"
+    return f"{_num(ci.estimate)} [{_num(ci.low)}, {_num(ci.high)}]" if ci.low == ci.low else _num(ci.estimate)
 
 
 def _num(value: float) -> str:
-    return "—" if value != value else f"{value:.2f}"
+    from pipeline.messages import number
+
+    return number(value)
 
 
 def _print_result(result: CheckResult, folder: Path) -> None:
@@ -106,14 +108,18 @@ def _print_result(result: CheckResult, folder: Path) -> None:
 
 
 def _print_comparison(comparison: RubricComparison) -> None:
-    table = Table(title=f"rubric A {comparison.a.rubric_id} v{comparison.a.version} → "
-                        f"B {comparison.b.rubric_id} v{comparison.b.version}")
-    for column in ("criterion", "n", "κw A", "κw B", "Δ [95% paired CI]", "flipped"):
+    table = Table(title=f"措辞 A {comparison.a.label} ({comparison.a.rubric_id} v{comparison.a.version}) → "
+                        f"B {comparison.b.label} ({comparison.b.rubric_id} v{comparison.b.version})")
+    metrics = [m.metric for m in comparison.criteria[0].metrics] if comparison.criteria else []
+    for column in ("criterion", "n", "flipped", *(f"Δ {m} [95% paired CI]" for m in metrics)):
         table.add_column(column, justify="left" if column == "criterion" else "right")
     for s in comparison.criteria:
-        table.add_row(s.criterion_id, str(s.n), _num(s.weighted_kappa_a), _num(s.weighted_kappa_b), _ci(s.delta),
-                      str(len(s.flips)))
+        table.add_row(s.criterion_id, str(s.n), f"{len(s.flips)}/{s.n}", *(_ci(m.delta) for m in s.metrics))
     out.print(table)
+    for s in comparison.criteria:
+        out.print(f"{s.criterion_id}：{s.sentence}")
+        if s.left_out:
+            out.print(f"  未比较（缺评分）：{', '.join(s.left_out)}")
 
 
 def check(
@@ -165,6 +171,9 @@ def check(
     if len(rubrics) > 2:
         console.print("[red]error:[/red] give --rubric once, or twice to compare two wordings")
         raise typer.Exit(2)
+    if len(rubrics) == 2 and rubrics[0].resolve() == rubrics[1].resolve():
+        console.print(f"[red]error:[/red] the same rubric file was given twice ({rubrics[0]}): give two wordings")
+        raise typer.Exit(2)
     if compare is not None and len(rubrics) == 2:
         console.print("[red]error:[/red] --compare needs a single --rubric; run `kefu report` per sub-folder")
         raise typer.Exit(2)
@@ -214,10 +223,11 @@ def check(
         _print_comparison(comparison)
         out.print("comparison: " + ", ".join(str(p) for p in paths))
     if fail_under is not None:
-        failing = [(run.result.rubric_id, c) for run in runs for c in criteria_below(run.result, fail_under.value)]
-        for rubric_id, c in failing:
+        failing = [(Path(run.result.rubric_path).name, c) for run in runs
+                   for c in criteria_below(run.result, fail_under.value)]
+        for wording, c in failing:
             why = c.verdict_detail.sentence if c.verdict_detail else ""
-            console.print(f"[red]低于 --fail-under {fail_under.value}:[/red] {rubric_id}.{c.criterion_id} "
+            console.print(f"[red]低于 --fail-under {fail_under.value}:[/red] {wording} {c.criterion_id} "
                           f"{c.verdict}：{why}")
         if failing:
             raise typer.Exit(1)

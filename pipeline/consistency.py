@@ -32,7 +32,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -49,6 +49,7 @@ from pipeline.exports import iter_score_rows
 from pipeline.fingerprint import JudgeFingerprint, run_fingerprint
 from pipeline.grading import GradeJob, JobResult, read_job_inputs, run_job
 from pipeline.labels import LabelSet, RatingMatrix, read_labels
+from pipeline.messages import message, number
 from pipeline.rubric import Criterion, Rubric, load_rubric
 from pipeline.runner import ProgressSink, RunSummary
 from pipeline.settings import Settings
@@ -205,9 +206,11 @@ class UnitScores:
     judge: dict[str, FloatArray]
     """Criterion id → repeat-0 points, NaN where unscored."""
     human: dict[str, FloatArray]
-    """Criterion id → human points (consensus), NaN where nobody labelled."""
+    """Criterion id → human points (consensus level), NaN where nobody labelled."""
     levels: dict[str, list[int]]
     """Criterion id → its level points."""
+    human_mean: dict[str, FloatArray] = field(default_factory=dict)
+    """Criterion id → the raters' mean (the point-based metrics' reference); the human points with one rater."""
 
 
 class Assessment(NamedTuple):
@@ -378,7 +381,10 @@ def assess(
             [[_score(judge, u, r, c.id) for r in range(repeats)] for u in units], dtype=np.float64
         ).reshape(len(units), repeats)
         scores.judge[c.id], scores.human[c.id], scores.levels[c.id] = repeat_matrix[:, 0], human, c.points
-        criteria.append(_criterion_check(c, matrix, human_matrix, human, repeat_matrix, units, row, options))
+        human_mean = _raters_mean(human_matrix) if len(matrix.raters) >= 2 else None
+        scores.human_mean[c.id] = human if human_mean is None else human_mean
+        criteria.append(_criterion_check(c, matrix, human_matrix, human, human_mean, repeat_matrix, units, row,
+                                         options))
         if not matrix.units:
             notes.append(f"nobody labelled {c.id} ({c.name}): it has no verdict")
     graded = [u for u in units if any(v is not None for v in judge.get(u, {}).get(0, {}).values())]
@@ -398,6 +404,12 @@ def assess(
     return Assessment(result, scores)
 
 
+def _raters_mean(human_matrix: FloatArray) -> FloatArray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # units nobody labelled stay NaN
+        return np.asarray(np.nanmean(human_matrix, axis=1), dtype=np.float64)
+
+
 def _score(judge: JudgeScores, unit: str, repeat: int, criterion_id: str) -> float:
     """One stored score, NaN when there is none."""
     value = judge.get(unit, {}).get(repeat, {}).get(criterion_id)
@@ -405,17 +417,13 @@ def _score(judge: JudgeScores, unit: str, repeat: int, criterion_id: str) -> flo
 
 
 def _criterion_check(
-    c: Criterion, matrix: RatingMatrix, human_matrix: FloatArray, human: FloatArray, repeat_matrix: FloatArray,
-    units: list[str], row: dict[str, int], options: CheckOptions,
+    c: Criterion, matrix: RatingMatrix, human_matrix: FloatArray, human: FloatArray, human_mean: FloatArray | None,
+    repeat_matrix: FloatArray, units: list[str], row: dict[str, int], options: CheckOptions,
 ) -> CriterionCheck:
-    """`matrix` holds the labels (its own units × raters); the arrays follow `units`, `human` is their consensus."""
+    """`matrix` holds the labels (its own units × raters); the arrays follow `units`, `human` is their consensus
+    level and `human_mean` their mean (None with one rater)."""
     label_units, raters, label_scores = matrix
     judge = repeat_matrix[:, 0]
-    human_mean = None
-    if len(raters) >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # units nobody labelled stay NaN
-            human_mean = np.nanmean(human_matrix, axis=1)
     pair = ag.compare_scores(judge, human, c.points, human_numeric=human_mean, n_resamples=options.n_resamples,
                              seed=options.seed, confidence=options.confidence)
     ceiling = None
@@ -542,6 +550,12 @@ def criteria_below(result: CheckResult, floor: ag.Verdict) -> list[CriterionChec
 # --- two wordings of a rubric -----------------------------------------------------------------
 
 
+COMPARED_METRICS = ("weighted_kappa", "exact", "mae", "bias", "spearman")
+HIGHER_IS_BETTER = {"weighted_kappa": True, "exact": True, "spearman": True, "mae": False}
+"""Metrics where one direction is better; bias is read by its distance from 0 and only reported."""
+FlipDirection = Literal["towards", "away", "both wrong"]
+
+
 class RubricRef(_Model):
     """One rubric of a comparison."""
 
@@ -549,6 +563,7 @@ class RubricRef(_Model):
     version: str = Field(description="Rubric version.")
     name: str = Field(description="Display name.")
     path: str = Field(description="The rubric file.")
+    label: str = Field(description="The wording's name for people: the file name.")
     rubric_hash: str = Field(description="Content hash.")
     folder: str = Field(description="The sub-folder holding this rubric's store and reports.")
 
@@ -560,6 +575,12 @@ class Flip(_Model):
     score_a: int = Field(description="Points under rubric A (repeat 0).")
     score_b: int = Field(description="Points under rubric B (repeat 0).")
     human: float = Field(description="The human points (under rubric B's labels, consensus with several raters).")
+    direction: FlipDirection = Field(
+        description="B moved towards the human (closer than A), away (farther), or both wrong (equally far)."
+    )
+    moved: float = Field(description="|A − human| − |B − human| in points: positive towards the human.")
+    level_a: str = Field(default="", description="Rubric A's description of the level A gave.")
+    level_b: str = Field(default="", description="Rubric B's description of the level B gave.")
 
 
 class CriterionShift(_Model):
@@ -569,10 +590,17 @@ class CriterionShift(_Model):
     name_a: str = Field(description="Display name in A.")
     name_b: str = Field(description="Display name in B.")
     n: int = Field(description="Transcripts with a human score and a judge score under both wordings.")
+    left_out: list[str] = Field(
+        default=[], description="Transcripts labelled for both wordings but missing a judge or human score."
+    )
     weighted_kappa_a: float = Field(description="Weighted kappa under A on those transcripts.")
     weighted_kappa_b: float = Field(description="Weighted kappa under B on those transcripts.")
     delta: ag.CI = Field(description="B − A with a paired bootstrap interval (same transcripts in each resample).")
-    flips: list[Flip] = Field(description="Transcripts graded differently under A and B, by id.")
+    metrics: list[ag.PairedDelta] = Field(
+        default=[], description="Every compared metric under A and B, and B − A with a paired interval."
+    )
+    sentence: str = Field(default="", description="Which wording is better, by how much and how sure, in Chinese.")
+    flips: list[Flip] = Field(description="Of the n transcripts, those graded differently, largest move first.")
 
 
 class RubricComparison(_Model):
@@ -596,8 +624,49 @@ def rubric_folders(out_dir: Path, rubric_paths: Sequence[Path]) -> list[Path]:
     return [out_dir / (s if stems.count(s) == 1 else f"{i + 1}-{s}") for i, s in enumerate(stems)]
 
 
-def compare_rubrics(a: CheckRun, b: CheckRun, options: CheckOptions = DEFAULT_OPTIONS) -> RubricComparison:
-    """Per shared criterion, the change in weighted kappa from A to B with a paired bootstrap interval."""
+def _flip(tid: str, a: float, b: float, h: float, levels: tuple[dict[int, str], dict[int, str]]) -> Flip:
+    moved = abs(a - h) - abs(b - h)
+    direction: FlipDirection = "towards" if moved > 0 else "away" if moved < 0 else "both wrong"
+    return Flip(transcript_id=tid, score_a=int(a), score_b=int(b), human=h, direction=direction, moved=moved,
+                level_a=levels[0].get(int(a), ""), level_b=levels[1].get(int(b), ""))
+
+
+def _level_texts(rubric: Rubric | None, cid: str) -> dict[int, str]:
+    if rubric is None:
+        return {}
+    return {lv.points: lv.description for lv in rubric.criterion(cid).levels_ascending()}
+
+
+def shift_sentence(deltas: Sequence[ag.PairedDelta], label_a: str, label_b: str) -> str:
+    """Which wording is better on the metrics whose interval excludes 0, and where they disagree (Chinese)."""
+    def detail(d: ag.PairedDelta) -> str:
+        return message("ab.detail", metric=message(f"metric.{d.metric}"), delta=number(d.delta.estimate, signed=True),
+                       low=number(d.delta.low, signed=True), high=number(d.delta.high, signed=True))
+
+    better = [d for d in deltas if d.metric in HIGHER_IS_BETTER
+              and (d.delta.low > 0 if HIGHER_IS_BETTER[d.metric] else d.delta.high < 0)]
+    worse = [d for d in deltas if d.metric in HIGHER_IS_BETTER
+             and (d.delta.high < 0 if HIGHER_IS_BETTER[d.metric] else d.delta.low > 0)]
+    if better and worse:
+        head = message("ab.mixed", better="、".join(detail(d) for d in better),
+                       worse="、".join(detail(d) for d in worse))
+    elif better or worse:
+        head = message("ab.better", wording=label_b if better else label_a,
+                       details="、".join(detail(d) for d in better or worse))
+    else:
+        kappa = next((d for d in deltas if d.metric == "weighted_kappa"), None)
+        head = message("ab.no_difference", details=detail(kappa) if kappa else "")
+    bias = next((d for d in deltas if d.metric == "bias"), None)
+    if bias is not None and not math.isnan(bias.a):
+        head += message("ab.bias", a=number(bias.a, signed=True), b=number(bias.b, signed=True))
+    return head
+
+
+def compare_rubrics(a: CheckRun, b: CheckRun, options: CheckOptions = DEFAULT_OPTIONS,
+                    rubrics: tuple[Rubric, Rubric] | None = None) -> RubricComparison:
+    """Per shared criterion, every compared metric from A to B with a paired bootstrap interval, a sentence
+    saying which wording is better, and the flipped transcripts grouped by whether B moved towards the humans.
+    `rubrics` (A's and B's) adds each flipped grade's level descriptions."""
     shared = [cid for cid in a.scores.judge if cid in b.scores.judge]
     index_b = {u: i for i, u in enumerate(b.scores.units)}
     common = [u for u in a.scores.units if u in index_b]
@@ -605,27 +674,29 @@ def compare_rubrics(a: CheckRun, b: CheckRun, options: CheckOptions = DEFAULT_OP
     ib = np.array([index_b[u] for u in common], dtype=np.int64)
     names_a = {c.criterion_id: c.name for c in a.result.criteria}
     names_b = {c.criterion_id: c.name for c in b.result.criteria}
+    label_a, label_b = _label(a), _label(b)
     shifts = []
     for cid in shared:
         ja, ha = a.scores.judge[cid][ia], a.scores.human[cid][ia]
         jb, hb = b.scores.judge[cid][ib], b.scores.human[cid][ib]
+        mean_b = b.scores.human_mean.get(cid, b.scores.human[cid])[ib]
         keep = ~(np.isnan(ja) | np.isnan(ha) | np.isnan(jb) | np.isnan(hb))
-        la, lb = a.scores.levels[cid], b.scores.levels[cid]
-
-        def kappa_change(ja: FloatArray, ha: FloatArray, jb: FloatArray, hb: FloatArray,
-                         la: list[int] = la, lb: list[int] = lb) -> float:
-            return ag.weighted_kappa(jb, hb, lb) - ag.weighted_kappa(ja, ha, la)
-
-        delta = ag.bootstrap_ci(kappa_change, ja[keep], ha[keep], jb[keep], hb[keep],
-                                n_resamples=options.n_resamples, confidence=options.confidence, seed=options.seed)
-        flips = [Flip(transcript_id=common[k], score_a=int(ja[k]), score_b=int(jb[k]), human=float(hb[k]))
-                 for k in range(len(common)) if not (np.isnan(ja[k]) or np.isnan(jb[k])) and ja[k] != jb[k]]
+        n, deltas = ag.paired_deltas(ja, jb, np.where(keep, hb, np.nan), a.scores.levels[cid], b.scores.levels[cid],
+                                     COMPARED_METRICS, human_numeric=mean_b, n_resamples=options.n_resamples,
+                                     seed=options.seed, confidence=options.confidence)
+        kappa = deltas[0]
+        texts = (_level_texts(rubrics[0], cid), _level_texts(rubrics[1], cid)) if rubrics else ({}, {})
+        flips = [_flip(common[k], ja[k], jb[k], hb[k], texts) for k in range(len(common)) if keep[k] and ja[k] != jb[k]]
+        flips.sort(key=lambda f: (-abs(f.moved), f.transcript_id))
         shifts.append(CriterionShift(
-            criterion_id=cid, name_a=names_a[cid], name_b=names_b[cid], n=int(keep.sum()),
-            weighted_kappa_a=ag.weighted_kappa(ja[keep], ha[keep], la),
-            weighted_kappa_b=ag.weighted_kappa(jb[keep], hb[keep], lb), delta=delta, flips=flips,
+            criterion_id=cid, name_a=names_a[cid], name_b=names_b[cid], n=n,
+            left_out=[u for u, k, h in zip(common, keep, hb, strict=True) if not k and not np.isnan(h)],
+            weighted_kappa_a=kappa.a, weighted_kappa_b=kappa.b, delta=kappa.delta, metrics=deltas,
+            sentence=shift_sentence(deltas, label_a, label_b), flips=flips,
         ))
-    notes = [f"only the {len(common)} transcripts labelled for both rubrics are compared"]
+    compared = max((s.n for s in shifts), default=0)
+    notes = [f"only transcripts labelled for both wordings and graded under both are compared: {compared} "
+             f"(per criterion n; left-out transcripts are listed per criterion)"]
     if a.result.model != b.result.model:
         notes.append(f"the two rubrics were graded by different models ({a.result.model}, {b.result.model})")
     return RubricComparison(
@@ -635,10 +706,14 @@ def compare_rubrics(a: CheckRun, b: CheckRun, options: CheckOptions = DEFAULT_OP
     )
 
 
+def _label(run: CheckRun) -> str:
+    return Path(run.result.rubric_path).name
+
+
 def _ref(run: CheckRun) -> RubricRef:
     r = run.result
     return RubricRef(rubric_id=r.rubric_id, version=r.rubric_version, name=r.rubric_name, path=r.rubric_path,
-                     rubric_hash=r.rubric_hash, folder=str(run.out_dir))
+                     label=_label(run), rubric_hash=r.rubric_hash, folder=str(run.out_dir))
 
 
 @dataclass(frozen=True)
@@ -665,4 +740,5 @@ async def run_comparison(
         runs.append(await run_check(replace(job, rubric_path=path, out_dir=folder), settings, options=options,
                                     progress=progress, on_endpoint=on_endpoint))
     a, b = runs
-    return ComparisonRun(runs=(a, b), comparison=compare_rubrics(a, b, options))
+    rubrics = (load_rubric(job.rubric_path), load_rubric(rubric_b))
+    return ComparisonRun(runs=(a, b), comparison=compare_rubrics(a, b, options, rubrics))

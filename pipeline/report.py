@@ -30,6 +30,7 @@ from pipeline.consistency import CheckResult, CriterionCheck, Difference, Rubric
 from pipeline.errors import InputError
 from pipeline.fingerprint import fingerprint_differences
 from pipeline.grader import CriterionGrade
+from pipeline.messages import number
 from pipeline.store import DB_NAME, Store
 
 AGREEMENT_JSON = "agreement.json"
@@ -406,13 +407,11 @@ def difference_views(result: CheckResult, out_dir: Path) -> list[DifferenceView]
 
 
 def _num(value: float | None, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:.{digits}f}"
+    return number(value, digits)
 
 
 def _signed(value: float | None, digits: int = 2) -> str:
-    return _num(value, digits) if value is None or math.isnan(value) else f"{value:+.{digits}f}"
+    return number(value, digits, signed=True)
 
 
 def _ci(ci: ag.CI | None, digits: int = 2) -> str:

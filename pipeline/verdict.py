@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import agreement as ag
 from pipeline.baselines import BaselineAgreement
-from pipeline.messages import Lang, message
+from pipeline.messages import Lang, message, number
 
 
 class _Model(BaseModel):
@@ -74,7 +74,7 @@ class CriterionVerdict(_Model):
 
 
 def _f(value: float) -> str:
-    return "—" if math.isnan(value) else f"{value:.2f}"
+    return number(value)
 
 
 def sentence(reasons: Sequence[Reason], lang: Lang = "zh", *, contrast: bool = True) -> str:
