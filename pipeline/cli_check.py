@@ -12,6 +12,7 @@ same verdict the report shows (`pipeline.verdict`): `--fail-under review` fails 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -52,6 +53,16 @@ if TYPE_CHECKING:
     from pipeline.consistency import CheckResult, CheckRun, RubricComparison
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+class ReportLang(StrEnum):
+    """The language of the reports' words."""
+
+    zh = "zh"
+    en = "en"
+
+
+LangOpt = Annotated[ReportLang, typer.Option("--lang", help="Language of the reports: zh (default) or en.")]
 
 
 class FailUnder(StrEnum):
@@ -161,10 +172,18 @@ def check(
     shop_prefix: ShopPrefixOpt = None,
     config: ConfigOpt = None,
     redact: RedactFlag = None,
+    lang: LangOpt = ReportLang.zh,
 ) -> None:
     """Grade labelled transcripts twice and measure the judge against itself and the humans."""
     from pipeline import agreement as ag
-    from pipeline.consistency import CheckJob, CheckOptions, criteria_below, run_check, run_comparison
+    from pipeline.consistency import (
+        CheckJob,
+        CheckOptions,
+        criteria_below,
+        difference_chats,
+        run_check,
+        run_comparison,
+    )
     from pipeline.report import load_result, write_report, write_rubric_comparison
 
     rubrics = rubric or [REPO / "rubric/ecommerce_cs.yaml"]
@@ -215,7 +234,9 @@ def check(
     except KefuError as exc:
         fail(exc)
     for run in runs:
-        files = write_report(run.result, run.out_dir, previous=previous)
+        run_job = replace(job, rubric_path=Path(run.result.rubric_path))
+        files = write_report(run.result, run.out_dir, previous=previous, lang=lang.value,
+                             chats=difference_chats(run_job, run.result))
         _print_result(run.result, run.out_dir)
         out.print(f"report: {files.report_html}\nsummary: {files.agreement_md}\nnumbers: {files.agreement_json}")
     if comparison is not None:
@@ -239,6 +260,7 @@ def report(
     history: Annotated[list[Path] | None, typer.Option(
         help="Earlier check folders (repeat the option): writes OUT/history.md and .html, each criterion over time.")]
     = None,
+    lang: LangOpt = ReportLang.zh,
 ) -> None:
     """Rewrite a check's agreement.md and report.html, optionally with the changes since a previous check."""
     from pipeline.history import write_history
@@ -249,7 +271,7 @@ def report(
         previous = load_result(compare) if compare is not None else None
     except KefuError as exc:
         fail(exc)
-    files = write_report(result, out_dir, previous=previous)
+    files = write_report(result, out_dir, previous=previous, lang=lang.value)
     for path in files:
         if path is not None:
             out.print(str(path))

@@ -329,6 +329,14 @@ def stored_fingerprint(out_dir: Path) -> JudgeFingerprint | None:
     return None if run is None else run_fingerprint(run, json.loads(run["settings"]))
 
 
+def difference_chats(job: CheckJob, result: CheckResult) -> dict[str, Transcript]:
+    """The transcripts the report lists where judge and human differ most, read again from the job's inputs."""
+    wanted = {d.transcript_id for d in result.differences}
+    if not wanted:
+        return {}
+    return {t.id: t for t in read_job_inputs(job.grade_job(wanted)) if isinstance(t, Transcript) and t.id in wanted}
+
+
 def stored_scores(out_dir: Path, rubric: Rubric, transcript_ids: Collection[str]) -> JudgeScores:
     """The run folder's grades of `rubric` for these transcripts, by transcript and repeat."""
     scores: dict[str, dict[int, dict[str, int | None]]] = {}
