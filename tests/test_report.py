@@ -194,11 +194,11 @@ def test_reports_show_the_baselines_the_verdict_sentence_and_one_total(tmp_path:
     files = write_report(result, tmp_path)
     md = files.agreement_md.read_text(encoding="utf-8")
     assert "total total" not in md and "| total | " in md
-    assert "constant judge κw" in md and "prior-sampling judge κw" in md
+    assert "常数基线 κw" in md and "随机抽取基线 κw" in md
     for c in result.criteria:
         assert c.verdict_detail is not None and c.verdict_detail.sentence in md
     html = files.report_html.read_text(encoding="utf-8")
-    assert "constant judge κw" in html and result.criteria[0].verdict_detail.sentence in html  # type: ignore[union-attr]
+    assert "常数基线 κw" in html and result.criteria[0].verdict_detail.sentence in html  # type: ignore[union-attr]
     assert "raters&#39; mean" in html  # the consensus definitions are named
 
 
