@@ -180,7 +180,7 @@ def check(
         CheckJob,
         CheckOptions,
         criteria_below,
-        difference_chats,
+        read_chats,
         run_check,
         run_comparison,
     )
@@ -236,11 +236,12 @@ def check(
     for run in runs:
         run_job = replace(job, rubric_path=Path(run.result.rubric_path))
         files = write_report(run.result, run.out_dir, previous=previous, lang=lang.value,
-                             chats=difference_chats(run_job, run.result))
+                             chats=read_chats(run_job, {d.transcript_id for d in run.result.differences}))
         _print_result(run.result, run.out_dir)
         out.print(f"report: {files.report_html}\nsummary: {files.agreement_md}\nnumbers: {files.agreement_json}")
     if comparison is not None:
-        paths = write_rubric_comparison(comparison, out_dir)
+        flipped = {f.transcript_id for s in comparison.criteria for f in s.flips}
+        paths = write_rubric_comparison(comparison, out_dir, chats=read_chats(job, flipped))
         _print_comparison(comparison)
         out.print("comparison: " + ", ".join(str(p) for p in paths))
     if fail_under is not None:

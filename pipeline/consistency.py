@@ -329,9 +329,8 @@ def stored_fingerprint(out_dir: Path) -> JudgeFingerprint | None:
     return None if run is None else run_fingerprint(run, json.loads(run["settings"]))
 
 
-def difference_chats(job: CheckJob, result: CheckResult) -> dict[str, Transcript]:
-    """The transcripts the report lists where judge and human differ most, read again from the job's inputs."""
-    wanted = {d.transcript_id for d in result.differences}
+def read_chats(job: CheckJob, wanted: Collection[str]) -> dict[str, Transcript]:
+    """These transcripts, read again from the job's inputs (for reports that show the chat)."""
     if not wanted:
         return {}
     return {t.id: t for t in read_job_inputs(job.grade_job(wanted)) if isinstance(t, Transcript) and t.id in wanted}

@@ -569,11 +569,14 @@ def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | 
     return files
 
 
-def write_rubric_comparison(comparison: RubricComparison, out_dir: Path) -> list[Path]:
-    """Write rubric_compare.json, .md and .html for a two-rubric check into `out_dir`."""
+def write_rubric_comparison(comparison: RubricComparison, out_dir: Path,
+                            chats: Mapping[str, Transcript] | None = None) -> list[Path]:
+    """Write rubric_compare.json, .md and .html for a two-rubric check into `out_dir`; the page shows each
+    flipped chat's text from `chats`, when given."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{RUBRIC_COMPARE}.{ext}" for ext in ("json", "md", "html")]
     paths[0].write_text(comparison.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    texts = {tid: marked_turns(t, []) for tid, t in (chats or {}).items()}
     for path in paths[1:]:
-        path.write_text(render(path.name, c=comparison), encoding="utf-8")
+        path.write_text(render(path.name, c=comparison, chats=texts), encoding="utf-8")
     return paths

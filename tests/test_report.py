@@ -13,6 +13,7 @@ import jinja2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from markupsafe import escape
 from typer.testing import CliRunner, Result
 
 from pipeline import cli_check
@@ -179,6 +180,12 @@ def test_rubric_comparison_files(tmp_path: Path) -> None:
     html = paths[2].read_text(encoding="utf-8")
     assert "&lt;script&gt;x&lt;/script&gt;" in html and "<script" not in html.lower()
     assert "\\<script\\>x" in paths[1].read_text(encoding="utf-8")  # Markdown shows it as text
+    # With the chats, each flipped chat's text sits under its row, escaped.
+    flipped = {f.transcript_id for s in comparison.criteria for f in s.flips}
+    chats = {u: Transcript(id=u, turns=[Turn(role=Role.customer, text=f"<i>{u}</i> 到货了吗")]) for u in flipped}
+    html = write_rubric_comparison(comparison, tmp_path, chats=chats)[2].read_text(encoding="utf-8")
+    assert flipped and all(str(escape(f"<i>{u}</i> 到货了吗")) in html for u in flipped) and "对话原文" in html
+    assert "<script" not in html.lower()
 
 
 def test_heatmap_shades_by_share_of_the_largest_cell() -> None:
