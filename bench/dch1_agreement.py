@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import csv
 import json
+import os
 import random
 import sys
 import tempfile
@@ -46,14 +47,27 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline import agreement as ag  # noqa: E402
-from pipeline.consistency import CheckJob, CheckOptions, CheckRun, run_check  # noqa: E402
-from pipeline.labels import LabelSet, read_labels  # noqa: E402
+from pipeline.baselines import constant_judge, prior_judge  # noqa: E402
+from pipeline.consistency import CheckJob, CheckOptions, CheckRun, assess, run_check  # noqa: E402
+from pipeline.labels import Label, LabelSet, read_labels  # noqa: E402
 from pipeline.mockserver import MockServer  # noqa: E402
 from pipeline.report import write_report  # noqa: E402
 from pipeline.rubric import Rubric, load_rubric  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
 
-DATASET = Path("/work/shared/datasets/dch1_stc3")
+
+def _find_dataset() -> Path:
+    """$KEFU_DCH1, else shared/datasets/dch1_stc3 beside the checkout or one of its parents (a worktree)."""
+    if os.environ.get("KEFU_DCH1"):
+        return Path(os.environ["KEFU_DCH1"])
+    for parent in ROOT.parents:
+        if (parent / "shared" / "datasets" / "dch1_stc3").is_dir():
+            return parent / "shared" / "datasets" / "dch1_stc3"
+    return ROOT.parent / "shared" / "datasets" / "dch1_stc3"
+
+
+DATASET = _find_dataset()
+
 RUBRIC = ROOT / "rubric" / "dch1_quality.yaml"
 CRITERIA = {"A": "accomplishment", "S": "satisfaction", "E": "efficiency"}
 ROLES = {"customer": "customer", "helpdesk": "agent"}
@@ -128,6 +142,62 @@ def print_ceiling(labels: LabelSet, rubric: Rubric, splits: dict[str, set[str]])
                   f"{r['weighted_kappa']:>7.3f}{r['alpha_interval']:>12.3f}{r['alpha_ordinal']:>11.3f}")
 
 
+# --- every rater, and the uninformative judges, as if each were the judge ---------------------
+
+
+def as_judge(labels: LabelSet, rubric: Rubric, ids: Collection[str], options: CheckOptions
+             ) -> dict[str, dict[str, tuple[str | None, float, bool | None]]]:
+    """Judge name → criterion → (verdict, κw, alt-test passed) on the dialogues in `ids`.
+
+    Each rater in turn is taken out of the labels and served as the judge against the other 18, exactly as
+    `kefu check` treats a model; the constant and prior-sampling judges are checked against all 19.
+    """
+    kept = [x for x in labels.labels if x.transcript_id in ids]
+    raters = sorted({x.rater_id for x in kept})
+    judges: dict[str, tuple[list[Label], dict[str, dict[int, dict[str, int | None]]]]] = {}
+    for rater in raters:
+        scores: dict[str, dict[int, dict[str, int | None]]] = {}
+        for x in kept:
+            if x.rater_id == rater:
+                scores.setdefault(x.transcript_id, {}).setdefault(0, {})[x.criterion_id] = x.score
+        judges[rater] = ([x for x in kept if x.rater_id != rater], scores)
+    full = LabelSet(labels=kept)
+    for name in ("constant", "prior"):
+        scores = {}
+        for criterion in CRITERIA.values():
+            units, _, m = full.matrix(criterion)
+            levels = rubric.criterion(criterion).points
+            made = constant_judge(m, levels) if name == "constant" else prior_judge(m, seed=1)
+            for u, v in zip(units, made, strict=True):
+                scores.setdefault(u, {}).setdefault(0, {})[criterion] = int(v)
+        judges[name] = (kept, scores)
+    out = {}
+    for name, (others, scores) in judges.items():
+        result, _ = assess(rubric, LabelSet(labels=others), scores, options=options, repeats=1, model=name,
+                           rubric_path=str(RUBRIC))
+        out[name] = {c.criterion_id: (c.verdict, c.judge_vs_human.metrics.weighted_kappa.estimate,
+                                      c.alt_test.passed if c.alt_test else None) for c in result.criteria}
+    return out
+
+
+def print_as_judge(table: dict[str, dict[str, tuple[str | None, float, bool | None]]], split: str) -> None:
+    print(f"\nEvery rater as if it were the judge ({split}; vs the other 18), and the uninformative judges (vs all 19)")
+    print(f"{'judge':<10}" + "".join(f"{key + ' ' + c:<32}" for key, c in CRITERIA.items()))
+    for name, row in table.items():
+        cells = []
+        for criterion in CRITERIA.values():
+            verdict, kappa, passed = row[criterion]
+            alt = "—" if passed is None else ("alt ✓" if passed else "alt ✗")
+            cells.append(f"{verdict or '—':<12} κw {kappa:5.2f} {alt:<8}")
+        print(f"{name:<10}" + "".join(f"{c:<32}" for c in cells))
+    raters = [row for name, row in table.items() if name not in ("constant", "prior")]
+    counts = []
+    for criterion in CRITERIA.values():
+        verdicts = [row[criterion][0] for row in raters]
+        counts.append(" / ".join(str(verdicts.count(v)) for v in ("trusted", "review", "not trusted")))
+    print(f"{'raters':<10}" + "".join(f"{c:<32}" for c in counts) + "(trusted / review / not trusted)")
+
+
 # --- the judge ---------------------------------------------------------------------------------
 
 
@@ -157,6 +227,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="folder for the converted files (default: a new temp dir)")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "dch1_check", help="check folder (git-ignored)")
     parser.add_argument("--ceiling-only", action="store_true", help="only the human ceiling; no model")
+    parser.add_argument("--raters", action="store_true",
+                        help="also every rater's verdict as if it were the judge, and the uninformative judges")
     parser.add_argument("--sample", type=int, help="check a seeded random sample of N dev dialogues")
     parser.add_argument("--sample-seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2)
@@ -178,6 +250,8 @@ def main() -> None:
         print(f"converted {len(dialogues)} dialogues and {len(labels.labels)} scores "
               f"({len(labels.rejects)} rejected) into {work} in {time.monotonic() - started:.1f} s")
         print_ceiling(labels, rubric, {"train-all": {str(d["id"]) for d in dialogues}, "dev": dev})
+        if args.raters:
+            print_as_judge(as_judge(labels, rubric, dev, CheckOptions(n_resamples=args.resamples)), "dev")
         if args.ceiling_only:
             return
         ids = sorted(dev)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import typer
 from rich.markup import escape
@@ -51,17 +52,21 @@ from pipeline.console import (
     rate_limit_note,
     read_ids,
 )
-from pipeline.endpoints import NO_ENDPOINT
+from pipeline.endpoints import NO_ENDPOINT, ResolvedEndpoint
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
-from pipeline.exports import export_run
+from pipeline.exports import export_run, iter_score_rows
 from pipeline.grading import GradeJob, JobResult, read_job_inputs, run_job, select
 from pipeline.prompting import PromptSet
 from pipeline.redaction import LABELS, PiiKind
 from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
 from pipeline.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, COMPACT_REASONING_CHARS
-from pipeline.settings import load_settings
+from pipeline.settings import Settings, load_settings
 from pipeline.store import DB_NAME, Store
 from pipeline.transcripts import FORMAT_BY_SUFFIX, count_jsonl_lines
+
+if TYPE_CHECKING:
+    from pipeline.ppi import MeanEstimate
+    from pipeline.summary import GroupBy
 
 app = typer.Typer(help="kefu-qa: LLM-graded quality inspection of customer-service chats.", no_args_is_help=True)
 rubric_app = typer.Typer(help="Check and show rubric files.", no_args_is_help=True)
@@ -105,6 +110,30 @@ def _print_summary(result: JobResult, out_dir: Path) -> None:
                       f"{', '.join(FORMAT_BY_SUFFIX)}; folders are searched recursively)")
 
 
+def _vouched(check_dir: Path, job: GradeJob, settings: Settings) -> Callable[[ResolvedEndpoint], None]:
+    """An endpoint callback that refuses (ConfigError) a judge other than the one the check in `check_dir` measured."""
+    from pipeline.fingerprint import JudgeFingerprint, endpoint_name, fingerprint_differences
+    from pipeline.report import AGREEMENT_JSON, load_result
+
+    checked = load_result(check_dir / AGREEMENT_JSON).judge
+    if checked is None:
+        raise ConfigError(f"{check_dir} records no judge fingerprint: run `kefu check` again to vouch for a judge")
+    rubric = load_rubric(job.rubric_path)
+    template_hash = PromptSet(rubric.language, job.prompts_dir).template_hash
+
+    def check(endpoint: ResolvedEndpoint) -> None:
+        now = JudgeFingerprint(
+            model=endpoint.model, endpoint=endpoint_name(endpoint.endpoint.base_url, local=endpoint.local),
+            rubric_hash=rubric.content_hash, template_hash=template_hash, temperature=settings.temperature,
+            seed=settings.seed, max_tokens=endpoint.max_tokens or settings.max_tokens,
+        )
+        if differences := fingerprint_differences(checked, now):
+            raise ConfigError(f"这不是检查 {check_dir} 测过的评判模型，拒绝评分：" + "；".join(differences))
+        announce(endpoint)
+
+    return check
+
+
 def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> JobResult:
     log_to(job.out_dir)
     try:
@@ -113,9 +142,10 @@ def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> Job
             expected = min(expected, job.limit)
         settings = load_settings(config, overrides)
         settings.check_endpoint()
+        on_endpoint = announce if job.checked_by is None else _vouched(job.checked_by, job, settings)
         with grading_progress() as progress:
             result = asyncio.run(run_job(job, settings, progress=progress, expected_transcripts=expected,
-                                         on_endpoint=announce))
+                                         on_endpoint=on_endpoint))
     except KeyboardInterrupt:
         console.print(f"[yellow]stopped.[/yellow] Every finished grade is saved in {job.out_dir / DB_NAME}; "
                       "run the same command again to resume.")
@@ -165,6 +195,8 @@ def grade(
     dry_run: Annotated[bool, typer.Option(help="Render every prompt and forecast tokens and cost; send nothing.")]
     = False,
     prices: Annotated[Path | None, typer.Option(help="Price table YAML for --dry-run (default: packaged).")] = None,
+    checked_by: Annotated[Path | None, typer.Option(
+        help="A check folder: refuse to grade (exit 2) unless this is the judge that check measured.")] = None,
 ) -> None:
     """Grade transcripts against a rubric; rerun the same command to resume."""
     job = GradeJob(inputs=inputs, rubric_path=rubric, out_dir=out_dir, repeats=repeats, per_criterion=per_criterion,
@@ -172,7 +204,7 @@ def grade(
                    shop_speakers=tuple(shop_speaker or ()),
                    bot_speakers=tuple(bot_speaker or ()), shop_prefixes=tuple(shop_prefix or ()),
                    only_ids=read_ids(ids),
-                   limit=limit, redact=redact, compact=compact, lexicon_path=lexicons)
+                   limit=limit, redact=redact, compact=compact, lexicon_path=lexicons, checked_by=checked_by)
     overrides = {"model": model, "base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency,
                  "rpm": rpm, "tpm": tpm, "temperature": temperature, "seed": seed, "max_tokens": max_tokens,
                  "timeout": timeout, "response_format": response_format, "context_window": context_window}
@@ -292,6 +324,11 @@ def summary_cmd(
         "--reply-rate",
         help="3分钟平均回复率的口径: session(按会话,种子文档的定义,默认) 或 message(按消息汇总).",
     )] = "session",
+    labels: Annotated[Path | None, typer.Option(
+        help="Human labels CSV of some of the run's chats: adds judge-only, PPI-corrected and labelled-only means "
+             "with 95% intervals (OUT/means_by_BY.csv).")] = None,
+    sample_ids: Annotated[Path | None, typer.Option(
+        help="The sample `kefu sample` drew (its --to file): shows the labelled chats are a random sample.")] = None,
 ) -> None:
     """Team summary of a run: final scores, weakest criteria, reply-time, 满意度 and banned-phrase rates per group."""
     from pipeline.summary import GROUP_BY, rate_text, summarize_run, write_summary
@@ -327,6 +364,82 @@ def summary_cmd(
     out.print(f"口径: {REPLY_RATE_DEFINITIONS[thresholds.reply_rate_basis]} (--reply-rate {reply_rate}); "
               f"满意度 = {thresholds.satisfied_min_stars}星及以上的会话数 / 已评价会话数")
     out.print(str(path))
+    _print_vouching(out_dir)
+    if labels is not None:
+        _print_means(out_dir, labels, sample_ids, by)
+
+
+def _print_vouching(out_dir: Path) -> None:
+    """Which check, if any, vouches for the run's judge (`kefu grade --checked-by`)."""
+    import json
+
+    with Store.open(out_dir) as store:
+        run = store.last_run()
+    checked_by = json.loads(run["settings"]).get("checked_by") if run else None
+    out.print(f"评判模型经检查 {checked_by} 验证（--checked-by）" if checked_by
+              else "没有检查为本批评分的评判模型担保（可用 kefu grade --checked-by 检查目录）")
+
+
+def _print_means(out_dir: Path, labels_path: Path, sample_ids: Path | None, by: GroupBy) -> None:
+    """The three means per group from the labelled chats, written beside the summary."""
+    import pandas as pd
+
+    from pipeline.estimates import estimate_columns, estimate_means
+    from pipeline.labels import read_labels
+    from pipeline.summary import transcript_groups
+
+    try:
+        with Store.open(out_dir) as store:
+            rubric = _run_rubric(store, out_dir)
+            groups = transcript_groups(iter_score_rows(store, rubric), by)
+            labels = read_labels(labels_path, rubric, known_transcripts=set(groups))
+            result = estimate_means(iter_score_rows(store, rubric), rubric, labels, groups, by,
+                                    sample=read_ids(sample_ids))
+    except KefuError as exc:
+        fail(exc)
+    path = out_dir / f"means_by_{by}.csv"
+    pd.DataFrame([estimate_columns(m, by) for m in result.means]).to_csv(path, index=False, encoding="utf-8-sig")
+    table = Table(title=f"总分均值 by {by}：只用评判模型 / PPI 校正 / 只用人工标注（95% 区间）")
+    for col in (by, "chats", "labelled", "judge only", "PPI", "labelled only"):
+        table.add_column(col)
+    for m in result.means:
+        if m.item == "total":
+            table.add_row("(全部)" if m.group == "*" else m.group or "(unknown)", str(m.chats), str(m.ppi.n_labelled),
+                          *(_interval(e) for e in (m.judge_only, m.ppi, m.labelled_only)))
+    out.print(table)
+    if result.warning:
+        console.print(f"[yellow]注意：[/yellow]{result.warning}")
+    out.print(str(path))
+
+
+def _interval(e: MeanEstimate) -> str:
+    if e.estimate != e.estimate:
+        return "—"
+    return f"{e.estimate:.2f}" if e.low != e.low else f"{e.estimate:.2f} [{e.low:.2f}, {e.high:.2f}]"
+
+
+@app.command("sample")
+def sample_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Chats to draw.")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed and run give the same sample.")] = 1,
+    by: Annotated[str, typer.Option("--by", help="Stratify by agent, shop, platform or day.")] = "agent",
+    dest: Annotated[Path, typer.Option("--to", help="Where to write the ids, one per line.")] = Path("sample_ids.txt"),
+) -> None:
+    """Draw a seeded random sample of a run's chats, stratified by group, for people to label (for PPI means)."""
+    from pipeline.sampling import draw_sample
+    from pipeline.summary import GROUP_BY, transcript_groups
+
+    if by not in GROUP_BY:
+        fail(ConfigError(f"use --by {'|'.join(GROUP_BY)}"))
+    try:
+        with Store.open(out_dir) as store:
+            groups = transcript_groups(iter_score_rows(store, _run_rubric(store, out_dir)), by)
+    except KefuError as exc:
+        fail(exc)
+    ids = draw_sample(groups, n, seed)
+    dest.write_text("".join(f"{t}\n" for t in ids), encoding="utf-8")
+    out.print(f"抽取了 {len(ids)} 条对话（共 {len(groups)} 条，按 {by} 分层，seed {seed}）：{dest}")
 
 
 def _run_rubric(store: Store, out_dir: Path) -> Rubric:

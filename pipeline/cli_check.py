@@ -4,14 +4,16 @@ pipeline/cli.py registers them (`app.command("check")(check)`, `app.command("rep
 `python -m pipeline.cli_check check …` runs them on their own. Exit codes: 0 done, 1 a criterion is
 below `--fail-under`, 2 bad input or settings, 130 interrupted (every finished grade is kept).
 
-`--fail-under X` (from -1 to 1) is a floor on each labelled criterion's weighted-kappa *point estimate* (not the
-verdict, whose thresholds are set separately): a criterion whose kappa is below X, or undefined
-because there was nothing to agree on, fails the command. With two rubrics, both are held to it.
+`--fail-under VERDICT` (`trusted` or `review`) is a floor on each labelled criterion's verdict, the
+same verdict the report shows (`pipeline.verdict`): `--fail-under review` fails on any "not trusted",
+`--fail-under trusted` on anything less than trusted. With two rubrics, both are held to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -41,7 +43,7 @@ from pipeline.cli_options import (
     TpmOpt,
 )
 from pipeline.console import announce, console, fail, grading_progress, log_to, out, rate_limit_note, read_ids
-from pipeline.errors import ConfigError, KefuError
+from pipeline.errors import KefuError
 from pipeline.settings import load_settings
 
 # The statistics and the report are imported by the commands that use them: `kefu grade` and
@@ -53,14 +55,33 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 
 
+class ReportLang(StrEnum):
+    """The language of the reports' words."""
+
+    zh = "zh"
+    en = "en"
+
+
+LangOpt = Annotated[ReportLang, typer.Option("--lang", help="Language of the reports: zh (default) or en.")]
+
+
+class FailUnder(StrEnum):
+    """The verdict `--fail-under` requires of every labelled criterion."""
+
+    trusted = "trusted"
+    review = "review"
+
+
 def _ci(ci: ag.CI) -> str:
     if ci.estimate != ci.estimate:
         return "—"
-    return f"{ci.estimate:.2f} [{ci.low:.2f}, {ci.high:.2f}]" if ci.low == ci.low else f"{ci.estimate:.2f}"
+    return f"{_num(ci.estimate)} [{_num(ci.low)}, {_num(ci.high)}]" if ci.low == ci.low else _num(ci.estimate)
 
 
 def _num(value: float) -> str:
-    return "—" if value != value else f"{value:.2f}"
+    from pipeline.messages import number
+
+    return number(value)
 
 
 def _print_result(result: CheckResult, folder: Path) -> None:
@@ -68,16 +89,21 @@ def _print_result(result: CheckResult, folder: Path) -> None:
 
     table = Table(title=f"kefu check — {result.rubric_name} ({result.rubric_id} v{result.rubric_version}), "
                         f"model {result.model}")
-    for column in ("criterion", "verdict", "n", "weighted κ [95% CI]", "humans κw", "self exact", "alt-test"):
+    for column in ("criterion", "verdict", "n", "weighted κ [95% CI]", "median rater κw", "baseline κw",
+                   "self exact", "alt-test"):
         table.add_column(column, justify="left" if column in ("criterion", "verdict") else "right")
     for c in result.criteria:
-        ceiling = _num(c.human_ceiling.vs_consensus.mean.weighted_kappa) if c.human_ceiling else "—"
+        detail = c.verdict_detail
+        typical = _num(detail.typical_rater) if detail and detail.typical_rater is not None else "—"
         alt = "—" if c.alt_test is None else ("passed" if c.alt_test.passed else "not passed")
         exact = c.self_consistency.exact
         table.add_row(c.criterion_id, c.verdict or "not labelled", str(c.judge_vs_human.n),
-                      _ci(c.judge_vs_human.metrics.weighted_kappa), ceiling,
-                      "—" if exact != exact else f"{exact:.0%}", alt)
+                      _ci(c.judge_vs_human.metrics.weighted_kappa), typical,
+                      _num(detail.baseline) if detail else "—", "—" if exact != exact else f"{exact:.0%}", alt)
     out.print(table)
+    for c in result.criteria:
+        if c.verdict_detail is not None:
+            out.print(f"{c.criterion_id}（{c.verdict}）：{c.verdict_detail.sentence}")
     total = next(s for s in result.sums if s.kind == "total")
     kappa = _ci(total.judge_vs_human.metrics.weighted_kappa)
     out.print(f"total: ICC(A,1) {_num(total.icc.estimate)}, weighted κ {kappa} on {total.judge_vs_human.n} transcripts")
@@ -93,14 +119,18 @@ def _print_result(result: CheckResult, folder: Path) -> None:
 
 
 def _print_comparison(comparison: RubricComparison) -> None:
-    table = Table(title=f"rubric A {comparison.a.rubric_id} v{comparison.a.version} → "
-                        f"B {comparison.b.rubric_id} v{comparison.b.version}")
-    for column in ("criterion", "n", "κw A", "κw B", "Δ [95% paired CI]", "flipped"):
+    table = Table(title=f"措辞 A {comparison.a.label} ({comparison.a.rubric_id} v{comparison.a.version}) → "
+                        f"B {comparison.b.label} ({comparison.b.rubric_id} v{comparison.b.version})")
+    metrics = [m.metric for m in comparison.criteria[0].metrics] if comparison.criteria else []
+    for column in ("criterion", "n", "flipped", *(f"Δ {m} [95% paired CI]" for m in metrics)):
         table.add_column(column, justify="left" if column == "criterion" else "right")
     for s in comparison.criteria:
-        table.add_row(s.criterion_id, str(s.n), _num(s.weighted_kappa_a), _num(s.weighted_kappa_b), _ci(s.delta),
-                      str(len(s.flips)))
+        table.add_row(s.criterion_id, str(s.n), f"{len(s.flips)}/{s.n}", *(_ci(m.delta) for m in s.metrics))
     out.print(table)
+    for s in comparison.criteria:
+        out.print(f"{s.criterion_id}：{s.sentence}")
+        if s.left_out:
+            out.print(f"  未比较（缺评分）：{', '.join(s.left_out)}")
 
 
 def check(
@@ -110,8 +140,8 @@ def check(
         "--rubric", "-r", help="Rubric YAML; give it twice to compare two wordings.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Check folder (store, reports).")] = Path("out/check"),
     repeats: Annotated[int, typer.Option(min=1, help="Independent grades per labelled transcript.")] = 2,
-    fail_under: Annotated[float | None, typer.Option(
-        help="Exit 1 if a labelled criterion's weighted-kappa estimate is below this (or undefined).")] = None,
+    fail_under: Annotated[FailUnder | None, typer.Option(
+        help="Exit 1 if a labelled criterion's verdict is worse than this (trusted or review).")] = None,
     epsilon: Annotated[float, typer.Option(help="Alt-test margin ε (with 3+ raters).")] = 0.2,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     resamples: Annotated[int, typer.Option(min=10, help="Bootstrap resamples per interval.")] = 1000,
@@ -142,18 +172,26 @@ def check(
     shop_prefix: ShopPrefixOpt = None,
     config: ConfigOpt = None,
     redact: RedactFlag = None,
+    lang: LangOpt = ReportLang.zh,
 ) -> None:
     """Grade labelled transcripts twice and measure the judge against itself and the humans."""
     from pipeline import agreement as ag
-    from pipeline.consistency import CheckJob, CheckOptions, criteria_below, run_check, run_comparison
+    from pipeline.consistency import (
+        CheckJob,
+        CheckOptions,
+        criteria_below,
+        read_chats,
+        run_check,
+        run_comparison,
+    )
     from pipeline.report import load_result, write_report, write_rubric_comparison
 
-    if fail_under is not None and not -1 <= fail_under <= 1:  # also nan: a floor no kappa could pass
-        fail(ConfigError(f"--fail-under 的值 {fail_under!r} 无效：须为 -1 到 1 之间的数，加权 κ 的取值范围 "
-                         "(must be a number from -1 to 1, the range of weighted kappa)"))
     rubrics = rubric or [REPO / "rubric/ecommerce_cs.yaml"]
     if len(rubrics) > 2:
         console.print("[red]error:[/red] give --rubric once, or twice to compare two wordings")
+        raise typer.Exit(2)
+    if len(rubrics) == 2 and rubrics[0].resolve() == rubrics[1].resolve():
+        console.print(f"[red]error:[/red] the same rubric file was given twice ({rubrics[0]}): give two wordings")
         raise typer.Exit(2)
     if compare is not None and len(rubrics) == 2:
         console.print("[red]error:[/red] --compare needs a single --rubric; run `kefu report` per sub-folder")
@@ -197,18 +235,23 @@ def check(
     except KefuError as exc:
         fail(exc)
     for run in runs:
-        files = write_report(run.result, run.out_dir, previous=previous)
+        run_job = replace(job, rubric_path=Path(run.result.rubric_path))
+        files = write_report(run.result, run.out_dir, previous=previous, lang=lang.value,
+                             chats=read_chats(run_job, {d.transcript_id for d in run.result.differences}))
         _print_result(run.result, run.out_dir)
         out.print(f"report: {files.report_html}\nsummary: {files.agreement_md}\nnumbers: {files.agreement_json}")
     if comparison is not None:
-        paths = write_rubric_comparison(comparison, out_dir)
+        flipped = {f.transcript_id for s in comparison.criteria for f in s.flips}
+        paths = write_rubric_comparison(comparison, out_dir, chats=read_chats(job, flipped))
         _print_comparison(comparison)
         out.print("comparison: " + ", ".join(str(p) for p in paths))
     if fail_under is not None:
-        failing = [(run.result.rubric_id, cid, kappa) for run in runs for cid, kappa in
-                   criteria_below(run.result, fail_under)]
-        for rubric_id, cid, kappa in failing:
-            console.print(f"[red]below --fail-under {fail_under}:[/red] {rubric_id}.{cid} weighted κ {_num(kappa)}")
+        failing = [(Path(run.result.rubric_path).name, c) for run in runs
+                   for c in criteria_below(run.result, fail_under.value)]
+        for wording, c in failing:
+            why = c.verdict_detail.sentence if c.verdict_detail else ""
+            console.print(f"[red]低于 --fail-under {fail_under.value}:[/red] {wording} {c.criterion_id} "
+                          f"{c.verdict}：{why}")
         if failing:
             raise typer.Exit(1)
 
@@ -216,8 +259,13 @@ def check(
 def report(
     out_dir: Annotated[Path, typer.Argument(help="A check folder (holding agreement.json).")],
     compare: Annotated[Path | None, typer.Option(help="A previous agreement.json to report changes against.")] = None,
+    history: Annotated[list[Path] | None, typer.Option(
+        help="Earlier check folders (repeat the option): writes OUT/history.md and .html, each criterion over time.")]
+    = None,
+    lang: LangOpt = ReportLang.zh,
 ) -> None:
     """Rewrite a check's agreement.md and report.html, optionally with the changes since a previous check."""
+    from pipeline.history import write_history
     from pipeline.report import AGREEMENT_JSON, load_result, write_report
 
     try:
@@ -225,10 +273,16 @@ def report(
         previous = load_result(compare) if compare is not None else None
     except KefuError as exc:
         fail(exc)
-    files = write_report(result, out_dir, previous=previous)
+    files = write_report(result, out_dir, previous=previous, lang=lang.value)
     for path in files:
         if path is not None:
             out.print(str(path))
+    if history:
+        try:
+            paths = write_history([*history, out_dir], out_dir)
+        except KefuError as exc:
+            fail(exc)
+        out.print("\n".join(str(p) for p in paths))
 
 
 app = typer.Typer(help="kefu check and report, on their own (pipeline/cli.py registers them in `kefu`).",

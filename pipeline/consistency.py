@@ -7,10 +7,12 @@ labels into a `CheckResult`. The choices it makes, which `agreement.json` repeat
 - **Which judge score.** Repeat 0. Repeats exist to measure the judge's self-consistency; comparing
   their mean or mode with the humans would grade a judge nobody runs in production, where one grade
   stands alone. Repeat 0 is an independent sample like any other.
-- **Which human score.** With one rater, that rater's score. With several, the consensus: the median
-  of their levels, rounded down between two levels (`agreement.consensus_levels`), so that it is a
-  level and kappa applies. The human ceiling beside it compares each rater with the consensus of the
-  *others* (and every pair of raters), which is the comparison the judge's number is read against.
+- **Which human score.** With one rater, that rater's score. With several, the consensus
+  (`agreement.CONSENSUS_RULE`): the median of their levels, rounded down between two levels
+  (`agreement.consensus_levels`), for the level-based metrics, so that it is a level and kappa applies;
+  their mean for the point-based ones. The human ceiling beside it compares each rater with the
+  consensus of the *others* by the same definitions (and every pair of raters), which is the comparison
+  the judge's number is read against.
 - **Sums.** A group's, dimension's or the total's score is the sum of its criteria, empty when any is
   missing; for humans the sum of the per-criterion consensus levels. Their "levels" are the sums the
   rubric can produce, trimmed to the observed range (unobserved end levels change no metric but cost
@@ -18,17 +20,19 @@ labels into a `CheckResult`. The choices it makes, which `agreement.json` repeat
 - **Intervals.** Percentile bootstrap over transcripts (`agreement.compare_scores`), except the ICC
   of sums, whose 95% interval is pingouin's analytic F-based one (a bootstrap would call pingouin a
   thousand times per sum).
-- **Verdict.** Per criterion, from the weighted kappa and its interval (`agreement.verdict`); a
-  criterion nobody labelled gets none.
+- **Verdict.** Per criterion, anchored on the humans and the uninformative baselines
+  (`pipeline.verdict`, with a sentence saying why); a criterion nobody labelled gets none.
 - **Rubric comparison.** Two wordings are graded separately; per criterion the change in weighted kappa
   has a *paired* bootstrap interval: each resample draws the same transcripts for both wordings.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -38,26 +42,27 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import agreement as ag
+from pipeline.baselines import BaselineAgreement, baseline_agreements
 from pipeline.endpoints import ResolvedEndpoint
 from pipeline.errors import ConfigError, InputError
 from pipeline.exports import iter_score_rows
+from pipeline.fingerprint import JudgeFingerprint, run_fingerprint
 from pipeline.grading import GradeJob, JobResult, read_job_inputs, run_job
 from pipeline.labels import LabelSet, RatingMatrix, read_labels
+from pipeline.messages import message, number
 from pipeline.rubric import Criterion, Rubric, load_rubric
 from pipeline.runner import ProgressSink, RunSummary
 from pipeline.settings import Settings
 from pipeline.store import DB_NAME, Store
 from pipeline.transcripts import Transcript
+from pipeline.verdict import CriterionVerdict, VerdictPolicy, judge_verdict
 
 FloatArray = npt.NDArray[np.float64]
 JudgeScores = Mapping[str, Mapping[int, Mapping[str, int | None]]]
 """Stored judge scores: transcript id → repeat → criterion id → points (None when unscored)."""
 
 JUDGE_SCORE_RULE = "repeat 0 of the judge's grades (the other repeats measure self-consistency only)"
-HUMAN_SCORE_RULE = (
-    "the single rater's score; with several raters their consensus: the median of their levels, "
-    "rounded down between two levels (agreement.consensus_levels)"
-)
+HUMAN_SCORE_RULE = f"the single rater's score; with several raters their consensus: {ag.CONSENSUS_RULE}"
 LABEL_REJECTS = "label_rejects.jsonl"
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -78,7 +83,11 @@ class CheckOptions(_Model):
         default=30, ge=2, description="Transcripts an annotator needs in common with the judge to be tested."
     )
     thresholds: ag.VerdictThresholds = Field(
-        default=ag.DEFAULT_THRESHOLDS, description="Where the weighted-kappa verdict changes."
+        default=ag.DEFAULT_THRESHOLDS, description="Absolute weighted-kappa thresholds (used with one rater)."
+    )
+    bias_share: float = Field(
+        default=0.1, ge=0, description="Verdict: a mean bias beyond this share of the maximum keeps a criterion "
+        "from trusted."
     )
     top_differences: int = Field(
         default=10, ge=0, description="How many transcripts to list where judge and human differ most."
@@ -120,7 +129,13 @@ class CriterionCheck(_Model):
     self_consistency: SelfConsistency = Field(description="The judge against itself.")
     human_ceiling: HumanCeiling | None = Field(description="Agreement among raters; None with fewer than two.")
     alt_test: ag.AltTestResult | None = Field(description="The alt-test; None with fewer than three raters.")
+    baselines: list[BaselineAgreement] = Field(
+        description="Uninformative judges on the same labels; empty when nobody labelled it."
+    )
     verdict: ag.Verdict | None = Field(description="Trusted, review or not trusted; None when nobody labelled it.")
+    verdict_detail: CriterionVerdict | None = Field(
+        description="Why: the figures the verdict rests on and its sentence; None when nobody labelled it."
+    )
 
 
 class SumCheck(_Model):
@@ -173,6 +188,9 @@ class CheckResult(_Model):
     transcripts_labelled: int = Field(description="Transcripts with at least one human score.")
     transcripts_graded: int = Field(description="Of those, transcripts with a scored repeat-0 grade.")
     grading: RunSummary | None = Field(default=None, description="What the grading step did in this run.")
+    judge: JudgeFingerprint | None = Field(
+        default=None, description="The judge these figures hold for: model, endpoint, rubric, prompts, sampling."
+    )
     criteria: list[CriterionCheck] = Field(description="Per criterion, in rubric order.")
     sums: list[SumCheck] = Field(description="Per group, per dimension, and the total.")
     differences: list[Difference] = Field(description="Transcripts where judge and human differ most, largest first.")
@@ -188,9 +206,11 @@ class UnitScores:
     judge: dict[str, FloatArray]
     """Criterion id → repeat-0 points, NaN where unscored."""
     human: dict[str, FloatArray]
-    """Criterion id → human points (consensus), NaN where nobody labelled."""
+    """Criterion id → human points (consensus level), NaN where nobody labelled."""
     levels: dict[str, list[int]]
     """Criterion id → its level points."""
+    human_mean: dict[str, FloatArray] = field(default_factory=dict)
+    """Criterion id → the raters' mean (the point-based metrics' reference); the human points with one rater."""
 
 
 class Assessment(NamedTuple):
@@ -296,7 +316,24 @@ def check_graded(job: CheckJob, *, model: str, options: CheckOptions = DEFAULT_O
     judge = stored_scores(job.out_dir, rubric, set(labels.transcripts()))
     result, scores = assess(rubric, labels, judge, options=options, repeats=job.repeats, model=model,
                             rubric_path=str(job.rubric_path), grading=grading.summary if grading else None)
+    result = result.model_copy(update={"judge": stored_fingerprint(job.out_dir)})
     return CheckRun(result=result, scores=scores, out_dir=job.out_dir, grading=grading)
+
+
+def stored_fingerprint(out_dir: Path) -> JudgeFingerprint | None:
+    """The fingerprint of the run folder's last grading run; None when nothing was graded there."""
+    if not (out_dir / DB_NAME).exists():
+        return None
+    with Store.open(out_dir) as store:
+        run = store.last_run()
+    return None if run is None else run_fingerprint(run, json.loads(run["settings"]))
+
+
+def read_chats(job: CheckJob, wanted: Collection[str]) -> dict[str, Transcript]:
+    """These transcripts, read again from the job's inputs (for reports that show the chat)."""
+    if not wanted:
+        return {}
+    return {t.id: t for t in read_job_inputs(job.grade_job(wanted)) if isinstance(t, Transcript) and t.id in wanted}
 
 
 def stored_scores(out_dir: Path, rubric: Rubric, transcript_ids: Collection[str]) -> JudgeScores:
@@ -351,7 +388,10 @@ def assess(
             [[_score(judge, u, r, c.id) for r in range(repeats)] for u in units], dtype=np.float64
         ).reshape(len(units), repeats)
         scores.judge[c.id], scores.human[c.id], scores.levels[c.id] = repeat_matrix[:, 0], human, c.points
-        criteria.append(_criterion_check(c, matrix, human, repeat_matrix, units, row, options))
+        human_mean = _raters_mean(human_matrix) if len(matrix.raters) >= 2 else None
+        scores.human_mean[c.id] = human if human_mean is None else human_mean
+        criteria.append(_criterion_check(c, matrix, human_matrix, human, human_mean, repeat_matrix, units, row,
+                                         options))
         if not matrix.units:
             notes.append(f"nobody labelled {c.id} ({c.name}): it has no verdict")
     graded = [u for u in units if any(v is not None for v in judge.get(u, {}).get(0, {}).values())]
@@ -371,6 +411,12 @@ def assess(
     return Assessment(result, scores)
 
 
+def _raters_mean(human_matrix: FloatArray) -> FloatArray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # units nobody labelled stay NaN
+        return np.asarray(np.nanmean(human_matrix, axis=1), dtype=np.float64)
+
+
 def _score(judge: JudgeScores, unit: str, repeat: int, criterion_id: str) -> float:
     """One stored score, NaN when there is none."""
     value = judge.get(unit, {}).get(repeat, {}).get(criterion_id)
@@ -378,14 +424,15 @@ def _score(judge: JudgeScores, unit: str, repeat: int, criterion_id: str) -> flo
 
 
 def _criterion_check(
-    c: Criterion, matrix: RatingMatrix, human: FloatArray, repeat_matrix: FloatArray, units: list[str],
-    row: dict[str, int], options: CheckOptions,
+    c: Criterion, matrix: RatingMatrix, human_matrix: FloatArray, human: FloatArray, human_mean: FloatArray | None,
+    repeat_matrix: FloatArray, units: list[str], row: dict[str, int], options: CheckOptions,
 ) -> CriterionCheck:
-    """`matrix` holds the labels (its own units × raters); the arrays follow `units`."""
+    """`matrix` holds the labels (its own units × raters); the arrays follow `units`, `human` is their consensus
+    level and `human_mean` their mean (None with one rater)."""
     label_units, raters, label_scores = matrix
     judge = repeat_matrix[:, 0]
-    pair = ag.compare_scores(judge, human, c.points, n_resamples=options.n_resamples, seed=options.seed,
-                             confidence=options.confidence)
+    pair = ag.compare_scores(judge, human, c.points, human_numeric=human_mean, n_resamples=options.n_resamples,
+                             seed=options.seed, confidence=options.confidence)
     ceiling = None
     if len(raters) >= 2:
         ceiling = HumanCeiling(
@@ -396,11 +443,20 @@ def _criterion_check(
     if len(raters) >= 3:
         alt = ag.alt_test(judge[[row[u] for u in label_units]], label_scores, rater_ids=raters,
                           epsilon=options.epsilon, q=options.alt_q, min_units=options.alt_min_units)
+    consistency = _self_consistency(repeat_matrix, c.points, units)
+    baselines = baseline_agreements(
+        human_matrix, c.points, human, human_numeric=human_mean, n_resamples=options.n_resamples, seed=options.seed,
+        confidence=options.confidence,
+    ) if label_units else []
+    detail = judge_verdict(
+        pair, max_points=c.max, baselines=baselines, ceiling=ceiling.vs_consensus if ceiling else None,
+        self_kappa=consistency.weighted_kappa, alt_passed=alt.passed if alt and len(alt.annotators) >= 3 else None,
+        policy=VerdictPolicy(thresholds=options.thresholds, bias_share=options.bias_share),
+    ) if label_units else None
     return CriterionCheck(
         criterion_id=c.id, name=c.name, max_points=c.max, n_labelled=len(label_units), raters=raters,
-        judge_vs_human=pair, self_consistency=_self_consistency(repeat_matrix, c.points, units),
-        human_ceiling=ceiling, alt_test=alt,
-        verdict=ag.verdict(pair.metrics.weighted_kappa, options.thresholds) if label_units else None,
+        judge_vs_human=pair, self_consistency=consistency, human_ceiling=ceiling, alt_test=alt,
+        baselines=baselines, verdict=detail.verdict if detail else None, verdict_detail=detail,
     )
 
 
@@ -486,20 +542,25 @@ def _differences(rubric: Rubric, scores: UnitScores, top: int) -> list[Differenc
     return found[:top]
 
 
-def criteria_below(result: CheckResult, floor: float) -> list[tuple[str, float]]:
-    """Labelled criteria whose weighted-kappa point estimate is below `floor`, or undefined (NaN).
+VERDICT_RANK: dict[str, int] = {"not trusted": 0, "review": 1, "trusted": 2}
 
-    Undefined counts as below: a gate must not pass on a number it could not compute. Criteria
-    nobody labelled are not judged here (the check lists them in its notes).
+
+def criteria_below(result: CheckResult, floor: ag.Verdict) -> list[CriterionCheck]:
+    """Labelled criteria whose verdict is worse than `floor` (e.g. 'review' fails only 'not trusted').
+
+    The same verdict the report shows decides the gate. Criteria nobody labelled are not judged here
+    (the check lists them in its notes).
     """
-    return [
-        (c.criterion_id, c.judge_vs_human.metrics.weighted_kappa.estimate)
-        for c in result.criteria
-        if c.n_labelled and not c.judge_vs_human.metrics.weighted_kappa.estimate >= floor
-    ]
+    return [c for c in result.criteria if c.verdict is not None and VERDICT_RANK[c.verdict] < VERDICT_RANK[floor]]
 
 
 # --- two wordings of a rubric -----------------------------------------------------------------
+
+
+COMPARED_METRICS = ("weighted_kappa", "exact", "mae", "bias", "spearman")
+HIGHER_IS_BETTER = {"weighted_kappa": True, "exact": True, "spearman": True, "mae": False}
+"""Metrics where one direction is better; bias is read by its distance from 0 and only reported."""
+FlipDirection = Literal["towards", "away", "both wrong"]
 
 
 class RubricRef(_Model):
@@ -509,6 +570,7 @@ class RubricRef(_Model):
     version: str = Field(description="Rubric version.")
     name: str = Field(description="Display name.")
     path: str = Field(description="The rubric file.")
+    label: str = Field(description="The wording's name for people: the file name.")
     rubric_hash: str = Field(description="Content hash.")
     folder: str = Field(description="The sub-folder holding this rubric's store and reports.")
 
@@ -520,6 +582,12 @@ class Flip(_Model):
     score_a: int = Field(description="Points under rubric A (repeat 0).")
     score_b: int = Field(description="Points under rubric B (repeat 0).")
     human: float = Field(description="The human points (under rubric B's labels, consensus with several raters).")
+    direction: FlipDirection = Field(
+        description="B moved towards the human (closer than A), away (farther), or both wrong (equally far)."
+    )
+    moved: float = Field(description="|A − human| − |B − human| in points: positive towards the human.")
+    level_a: str = Field(default="", description="Rubric A's description of the level A gave.")
+    level_b: str = Field(default="", description="Rubric B's description of the level B gave.")
 
 
 class CriterionShift(_Model):
@@ -529,10 +597,17 @@ class CriterionShift(_Model):
     name_a: str = Field(description="Display name in A.")
     name_b: str = Field(description="Display name in B.")
     n: int = Field(description="Transcripts with a human score and a judge score under both wordings.")
+    left_out: list[str] = Field(
+        default=[], description="Transcripts labelled for both wordings but missing a judge or human score."
+    )
     weighted_kappa_a: float = Field(description="Weighted kappa under A on those transcripts.")
     weighted_kappa_b: float = Field(description="Weighted kappa under B on those transcripts.")
     delta: ag.CI = Field(description="B − A with a paired bootstrap interval (same transcripts in each resample).")
-    flips: list[Flip] = Field(description="Transcripts graded differently under A and B, by id.")
+    metrics: list[ag.PairedDelta] = Field(
+        default=[], description="Every compared metric under A and B, and B − A with a paired interval."
+    )
+    sentence: str = Field(default="", description="Which wording is better, by how much and how sure, in Chinese.")
+    flips: list[Flip] = Field(description="Of the n transcripts, those graded differently, largest move first.")
 
 
 class RubricComparison(_Model):
@@ -556,8 +631,49 @@ def rubric_folders(out_dir: Path, rubric_paths: Sequence[Path]) -> list[Path]:
     return [out_dir / (s if stems.count(s) == 1 else f"{i + 1}-{s}") for i, s in enumerate(stems)]
 
 
-def compare_rubrics(a: CheckRun, b: CheckRun, options: CheckOptions = DEFAULT_OPTIONS) -> RubricComparison:
-    """Per shared criterion, the change in weighted kappa from A to B with a paired bootstrap interval."""
+def _flip(tid: str, a: float, b: float, h: float, levels: tuple[dict[int, str], dict[int, str]]) -> Flip:
+    moved = abs(a - h) - abs(b - h)
+    direction: FlipDirection = "towards" if moved > 0 else "away" if moved < 0 else "both wrong"
+    return Flip(transcript_id=tid, score_a=int(a), score_b=int(b), human=h, direction=direction, moved=moved,
+                level_a=levels[0].get(int(a), ""), level_b=levels[1].get(int(b), ""))
+
+
+def _level_texts(rubric: Rubric | None, cid: str) -> dict[int, str]:
+    if rubric is None:
+        return {}
+    return {lv.points: lv.description for lv in rubric.criterion(cid).levels_ascending()}
+
+
+def shift_sentence(deltas: Sequence[ag.PairedDelta], label_a: str, label_b: str) -> str:
+    """Which wording is better on the metrics whose interval excludes 0, and where they disagree (Chinese)."""
+    def detail(d: ag.PairedDelta) -> str:
+        return message("ab.detail", metric=message(f"metric.{d.metric}"), delta=number(d.delta.estimate, signed=True),
+                       low=number(d.delta.low, signed=True), high=number(d.delta.high, signed=True))
+
+    better = [d for d in deltas if d.metric in HIGHER_IS_BETTER
+              and (d.delta.low > 0 if HIGHER_IS_BETTER[d.metric] else d.delta.high < 0)]
+    worse = [d for d in deltas if d.metric in HIGHER_IS_BETTER
+             and (d.delta.high < 0 if HIGHER_IS_BETTER[d.metric] else d.delta.low > 0)]
+    if better and worse:
+        head = message("ab.mixed", better="、".join(detail(d) for d in better),
+                       worse="、".join(detail(d) for d in worse))
+    elif better or worse:
+        head = message("ab.better", wording=label_b if better else label_a,
+                       details="、".join(detail(d) for d in better or worse))
+    else:
+        kappa = next((d for d in deltas if d.metric == "weighted_kappa"), None)
+        head = message("ab.no_difference", details=detail(kappa) if kappa else "")
+    bias = next((d for d in deltas if d.metric == "bias"), None)
+    if bias is not None and not math.isnan(bias.a):
+        head += message("ab.bias", a=number(bias.a, signed=True), b=number(bias.b, signed=True))
+    return head
+
+
+def compare_rubrics(a: CheckRun, b: CheckRun, options: CheckOptions = DEFAULT_OPTIONS,
+                    rubrics: tuple[Rubric, Rubric] | None = None) -> RubricComparison:
+    """Per shared criterion, every compared metric from A to B with a paired bootstrap interval, a sentence
+    saying which wording is better, and the flipped transcripts grouped by whether B moved towards the humans.
+    `rubrics` (A's and B's) adds each flipped grade's level descriptions."""
     shared = [cid for cid in a.scores.judge if cid in b.scores.judge]
     index_b = {u: i for i, u in enumerate(b.scores.units)}
     common = [u for u in a.scores.units if u in index_b]
@@ -565,27 +681,29 @@ def compare_rubrics(a: CheckRun, b: CheckRun, options: CheckOptions = DEFAULT_OP
     ib = np.array([index_b[u] for u in common], dtype=np.int64)
     names_a = {c.criterion_id: c.name for c in a.result.criteria}
     names_b = {c.criterion_id: c.name for c in b.result.criteria}
+    label_a, label_b = _label(a), _label(b)
     shifts = []
     for cid in shared:
         ja, ha = a.scores.judge[cid][ia], a.scores.human[cid][ia]
         jb, hb = b.scores.judge[cid][ib], b.scores.human[cid][ib]
+        mean_b = b.scores.human_mean.get(cid, b.scores.human[cid])[ib]
         keep = ~(np.isnan(ja) | np.isnan(ha) | np.isnan(jb) | np.isnan(hb))
-        la, lb = a.scores.levels[cid], b.scores.levels[cid]
-
-        def kappa_change(ja: FloatArray, ha: FloatArray, jb: FloatArray, hb: FloatArray,
-                         la: list[int] = la, lb: list[int] = lb) -> float:
-            return ag.weighted_kappa(jb, hb, lb) - ag.weighted_kappa(ja, ha, la)
-
-        delta = ag.bootstrap_ci(kappa_change, ja[keep], ha[keep], jb[keep], hb[keep],
-                                n_resamples=options.n_resamples, confidence=options.confidence, seed=options.seed)
-        flips = [Flip(transcript_id=common[k], score_a=int(ja[k]), score_b=int(jb[k]), human=float(hb[k]))
-                 for k in range(len(common)) if not (np.isnan(ja[k]) or np.isnan(jb[k])) and ja[k] != jb[k]]
+        n, deltas = ag.paired_deltas(ja, jb, np.where(keep, hb, np.nan), a.scores.levels[cid], b.scores.levels[cid],
+                                     COMPARED_METRICS, human_numeric=mean_b, n_resamples=options.n_resamples,
+                                     seed=options.seed, confidence=options.confidence)
+        kappa = deltas[0]
+        texts = (_level_texts(rubrics[0], cid), _level_texts(rubrics[1], cid)) if rubrics else ({}, {})
+        flips = [_flip(common[k], ja[k], jb[k], hb[k], texts) for k in range(len(common)) if keep[k] and ja[k] != jb[k]]
+        flips.sort(key=lambda f: (-abs(f.moved), f.transcript_id))
         shifts.append(CriterionShift(
-            criterion_id=cid, name_a=names_a[cid], name_b=names_b[cid], n=int(keep.sum()),
-            weighted_kappa_a=ag.weighted_kappa(ja[keep], ha[keep], la),
-            weighted_kappa_b=ag.weighted_kappa(jb[keep], hb[keep], lb), delta=delta, flips=flips,
+            criterion_id=cid, name_a=names_a[cid], name_b=names_b[cid], n=n,
+            left_out=[u for u, k, h in zip(common, keep, hb, strict=True) if not k and not np.isnan(h)],
+            weighted_kappa_a=kappa.a, weighted_kappa_b=kappa.b, delta=kappa.delta, metrics=deltas,
+            sentence=shift_sentence(deltas, label_a, label_b), flips=flips,
         ))
-    notes = [f"only the {len(common)} transcripts labelled for both rubrics are compared"]
+    compared = max((s.n for s in shifts), default=0)
+    notes = [f"only transcripts labelled for both wordings and graded under both are compared: {compared} "
+             f"(per criterion n; left-out transcripts are listed per criterion)"]
     if a.result.model != b.result.model:
         notes.append(f"the two rubrics were graded by different models ({a.result.model}, {b.result.model})")
     return RubricComparison(
@@ -595,10 +713,14 @@ def compare_rubrics(a: CheckRun, b: CheckRun, options: CheckOptions = DEFAULT_OP
     )
 
 
+def _label(run: CheckRun) -> str:
+    return Path(run.result.rubric_path).name
+
+
 def _ref(run: CheckRun) -> RubricRef:
     r = run.result
     return RubricRef(rubric_id=r.rubric_id, version=r.rubric_version, name=r.rubric_name, path=r.rubric_path,
-                     rubric_hash=r.rubric_hash, folder=str(run.out_dir))
+                     label=_label(run), rubric_hash=r.rubric_hash, folder=str(run.out_dir))
 
 
 @dataclass(frozen=True)
@@ -625,4 +747,5 @@ async def run_comparison(
         runs.append(await run_check(replace(job, rubric_path=path, out_dir=folder), settings, options=options,
                                     progress=progress, on_endpoint=on_endpoint))
     a, b = runs
-    return ComparisonRun(runs=(a, b), comparison=compare_rubrics(a, b, options))
+    rubrics = (load_rubric(job.rubric_path), load_rubric(rubric_b))
+    return ComparisonRun(runs=(a, b), comparison=compare_rubrics(a, b, options, rubrics))

@@ -121,8 +121,10 @@ class RichProgress:
         self._shown = 0.0
 
     def start(self, total: int | None) -> None:
-        self._total = total
-        self._progress.update(self._task, total=total)
+        # A second pass on the same bar (kefu check with two wordings) adds to what is already done.
+        done = int(self._progress.tasks[self._task].completed) if total is not None else 0
+        self._total = None if total is None else done + total
+        self._progress.update(self._task, total=self._total)
 
     def advance(self, grade: Grade) -> None:
         self._progress.update(self._task, total=self._total, advance=1)

@@ -55,6 +55,8 @@ class GradeJob:
     """None: redact unless the endpoint is loopback; True/False: always / never."""
     compact: bool | None = None
     """None: compact output for the embedded local model only; True/False: always / never."""
+    checked_by: Path | None = None
+    """The check folder whose judge this run must be (`kefu grade --checked-by`); recorded in the run."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,9 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
                 record = settings.public() | {"model": endpoint.model, "rubric_path": str(job.rubric_path),
                                               "rubric": rubric.model_dump(mode="json", by_alias=True),
                                               "redact": redact, "lexicon_path": str(job.lexicon_path),
-                                              "compact": compact, "max_tokens": sampling.max_tokens}
+                                              "compact": compact, "max_tokens": sampling.max_tokens,
+                                              "local": endpoint.local,
+                                              "checked_by": str(job.checked_by) if job.checked_by else None}
                 try:
                     summary = await run_grading(
                         items, grader=grader, store=store, options=options,

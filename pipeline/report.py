@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -28,8 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline import agreement as ag
 from pipeline.consistency import CheckResult, CriterionCheck, Difference, RubricComparison, SumCheck
 from pipeline.errors import InputError
+from pipeline.fingerprint import fingerprint_differences
 from pipeline.grader import CriterionGrade
+from pipeline.messages import Lang, message, number
 from pipeline.store import DB_NAME, Store
+from pipeline.transcripts import Transcript
+from pipeline.verdict import sentence
 
 AGREEMENT_JSON = "agreement.json"
 AGREEMENT_MD = "agreement.md"
@@ -83,6 +87,9 @@ class ResultComparison(_Model):
     previous_model: str = Field(description="The previous judge model.")
     previous_rubric: str = Field(description="The previous rubric id and version.")
     same_rubric: bool = Field(description="The rubric content is unchanged.")
+    judge_changes: list[str] = Field(
+        default=[], description="How the judge differs from the previous check's (fingerprint), in words; empty: same."
+    )
     rule: str = Field(default=CHANGE_RULE, description="When a change is marked.")
     items: list[ItemChange] = Field(description="Items present in both checks, current order.")
     only_now: list[str] = Field(description="Items only the current check has.")
@@ -123,8 +130,15 @@ def compare_results(current: CheckResult, previous: CheckResult) -> ResultCompar
         previous_created_at=previous.created_at.isoformat(), previous_model=previous.model,
         previous_rubric=f"{previous.rubric_id} v{previous.rubric_version}",
         same_rubric=previous.rubric_hash == current.rubric_hash, items=changes,
+        judge_changes=_judge_changes(previous, current),
         only_now=[i for i in now if i not in before], only_before=[i for i in before if i not in now],
     )
+
+
+def _judge_changes(previous: CheckResult, current: CheckResult) -> list[str]:
+    if previous.judge is None or current.judge is None:
+        return [] if previous.model == current.model else [f"模型：{previous.model} → {current.model}"]
+    return fingerprint_differences(previous.judge, current.judge)
 
 
 # --- agreement.json -----------------------------------------------------------------------------
@@ -344,12 +358,47 @@ class EvidenceView(NamedTuple):
     quotes: list[tuple[int, str, bool]]
 
 
+ChatTurn = tuple[str, list[tuple[str, bool]]]
+"""A turn as the report shows it: the role, and its text in pieces, each marked when the judge quoted it."""
+
+
 class DifferenceView(NamedTuple):
     """A listed transcript as the report shows it."""
 
     difference: Difference
     evidence: list[EvidenceView]
     checks: list[tuple[str, str]]
+    chat: list[ChatTurn]
+    """The chat, with the judge's verbatim quotes marked; empty when the report was written without it."""
+
+
+def marked_turns(transcript: Transcript, quotes: Iterable[tuple[int, str]]) -> list[ChatTurn]:
+    """Each turn's text split into pieces, the pieces the judge quoted (1-based turn, verbatim) marked.
+
+    Only verbatim occurrences are marked; overlapping quotes merge. The pieces stay text: the template
+    escapes them, so a chat's `<script>` is shown, never run.
+    """
+    by_turn: dict[int, list[str]] = {}
+    for cited, quote in quotes:
+        if quote.strip():
+            by_turn.setdefault(cited, []).append(quote)
+    out: list[ChatTurn] = []
+    for position, turn in enumerate(transcript.turns, start=1):
+        text = turn.text
+        marked = [False] * len(text)
+        for quote in by_turn.get(position, []):
+            start = text.find(quote)
+            while start >= 0:
+                marked[start:start + len(quote)] = [True] * len(quote)
+                start = text.find(quote, start + 1)
+        pieces: list[tuple[str, bool]] = []
+        for ch, m in zip(text, marked, strict=True):
+            if pieces and pieces[-1][1] == m:
+                pieces[-1] = (pieces[-1][0] + ch, m)
+            else:
+                pieces.append((ch, m))
+        out.append((turn.role.value, pieces))
+    return out
 
 
 def _check_items(checks: Any) -> list[tuple[str, str]]:
@@ -365,8 +414,10 @@ def _check_items(checks: Any) -> list[tuple[str, str]]:
             for k, v in flat.items() if v is not None]
 
 
-def difference_views(result: CheckResult, out_dir: Path) -> list[DifferenceView]:
-    """The listed transcripts with the judge's repeat-0 reasoning and quotes and any stored checks."""
+def difference_views(result: CheckResult, out_dir: Path,
+                     chats: Mapping[str, Transcript] | None = None) -> list[DifferenceView]:
+    """The listed transcripts with the judge's repeat-0 reasoning and quotes, any stored checks and, when
+    `chats` has them, their text with the quotes marked."""
     wanted = {d.transcript_id for d in result.differences}
     grades: dict[tuple[str, str], CriterionGrade] = {}
     meta: dict[str, dict[str, Any]] = {}
@@ -387,7 +438,10 @@ def difference_views(result: CheckResult, out_dir: Path) -> list[DifferenceView]
                 reasoning=cg.reasoning if cg else "", quotes=[(e.turn, e.quote, e.verified) for e in cg.evidence]
                 if cg else [],
             ))
-        views.append(DifferenceView(d, evidence, _check_items((meta.get(d.transcript_id) or {}).get("checks"))))
+        chat = (chats or {}).get(d.transcript_id)
+        quotes = [(turn, quote) for e in evidence for turn, quote, _ in e.quotes]
+        views.append(DifferenceView(d, evidence, _check_items((meta.get(d.transcript_id) or {}).get("checks")),
+                                    marked_turns(chat, quotes) if chat else []))
     return views
 
 
@@ -395,17 +449,15 @@ def difference_views(result: CheckResult, out_dir: Path) -> list[DifferenceView]
 
 
 def _num(value: float | None, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:.{digits}f}"
+    return number(value, digits)
 
 
 def _signed(value: float | None, digits: int = 2) -> str:
-    return _num(value, digits) if value is None or math.isnan(value) else f"{value:+.{digits}f}"
+    return number(value, digits, signed=True)
 
 
-def _ci(ci: ag.CI, digits: int = 2) -> str:
-    if math.isnan(ci.estimate):
+def _ci(ci: ag.CI | None, digits: int = 2) -> str:
+    if ci is None or math.isnan(ci.estimate):
         return "—"
     if math.isnan(ci.low):
         return _num(ci.estimate, digits)
@@ -435,7 +487,23 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(num=_num, signed=_signed, ci=_ci, pct=_pct, md=_md)
+    env.globals.update(t=_t, why=_why, glossary=GLOSSARY)
     return env
+
+
+@jinja2.pass_context
+def _t(context: jinja2.runtime.Context, key: str, **fields: object) -> str:
+    """A message of templates/messages.yaml in the render's `lang` (Chinese when not given)."""
+    return message(key, context.get("lang", "zh"), **fields)
+
+
+@jinja2.pass_context
+def _why(context: jinja2.runtime.Context, c: CriterionCheck) -> str:
+    """A criterion's verdict sentence in the render's `lang`."""
+    detail, lang = c.verdict_detail, context.get("lang", "zh")
+    if detail is None:
+        return ""
+    return detail.sentence if lang == "zh" else sentence(detail.reasons, lang, contrast=detail.contrast)
 
 
 def render(template: str, **variables: Any) -> str:
@@ -457,11 +525,18 @@ def _sums_by_kind(sums: Iterable[SumCheck]) -> list[SumCheck]:
     return sorted(sums, key=lambda s: order[s.kind])
 
 
-def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | None = None) -> ReportFiles:
+GLOSSARY = ("gloss.kappa_w", "gloss.ci", "gloss.baselines", "gloss.alpha", "gloss.spearman", "gloss.icc",
+            "gloss.omega", "gloss.rho", "gloss.epsilon")
+"""The statistics the report explains in plain words, in the order a reader meets them."""
+
+
+def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | None = None, lang: Lang = "zh",
+                 chats: Mapping[str, Transcript] | None = None) -> ReportFiles:
     """Write agreement.json, agreement.md and report.html (and comparison.json against `previous`) to `out_dir`.
 
-    The "differ most" list reads the judge's quotes and any deterministic checks from the run store
-    in `out_dir`, when there is one.
+    The reports' words are in `lang` (templates/messages.yaml). The "differ most" list reads the judge's
+    quotes and any deterministic checks from the run store in `out_dir`, when there is one, and shows the
+    chats' text from `chats`, when given.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     comparison = compare_results(result, previous) if previous is not None else None
@@ -477,8 +552,11 @@ def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | 
         # Only the total's: group and dimension sums are often the same sum again (one group per dimension).
         "sum_heatmaps": [(s, heatmap(s.judge_vs_human)) for s in result.sums
                          if s.kind == "total" and s.judge_vs_human.n and len(s.judge_vs_human.levels) <= 15],
-        "differences": difference_views(result, out_dir),
+        "differences": difference_views(result, out_dir, chats),
+        "lang": lang,
         "alt_tests": [c for c in result.criteria if c.alt_test is not None],
+        "baselines": {c.criterion_id: {b.name: b for b in c.baselines} for c in result.criteria},
+        "consensus_rule": ag.CONSENSUS_RULE,
         "ceilings": any(c.human_ceiling is not None for c in result.criteria),
     }
     files = ReportFiles(out_dir / AGREEMENT_JSON, out_dir / AGREEMENT_MD, out_dir / REPORT_HTML,
@@ -491,11 +569,14 @@ def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | 
     return files
 
 
-def write_rubric_comparison(comparison: RubricComparison, out_dir: Path) -> list[Path]:
-    """Write rubric_compare.json, .md and .html for a two-rubric check into `out_dir`."""
+def write_rubric_comparison(comparison: RubricComparison, out_dir: Path,
+                            chats: Mapping[str, Transcript] | None = None) -> list[Path]:
+    """Write rubric_compare.json, .md and .html for a two-rubric check into `out_dir`; the page shows each
+    flipped chat's text from `chats`, when given."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{RUBRIC_COMPARE}.{ext}" for ext in ("json", "md", "html")]
     paths[0].write_text(comparison.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    texts = {tid: marked_turns(t, []) for tid, t in (chats or {}).items()}
     for path in paths[1:]:
-        path.write_text(render(path.name, c=comparison), encoding="utf-8")
+        path.write_text(render(path.name, c=comparison, chats=texts), encoding="utf-8")
     return paths

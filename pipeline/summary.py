@@ -272,3 +272,13 @@ def write_summary(groups: list[GroupSummary], by: GroupBy, path: Path, fmt: Lite
         writer.writerow(csv_cells(header))
         writer.writerows(csv_cells(r.values()) for r in rows)
     return path
+
+
+def transcript_groups(rows: Iterable[ScoreRow], by: GroupBy) -> dict[str, str | None]:
+    """Each transcript's group, by the same rule as the summary (first row per transcript)."""
+    groups: dict[str, str | None] = {}
+    for row in rows:
+        if row.transcript_id not in groups:
+            record = row.meta.get("checks") if row.meta else None
+            groups[row.transcript_id] = _group_key(row, _session(record), by)
+    return groups

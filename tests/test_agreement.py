@@ -377,3 +377,39 @@ def test_icc_with_two_pairs_is_nan_with_a_reason() -> None:
     # pingouin asserts on two units; we answer NaN with the reason instead of crashing a report.
     result = ag.icc_totals([10.0, 20.0], [12.0, 19.0])
     assert math.isnan(result.estimate) and result.n == 2 and "three" in (result.reason or "")
+
+
+# --- the judge and the raters by the same definitions ---------------------------------------------
+
+
+def test_judge_against_a_consensus_uses_the_raters_definitions() -> None:
+    # Rater 0 of a panel "as the judge" against the other raters: compare_scores with the others' median
+    # level and mean gives exactly rater_vs_consensus's figures for rater 0, every metric.
+    _, ratings = _panel(11, n=60)
+    levels = [0, 1, 2, 3, 4]
+    others = ratings[:, 1:]
+    pair = ag.compare_scores(ratings[:, 0], ag.consensus_levels(others, levels), levels,
+                             human_numeric=others.mean(axis=1), n_resamples=50)
+    rater0 = ag.rater_vs_consensus(ratings, levels).comparisons[0].metrics
+    for name in ag.Metrics.model_fields:
+        assert getattr(pair.metrics, name).estimate == pytest.approx(getattr(rater0, name)), name
+    assert pair.consensus == ag.CONSENSUS_RULE and "mean" in pair.consensus and "rounded down" in pair.consensus
+    vs = ag.rater_vs_consensus(ratings, levels)
+    assert vs.consensus is not None and vs.consensus.startswith("the other raters")
+
+
+def test_point_based_intervals_against_a_mean_match_the_libraries_on_identical_resamples() -> None:
+    _, ratings = _panel(12, n=50)
+    levels = [0, 1, 2, 3, 4]
+    judge, others = ratings[:, 0], ratings[:, 1:]
+    mean = others.mean(axis=1)  # thirds: not levels, so these metrics need their own value domain
+    pair = ag.compare_scores(judge, ag.consensus_levels(others, levels), levels, human_numeric=mean,
+                             n_resamples=200, seed=4)
+    for name, fn in (("spearman", ag.spearman), ("kendall", ag.kendall), ("mae", ag.mean_absolute_error),
+                     ("bias", ag.mean_bias),
+                     ("alpha_interval", lambda a, b: ag._alpha(np.column_stack([a, b]), "interval"))):
+        reference = ag.bootstrap_ci(fn, judge, mean, n_resamples=200, seed=4)
+        got = getattr(pair.metrics, name)
+        assert (got.low, got.high) == pytest.approx((reference.low, reference.high)), name
+    # The level-based ones still use the median level: exact is not defined against a mean of thirds.
+    assert pair.metrics.exact.estimate == ag.exact_agreement(judge, ag.consensus_levels(others, levels))

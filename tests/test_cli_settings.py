@@ -74,13 +74,15 @@ def test_a_bad_setting_stops_the_command_before_any_request(command: str, flags:
     assert not (tmp_path / "out" / "batch").exists()
 
 
-@pytest.mark.parametrize("value", ["2", "nan", "-1.5"])
-def test_a_fail_under_no_kappa_can_pass_is_refused(value: str, server: MockServer, chats: Path,
-                                                   tmp_path: Path) -> None:
+@pytest.mark.parametrize("value", ["2", "nan", "0.4", "trustworthy"])
+def test_a_fail_under_that_is_not_a_verdict_is_refused(value: str, server: MockServer, chats: Path,
+                                                       tmp_path: Path) -> None:
+    # --fail-under names a verdict (trusted | review); a number, nan or a typo fails before any request.
     server.reset()
     result = run("check", chats, "--labels", LABELS, "--out", tmp_path / "out", "--fail-under", value,
                  "--base-url", server.base_url)
-    refused_at_once(result, server, f"--fail-under 的值 {float(value)!r} 无效", "-1 到 1")
+    assert result.returncode == 2 and value in result.stderr and "trusted" in result.stderr
+    assert server.requests == []
 
 
 @pytest.mark.parametrize(("toml", "named"), [

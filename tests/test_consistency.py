@@ -172,12 +172,16 @@ def test_verdicts_follow_the_thresholds_and_fail_under(dch1: Rubric) -> None:
     assert by_id["satisfaction"].verdict == "review"  # κw undefined: every score the same
     assert by_id["efficiency"].verdict is None and any("efficiency" in n for n in default.notes)
     lenient = check(trusted_estimate=0.7, trusted_low=-1.0, not_trusted_below=0.3)
-    assert lenient.criteria[0].verdict == "trusted"
+    # Six chats: κw's interval reaches 0, so no threshold makes it trusted (pipeline.verdict, rule 1).
+    assert lenient.criteria[0].verdict == "review"
+    detail = lenient.criteria[0].verdict_detail
+    assert detail is not None and [r.key for r in detail.reasons] == ["reason.absolute", "reason.baseline_unsure"]
     strict = check(trusted_estimate=0.9, not_trusted_below=0.8)
     assert strict.criteria[0].verdict == "not trusted"
-    # The floor: 0.75 passes 0.7 but not 0.8; the undefined satisfaction fails any floor; efficiency is not judged.
-    assert [cid for cid, _ in criteria_below(default, 0.7)] == ["satisfaction"]
-    assert [cid for cid, _ in criteria_below(default, 0.8)] == ["accomplishment", "satisfaction"]
+    # The floor is the verdict: both labelled criteria are at review; efficiency is not judged.
+    assert criteria_below(default, "review") == []
+    assert [c.criterion_id for c in criteria_below(default, "trusted")] == ["accomplishment", "satisfaction"]
+    assert [c.criterion_id for c in criteria_below(strict, "review")] == ["accomplishment"]
 
 
 def test_rubric_comparison_is_paired(dch1: Rubric) -> None:
@@ -332,14 +336,15 @@ def test_fail_under_exit_codes_and_resume_through_the_command(tmp_path: Path) ->
             """The same command in-process (no Python start-up), labelled with the judge's own scores."""
             write_labels(labels, judge_rows(out, transform))
             env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test-secret-123456"}
-            return CliRunner().invoke(cli_check.app, [*common, "--fail-under", "0.4"], env=env)
+            return CliRunner().invoke(cli_check.app, [*common, "--fail-under", "review"], env=env)
 
-        agree = rerun(lambda s: s)  # κw = 1 on every criterion (the mock varies scores across chats)
-        mirrored = rerun(lambda s: 4 - s)  # κw = −1 wherever defined: every criterion below the floor
+        agree = rerun(lambda s: s)  # κw = 1 on every criterion (the mock varies scores across chats): trusted
+        mirrored = rerun(lambda s: 4 - s)  # κw = −1 wherever defined: every criterion not trusted
         assert server.requests == []  # both reruns used the stored grades
     assert agree.exit_code == 0, agree.output
     assert mirrored.exit_code == 1, mirrored.output
-    assert all(f"dch1_quality.{cid}" in mirrored.output for cid in CRITERIA)
+    said = "".join(mirrored.output.split())  # the console wraps long lines
+    assert all(f"dch1_quality.yaml{cid}nottrusted" in said for cid in CRITERIA)
     result = json.loads((out / "agreement.json").read_text(encoding="utf-8"))
     assert all(c["judge_vs_human"]["metrics"]["weighted_kappa"]["estimate"] < 0 for c in result["criteria"])
     assert (out / "report.html").is_file() and (out / "agreement.md").is_file()
@@ -368,7 +373,9 @@ def test_kefu_check_end_to_end_with_two_rubrics(tmp_path: Path) -> None:
     assert [c["criterion_id"] for c in comparison["criteria"]] == list(CRITERIA)
     assert comparison["a"]["version"] == "1" and comparison["b"]["version"] == "2"
     assert all(c["n"] == 8 for c in comparison["criteria"])
-    assert "κw A" in proc.stdout and (out / "rubric_compare.html").is_file()
+    said = "".join(proc.stdout.split())  # the console wraps long lines
+    assert "措辞Adch1_quality.yaml" in said and "Bdch1_reworded.yaml" in said  # wordings named by file
+    assert (out / "rubric_compare.html").is_file()
 
 
 @pytest.mark.parametrize("flag", ["--redact", None])
@@ -390,3 +397,56 @@ def test_check_redacts_what_it_sends_when_asked(tmp_path: Path, flag: str | None
         sent = [json.dumps(r.body, ensure_ascii=False) for r in server.requests]
     assert result.exit_code == 0, result.output
     assert len(sent) == 1 and (phone in sent[0]) is (flag is None)
+
+
+def test_wordings_compared_on_every_metric_with_a_sentence_and_grouped_flips(dch1: Rubric) -> None:
+    # Wording B spreads its grades: κw may rise while exact agreement falls. Units t0..t7, human 1 2 2 3 1 2 3 2.
+    units = [f"t{i}" for i in range(8)]
+    human = [1, 2, 2, 3, 1, 2, 3, 2]
+    judge_a = [1, 2, 2, 3, 2, 2, 2, 2]  # exact 6/8
+    judge_b = [0, 2, 3, 4, 1, 2, 4, 1]  # exact 3/8; t4 moved towards (2→1), t0 away (1→0), t7 away (2→1)
+    labels = label_set(three(human), units=units)
+
+    def run(judge: list[int], folder: str) -> CheckRun:
+        result, scores = assess(dch1, labels, judge_scores(three(judge), units=units), options=FAST, repeats=1,
+                                model="m", rubric_path=f"{folder}.yaml")
+        return CheckRun(result=result, scores=scores, out_dir=Path(folder))
+
+    comparison = compare_rubrics(run(judge_a, "plain"), run(judge_b, "spread"), FAST, (dch1, dch1))
+    shift = comparison.criteria[0]
+    by = {m.metric: m for m in shift.metrics}
+    assert list(by) == ["weighted_kappa", "exact", "mae", "bias", "spearman"]
+    assert (by["exact"].a, by["exact"].b) == (0.75, 0.375) and by["exact"].delta.estimate == pytest.approx(-0.375)
+    # MAE: A 2/8 (t4, t6 off by one); B |−1|+0+1+1+0+0+1+|−1| = 5/8.
+    assert (by["mae"].a, by["mae"].b) == (0.25, 0.625)
+    assert comparison.a.label == "plain.yaml" and comparison.b.label == "spread.yaml"
+    # Eight chats: no metric's paired interval excludes 0, and the sentence says so rather than pick a side.
+    assert shift.sentence == ("两种措辞没有可靠的差别：加权κ +0.07 [-0.50, +0.72]（B − A，区间包含 0）；"
+                              "平均偏差 0.00 → +0.12 分")
+    groups = {d: [f.transcript_id for f in shift.flips if f.direction == d] for d in ("towards", "away", "both wrong")}
+    # t6: A 2, B 4, human 3 → equally far: both wrong; t2, t3: exact under A, off under B → away.
+    assert groups == {"towards": ["t4"], "away": ["t0", "t2", "t3", "t7"], "both wrong": ["t6"]}
+    assert shift.flips[0].level_a and shift.flips[0].level_b  # the two wordings' level descriptions
+    assert len(shift.flips) <= shift.n == 8 and shift.left_out == []
+
+
+def test_shift_sentence_by_hand() -> None:
+    from pipeline.consistency import shift_sentence
+
+    def d(metric: str, a: float, b: float, low: float, high: float) -> ag.PairedDelta:
+        return ag.PairedDelta(metric=metric, a=a, b=b, delta=ag.CI(estimate=b - a, low=low, high=high, confidence=0.95,
+                                                                   resamples=100, dropped=0))
+
+    mixed = shift_sentence([d("weighted_kappa", 0.5, 0.6, 0.02, 0.2), d("exact", 0.6, 0.44, -0.25, -0.1),
+                            d("bias", -0.001, 0.004, -0.1, 0.1)], "a.yaml", "b.yaml")
+    assert mixed == ("指标之间不一致：加权κ +0.10 [+0.02, +0.20] 变好，完全一致率 -0.16 [-0.25, -0.10] 变差（B − A）；"
+                     "请看翻转的对话再决定；平均偏差 0.00 → 0.00 分")  # −0.001 prints as 0.00, not −0.00
+    better = shift_sentence([d("mae", 0.5, 0.3, -0.3, -0.1)], "a.yaml", "b.yaml")
+    assert better.startswith("b.yaml 更好：平均绝对误差 -0.20")
+    assert shift_sentence([d("weighted_kappa", 0.5, 0.52, -0.1, 0.14)], "a", "b").startswith("两种措辞没有可靠的差别")
+
+
+def test_the_same_rubric_twice_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli_check.app, ["check", str(tmp_path), "--labels", str(tmp_path / "l.csv"),
+                                                "--rubric", str(DCH1), "--rubric", str(DCH1)])
+    assert result.exit_code == 2 and "twice" in result.output

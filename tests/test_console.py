@@ -42,3 +42,19 @@ def test_rate_limit_note_only_when_the_endpoint_refused() -> None:
     assert rate_limit_note(RunSummary(graded=5)) is None
     note = rate_limit_note(RunSummary(graded=5, slow_down=1234, lowest_in_flight=7))
     assert note is not None and note.startswith("1,234 answers 429/503; in flight went down to 7")
+
+
+def test_a_second_pass_adds_to_the_progress_total() -> None:
+    # kefu check with two wordings grades the labelled chats twice on one bar: it ends at 2n/2n, not 2n/n.
+    from rich.progress import Progress
+
+    from pipeline.console import RichProgress
+
+    with Progress(disable=True) as progress:
+        sink = RichProgress(progress)
+        for _ in range(2):
+            sink.start(3)
+            for _ in range(3):
+                sink.advance(None)  # type: ignore[arg-type]  # the sink ignores the grade
+        task = progress.tasks[0]
+        assert (task.completed, task.total) == (6, 6)

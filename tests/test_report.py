@@ -11,6 +11,9 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from markupsafe import escape
 from typer.testing import CliRunner, Result
 
 from pipeline import cli_check
@@ -22,12 +25,14 @@ from pipeline.report import (
     compare_results,
     heatmap,
     load_result,
+    marked_turns,
     write_report,
     write_rubric_comparison,
 )
 from pipeline.rubric import Rubric, load_rubric
 from pipeline.settings import load_settings
 from pipeline.store import DB_NAME, Store
+from pipeline.transcripts import Role, Transcript, Turn
 
 REPO = Path(__file__).resolve().parent.parent
 ECOMMERCE = REPO / "rubric" / "ecommerce_cs.yaml"
@@ -118,7 +123,7 @@ def test_markdown_escapes_data() -> None:
     assert result.differences and {d.transcript_id for d in result.differences} == {"t1", "t3"}
     md = _environment().get_template("agreement.md").render(
         r=result, criteria=[], sums=[], comparison=None, differences=[], alt_tests=[], ceilings=False)
-    assert "Judge consistency check" in md
+    assert "评判模型一致性检查" in md
     assert _environment().filters["md"]("a|b*c\n<x>") == "a\\|b\\*c \\<x\\>"
 
 
@@ -151,7 +156,7 @@ def test_kefu_report_rewrites_with_changes(tmp_path: Path) -> None:
     proc = report_cmd(str(tmp_path / "april"), "--compare", str(tmp_path / "march" / "agreement.json"))
     assert proc.exit_code == 0, proc.output
     assert (tmp_path / "april" / "comparison.json").is_file()
-    assert "Changes since the previous check" in (tmp_path / "april" / "report.html").read_text(encoding="utf-8")
+    assert "与上一次检查相比" in (tmp_path / "april" / "report.html").read_text(encoding="utf-8")
     assert "| accomplishment | review → trusted | +0.25 *" in (tmp_path / "april" / "agreement.md").read_text(
         encoding="utf-8")
     missing = report_cmd(str(tmp_path / "nowhere"))
@@ -175,6 +180,12 @@ def test_rubric_comparison_files(tmp_path: Path) -> None:
     html = paths[2].read_text(encoding="utf-8")
     assert "&lt;script&gt;x&lt;/script&gt;" in html and "<script" not in html.lower()
     assert "\\<script\\>x" in paths[1].read_text(encoding="utf-8")  # Markdown shows it as text
+    # With the chats, each flipped chat's text sits under its row, escaped.
+    flipped = {f.transcript_id for s in comparison.criteria for f in s.flips}
+    chats = {u: Transcript(id=u, turns=[Turn(role=Role.customer, text=f"<i>{u}</i> 到货了吗")]) for u in flipped}
+    html = write_rubric_comparison(comparison, tmp_path, chats=chats)[2].read_text(encoding="utf-8")
+    assert flipped and all(str(escape(f"<i>{u}</i> 到货了吗")) in html for u in flipped) and "对话原文" in html
+    assert "<script" not in html.lower()
 
 
 def test_heatmap_shades_by_share_of_the_largest_cell() -> None:
@@ -183,3 +194,65 @@ def test_heatmap_shades_by_share_of_the_largest_cell() -> None:
     assert len(cells) == 25 and max(c.n for c in cells) == 2
     assert {c.fill for c in cells if c.n == 0} == {"rgb(255, 255, 255)"}
     assert {c.fill for c in cells if c.n == 2} == {"rgb(37, 99, 235)"}
+
+
+def test_reports_show_the_baselines_the_verdict_sentence_and_one_total(tmp_path: Path) -> None:
+    result = check_result(JUDGE, HUMAN, raters=3)
+    files = write_report(result, tmp_path)
+    md = files.agreement_md.read_text(encoding="utf-8")
+    assert "total total" not in md and "| total | " in md
+    assert "常数基线 κw" in md and "随机抽取基线 κw" in md
+    for c in result.criteria:
+        assert c.verdict_detail is not None and c.verdict_detail.sentence in md
+    html = files.report_html.read_text(encoding="utf-8")
+    assert "常数基线 κw" in html and result.criteria[0].verdict_detail.sentence in html  # type: ignore[union-attr]
+    assert "raters&#39; mean" in html  # the consensus definitions are named
+
+
+# --- language and the chat beside the differences ---------------------------------------------------
+
+
+def test_reports_are_chinese_by_default_and_english_on_request(tmp_path: Path) -> None:
+    result = check_result(JUDGE, HUMAN, raters=3)
+    write_report(result, tmp_path / "zh")
+    md = (tmp_path / "zh" / "agreement.md").read_text(encoding="utf-8")
+    assert md.startswith("# 评判模型一致性检查") and "## 各评分项" in md and "这些数字是什么意思" in md
+    assert "置信区间：" in md and "加权κ（加权 Kappa）" in md and "ICC（组内相关系数）" in md
+    html = (tmp_path / "zh" / "report.html").read_text(encoding="utf-8")
+    assert '<html lang="zh">' in html and "模型与人工分歧最大的对话" in html
+    proc = CliRunner().invoke(cli_check.app, ["report", str(tmp_path / "zh"), "--lang", "en"])
+    assert proc.exit_code == 0, proc.output
+    en = (tmp_path / "zh" / "agreement.md").read_text(encoding="utf-8")
+    assert en.startswith("# Judge consistency check") and "What the numbers mean" in en
+    detail = result.criteria[0].verdict_detail
+    assert detail is not None and detail.sentence not in en  # the reason in English, from the same parts
+    assert "ICC: agreement of the totals" in en and '<html lang="en">' in (
+        tmp_path / "zh" / "report.html").read_text(encoding="utf-8")
+
+
+def test_marked_turns_by_hand() -> None:
+    chat = Transcript(id="x", turns=[Turn(role=Role.customer, text="在吗 <script>x</script> 在吗"),
+                                     Turn(role=Role.agent, text="亲，已发货")])
+    turns = marked_turns(chat, [(1, "在吗"), (2, "已发"), (2, "发货"), (3, "no such turn"), (1, "absent")])
+    assert turns == [("customer", [("在吗", True), (" <script>x</script> ", False), ("在吗", True)]),
+                     ("agent", [("亲，", False), ("已发货", True)])]  # overlapping quotes merge
+
+
+@given(st.text(max_size=30), st.lists(st.text(min_size=1, max_size=4), max_size=4))
+def test_marked_turns_keep_the_text_and_mark_only_quotes(text: str, quotes: list[str]) -> None:
+    [(_, pieces)] = marked_turns(Transcript(id="x", turns=[Turn(role=Role.agent, text=text)]),
+                                 [(1, q) for q in quotes])
+    assert "".join(p for p, _ in pieces) == text
+    if not any(q.strip() and q in text for q in quotes):  # nothing quoted verbatim: nothing marked
+        assert not any(marked for _, marked in pieces)
+
+
+def test_the_chat_is_shown_escaped_beside_the_differences(tmp_path: Path) -> None:
+    result = check_result(JUDGE, HUMAN)
+    chats = {d.transcript_id: Transcript(id=d.transcript_id, turns=[
+        Turn(role=Role.customer, text="<script>alert(1)</script>发货了吗"),
+        Turn(role=Role.agent, text="亲，已经发货啦")]) for d in result.differences}
+    write_report(result, tmp_path, chats=chats)
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;发货了吗" in html and "<script>alert" not in html
+    assert "对话原文" in html and "亲，已经发货啦" in html
