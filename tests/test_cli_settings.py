@@ -81,7 +81,7 @@ def test_a_fail_under_that_is_not_a_verdict_is_refused(value: str, server: MockS
     server.reset()
     result = run("check", chats, "--labels", LABELS, "--out", tmp_path / "out", "--fail-under", value,
                  "--base-url", server.base_url)
-    assert result.returncode == 2 and value in result.stderr and "trusted" in result.stderr
+    assert result.exit_code == 2 and value in result.output and "trusted" in result.output, result.output
     assert server.requests == []
 
 
