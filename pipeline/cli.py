@@ -40,7 +40,18 @@ from pipeline.cli_options import (
     TimeoutOpt,
     TpmOpt,
 )
-from pipeline.console import announce, console, fail, grading_progress, log_to, out, rate_limit_note, read_ids
+from pipeline.console import (
+    announce,
+    console,
+    fail,
+    grading_progress,
+    log_to,
+    out,
+    rate_limit_note,
+    read_ids,
+    stop_on_sigterm,
+    stopped,
+)
 from pipeline.endpoints import NO_ENDPOINT
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
 from pipeline.exports import export_run
@@ -100,10 +111,8 @@ def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> Job
         with grading_progress() as progress:
             result = asyncio.run(run_job(job, settings, progress=progress, expected_transcripts=expected,
                                          on_endpoint=announce))
-    except KeyboardInterrupt:
-        console.print(f"[yellow]stopped.[/yellow] Every finished grade is saved in {job.out_dir / DB_NAME}; "
-                      "run the same command again to resume.")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        stopped(exc, job.out_dir / DB_NAME)
     except KefuError as exc:
         fail(exc)
     _print_summary(result, job.out_dir)
@@ -368,6 +377,7 @@ def rubric_schema(
 
 def main() -> None:
     """Entry point for `kefu` and `python -m pipeline`."""
+    stop_on_sigterm()
     try:
         app()
     except OSError as exc:  # a full disk, a permission, a path: the machine's state, not a bug, so no traceback

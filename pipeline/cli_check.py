@@ -40,7 +40,7 @@ from pipeline.cli_options import (
     TimeoutOpt,
     TpmOpt,
 )
-from pipeline.console import announce, console, fail, grading_progress, log_to, out, rate_limit_note, read_ids
+from pipeline.console import announce, console, fail, grading_progress, log_to, out, rate_limit_note, read_ids, stopped
 from pipeline.errors import ConfigError, KefuError
 from pipeline.settings import load_settings
 
@@ -190,10 +190,8 @@ def check(
                 pair = asyncio.run(run_comparison(job, rubrics[1], settings, options=options, progress=sink,
                                                   on_endpoint=announce))
                 runs, comparison = list(pair.runs), pair.comparison
-    except KeyboardInterrupt:
-        console.print(f"[yellow]stopped.[/yellow] Every finished grade is saved under {out_dir}; "
-                      "run the same command again to resume.")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        stopped(exc, out_dir)
     except KefuError as exc:
         fail(exc)
     for run in runs:

@@ -7,6 +7,7 @@ Kept apart from `cli` so that `cli_check` and `cli_batch` use the same pieces wi
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,6 +56,26 @@ def fail(exc: KefuError) -> NoReturn:
     else:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(3 if isinstance(exc, TransientLLMError) else 2)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a plain `kill`, `timeout`): stops a command exactly as Ctrl-C does, with exit code 143."""
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise `Terminated` in the main thread, so every `finally` runs: finished grades are kept
+    and the embedded model's server is stopped at once instead of outliving kefu."""
+    def _terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def stopped(exc: KeyboardInterrupt, where: Path) -> NoReturn:
+    """Say where the finished grades are and exit 130 (Ctrl-C) or 143 (SIGTERM), as a shell would report."""
+    console.print(f"[yellow]已停止 (stopped).[/yellow] 已完成的评分都保存在 {escape(str(where))}；再运行同一命令即可"
+                  "继续 (every finished grade is saved; run the same command again to resume).", soft_wrap=True)
+    raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
 
 
 def read_ids(path: Path | None) -> set[str] | None:

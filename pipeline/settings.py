@@ -72,10 +72,22 @@ class Settings(BaseModel):
         return self.base_url is not None or self.api_key is not None
 
     def check_endpoint(self) -> None:
-        """Raise now, before a progress bar or a request, what `endpoint()` would raise; with no endpoint
-        configured (the embedded model grades) there is nothing to check."""
+        """Raise now, before a progress bar or a request, what `endpoint()` would raise.
+
+        With no endpoint configured the embedded model grades, but only when nothing was asked for: a
+        model named by a flag, config or KEFU_MODEL that no endpoint can serve is an error, not a quiet
+        switch to a different model.
+        """
         if self.endpoint_configured:
             self.endpoint()
+        elif "model" in self.model_fields_set:
+            raise ConfigError(
+                f"要求使用模型 {self.model}，但没有能提供它的端点：环境变量 {self.api_key_env} 未设置，也没有 "
+                f"--base-url（或 OPENAI_BASE_URL）。请 export {self.api_key_env}=...，或用 --base-url 指向兼容 "
+                "OpenAI 的端点；想用内置离线模型试用时，不要指定 --model "
+                f"(model {self.model} was asked for but no endpoint can serve it: set {self.api_key_env} "
+                "or --base-url)"
+            )
 
     def endpoint(self) -> Endpoint:
         """The configured endpoint for the client; the key leaves its SecretStr only here.

@@ -84,7 +84,7 @@ def boundaries_sent(server: MockServer) -> list[str]:
     return [r.body["messages"][1]["content"].split("<<<TRANSCRIPT ", 1)[1][:12] for r in server.requests]
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_killed_run_resumes_without_paying_twice(tmp_path: Path, how: signal.Signals) -> None:
     # 40 chats, 3 at a time, 0.3 s each: about 4 s of grading, so the signal (sent after 6 grades) lands mid-run.
     chats = make_chats(40)
@@ -97,8 +97,9 @@ def test_killed_run_resumes_without_paying_twice(tmp_path: Path, how: signal.Sig
         wait_for_grades(out, proc, 6)
         proc.send_signal(how)
         _, err = proc.communicate(timeout=60)
-        if how == signal.SIGINT:
-            assert proc.returncode == 130 and "resume" in err
+        if how != signal.SIGKILL:  # SIGTERM (kill, timeout) stops as Ctrl-C does, with the shell's code for it
+            assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[how], err
+            assert "已停止" in err and "resume" in err
         done_before = finished(out)
         assert 6 <= len(done_before) < 40
         server.reset()
