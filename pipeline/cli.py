@@ -52,6 +52,7 @@ from pipeline.console import (
     stop_on_sigterm,
     stopped,
 )
+from pipeline.dryrun import DRY_RUN_DIR, PROMPT_SAMPLE, DryRunFiles
 from pipeline.endpoints import NO_ENDPOINT
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
 from pipeline.exports import export_run
@@ -153,8 +154,11 @@ def grade(
              "JSON schema. Default: on for the embedded offline model only. Switching it regrades.")
     ] = None,
     lexicons: LexiconsOpt = DEFAULT_LEXICONS,
-    dry_run: Annotated[bool, typer.Option(help="Render every prompt and forecast tokens and cost; send nothing.")]
-    = False,
+    dry_run: Annotated[bool, typer.Option(
+        help=f"Send nothing: forecast tokens and cost, and write OUT/{DRY_RUN_DIR}/rejects.jsonl and the prompts "
+             f"of the first {PROMPT_SAMPLE} transcripts (OUT/{DRY_RUN_DIR}/prompts/*.txt) as the model would see them.")
+    ] = False,
+    all_prompts: Annotated[bool, typer.Option(help="With --dry-run: write the prompts of every transcript.")] = False,
     prices: Annotated[Path | None, typer.Option(help="Price table YAML for --dry-run (default: packaged).")] = None,
 ) -> None:
     """Grade transcripts against a rubric; rerun the same command to resume."""
@@ -167,25 +171,36 @@ def grade(
                  "rpm": rpm, "tpm": tpm, "temperature": temperature, "seed": seed, "max_tokens": max_tokens,
                  "timeout": timeout, "response_format": response_format, "context_window": context_window}
     if dry_run:
-        _forecast(job, overrides, config, prices)
+        _forecast(job, overrides, config, prices, all_prompts=all_prompts)
         return
     _grade(job, overrides, config)
 
 
-def _forecast(job: GradeJob, overrides: dict[str, Any], config: Path | None, prices: Path | None) -> None:
+def _forecast(job: GradeJob, overrides: dict[str, Any], config: Path | None, prices: Path | None, *,
+              all_prompts: bool) -> None:
     from pipeline.costs import estimate_job, load_prices  # the price tables: only for --dry-run
 
     try:
         settings = load_settings(config, overrides)
         rubric = load_rubric(job.rubric_path)
-        estimate = estimate_job(
-            select(read_job_inputs(job), job.only_ids, job.limit), rubric=rubric, prompts=PromptSet(rubric.language),
-            per_criterion=job.per_criterion, repeats=job.repeats, max_completion_tokens_estimate=None,
-            model=settings.model, prices=load_prices(prices), batch=False,
-        )
+        prompts = PromptSet(rubric.language)
+        with DryRunFiles(job.out_dir, rubric=rubric, prompts=prompts, per_criterion=job.per_criterion,
+                         compact=bool(job.compact), sample=None if all_prompts else PROMPT_SAMPLE) as files:
+            estimate = estimate_job(
+                files.record(select(read_job_inputs(job), job.only_ids, job.limit)), rubric=rubric, prompts=prompts,
+                per_criterion=job.per_criterion, repeats=job.repeats, max_completion_tokens_estimate=None,
+                model=settings.model, prices=load_prices(prices), batch=False,
+            )
     except KefuError as exc:
         fail(exc)
     print_estimate(estimate, online=True)
+    out.print(f"prompts: {files.prompts_dir} ({files.prompts_written} 个对话的提示词 prompts of "
+              f"{files.prompts_written} transcripts)\nrejects: {files.rejects_jsonl} ({files.rejected})")
+    for reject in files.first_rejects:
+        where = f"{reject.file}:{reject.line}" if reject.line is not None else reject.file
+        out.print(f"  ✗ {escape(where)}  {escape(reject.reason)}", soft_wrap=True)
+    if files.rejected > len(files.first_rejects):
+        out.print(f"  … 另有 {files.rejected - len(files.first_rejects)} 条 (and more), see {files.rejects_jsonl}")
 
 
 @app.command()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pipeline import local_model
 from pipeline.cli import app
+from pipeline.dryrun import prompt_file_name
 from pipeline.transcripts import Role, Transcript, Turn
 
 
@@ -45,3 +49,33 @@ def test_an_asked_for_model_without_an_endpoint_is_an_error(tmp_path: Path, how:
     assert result.exit_code == 2, text
     assert "gpt-4o-mini" in text and "OPENAI_API_KEY" in text and "--base-url" in text
     assert not (tmp_path / "o" / "kefu.sqlite").exists()
+
+
+def test_dry_run_writes_its_rejects_and_the_prompts_the_model_would_see(tmp_path: Path) -> None:
+    src = write_chats(tmp_path / "chats.jsonl", 7)
+    with src.open("a", encoding="utf-8") as f:
+        f.write("{not json\n")
+        f.write('{"id": "x", "turns": []}\n')
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["grade", str(src), "--out", str(out), "--dry-run", "--model", "gpt-4o-mini"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "7 (2 rejected)" in text and "gpt-4o-mini" in text and "2025-06-01" in text
+    rejects = [json.loads(line) for line in (out / "dry_run/rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in rejects] == [8, 9] and all(r["reason"] for r in rejects)
+    assert f"{src}:8" in text  # which, and why, on the console too
+    written = sorted((out / "dry_run/prompts").iterdir())
+    assert [p.name for p in written] == [f"0000{i}_c{i - 1}.txt" for i in range(1, 6)]
+    first = written[0].read_text(encoding="utf-8")
+    assert "all · system" in first and "all · user" in first and "您好" in first
+    assert not (out / "kefu.sqlite").exists()
+    again = CliRunner().invoke(app, ["grade", str(src), "--out", str(out), "--dry-run", "--all-prompts"])
+    assert again.exit_code == 0, again.output
+    assert len(list((out / "dry_run/prompts").iterdir())) == 7
+
+
+@given(st.text(max_size=80), st.integers(min_value=1, max_value=99999))
+def test_a_prompt_file_name_is_one_plain_file_whatever_the_id(transcript_id: str, index: int) -> None:
+    name = prompt_file_name(index, transcript_id)
+    assert "/" not in name and "\\" not in name and not name.startswith(".") and name.endswith(".txt")
+    assert name.startswith(f"{index:05d}_") and len(name) <= 70
