@@ -57,6 +57,7 @@ from pipeline.endpoints import NO_ENDPOINT
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
 from pipeline.exports import export_run
 from pipeline.grading import GradeJob, JobResult, read_job_inputs, run_job, select
+from pipeline.lexicon import is_lexicon_file, load_lexicons
 from pipeline.prompting import PromptSet
 from pipeline.redaction import LABELS, PiiKind
 from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
@@ -362,11 +363,16 @@ def rubric_show(path: Annotated[Path, typer.Argument(help="Rubric YAML.")]) -> N
 
 
 @rubric_app.command("check")
-def rubric_check(paths: Annotated[list[Path], typer.Argument(help="Rubric YAML files.")]) -> None:
-    """Validate rubric files; exit non-zero if any has an error."""
+def rubric_check(paths: Annotated[list[Path], typer.Argument(help="Rubric or lexicon YAML files.")]) -> None:
+    """Validate rubric files, and lexicon files among them (rubric/*.yaml holds both); exit 1 if any has an error."""
     failed = False
     for path in paths:
         try:
+            if is_lexicon_file(path):
+                lex = load_lexicons(path)
+                patterns = sum(len(g.entries) for g in lex.groups.values())
+                out.print(f"✓ {path}: 词库 lexicons v{lex.version}, {len(lex.groups)} groups, {patterns} patterns")
+                continue
             r = load_rubric(path)
         except RubricError as exc:
             failed = True

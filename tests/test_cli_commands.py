@@ -13,7 +13,10 @@ from typer.testing import CliRunner
 from pipeline import local_model
 from pipeline.cli import app
 from pipeline.dryrun import prompt_file_name
+from pipeline.lexicon import is_lexicon_file
 from pipeline.transcripts import Role, Transcript, Turn
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def write_chats(path: Path, n: int) -> Path:
@@ -79,3 +82,31 @@ def test_a_prompt_file_name_is_one_plain_file_whatever_the_id(transcript_id: str
     name = prompt_file_name(index, transcript_id)
     assert "/" not in name and "\\" not in name and not name.startswith(".") and name.endswith(".txt")
     assert name.startswith(f"{index:05d}_") and len(name) <= 70
+
+
+def test_rubric_check_of_the_rubric_folder_validates_the_lexicons_as_lexicons(tmp_path: Path) -> None:
+    every = sorted(str(p) for p in (REPO / "rubric").glob("*.yaml"))
+    result = CliRunner().invoke(app, ["rubric", "check", *every])
+    assert result.exit_code == 0, result.output
+    assert "lexicons.yaml: 词库 lexicons v1" in result.output and "ecommerce_cs.yaml: 电商客服评分" in result.output
+    broken = tmp_path / "lexicons.yaml"
+    text = (REPO / "rubric/lexicons.yaml").read_text(encoding="utf-8")
+    broken.write_text(text.replace("version: \"1\"", "version: \"\""), encoding="utf-8")
+    result = CliRunner().invoke(app, ["rubric", "check", str(broken)])
+    assert result.exit_code == 1 and "version" in result.output  # checked as lexicons, not "dimensions missing"
+    assert "dimensions" not in result.output
+
+
+@given(st.binary(max_size=200))
+def test_any_file_is_either_kind_without_an_error(tmp_path_factory: pytest.TempPathFactory, content: bytes) -> None:
+    path = tmp_path_factory.mktemp("y") / "x.yaml"
+    path.write_bytes(content)
+    assert is_lexicon_file(path) in (True, False)
+
+
+@given(st.dictionaries(st.sampled_from(["emoticons", "groups", "dimensions", "id", "version"]), st.none()))
+def test_a_mapping_with_dimensions_is_a_rubric(tmp_path_factory: pytest.TempPathFactory,
+                                               data: dict[str, None]) -> None:
+    path = tmp_path_factory.mktemp("y") / "x.yaml"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert is_lexicon_file(path) == ("dimensions" not in data and bool({"emoticons", "groups"} & set(data)))
