@@ -44,6 +44,7 @@ from pipeline.console import (
     announce,
     console,
     fail,
+    fail_run_folder,
     grading_progress,
     log_to,
     out,
@@ -58,6 +59,7 @@ from pipeline.errors import ConfigError, InputError, KefuError, RubricError
 from pipeline.exports import export_run
 from pipeline.grading import GradeJob, JobResult, read_job_inputs, run_job, select
 from pipeline.lexicon import is_lexicon_file, load_lexicons
+from pipeline.oserrors import os_problem
 from pipeline.prompting import PromptSet
 from pipeline.redaction import LABELS, PiiKind
 from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
@@ -194,6 +196,8 @@ def _forecast(job: GradeJob, overrides: dict[str, Any], config: Path | None, pri
             )
     except KefuError as exc:
         fail(exc)
+    except OSError as exc:  # the inputs' own errors are KefuErrors: this is OUT/dry_run
+        fail_run_folder(job.out_dir, exc)
     print_estimate(estimate, online=True)
     out.print(f"prompts: {files.prompts_dir} ({files.prompts_written} 个对话的提示词 prompts of "
               f"{files.prompts_written} transcripts)\nrejects: {files.rejects_jsonl} ({files.rejected})")
@@ -403,5 +407,5 @@ def main() -> None:
         app()
     except OSError as exc:  # a full disk, a permission, a path: the machine's state, not a bug, so no traceback
         where = f"{exc.filename}: " if exc.filename else ""
-        console.print(f"[red]error:[/red] {escape(where + (exc.strerror or str(exc)))}")
+        console.print(f"[red]错误 (error)：[/red]{escape(where + os_problem(exc))}", soft_wrap=True)
         raise SystemExit(2) from None

@@ -32,6 +32,7 @@ from rich.text import Text
 from pipeline.endpoints import LOCAL_MODEL_NOTICE, ResolvedEndpoint
 from pipeline.errors import FatalLLMError, KefuError, RubricError, TransientLLMError
 from pipeline.grader import Grade
+from pipeline.oserrors import os_problem
 
 if TYPE_CHECKING:
     from pipeline.runner import RunSummary
@@ -46,7 +47,7 @@ def fail(exc: KefuError) -> NoReturn:
     # Messages are data (paths, ids, "[local]"): escape them so rich does not read them as markup. Not
     # wrapped at the terminal's width: one message stays one line, and paths in it can be copied.
     if isinstance(exc, RubricError):
-        console.print(f"[red]rubric error[/red] in {escape(exc.path)}:", soft_wrap=True)
+        console.print(f"[red]评分表或词库有误 (rubric error)[/red]：{escape(exc.path)}", soft_wrap=True)
         for problem in exc.problems:
             console.print(f"  - {escape(problem)}", soft_wrap=True)
     elif isinstance(exc, FatalLLMError):
@@ -54,7 +55,7 @@ def fail(exc: KefuError) -> NoReturn:
                       f"  修正 (fix): {escape(exc.hint)}",
                       soft_wrap=True)
     else:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        console.print(f"[red]错误 (error)：[/red]{escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(3 if isinstance(exc, TransientLLMError) else 2)
 
 
@@ -85,9 +86,17 @@ def read_ids(path: Path | None) -> set[str] | None:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        console.print(f"[red]error:[/red] cannot read the id list {path}: {exc.strerror}")
+        console.print(f"[red]错误 (error)：[/red]无法读取 id 列表 {escape(str(path))}：{os_problem(exc)} "
+                      "(cannot read the --ids list)", soft_wrap=True)
         raise typer.Exit(2) from None
     return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+def fail_run_folder(out_dir: Path, exc: OSError) -> NoReturn:
+    """The run folder cannot be made or written: say which and why, exit 2."""
+    console.print(f"[red]错误 (error)：[/red]无法写入运行文件夹 {escape(str(out_dir))}：{os_problem(exc)} "
+                  "(cannot write to the run folder)", soft_wrap=True)
+    raise typer.Exit(2) from None
 
 
 def log_to(out_dir: Path) -> None:
@@ -96,8 +105,7 @@ def log_to(out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(out_dir / "kefu.log", encoding="utf-8")
     except OSError as exc:
-        console.print(f"[red]error:[/red] cannot write to the run folder {escape(str(out_dir))}: {exc.strerror}")
-        raise typer.Exit(2) from None
+        fail_run_folder(out_dir, exc)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("kefu")
     root.handlers[:] = [handler]

@@ -39,6 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import RubricError
+from pipeline.oserrors import os_problem
 from pipeline.transcripts import Role, Transcript
 from pipeline.yamlload import load_yaml
 
@@ -558,7 +559,7 @@ def load_lexicons(path: str | Path) -> Lexicons:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise RubricError(str(p), [f"cannot read: {exc.strerror}"]) from None
+        raise RubricError(str(p), [f"无法读取 (cannot read)：{os_problem(exc)}"]) from None
     try:
         data = load_yaml(text)
     except yaml.YAMLError as exc:

@@ -23,6 +23,7 @@ from pydantic_core import ErrorDetails
 from pipeline.errors import ConfigError
 from pipeline.grader import ResponseMode, Sampling
 from pipeline.llm import DEFAULT_TIMEOUT, Endpoint
+from pipeline.oserrors import os_problem
 from pipeline.redaction import is_loopback
 
 DEFAULT_CONFIG = Path("kefu.toml")
@@ -144,8 +145,10 @@ def _config_table(path: Path) -> dict[str, Any]:
     otherwise be ignored without a word)."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"无法读取配置文件 {path}：{os_problem(exc)} (cannot read the config file)") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"配置文件 {path} 不是有效的 TOML：{exc} (not valid TOML)") from None
     unknown = [key for key in document if key != "kefu"]
     if unknown:
         raise ConfigError(f"{path}: 未知的表或键 {', '.join(map(repr, unknown))}：配置只能写在 [kefu] 表里 "

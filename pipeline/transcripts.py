@@ -294,7 +294,7 @@ def _input_files(paths: Sequence[Path]) -> list[tuple[Path, InputFormat | None]]
                 raise InputError(str(path), f"unknown kind of file {path.suffix!r}; expected {_KINDS}")
             found.append((path, fmt))
         else:
-            raise InputError(str(path), "no such file or directory")
+            raise InputError(str(path), "找不到这个对话文件或文件夹 (looked for transcripts here: not found)")
     unique: dict[Path, tuple[Path, InputFormat | None]] = {}
     for path, fmt in found:
         unique.setdefault(path.resolve(), (path, fmt))

@@ -165,7 +165,7 @@ def test_input_and_output_path_mistakes_are_one_line_messages(tmp_path: Path) ->
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2
     message = " ".join(stderr.split())  # the console wraps long lines
-    assert f"{tmp_path / 'missing.jsonl'}: no such file or directory" in message and "Traceback" not in stderr
+    assert f"{tmp_path / 'missing.jsonl'}: 找不到这个对话文件或文件夹" in message and "Traceback" not in stderr
 
     src, taken = tmp_path / "chats.jsonl", tmp_path / "a-file"
     write_jsonl(src, make_chats(1))
@@ -173,7 +173,7 @@ def test_input_and_output_path_mistakes_are_one_line_messages(tmp_path: Path) ->
     proc = kefu("grade", str(src), "--out", str(taken))
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2
-    assert f"cannot write to the run folder {taken}" in " ".join(stderr.split()) and "Traceback" not in stderr
+    assert f"无法写入运行文件夹 {taken}" in " ".join(stderr.split()) and "Traceback" not in stderr
 
     (tmp_path / "empty").mkdir()  # a wrong folder: a clean run of nothing would look like success
     with MockServer() as server:  # an endpoint, so that none is looked for on this machine
@@ -186,7 +186,8 @@ def test_input_and_output_path_mistakes_are_one_line_messages(tmp_path: Path) ->
     proc = kefu("rubric", "schema", "--out", str(taken / "schema.json"))
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2
-    assert f"error:{taken / 'schema.json'}:Notadirectory" in "".join(stderr.split()), stderr  # wrapped anywhere
+    flat = "".join(stderr.split())  # wrapped anywhere
+    assert f"错误(error)：{taken / 'schema.json'}:路径中有一段不是文件夹" in flat, stderr
     assert "Traceback" not in stderr
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from pipeline import local_model
 from pipeline.cli import app
 from pipeline.dryrun import prompt_file_name
 from pipeline.lexicon import is_lexicon_file
+from pipeline.oserrors import os_problem
 from pipeline.transcripts import Role, Transcript, Turn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,3 +112,26 @@ def test_a_mapping_with_dimensions_is_a_rubric(tmp_path_factory: pytest.TempPath
     path = tmp_path_factory.mktemp("y") / "x.yaml"
     path.write_text(json.dumps(data), encoding="utf-8")
     assert is_lexicon_file(path) == ("dimensions" not in data and bool({"emoticons", "groups"} & set(data)))
+
+
+@pytest.mark.parametrize("mistake", ["input", "rubric", "out", "config", "ids"])
+def test_a_path_mistake_says_in_chinese_first_what_was_looked_for_and_where(tmp_path: Path, mistake: str) -> None:
+    src = write_chats(tmp_path / "chats.jsonl", 1)
+    taken = tmp_path / "a-file"
+    taken.write_text("", encoding="utf-8")
+    missing = tmp_path / "missing"
+    args = {"input": [str(missing)], "rubric": [str(src), "--rubric", str(missing)],
+            "out": [str(src), "--out", str(taken / "run")], "config": [str(src), "--config", str(missing)],
+            "ids": [str(src), "--ids", str(missing)]}[mistake]
+    result = CliRunner().invoke(app, ["grade", *args, "--dry-run"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, text
+    assert text.startswith(("错误 (error)：", "评分表或词库有误")) and "Errno" not in text and "Traceback" not in text
+    assert str(missing if mistake != "out" else taken / "run") in text
+    assert ("不存在" in text or "找不到" in text) if mistake != "out" else "路径中有一段不是文件夹" in text
+
+
+@given(st.integers(min_value=0, max_value=200), st.text(max_size=20))
+def test_an_os_error_reads_without_python_text(code: int, path: str) -> None:
+    words = os_problem(OSError(code, os.strerror(code), path))
+    assert words and "Errno" not in words and "[" not in words and "'" not in words
