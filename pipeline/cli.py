@@ -52,6 +52,7 @@ from pipeline.console import (
     read_ids,
     stop_on_sigterm,
     stopped,
+    warn_small_sample,
 )
 from pipeline.dryrun import DRY_RUN_DIR, PROMPT_SAMPLE, DryRunFiles
 from pipeline.endpoints import NO_ENDPOINT
@@ -63,6 +64,7 @@ from pipeline.oserrors import os_problem
 from pipeline.prompting import PromptSet
 from pipeline.redaction import LABELS, PiiKind
 from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
+from pipeline.sample_size import MIN_LABELLED, SampleSize
 from pipeline.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, COMPACT_REASONING_CHARS
 from pipeline.settings import load_settings
 from pipeline.store import DB_NAME, Store
@@ -229,7 +231,8 @@ def demo(
         run = check_graded(check_job, model=result.model, grading=result)
     except KefuError as exc:
         fail(exc)
-    files = write_report(run.result, out_dir)
+    files = write_report(run.result, out_dir, command="kefu demo")
+    warn_small_sample(SampleSize(n=run.result.transcripts_graded, minimum=MIN_LABELLED))
     out.print(f"report: {files.report_html}\nagreement: {files.agreement_md}")
 
 

@@ -28,6 +28,7 @@ from pipeline.cli_options import (
     Inputs,
     KeyEnvOpt,
     MaxTokensOpt,
+    MinLabelledOpt,
     ModelOpt,
     PerCriterionOpt,
     RedactFlag,
@@ -40,8 +41,20 @@ from pipeline.cli_options import (
     TimeoutOpt,
     TpmOpt,
 )
-from pipeline.console import announce, console, fail, grading_progress, log_to, out, rate_limit_note, read_ids, stopped
+from pipeline.console import (
+    announce,
+    console,
+    fail,
+    grading_progress,
+    log_to,
+    out,
+    rate_limit_note,
+    read_ids,
+    stopped,
+    warn_small_sample,
+)
 from pipeline.errors import ConfigError, KefuError
+from pipeline.sample_size import MIN_LABELLED, SampleSize
 from pipeline.settings import load_settings
 
 # The statistics and the report are imported by the commands that use them: `kefu grade` and
@@ -63,7 +76,7 @@ def _num(value: float) -> str:
     return "—" if value != value else f"{value:.2f}"
 
 
-def _print_result(result: CheckResult, folder: Path) -> None:
+def _print_result(result: CheckResult, folder: Path, sample: SampleSize) -> None:
     from pipeline.consistency import LABEL_REJECTS
 
     table = Table(title=f"kefu check — {result.rubric_name} ({result.rubric_id} v{result.rubric_version}), "
@@ -74,13 +87,14 @@ def _print_result(result: CheckResult, folder: Path) -> None:
         ceiling = _num(c.human_ceiling.vs_consensus.mean.weighted_kappa) if c.human_ceiling else "—"
         alt = "—" if c.alt_test is None else ("passed" if c.alt_test.passed else "not passed")
         exact = c.self_consistency.exact
-        table.add_row(c.criterion_id, c.verdict or "not labelled", str(c.judge_vs_human.n),
+        table.add_row(c.criterion_id, sample.verdict(c.verdict) or "not labelled", str(c.judge_vs_human.n),
                       _ci(c.judge_vs_human.metrics.weighted_kappa), ceiling,
                       "—" if exact != exact else f"{exact:.0%}", alt)
     out.print(table)
     total = next(s for s in result.sums if s.kind == "total")
     kappa = _ci(total.judge_vs_human.metrics.weighted_kappa)
-    out.print(f"total: ICC(A,1) {_num(total.icc.estimate)}, weighted κ {kappa} on {total.judge_vs_human.n} transcripts")
+    icc = _num(total.icc.estimate) if (why := sample.icc_reason(total.icc.reason)) is None else f"— ({why})"
+    out.print(f"total: ICC(A,1) {icc}, weighted κ {kappa} on {total.judge_vs_human.n} transcripts")
     if result.grading is not None:
         out.print(f"grades: {result.grading.graded} new, {result.grading.skipped} already stored, "
                   f"{result.grading.unscored} unscored")
@@ -90,6 +104,7 @@ def _print_result(result: CheckResult, folder: Path) -> None:
         out.print(f"[yellow]{result.label_rejects} label line(s) rejected[/yellow]: {folder / LABEL_REJECTS}")
     for note in result.notes:
         out.print(f"[yellow]note:[/yellow] {note}")
+    warn_small_sample(sample)
 
 
 def _print_comparison(comparison: RubricComparison) -> None:
@@ -119,6 +134,7 @@ def check(
     trusted_low: Annotated[float, typer.Option(help="…and its interval's lower end at least this.")] = 0.4,
     not_trusted_below: Annotated[float, typer.Option(help="Verdict: not trusted when κw is below this.")] = 0.4,
     alt_min_units: Annotated[int, typer.Option(min=2, help="Alt-test: transcripts an annotator needs.")] = 30,
+    min_labelled: MinLabelledOpt = MIN_LABELLED,
     top: Annotated[int, typer.Option(min=0, help="Transcripts to list where judge and human differ most.")] = 10,
     compare: Annotated[Path | None, typer.Option(help="A previous agreement.json to report changes against.")] = None,
     ids: Annotated[Path | None, typer.Option(help="Check only these transcript ids (one per line).")] = None,
@@ -195,8 +211,8 @@ def check(
     except KefuError as exc:
         fail(exc)
     for run in runs:
-        files = write_report(run.result, run.out_dir, previous=previous)
-        _print_result(run.result, run.out_dir)
+        files = write_report(run.result, run.out_dir, previous=previous, min_labelled=min_labelled)
+        _print_result(run.result, run.out_dir, SampleSize(n=run.result.transcripts_graded, minimum=min_labelled))
         out.print(f"report: {files.report_html}\nsummary: {files.agreement_md}\nnumbers: {files.agreement_json}")
     if comparison is not None:
         paths = write_rubric_comparison(comparison, out_dir)
@@ -214,6 +230,7 @@ def check(
 def report(
     out_dir: Annotated[Path, typer.Argument(help="A check folder (holding agreement.json).")],
     compare: Annotated[Path | None, typer.Option(help="A previous agreement.json to report changes against.")] = None,
+    min_labelled: MinLabelledOpt = MIN_LABELLED,
 ) -> None:
     """Rewrite a check's agreement.md and report.html, optionally with the changes since a previous check."""
     from pipeline.report import AGREEMENT_JSON, load_result, write_report
@@ -223,7 +240,7 @@ def report(
         previous = load_result(compare) if compare is not None else None
     except KefuError as exc:
         fail(exc)
-    files = write_report(result, out_dir, previous=previous)
+    files = write_report(result, out_dir, previous=previous, command="kefu report", min_labelled=min_labelled)
     for path in files:
         if path is not None:
             out.print(str(path))

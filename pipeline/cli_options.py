@@ -42,4 +42,6 @@ ShopSpeakerOpt = Annotated[list[str] | None, typer.Option(help="Chat-log nicknam
 BotSpeakerOpt = Annotated[list[str] | None, typer.Option(help="Chat-log nickname that is a bot.")]
 ShopPrefixOpt = Annotated[list[str] | None, typer.Option(help="Chat-log nickname prefix of shop agents.")]
 LexiconsOpt = Annotated[Path, typer.Option(help="Phrase lexicons for the service checks.")]
+MinLabelledOpt = Annotated[int, typer.Option(
+    min=1, help="Labelled chats a verdict needs; below it the report says so and gives none.")]
 PricesOpt = Annotated[Path | None, typer.Option(help="Price table YAML (default: the packaged, dated one).")]

@@ -36,6 +36,7 @@ from pipeline.oserrors import os_problem
 
 if TYPE_CHECKING:
     from pipeline.runner import RunSummary
+    from pipeline.sample_size import SampleSize
 
 #: Messages and progress go to stderr; results (tables, paths) to stdout, so they can be piped.
 console = Console(stderr=True)
@@ -120,6 +121,12 @@ def rate_limit_note(summary: RunSummary) -> str | None:
         return None
     return (f"{summary.slow_down:,} answers 429/503; in flight went down to {summary.lowest_in_flight} "
             "(a lower --concurrency or an --rpm near the endpoint's limit avoids them)")
+
+
+def warn_small_sample(sample: SampleSize) -> None:
+    """Say on the console, after the tables and where it cannot be missed, that a check is too small for a verdict."""
+    if sample.notice is not None:
+        console.print(f"[bold yellow]⚠ {escape(sample.notice)}[/bold yellow]", soft_wrap=True)
 
 
 def announce(endpoint: ResolvedEndpoint) -> None:

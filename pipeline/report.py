@@ -29,6 +29,7 @@ from pipeline import agreement as ag
 from pipeline.consistency import CheckResult, CriterionCheck, Difference, RubricComparison, SumCheck
 from pipeline.errors import InputError
 from pipeline.grader import CriterionGrade
+from pipeline.sample_size import MIN_LABELLED, TOO_FEW, SampleSize, kappa_reason
 from pipeline.store import DB_NAME, Store
 
 AGREEMENT_JSON = "agreement.json"
@@ -457,11 +458,13 @@ def _sums_by_kind(sums: Iterable[SumCheck]) -> list[SumCheck]:
     return sorted(sums, key=lambda s: order[s.kind])
 
 
-def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | None = None) -> ReportFiles:
+def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | None = None,
+                 command: str = "kefu check", min_labelled: int = MIN_LABELLED) -> ReportFiles:
     """Write agreement.json, agreement.md and report.html (and comparison.json against `previous`) to `out_dir`.
 
     The "differ most" list reads the judge's quotes and any deterministic checks from the run store
-    in `out_dir`, when there is one.
+    in `out_dir`, when there is one. Below `min_labelled` graded chats the pages lead with a notice and
+    give no verdict (pipeline/sample_size.py); the footer names `command`, the one that made them.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     comparison = compare_results(result, previous) if previous is not None else None
@@ -480,6 +483,10 @@ def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | 
         "differences": difference_views(result, out_dir),
         "alt_tests": [c for c in result.criteria if c.alt_test is not None],
         "ceilings": any(c.human_ceiling is not None for c in result.criteria),
+        "sample": SampleSize(n=result.transcripts_graded, minimum=min_labelled),
+        "too_few": TOO_FEW,
+        "kappa_reason": kappa_reason,
+        "command": command,
     }
     files = ReportFiles(out_dir / AGREEMENT_JSON, out_dir / AGREEMENT_MD, out_dir / REPORT_HTML,
                         out_dir / COMPARISON_JSON if comparison is not None else None)
