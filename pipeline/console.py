@@ -7,6 +7,7 @@ Kept apart from `cli` so that `cli_check` and `cli_batch` use the same pieces wi
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -21,18 +22,21 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    ProgressColumn,
-    Task,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
-from rich.text import Text
 
 from pipeline.endpoints import LOCAL_MODEL_NOTICE, ResolvedEndpoint
 from pipeline.errors import FatalLLMError, KefuError, RubricError, TransientLLMError
 from pipeline.grader import Grade
 from pipeline.oserrors import os_problem
+from pipeline.progress_lines import (
+    DEFAULT_EVERY,
+    PROGRESS_EVERY_ENV,
+    PlainProgress,
+    RunRateColumn,
+    TimeLeftColumn,
+)
 
 if TYPE_CHECKING:
     from pipeline.runner import RunSummary
@@ -135,13 +139,6 @@ def announce(endpoint: ResolvedEndpoint) -> None:
         console.print(f"[yellow]{escape(LOCAL_MODEL_NOTICE)}[/yellow]")
 
 
-class RateColumn(ProgressColumn):
-    """Grades per second."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:.2f}/s" if task.speed else "")
-
-
 class RichProgress:
     """The runner's ProgressSink as a rich progress bar with rate and ETA."""
 
@@ -154,7 +151,7 @@ class RichProgress:
 
     def start(self, total: int | None) -> None:
         self._total = total
-        self._progress.update(self._task, total=total)
+        self._progress.update(self._task, total=total, since=self._progress.get_time())
 
     def advance(self, grade: Grade) -> None:
         self._progress.update(self._task, total=self._total, advance=1)
@@ -175,10 +172,19 @@ class RichProgress:
 
 
 @contextmanager
-def grading_progress() -> Iterator[RichProgress]:
-    """A progress bar with count, rate, elapsed time and ETA, on stderr."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
+def grading_progress() -> Iterator[RichProgress | PlainProgress]:
+    """A progress bar with count, rate, elapsed time and time left on a terminal's stderr; otherwise a plain
+    line every KEFU_PROGRESS_EVERY seconds (default 30) and at every 5%."""
+    if not console.is_terminal:
+        try:
+            every = float(os.environ.get(PROGRESS_EVERY_ENV, DEFAULT_EVERY))
+        except ValueError:
+            every = DEFAULT_EVERY
+        plain = PlainProgress(console, every if every > 0 else DEFAULT_EVERY)
+        yield plain
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RunRateColumn(),
+               TimeElapsedColumn(), TimeLeftColumn())
     with Progress(*columns, console=console) as progress:
         sink = RichProgress(progress)
         try:
