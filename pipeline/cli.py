@@ -15,6 +15,7 @@ from rich.tree import Tree
 from pipeline.checks import DEFAULT_LEXICONS
 from pipeline.cli_batch import batch_app, print_estimate
 from pipeline.cli_check import check, report
+from pipeline.cli_help import PlainHelpGroup
 from pipeline.cli_options import (
     BaseUrlOpt,
     BotSpeakerOpt,
@@ -70,7 +71,8 @@ from pipeline.settings import load_settings
 from pipeline.store import DB_NAME, Store
 from pipeline.transcripts import FORMAT_BY_SUFFIX, count_jsonl_lines
 
-app = typer.Typer(help="kefu-qa: LLM-graded quality inspection of customer-service chats.", no_args_is_help=True)
+app = typer.Typer(help="kefu-qa: LLM-graded quality inspection of customer-service chats.", no_args_is_help=True,
+                  cls=PlainHelpGroup)
 rubric_app = typer.Typer(help="Check and show rubric files.", no_args_is_help=True)
 app.add_typer(rubric_app, name="rubric")
 app.add_typer(batch_app, name="batch")
