@@ -9,9 +9,12 @@ minimum the report says so first, gives no verdict and shows no ICC.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.agreement import PairAgreement
+if TYPE_CHECKING:  # the statistics load at a report, not when `kefu` starts
+    from pipeline.agreement import PairAgreement
 
 MIN_LABELLED = 30
 """Labelled chats with a judge grade below which a check gives no verdict (Koo & Li 2016: at least 30)."""
