@@ -169,10 +169,12 @@ def check(
                          "(must be a number from -1 to 1, the range of weighted kappa)"))
     rubrics = rubric or [REPO / "rubric/ecommerce_cs.yaml"]
     if len(rubrics) > 2:
-        console.print("[red]error:[/red] give --rubric once, or twice to compare two wordings")
+        console.print("[red]错误 (error)：[/red]--rubric 只能给一次，或给两次比较两种措辞 "
+                      "(give --rubric once, or twice to compare two wordings)")
         raise typer.Exit(2)
     if compare is not None and len(rubrics) == 2:
-        console.print("[red]error:[/red] --compare needs a single --rubric; run `kefu report` per sub-folder")
+        console.print("[red]错误 (error)：[/red]--compare 只能配一个 --rubric；请对每个子文件夹运行 kefu report "
+                      "(--compare needs a single --rubric; run `kefu report` per sub-folder)")
         raise typer.Exit(2)
     try:
         options = CheckOptions(
@@ -181,7 +183,7 @@ def check(
                                             not_trusted_below=not_trusted_below),
         )
     except ValidationError as exc:
-        console.print(f"[red]error:[/red] {exc.errors()[0]['loc'][-1]}: {exc.errors()[0]['msg']}")
+        console.print(f"[red]错误 (error)：[/red]{exc.errors()[0]['loc'][-1]}: {exc.errors()[0]['msg']}")
         raise typer.Exit(2) from None
     overrides: dict[str, Any] = {
         "model": model, "base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency, "rpm": rpm,
