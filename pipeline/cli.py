@@ -16,6 +16,7 @@ from rich.tree import Tree
 from pipeline.checks import DEFAULT_LEXICONS
 from pipeline.cli_batch import batch_app, print_estimate
 from pipeline.cli_check import check, report
+from pipeline.cli_help import PlainHelpGroup
 from pipeline.cli_options import (
     BaseUrlOpt,
     BotSpeakerOpt,
@@ -46,19 +47,27 @@ from pipeline.console import (
     announce,
     console,
     fail,
+    fail_run_folder,
     grading_progress,
     log_to,
     out,
     rate_limit_note,
     read_ids,
+    stop_on_sigterm,
+    stopped,
+    warn_small_sample,
 )
+from pipeline.dryrun import DRY_RUN_DIR, PROMPT_SAMPLE, DryRunFiles
 from pipeline.endpoints import NO_ENDPOINT, ResolvedEndpoint
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
 from pipeline.exports import export_run, iter_score_rows
 from pipeline.grading import GradeJob, JobResult, read_job_inputs, run_job, select
+from pipeline.lexicon import is_lexicon_file, load_lexicons
+from pipeline.oserrors import os_problem
 from pipeline.prompting import PromptSet
 from pipeline.redaction import LABELS, PiiKind
 from pipeline.rubric import Rubric, load_rubric, rubric_json_schema
+from pipeline.sample_size import MIN_LABELLED, SampleSize
 from pipeline.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, COMPACT_REASONING_CHARS
 from pipeline.settings import Settings, load_settings
 from pipeline.store import DB_NAME, Store
@@ -68,7 +77,8 @@ if TYPE_CHECKING:
     from pipeline.ppi import MeanEstimate
     from pipeline.summary import GroupBy
 
-app = typer.Typer(help="kefu-qa: LLM-graded quality inspection of customer-service chats.", no_args_is_help=True)
+app = typer.Typer(help="kefu-qa: LLM-graded quality inspection of customer-service chats.", no_args_is_help=True,
+                  cls=PlainHelpGroup)
 rubric_app = typer.Typer(help="Check and show rubric files.", no_args_is_help=True)
 app.add_typer(rubric_app, name="rubric")
 app.add_typer(batch_app, name="batch")
@@ -146,10 +156,8 @@ def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> Job
         with grading_progress() as progress:
             result = asyncio.run(run_job(job, settings, progress=progress, expected_transcripts=expected,
                                          on_endpoint=on_endpoint))
-    except KeyboardInterrupt:
-        console.print(f"[yellow]stopped.[/yellow] Every finished grade is saved in {job.out_dir / DB_NAME}; "
-                      "run the same command again to resume.")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        stopped(exc, job.out_dir / DB_NAME)
     except KefuError as exc:
         fail(exc)
     _print_summary(result, job.out_dir)
@@ -192,8 +200,11 @@ def grade(
              "JSON schema. Default: on for the embedded offline model only. Switching it regrades.")
     ] = None,
     lexicons: LexiconsOpt = DEFAULT_LEXICONS,
-    dry_run: Annotated[bool, typer.Option(help="Render every prompt and forecast tokens and cost; send nothing.")]
-    = False,
+    dry_run: Annotated[bool, typer.Option(
+        help=f"Send nothing: forecast tokens and cost, and write OUT/{DRY_RUN_DIR}/rejects.jsonl and the prompts "
+             f"of the first {PROMPT_SAMPLE} transcripts (OUT/{DRY_RUN_DIR}/prompts/*.txt) as the model would see them.")
+    ] = False,
+    all_prompts: Annotated[bool, typer.Option(help="With --dry-run: write the prompts of every transcript.")] = False,
     prices: Annotated[Path | None, typer.Option(help="Price table YAML for --dry-run (default: packaged).")] = None,
     checked_by: Annotated[Path | None, typer.Option(
         help="A check folder: refuse to grade (exit 2) unless this is the judge that check measured.")] = None,
@@ -209,25 +220,38 @@ def grade(
                  "rpm": rpm, "tpm": tpm, "temperature": temperature, "seed": seed, "max_tokens": max_tokens,
                  "timeout": timeout, "response_format": response_format, "context_window": context_window}
     if dry_run:
-        _forecast(job, overrides, config, prices)
+        _forecast(job, overrides, config, prices, all_prompts=all_prompts)
         return
     _grade(job, overrides, config)
 
 
-def _forecast(job: GradeJob, overrides: dict[str, Any], config: Path | None, prices: Path | None) -> None:
+def _forecast(job: GradeJob, overrides: dict[str, Any], config: Path | None, prices: Path | None, *,
+              all_prompts: bool) -> None:
     from pipeline.costs import estimate_job, load_prices  # the price tables: only for --dry-run
 
     try:
         settings = load_settings(config, overrides)
         rubric = load_rubric(job.rubric_path)
-        estimate = estimate_job(
-            select(read_job_inputs(job), job.only_ids, job.limit), rubric=rubric, prompts=PromptSet(rubric.language),
-            per_criterion=job.per_criterion, repeats=job.repeats, max_completion_tokens_estimate=None,
-            model=settings.model, prices=load_prices(prices), batch=False,
-        )
+        prompts = PromptSet(rubric.language)
+        with DryRunFiles(job.out_dir, rubric=rubric, prompts=prompts, per_criterion=job.per_criterion,
+                         compact=bool(job.compact), sample=None if all_prompts else PROMPT_SAMPLE) as files:
+            estimate = estimate_job(
+                files.record(select(read_job_inputs(job), job.only_ids, job.limit)), rubric=rubric, prompts=prompts,
+                per_criterion=job.per_criterion, repeats=job.repeats, max_completion_tokens_estimate=None,
+                model=settings.model, prices=load_prices(prices), batch=False,
+            )
     except KefuError as exc:
         fail(exc)
+    except OSError as exc:  # the inputs' own errors are KefuErrors: this is OUT/dry_run
+        fail_run_folder(job.out_dir, exc)
     print_estimate(estimate, online=True)
+    out.print(f"prompts: {files.prompts_dir} ({files.prompts_written} 个对话的提示词 prompts of "
+              f"{files.prompts_written} transcripts)\nrejects: {files.rejects_jsonl} ({files.rejected})")
+    for reject in files.first_rejects:
+        where = f"{reject.file}:{reject.line}" if reject.line is not None else reject.file
+        out.print(f"  ✗ {escape(where)}  {escape(reject.reason)}", soft_wrap=True)
+    if files.rejected > len(files.first_rejects):
+        out.print(f"  … 另有 {files.rejected - len(files.first_rejects)} 条 (and more), see {files.rejects_jsonl}")
 
 
 @app.command()
@@ -251,7 +275,8 @@ def demo(
         run = check_graded(check_job, model=result.model, grading=result)
     except KefuError as exc:
         fail(exc)
-    files = write_report(run.result, out_dir)
+    files = write_report(run.result, out_dir, command="kefu demo")
+    warn_small_sample(SampleSize(n=run.result.transcripts_graded, minimum=MIN_LABELLED))
     out.print(f"report: {files.report_html}\nagreement: {files.agreement_md}")
 
 
@@ -472,11 +497,16 @@ def rubric_show(path: Annotated[Path, typer.Argument(help="Rubric YAML.")]) -> N
 
 
 @rubric_app.command("check")
-def rubric_check(paths: Annotated[list[Path], typer.Argument(help="Rubric YAML files.")]) -> None:
-    """Validate rubric files; exit non-zero if any has an error."""
+def rubric_check(paths: Annotated[list[Path], typer.Argument(help="Rubric or lexicon YAML files.")]) -> None:
+    """Validate rubric files, and lexicon files among them (rubric/*.yaml holds both); exit 1 if any has an error."""
     failed = False
     for path in paths:
         try:
+            if is_lexicon_file(path):
+                lex = load_lexicons(path)
+                patterns = sum(len(g.entries) for g in lex.groups.values())
+                out.print(f"✓ {path}: 词库 lexicons v{lex.version}, {len(lex.groups)} groups, {patterns} patterns")
+                continue
             r = load_rubric(path)
         except RubricError as exc:
             failed = True
@@ -502,9 +532,10 @@ def rubric_schema(
 
 def main() -> None:
     """Entry point for `kefu` and `python -m pipeline`."""
+    stop_on_sigterm()
     try:
         app()
     except OSError as exc:  # a full disk, a permission, a path: the machine's state, not a bug, so no traceback
         where = f"{exc.filename}: " if exc.filename else ""
-        console.print(f"[red]error:[/red] {escape(where + (exc.strerror or str(exc)))}")
+        console.print(f"[red]错误 (error)：[/red]{escape(where + os_problem(exc))}", soft_wrap=True)
         raise SystemExit(2) from None

@@ -340,6 +340,7 @@ def estimate_cmd(
 def print_estimate(estimate: CostEstimate, *, online: bool) -> None:
     """The forecast as a table (shared by `kefu batch estimate` and `kefu grade --dry-run`)."""
     table = Table(title=f"kefu cost estimate — {estimate.model}", show_header=False)
+    table.add_row("定价模型 model priced", estimate.model)
     table.add_row("transcripts", f"{estimate.transcripts:,} ({estimate.rejected:,} rejected)")
     table.add_row("requests", f"{estimate.requests:,}")
     table.add_row("prompt tokens", f"{estimate.prompt_tokens:,} ({estimate.shared_prefix_share:.0%} system prompt)")
@@ -348,7 +349,7 @@ def print_estimate(estimate: CostEstimate, *, online: bool) -> None:
         mode = "online" if online else "batch"
         table.add_row(f"cost, {mode}", f"{_money(estimate.cost)} {estimate.currency}; "
                                        f"{_money(estimate.cost_with_caching)} if the system prompt is cached")
-        table.add_row("prices as of", f"{estimate.prices_as_of} (check them)")
+    table.add_row("价格表日期 prices as of", f"{estimate.prices_as_of}（请核对 check it）")
     for note in estimate.notes:
         table.add_row("note", note)
     out.print(table)

@@ -30,6 +30,7 @@ from pipeline.cli_options import (
     Inputs,
     KeyEnvOpt,
     MaxTokensOpt,
+    MinLabelledOpt,
     ModelOpt,
     PerCriterionOpt,
     RedactFlag,
@@ -42,8 +43,20 @@ from pipeline.cli_options import (
     TimeoutOpt,
     TpmOpt,
 )
-from pipeline.console import announce, console, fail, grading_progress, log_to, out, rate_limit_note, read_ids
+from pipeline.console import (
+    announce,
+    console,
+    fail,
+    grading_progress,
+    log_to,
+    out,
+    rate_limit_note,
+    read_ids,
+    stopped,
+    warn_small_sample,
+)
 from pipeline.errors import KefuError
+from pipeline.sample_size import MIN_LABELLED, SampleSize
 from pipeline.settings import load_settings
 
 # The statistics and the report are imported by the commands that use them: `kefu grade` and
@@ -84,7 +97,7 @@ def _num(value: float) -> str:
     return number(value)
 
 
-def _print_result(result: CheckResult, folder: Path) -> None:
+def _print_result(result: CheckResult, folder: Path, sample: SampleSize) -> None:
     from pipeline.consistency import LABEL_REJECTS
 
     table = Table(title=f"kefu check — {result.rubric_name} ({result.rubric_id} v{result.rubric_version}), "
@@ -97,16 +110,17 @@ def _print_result(result: CheckResult, folder: Path) -> None:
         typical = _num(detail.typical_rater) if detail and detail.typical_rater is not None else "—"
         alt = "—" if c.alt_test is None else ("passed" if c.alt_test.passed else "not passed")
         exact = c.self_consistency.exact
-        table.add_row(c.criterion_id, c.verdict or "not labelled", str(c.judge_vs_human.n),
+        table.add_row(c.criterion_id, sample.verdict(c.verdict) or "not labelled", str(c.judge_vs_human.n),
                       _ci(c.judge_vs_human.metrics.weighted_kappa), typical,
                       _num(detail.baseline) if detail else "—", "—" if exact != exact else f"{exact:.0%}", alt)
     out.print(table)
     for c in result.criteria:
-        if c.verdict_detail is not None:
+        if c.verdict_detail is not None and sample.enough:  # too few chats: no verdict, so no sentence for one
             out.print(f"{c.criterion_id}（{c.verdict}）：{c.verdict_detail.sentence}")
     total = next(s for s in result.sums if s.kind == "total")
     kappa = _ci(total.judge_vs_human.metrics.weighted_kappa)
-    out.print(f"total: ICC(A,1) {_num(total.icc.estimate)}, weighted κ {kappa} on {total.judge_vs_human.n} transcripts")
+    icc = _num(total.icc.estimate) if (why := sample.icc_reason(total.icc.reason)) is None else f"— ({why})"
+    out.print(f"total: ICC(A,1) {icc}, weighted κ {kappa} on {total.judge_vs_human.n} transcripts")
     if result.grading is not None:
         out.print(f"grades: {result.grading.graded} new, {result.grading.skipped} already stored, "
                   f"{result.grading.unscored} unscored")
@@ -116,6 +130,7 @@ def _print_result(result: CheckResult, folder: Path) -> None:
         out.print(f"[yellow]{result.label_rejects} label line(s) rejected[/yellow]: {folder / LABEL_REJECTS}")
     for note in result.notes:
         out.print(f"[yellow]note:[/yellow] {note}")
+    warn_small_sample(sample)
 
 
 def _print_comparison(comparison: RubricComparison) -> None:
@@ -149,6 +164,7 @@ def check(
     trusted_low: Annotated[float, typer.Option(help="…and its interval's lower end at least this.")] = 0.4,
     not_trusted_below: Annotated[float, typer.Option(help="Verdict: not trusted when κw is below this.")] = 0.4,
     alt_min_units: Annotated[int, typer.Option(min=2, help="Alt-test: transcripts an annotator needs.")] = 30,
+    min_labelled: MinLabelledOpt = MIN_LABELLED,
     top: Annotated[int, typer.Option(min=0, help="Transcripts to list where judge and human differ most.")] = 10,
     compare: Annotated[Path | None, typer.Option(help="A previous agreement.json to report changes against.")] = None,
     ids: Annotated[Path | None, typer.Option(help="Check only these transcript ids (one per line).")] = None,
@@ -188,13 +204,15 @@ def check(
 
     rubrics = rubric or [REPO / "rubric/ecommerce_cs.yaml"]
     if len(rubrics) > 2:
-        console.print("[red]error:[/red] give --rubric once, or twice to compare two wordings")
+        console.print("[red]错误 (error)：[/red]--rubric 只能给一次，或给两次比较两种措辞 "
+                      "(give --rubric once, or twice to compare two wordings)")
         raise typer.Exit(2)
     if len(rubrics) == 2 and rubrics[0].resolve() == rubrics[1].resolve():
         console.print(f"[red]error:[/red] the same rubric file was given twice ({rubrics[0]}): give two wordings")
         raise typer.Exit(2)
     if compare is not None and len(rubrics) == 2:
-        console.print("[red]error:[/red] --compare needs a single --rubric; run `kefu report` per sub-folder")
+        console.print("[red]错误 (error)：[/red]--compare 只能配一个 --rubric；请对每个子文件夹运行 kefu report "
+                      "(--compare needs a single --rubric; run `kefu report` per sub-folder)")
         raise typer.Exit(2)
     try:
         options = CheckOptions(
@@ -203,7 +221,7 @@ def check(
                                             not_trusted_below=not_trusted_below),
         )
     except ValidationError as exc:
-        console.print(f"[red]error:[/red] {exc.errors()[0]['loc'][-1]}: {exc.errors()[0]['msg']}")
+        console.print(f"[red]错误 (error)：[/red]{exc.errors()[0]['loc'][-1]}: {exc.errors()[0]['msg']}")
         raise typer.Exit(2) from None
     overrides: dict[str, Any] = {
         "model": model, "base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency, "rpm": rpm,
@@ -228,17 +246,16 @@ def check(
                 pair = asyncio.run(run_comparison(job, rubrics[1], settings, options=options, progress=sink,
                                                   on_endpoint=announce))
                 runs, comparison = list(pair.runs), pair.comparison
-    except KeyboardInterrupt:
-        console.print(f"[yellow]stopped.[/yellow] Every finished grade is saved under {out_dir}; "
-                      "run the same command again to resume.")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        stopped(exc, out_dir)
     except KefuError as exc:
         fail(exc)
     for run in runs:
         run_job = replace(job, rubric_path=Path(run.result.rubric_path))
         files = write_report(run.result, run.out_dir, previous=previous, lang=lang.value,
-                             chats=read_chats(run_job, {d.transcript_id for d in run.result.differences}))
-        _print_result(run.result, run.out_dir)
+                             chats=read_chats(run_job, {d.transcript_id for d in run.result.differences}),
+                             min_labelled=min_labelled)
+        _print_result(run.result, run.out_dir, SampleSize(n=run.result.transcripts_graded, minimum=min_labelled))
         out.print(f"report: {files.report_html}\nsummary: {files.agreement_md}\nnumbers: {files.agreement_json}")
     if comparison is not None:
         flipped = {f.transcript_id for s in comparison.criteria for f in s.flips}
@@ -263,6 +280,7 @@ def report(
         help="Earlier check folders (repeat the option): writes OUT/history.md and .html, each criterion over time.")]
     = None,
     lang: LangOpt = ReportLang.zh,
+    min_labelled: MinLabelledOpt = MIN_LABELLED,
 ) -> None:
     """Rewrite a check's agreement.md and report.html, optionally with the changes since a previous check."""
     from pipeline.history import write_history
@@ -273,7 +291,8 @@ def report(
         previous = load_result(compare) if compare is not None else None
     except KefuError as exc:
         fail(exc)
-    files = write_report(result, out_dir, previous=previous, lang=lang.value)
+    files = write_report(result, out_dir, previous=previous, lang=lang.value, command="kefu report",
+                         min_labelled=min_labelled)
     for path in files:
         if path is not None:
             out.print(str(path))

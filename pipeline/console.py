@@ -7,6 +7,8 @@ Kept apart from `cli` so that `cli_check` and `cli_batch` use the same pieces wi
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,20 +22,25 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    ProgressColumn,
-    Task,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
-from rich.text import Text
 
 from pipeline.endpoints import LOCAL_MODEL_NOTICE, ResolvedEndpoint
 from pipeline.errors import FatalLLMError, KefuError, RubricError, TransientLLMError
 from pipeline.grader import Grade
+from pipeline.oserrors import os_problem
+from pipeline.progress_lines import (
+    DEFAULT_EVERY,
+    PROGRESS_EVERY_ENV,
+    PlainProgress,
+    RunRateColumn,
+    TimeLeftColumn,
+)
 
 if TYPE_CHECKING:
     from pipeline.runner import RunSummary
+    from pipeline.sample_size import SampleSize
 
 #: Messages and progress go to stderr; results (tables, paths) to stdout, so they can be piped.
 console = Console(stderr=True)
@@ -49,7 +56,7 @@ def fail(exc: KefuError) -> NoReturn:
     # Messages are data (paths, ids, "[local]"): escape them so rich does not read them as markup. Not
     # wrapped at the terminal's width: one message stays one line, and paths in it can be copied.
     if isinstance(exc, RubricError):
-        console.print(f"[red]rubric error[/red] in {escape(exc.path)}:", soft_wrap=True)
+        console.print(f"[red]评分表或词库有误 (rubric error)[/red]：{escape(exc.path)}", soft_wrap=True)
         for problem in exc.problems:
             console.print(f"  - {escape(problem)}", soft_wrap=True)
     elif isinstance(exc, FatalLLMError):
@@ -57,8 +64,28 @@ def fail(exc: KefuError) -> NoReturn:
                       f"  修正 (fix): {escape(exc.hint)}",
                       soft_wrap=True)
     else:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        console.print(f"[red]错误 (error)：[/red]{escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(3 if isinstance(exc, TransientLLMError) else 2)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a plain `kill`, `timeout`): stops a command exactly as Ctrl-C does, with exit code 143."""
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise `Terminated` in the main thread, so every `finally` runs: finished grades are kept
+    and the embedded model's server is stopped at once instead of outliving kefu."""
+    def _terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def stopped(exc: KeyboardInterrupt, where: Path) -> NoReturn:
+    """Say where the finished grades are and exit 130 (Ctrl-C) or 143 (SIGTERM), as a shell would report."""
+    console.print(f"[yellow]已停止 (stopped).[/yellow] 已完成的评分都保存在 {escape(str(where))}；再运行同一命令即可"
+                  "继续 (every finished grade is saved; run the same command again to resume).", soft_wrap=True)
+    raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
 
 
 def read_ids(path: Path | None) -> set[str] | None:
@@ -68,9 +95,17 @@ def read_ids(path: Path | None) -> set[str] | None:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        console.print(f"[red]error:[/red] cannot read the id list {path}: {exc.strerror}")
+        console.print(f"[red]错误 (error)：[/red]无法读取 id 列表 {escape(str(path))}：{os_problem(exc)} "
+                      "(cannot read the --ids list)", soft_wrap=True)
         raise typer.Exit(2) from None
     return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+def fail_run_folder(out_dir: Path, exc: OSError) -> NoReturn:
+    """The run folder cannot be made or written: say which and why, exit 2."""
+    console.print(f"[red]错误 (error)：[/red]无法写入运行文件夹 {escape(str(out_dir))}：{os_problem(exc)} "
+                  "(cannot write to the run folder)", soft_wrap=True)
+    raise typer.Exit(2) from None
 
 
 def log_to(out_dir: Path) -> None:
@@ -79,8 +114,7 @@ def log_to(out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(out_dir / "kefu.log", encoding="utf-8")
     except OSError as exc:
-        console.print(f"[red]error:[/red] cannot write to the run folder {escape(str(out_dir))}: {exc.strerror}")
-        raise typer.Exit(2) from None
+        fail_run_folder(out_dir, exc)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("kefu")
     root.handlers[:] = [handler]
@@ -97,17 +131,16 @@ def rate_limit_note(summary: RunSummary) -> str | None:
             "(a lower --concurrency or an --rpm near the endpoint's limit avoids them)")
 
 
+def warn_small_sample(sample: SampleSize) -> None:
+    """Say on the console, after the tables and where it cannot be missed, that a check is too small for a verdict."""
+    if sample.notice is not None:
+        console.print(f"[bold yellow]⚠ {escape(sample.notice)}[/bold yellow]", soft_wrap=True)
+
+
 def announce(endpoint: ResolvedEndpoint) -> None:
     """Say once, visibly, when the small offline model is doing the grading."""
     if endpoint.local:
         console.print(f"[yellow]{escape(LOCAL_MODEL_NOTICE)}[/yellow]")
-
-
-class RateColumn(ProgressColumn):
-    """Grades per second."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:.2f}/s" if task.speed else "")
 
 
 class RichProgress:
@@ -124,7 +157,7 @@ class RichProgress:
         # A second pass on the same bar (kefu check with two wordings) adds to what is already done.
         done = int(self._progress.tasks[self._task].completed) if total is not None else 0
         self._total = None if total is None else done + total
-        self._progress.update(self._task, total=self._total)
+        self._progress.update(self._task, total=self._total, since=self._progress.get_time())
 
     def advance(self, grade: Grade) -> None:
         self._progress.update(self._task, total=self._total, advance=1)
@@ -145,10 +178,19 @@ class RichProgress:
 
 
 @contextmanager
-def grading_progress() -> Iterator[RichProgress]:
-    """A progress bar with count, rate, elapsed time and ETA, on stderr."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
+def grading_progress() -> Iterator[RichProgress | PlainProgress]:
+    """A progress bar with count, rate, elapsed time and time left on a terminal's stderr; otherwise a plain
+    line every KEFU_PROGRESS_EVERY seconds (default 30) and at every 5%."""
+    if not console.is_terminal:
+        try:
+            every = float(os.environ.get(PROGRESS_EVERY_ENV, DEFAULT_EVERY))
+        except ValueError:
+            every = DEFAULT_EVERY
+        plain = PlainProgress(console, every if every > 0 else DEFAULT_EVERY)
+        yield plain
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RunRateColumn(),
+               TimeElapsedColumn(), TimeLeftColumn())
     with Progress(*columns, console=console) as progress:
         sink = RichProgress(progress)
         try:

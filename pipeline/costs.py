@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import ConfigError
 from pipeline.grader import grade_scopes
+from pipeline.oserrors import os_problem
 from pipeline.prompting import PromptSet
 from pipeline.rubric import Rubric
 from pipeline.transcripts import Reject, Transcript, estimate_tokens
@@ -98,8 +99,10 @@ def load_prices(path: Path | None = None) -> PriceTable:
     try:
         data = yaml.safe_load(source.read_text(encoding="utf-8"))
         return PriceTable.model_validate(data)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{source}: cannot read the price table: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"无法读取价格表 {source}：{os_problem(exc)} (cannot read the price table)") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"价格表 {source} 不是有效的 YAML：{exc} (not valid YAML)") from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{source}: invalid price table: {problems}") from None

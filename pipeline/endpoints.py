@@ -73,6 +73,7 @@ def resolve_endpoint(settings: Settings, *, rubric: Rubric, prompts: PromptSet,
     if settings.endpoint_configured:
         yield ResolvedEndpoint(settings.endpoint(), settings.model, local=False)
         return
+    settings.check_endpoint()  # a model that was asked for is never quietly replaced by the local one
     from pipeline import local_model  # the extra's code path only
     from pipeline.grading import read_job_inputs, use_compact
 

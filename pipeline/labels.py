@@ -27,6 +27,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.errors import InputError
+from pipeline.oserrors import os_problem
 from pipeline.rubric import Criterion, Rubric
 from pipeline.transcripts import SHANGHAI, Reject, parse_time
 
@@ -102,7 +103,7 @@ def _decode(path: Path) -> str:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise InputError(str(path), f"cannot read: {exc.strerror}") from None
+        raise InputError(str(path), f"无法读取标注文件 (cannot read the labels)：{os_problem(exc)}") from None
     for encoding in ("utf-8-sig", "gb18030"):  # gb18030 reads every GBK file
         try:
             return raw.decode(encoding)

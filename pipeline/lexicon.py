@@ -45,6 +45,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import RubricError
+from pipeline.oserrors import os_problem
 from pipeline.transcripts import Role, Transcript
 from pipeline.yamlload import load_yaml
 
@@ -588,13 +589,27 @@ def parse_lexicons(data: Any, path: str) -> Lexicons:
         raise RubricError(path, problems) from None
 
 
+LEXICON_ONLY_KEYS = frozenset({"emoticons", "refusal_rule", "groups"})
+"""Top-level keys of a lexicon file that no rubric has: how `kefu rubric check rubric/*.yaml` tells them apart."""
+
+
+def is_lexicon_file(path: Path) -> bool:
+    """Whether `path` holds lexicons rather than a rubric. A file that cannot be read or parsed is not
+    one: the rubric loader then reports it, with the line."""
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "dimensions" not in data and bool(LEXICON_ONLY_KEYS & set(data))
+
+
 def load_lexicons(path: str | Path) -> Lexicons:
     """Load and validate a lexicon YAML file (rubric/lexicons.yaml)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise RubricError(str(p), [f"cannot read: {exc.strerror}"]) from None
+        raise RubricError(str(p), [f"无法读取 (cannot read)：{os_problem(exc)}"]) from None
     try:
         data = load_yaml(text)
     except yaml.YAMLError as exc:

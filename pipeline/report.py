@@ -31,6 +31,7 @@ from pipeline.errors import InputError
 from pipeline.fingerprint import fingerprint_differences
 from pipeline.grader import CriterionGrade
 from pipeline.messages import Lang, message, number
+from pipeline.sample_size import MIN_LABELLED, TOO_FEW, SampleSize, kappa_reason
 from pipeline.store import DB_NAME, Store
 from pipeline.transcripts import Transcript
 from pipeline.verdict import sentence
@@ -531,12 +532,14 @@ GLOSSARY = ("gloss.kappa_w", "gloss.ci", "gloss.baselines", "gloss.alpha", "glos
 
 
 def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | None = None, lang: Lang = "zh",
-                 chats: Mapping[str, Transcript] | None = None) -> ReportFiles:
+                 chats: Mapping[str, Transcript] | None = None, command: str = "kefu check",
+                 min_labelled: int = MIN_LABELLED) -> ReportFiles:
     """Write agreement.json, agreement.md and report.html (and comparison.json against `previous`) to `out_dir`.
 
     The reports' words are in `lang` (templates/messages.yaml). The "differ most" list reads the judge's
     quotes and any deterministic checks from the run store in `out_dir`, when there is one, and shows the
-    chats' text from `chats`, when given.
+    chats' text from `chats`, when given. Below `min_labelled` graded chats the pages lead with a notice
+    and give no verdict (pipeline/sample_size.py); the footer names `command`, the one that made them.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     comparison = compare_results(result, previous) if previous is not None else None
@@ -558,6 +561,10 @@ def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | 
         "baselines": {c.criterion_id: {b.name: b for b in c.baselines} for c in result.criteria},
         "consensus_rule": ag.CONSENSUS_RULE,
         "ceilings": any(c.human_ceiling is not None for c in result.criteria),
+        "sample": SampleSize(n=result.transcripts_graded, minimum=min_labelled),
+        "too_few": TOO_FEW,
+        "kappa_reason": kappa_reason,
+        "command": command,
     }
     files = ReportFiles(out_dir / AGREEMENT_JSON, out_dir / AGREEMENT_MD, out_dir / REPORT_HTML,
                         out_dir / COMPARISON_JSON if comparison is not None else None)

@@ -42,6 +42,7 @@ from pydantic import (
 
 from pipeline.checks import CHECKS, CheckKind
 from pipeline.errors import RubricError
+from pipeline.oserrors import os_problem
 from pipeline.timing import ColumnValue
 from pipeline.yamlload import load_yaml
 
@@ -492,7 +493,7 @@ def load_rubric(path: str | Path) -> Rubric:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise RubricError(str(p), [f"cannot read: {exc.strerror}"]) from None
+        raise RubricError(str(p), [f"无法读取 (cannot read)：{os_problem(exc)}"]) from None
     except UnicodeDecodeError as exc:
         raise RubricError(str(p), [f"not UTF-8: byte {exc.start} cannot be decoded"]) from None
     try:

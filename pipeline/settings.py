@@ -23,6 +23,7 @@ from pydantic_core import ErrorDetails
 from pipeline.errors import ConfigError
 from pipeline.grader import ResponseMode, Sampling
 from pipeline.llm import DEFAULT_TIMEOUT, Endpoint
+from pipeline.oserrors import os_problem
 from pipeline.redaction import is_loopback
 
 DEFAULT_CONFIG = Path("kefu.toml")
@@ -72,10 +73,22 @@ class Settings(BaseModel):
         return self.base_url is not None or self.api_key is not None
 
     def check_endpoint(self) -> None:
-        """Raise now, before a progress bar or a request, what `endpoint()` would raise; with no endpoint
-        configured (the embedded model grades) there is nothing to check."""
+        """Raise now, before a progress bar or a request, what `endpoint()` would raise.
+
+        With no endpoint configured the embedded model grades, but only when nothing was asked for: a
+        model named by a flag, config or KEFU_MODEL that no endpoint can serve is an error, not a quiet
+        switch to a different model.
+        """
         if self.endpoint_configured:
             self.endpoint()
+        elif "model" in self.model_fields_set:
+            raise ConfigError(
+                f"要求使用模型 {self.model}，但没有能提供它的端点：环境变量 {self.api_key_env} 未设置，也没有 "
+                f"--base-url（或 OPENAI_BASE_URL）。请 export {self.api_key_env}=...，或用 --base-url 指向兼容 "
+                "OpenAI 的端点；想用内置离线模型试用时，不要指定 --model "
+                f"(model {self.model} was asked for but no endpoint can serve it: set {self.api_key_env} "
+                "or --base-url)"
+            )
 
     def endpoint(self) -> Endpoint:
         """The configured endpoint for the client; the key leaves its SecretStr only here.
@@ -132,8 +145,10 @@ def _config_table(path: Path) -> dict[str, Any]:
     otherwise be ignored without a word)."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"无法读取配置文件 {path}：{os_problem(exc)} (cannot read the config file)") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"配置文件 {path} 不是有效的 TOML：{exc} (not valid TOML)") from None
     unknown = [key for key in document if key != "kefu"]
     if unknown:
         raise ConfigError(f"{path}: 未知的表或键 {', '.join(map(repr, unknown))}：配置只能写在 [kefu] 表里 "

@@ -322,7 +322,8 @@ def _input_files(paths: Sequence[Path]) -> list[_Input]:
                 raise InputError(_display(path), f"unknown kind of file {path.suffix!r}; expected {_KINDS}")
             found.append(_Input(path, fmt, _not_a_file(path)))
         else:
-            raise InputError(_display(path), (path.is_symlink() and _not_a_file(path)) or "no such file or directory")
+            raise InputError(_display(path), (path.is_symlink() and _not_a_file(path))
+                             or "找不到这个对话文件或文件夹 (looked for transcripts here: not found)")
     unique: dict[Path, _Input] = {}
     for entry in found:
         unique.setdefault(entry.path if entry.problem else entry.path.resolve(), entry)

@@ -30,6 +30,7 @@ from pipeline.report import (
     write_rubric_comparison,
 )
 from pipeline.rubric import Rubric, load_rubric
+from pipeline.sample_size import TOO_FEW, SampleSize
 from pipeline.settings import load_settings
 from pipeline.store import DB_NAME, Store
 from pipeline.transcripts import Role, Transcript, Turn
@@ -122,7 +123,8 @@ def test_markdown_escapes_data() -> None:
     result = check_result(JUDGE, HUMAN, ["a|b*c", "t1", "t2", "t3", "t4", "t5"])
     assert result.differences and {d.transcript_id for d in result.differences} == {"t1", "t3"}
     md = _environment().get_template("agreement.md").render(
-        r=result, criteria=[], sums=[], comparison=None, differences=[], alt_tests=[], ceilings=False)
+        r=result, criteria=[], sums=[], comparison=None, differences=[], alt_tests=[], ceilings=False,
+        sample=SampleSize(n=6, minimum=30), too_few=TOO_FEW, command="kefu check")
     assert "评判模型一致性检查" in md
     assert _environment().filters["md"]("a|b*c\n<x>") == "a\\|b\\*c \\<x\\>"
 

@@ -295,7 +295,7 @@ def test_missing_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(RubricError) as info:
         load_rubric(path)
     assert info.value.path == str(path)
-    assert info.value.problems == ["cannot read: No such file or directory"]
+    assert info.value.problems == ["无法读取 (cannot read)：不存在 (not found)"]
 
 
 def _edit_seed_text(tmp_path: Path, old: str, new: str) -> RubricError:

@@ -192,13 +192,13 @@ def test_the_progress_total_counts_nested_jsonl_lines_and_gives_up_on_other_form
     assert count_jsonl_lines([tmp_path]) == 5
     (tmp_path / "a" / "y.csv").write_text("conversation_id,role,text\n", encoding="utf-8")
     assert count_jsonl_lines([tmp_path]) is None  # CSV rows are not conversations
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="not found"):
         count_jsonl_lines([tmp_path / "missing.jsonl"])
 
 
 def test_a_missing_path_or_unknown_kind_of_named_file_raises_before_reading(tmp_path: Path) -> None:
     (tmp_path / "orders.xlsx").write_bytes(b"PK")
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="not found"):
         read_transcripts([tmp_path / "missing.jsonl"])  # not iterated: the check is eager
     with pytest.raises(InputError, match=r"unknown kind of file '\.xlsx'"):
         read_transcripts([tmp_path / "orders.xlsx"])

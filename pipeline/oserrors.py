@@ -1,0 +1,23 @@
+"""What a refused file operation means, in words a QA lead reads: never Python's `[Errno 2] …` text."""
+
+from __future__ import annotations
+
+import errno
+
+_WORDS = {
+    errno.ENOENT: "不存在 (not found)",
+    errno.EACCES: "没有权限 (permission denied)",
+    errno.EPERM: "没有权限 (permission denied)",
+    errno.EISDIR: "是文件夹，不是文件 (a folder, not a file)",
+    errno.ENOTDIR: "路径中有一段不是文件夹 (a part of the path is not a folder)",
+    errno.ENOSPC: "磁盘已满 (the disk is full)",
+    errno.EROFS: "在只读的文件系统上 (a read-only file system)",
+    errno.EEXIST: "已存在 (already exists)",
+}
+
+
+def os_problem(exc: OSError) -> str:
+    """Chinese first for the common refusals; the system's own words, without the errno, for a rarer one."""
+    if exc.errno in _WORDS:
+        return _WORDS[exc.errno]
+    return exc.strerror or type(exc).__name__
