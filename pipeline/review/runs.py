@@ -1,0 +1,55 @@
+"""A run folder opened for review: its rubric, its store, its chat text and its overview index."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.errors import InputError
+from pipeline.review.chats import ChatSource
+from pipeline.rubric import Criterion, Rubric
+from pipeline.store import DB_NAME, Store
+
+if TYPE_CHECKING:
+    from pipeline.review.overview import OverviewIndex
+
+
+class ReviewRun:
+    """One run folder. Each request opens its own connection (`store()`): SQLite in WAL mode lets
+    reviewers, `kefu grade` and `kefu export` read and write the same store at once."""
+
+    def __init__(self, folder: Path) -> None:
+        if not (folder / DB_NAME).is_file():
+            raise InputError(str(folder), f"not a run folder: no {DB_NAME} in it")
+        self.folder = folder
+        with self.store() as store:
+            run = store.last_run()
+        if run is None:
+            raise InputError(str(folder), "no run has been recorded in this folder")
+        self.rubric = Rubric.model_validate(json.loads(run["settings"])["rubric"])
+        self.rubric_hash = self.rubric.content_hash
+        self.model = str(run["model"])
+        self.criteria: dict[str, Criterion] = {c.id: c for c in self.rubric.criteria()}
+        self.chats = ChatSource(folder)
+        self._index: OverviewIndex | None = None
+        self._index_lock = threading.Lock()
+
+    @contextmanager
+    def store(self) -> Iterator[Store]:
+        """A connection of this request's own."""
+        with Store.open(self.folder) as store:
+            yield store
+
+    def overview_index(self) -> OverviewIndex:
+        """The overview's table of final scores, rebuilt when the store's change counter has moved."""
+        from pipeline.review.overview import build_index  # pandas: loaded with the first overview
+
+        with self.store() as store, self._index_lock:
+            changes = store.changes()
+            if self._index is None or self._index.changes != changes:
+                self._index = build_index(store, self.rubric, changes)
+            return self._index
