@@ -9,15 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-import uvicorn
 from conftest import HOSTILE, grade_run, review_chats
 from starlette.testclient import TestClient
 
@@ -37,11 +31,11 @@ def client(run: Path, token: str | None = None, base_url: str = LOCAL) -> TestCl
 
 def test_chat_api_returns_the_chat_its_grades_checks_and_people(reviewed_run: Path) -> None:
     api = client(reviewed_run)
-    body = api.get("/api/chats/r03").json()
-    assert body["transcript_id"] == "r03" and body["agent_id"] == "kf-2" and body["text_available"]
+    body = api.get("/api/chats/r06").json()
+    assert body["transcript_id"] == "r06" and body["agent_id"] == "kf-1" and body["text_available"]
     assert [t["number"] for t in body["turns"]] == [1, 2, 3, 4]
-    assert "".join(s["text"] for s in body["turns"][1]["segments"]) == "亲，您好，48小时内发货哦"
-    # r03's last reply came 12 minutes late: its wait is marked as a breach; the bare 嗯 is a banned phrase.
+    assert "".join(s["text"] for s in body["turns"][1]["segments"]) == "亲，您好，已为您核实 order 1234：物流延迟，退款已处理，好的"
+    # r06's last reply came 12 minutes late: its wait is marked as a breach; the bare 嗯 is a banned phrase.
     assert body["turns"][3]["breach"] and body["turns"][3]["wait_s"] == 730.0
     assert any("banned" in s["marks"] for s in body["turns"][3]["segments"])
     assert [r["repeat"] for r in body["repeats"]] == [0, 1]
@@ -50,6 +44,14 @@ def test_chat_api_returns_the_chat_its_grades_checks_and_people(reviewed_run: Pa
     # The cap on proactivity (a wait over 10 minutes) shows as an adjustment, the LLM's score beside it.
     proactivity = next(c for c in first["criteria"] if c["id"] == "proactivity")
     assert proactivity["final_score"] == 0 and (proactivity["llm_score"] == 0 or proactivity["adjustment"])
+    # Every quote the judge got right is marked where it stands; the others are listed as unverified only.
+    evidence = [e for c in first["criteria"] for e in c["evidence"]]
+    located = {(e["turn"], e["quote"]) for e in evidence if e["located"]}
+    assert located and {e["verified"] for e in evidence} == {True, False}
+    assert all(e["verified"] for e in evidence if e["located"])
+    for turn, quote in located:  # the quote's characters all lie in marked segments of its turn
+        marked = "".join(s["text"] if "evidence" in s["marks"] else "\0" for s in body["turns"][turn - 1]["segments"])
+        assert quote in marked
     assert body["labels"] == [] and body["disputes"] == []
     assert api.get("/api/chats/nope").status_code == 404
 
@@ -173,25 +175,6 @@ def test_changes_from_another_site_are_refused(reviewed_run: Path) -> None:
     assert client(reviewed_run, base_url="http://attacker.example").get("/").status_code == 421
     with Store.open(reviewed_run) as store:
         assert len(store.labels()) == 1
-
-
-@pytest.fixture
-def live_server(reviewed_run: Path) -> Iterator[str]:
-    """The app under uvicorn on a free 127.0.0.1 port, in a thread."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app([reviewed_run]), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
 
 
 def test_a_real_server_serves_pages_and_saves_labels(live_server: str) -> None:
