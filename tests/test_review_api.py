@@ -34,7 +34,8 @@ def test_chat_api_returns_the_chat_its_grades_checks_and_people(reviewed_run: Pa
     body = api.get("/api/chats/r06").json()
     assert body["transcript_id"] == "r06" and body["agent_id"] == "kf-1" and body["text_available"]
     assert [t["number"] for t in body["turns"]] == [1, 2, 3, 4]
-    assert "".join(s["text"] for s in body["turns"][1]["segments"]) == "亲，您好，已为您核实 order 1234：物流延迟，退款已处理，好的"
+    agent_text = "亲，您好，已为您核实 order 1234：物流延迟，退款已处理，好的"
+    assert "".join(s["text"] for s in body["turns"][1]["segments"]) == agent_text
     # r06's last reply came 12 minutes late: its wait is marked as a breach; the bare 嗯 is a banned phrase.
     assert body["turns"][3]["breach"] and body["turns"][3]["wait_s"] == 730.0
     assert any("banned" in s["marks"] for s in body["turns"][3]["segments"])
