@@ -13,6 +13,9 @@ from pathlib import Path
 
 import httpx
 from conftest import HOSTILE, grade_run, review_chats
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from markupsafe import escape
 from starlette.testclient import TestClient
 
 from pipeline.exports import export_run, refresh_outputs
@@ -150,6 +153,26 @@ def test_hostile_ids_and_text_are_text_in_every_page(reviewed_run: Path) -> None
     queue = [api.get(f"/queue?n=20&blind=0&i={i}").text for i in range(len(review_chats()))]
     assert not any(HOSTILE in page for page in queue)
     assert sum(escaped in page for page in queue) == 1  # the hostile chat's own page
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(score=st.integers(-5, 15), criterion=st.sampled_from(["greeting", "proactivity", "tmall_rules"]))
+def test_a_label_is_saved_exactly_when_its_score_is_a_level(reviewed_run: Path, score: int, criterion: str) -> None:
+    levels = ReviewRun(reviewed_run).criteria[criterion].points
+    answer = client(reviewed_run).post("/api/labels", json={"transcript_id": "r01", "criterion_id": criterion,
+                                                            "score": score, "rater_id": "张三"})
+    assert answer.status_code == (201 if score in levels else 422)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reason=st.text(alphabet=st.sampled_from("<>&\"'/ascript=亲\n"), min_size=1, max_size=40).filter(str.strip))
+def test_any_reason_is_shown_as_text(reviewed_run: Path, reason: str) -> None:
+    api = client(reviewed_run)
+    opened = api.post("/api/disputes", json={"transcript_id": "r01", "criterion_id": "greeting", "reason": reason,
+                                             "opened_by": "张三"})
+    assert opened.status_code == 201
+    page = api.get("/disputes").text
+    assert str(escape(reason.strip())) in page
 
 
 def test_off_loopback_every_request_needs_the_token(reviewed_run: Path) -> None:
