@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
             ids_file.write_text(json.dumps(ids), encoding="utf-8")
             print(f"built a run of {args.n:,} chats in {time.perf_counter() - build_start:.0f} s\n")
         rows = measure(folder, ids, args.repeat)
-    print(f"kefu review over {len(ids):,} chats, wall seconds per HTTP GET (fastest of {args.repeat} after the first)\n")
+    print(f"kefu review over {len(ids):,} chats, wall seconds per HTTP GET "
+          f"(fastest of {args.repeat} after the first)\n")
     print_table(["what", "s"], rows)
     print(f"\nMachine: {describe_machine(('starlette', 'uvicorn', 'pandas', 'jinja2'))}")
 
