@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 from pipeline.exports import export_run, refresh_outputs
 from pipeline.labels import read_label_source, read_labels
 from pipeline.review import create_app
+from pipeline.review.calibration import JUDGE, calibrate
 from pipeline.review.runs import ReviewRun
 from pipeline.store import Store
 from pipeline.summary import summarize_run
@@ -209,3 +210,28 @@ def test_a_real_server_serves_pages_and_saves_labels(live_server: str) -> None:
                                                "rater_id": "王五"})
         assert saved.status_code == 201
         assert "r05,closing,3,王五," in http.get("/api/labels.csv").text
+
+
+def test_calibration_compares_reviewers_with_each_other_and_the_judge(reviewed_run: Path) -> None:
+    api = client(reviewed_run)
+    chats = ["r00", "r01", "r02", "r03"]
+    for rater, scores in (("甲", [0, 1, 3, 3]), ("乙", [0, 1, 3, 1])):
+        for tid, score in zip(chats, scores, strict=True):
+            assert api.post("/api/labels", json={"transcript_id": tid, "criterion_id": "greeting", "score": score,
+                                                 "rater_id": rater}).status_code == 201
+    (greeting,) = calibrate(ReviewRun(reviewed_run))
+    assert greeting.raters == ["乙", "甲", JUDGE]
+    assert greeting.agreement is not None
+    pairs = {(p.rater, p.other): p for p in greeting.agreement.comparisons}
+    # 乙 and 甲 agree on 3 of 4 chats (r03: 1 against 3, one level apart on 0/1/3): exact 0.75, adjacent 1.0,
+    # bias 乙 − 甲 = (0 + 0 + 0 − 2) / 4 = −0.5.
+    humans = pairs[("乙", "甲")]
+    assert (humans.n, humans.metrics.exact, humans.metrics.adjacent, humans.metrics.bias) == (4, 0.75, 1.0, -0.5)
+    judge = [next(c["llm_score"] for c in api.get(f"/api/chats/{t}").json()["repeats"][0]["criteria"]
+                  if c["id"] == "greeting") for t in chats]
+    expected = sum(j == h for j, h in zip(judge, [0, 1, 3, 3], strict=True)) / 4
+    assert pairs[("甲", JUDGE)].metrics.exact == expected
+    assert [d.transcript_id for d in greeting.differences] == [
+        t for t, a, b, j in zip(chats, [0, 1, 3, 3], [0, 1, 3, 1], judge, strict=True) if len({a, b, j}) > 1]
+    page = api.get("/calibration").text
+    assert 'data-pair="乙|甲"' in page and "0.75" in page

@@ -22,6 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pipeline.review import overview as ov
+from pipeline.review.calibration import calibrate
 from pipeline.review.chatview import load_chat
 from pipeline.review.queue import QueueSpec, draw_queue
 from pipeline.review.records import (
@@ -107,6 +108,13 @@ def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
             rows = store.disputes(status=status if status in ("open", "resolved") else None)
         return page(request, "disputes.html", disputes=rows, status=status or "")
 
+    async def calibration_page(request: Request) -> Response:
+        _, run = run_of(request)
+        only = None
+        if "mode" in request.query_params:  # the set of one queue: a calibration session
+            only = draw_queue(run.overview_index().frame, QueueSpec.model_validate(dict(request.query_params)))
+        return page(request, "calibration.html", criteria=calibrate(run, only), only=only)
+
     async def api_chat(request: Request) -> Response:
         _, run = run_of(request)
         view = load_chat(run, request.path_params["transcript_id"])
@@ -162,6 +170,7 @@ def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
             Route("/chats/{transcript_id:path}", chat_page),
             Route("/queue", queue_page),
             Route("/disputes", disputes_page),
+            Route("/calibration", calibration_page),
             Route("/api/chats/{transcript_id:path}", api_chat),
             Route("/api/labels", api_labels, methods=["POST"]),
             Route("/api/labels.csv", api_labels_csv),
