@@ -480,8 +480,9 @@ class Store:
                 self._db.execute(_INSERT_LINE, finished_line)
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN")
+    def _transaction(self, *, immediate: bool = False) -> Iterator[None]:
+        """`immediate` takes the write lock first, so a read-then-write never deadlocks with another writer."""
+        self._db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
         try:
             yield
         except BaseException:
@@ -598,17 +599,6 @@ class Store:
         return json.loads(row[0]) if row is not None and row[0] else None
 
     # --- review: labels, disputes, audit (migration 004) ------------------------------------
-    @contextmanager
-    def _write_transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE: takes the write lock first, so a read-then-write never deadlocks with another writer."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
     def _audit(self, actor: str, action: str, transcript_id: str, criterion_id: str | None,
                detail: dict[str, Any]) -> None:
         self._db.execute(
@@ -620,7 +610,7 @@ class Store:
                    rubric_version: str) -> LabelRow:
         """Add a reviewer's score (committed on return); a later one by the same rater replaces it in `labels`."""
         at = _now()
-        with self._write_transaction():
+        with self._transaction(immediate=True):
             cur = self._db.execute(
                 "INSERT INTO labels (transcript_id, criterion_id, score, rater_id, rubric_id, rubric_version,"
                 " labelled_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -644,7 +634,7 @@ class Store:
     def open_dispute(self, *, transcript_id: str, criterion_id: str, reason: str, opened_by: str) -> DisputeRow:
         """Open a dispute of a criterion's grade (committed on return)."""
         at = _now()
-        with self._write_transaction():
+        with self._transaction(immediate=True):
             cur = self._db.execute(
                 "INSERT INTO disputes (transcript_id, criterion_id, reason, opened_by, opened_at, status)"
                 " VALUES (?, ?, ?, ?, ?, 'open')",
@@ -658,7 +648,7 @@ class Store:
     def resolve_dispute(self, dispute_id: int, *, final_score: int, resolved_by: str, note: str) -> DisputeRow | None:
         """Resolve an open dispute with the final score; None when there is no open dispute of that id."""
         at = _now()
-        with self._write_transaction():
+        with self._transaction(immediate=True):
             cur = self._db.execute(
                 "UPDATE disputes SET status = 'resolved', final_score = ?, resolved_by = ?, resolved_at = ?, note = ?"
                 " WHERE id = ? AND status = 'open'",

@@ -75,34 +75,29 @@ function setupPager() {
   });
 }
 
+// Each form posts its fields and the reviewer's name, then reloads the page to show the change.
+function submitsAs(selector, url, body) {
+  document.querySelectorAll(selector).forEach((form) => {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const who = reviewer();
+      if (!who) return;
+      try {
+        await postJSON(url(form), body(form, who));
+        location.reload();
+      } catch (error) { alert(error.message); }
+    });
+  });
+}
+
 function setupDisputes() {
-  document.querySelectorAll("form.dispute-form").forEach((form) => {
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const who = reviewer();
-      if (!who) return;
-      try {
-        await postJSON("/api/disputes", {
-          transcript_id: form.dataset.transcript, criterion_id: form.dataset.criterion,
-          reason: form.elements.reason.value, opened_by: who,
-        });
-        location.reload();
-      } catch (error) { alert(error.message); }
-    });
-  });
-  document.querySelectorAll("form.resolve-form").forEach((form) => {
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const who = reviewer();
-      if (!who) return;
-      try {
-        await postJSON("/api/disputes/" + form.dataset.dispute + "/resolve", {
-          final_score: parseInt(form.elements.final_score.value, 10), resolved_by: who, note: form.elements.note.value,
-        });
-        location.reload();
-      } catch (error) { alert(error.message); }
-    });
-  });
+  submitsAs("form.dispute-form", () => "/api/disputes", (form, who) => ({
+    transcript_id: form.dataset.transcript, criterion_id: form.dataset.criterion,
+    reason: form.elements.reason.value, opened_by: who,
+  }));
+  submitsAs("form.resolve-form", (form) => "/api/disputes/" + form.dataset.dispute + "/resolve", (form, who) => ({
+    final_score: parseInt(form.elements.final_score.value, 10), resolved_by: who, note: form.elements.note.value,
+  }));
 }
 
 function setupQueue() {
