@@ -235,3 +235,12 @@ def test_calibration_compares_reviewers_with_each_other_and_the_judge(reviewed_r
         t for t, a, b, j in zip(chats, [0, 1, 3, 3], [0, 1, 3, 1], judge, strict=True) if len({a, b, j}) > 1]
     page = api.get("/calibration").text
     assert 'data-pair="乙|甲"' in page and "0.75" in page
+
+
+def test_bad_page_parameters_get_a_message_not_a_crash(reviewed_run: Path) -> None:
+    api = client(reviewed_run)
+    bad = api.get("/?min_total=abc")
+    assert bad.status_code == 400 and "min_total：须为整数" in bad.text
+    assert api.get("/queue?mode=everything").status_code == 400
+    assert api.get("/?offset=x").status_code == 200 and api.get("/queue?i=-1").status_code == 200
+    assert api.get("/?run=7").status_code == 404

@@ -74,7 +74,7 @@ def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
         index = run.overview_index()
         filters = ov.Filters.model_validate({k: v for k, v in request.query_params.items() if v != ""})
         chosen = ov.apply_filters(index.frame, filters)
-        offset = int(request.query_params.get("offset", "0") or 0)
+        offset = _int_param(request, "offset")
         listed = chosen.iloc[offset:offset + CHAT_LIST_PAGE]
         by = request.query_params.get("by", "agent")
         return page(
@@ -96,7 +96,7 @@ def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
         _, run = run_of(request)
         spec = QueueSpec.model_validate(dict(request.query_params))
         ids = draw_queue(run.overview_index().frame, spec)
-        position = min(max(int(request.query_params.get("i", "0") or 0), 0), max(len(ids) - 1, 0))
+        position = min(_int_param(request, "i"), max(len(ids) - 1, 0))
         view = load_chat(run, ids[position]) if ids else None
         blind = request.query_params.get("blind", "1") == "1"
         return page(request, "queue.html", spec=spec, ids=ids, position=position, chat=view, blind=blind)
@@ -157,6 +157,11 @@ def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
         assert isinstance(exc, ReviewRejected)
         return JSONResponse({"detail": exc.message}, status_code=422)
 
+    async def bad_parameters(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ValidationError)
+        return await not_found(request, HTTPException(400, "地址中的参数不正确：" + "；".join(
+            f"{'.'.join(map(str, e['loc']))}：{_PROBLEMS.get(e['type'], e['msg'])}" for e in exc.errors())))
+
     async def not_found(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if request.url.path.startswith("/api/"):
@@ -178,7 +183,7 @@ def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
             Route("/api/disputes/{dispute_id:int}/resolve", api_resolve, methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
-        exception_handlers={ReviewRejected: rejected, HTTPException: not_found},
+        exception_handlers={ReviewRejected: rejected, HTTPException: not_found, ValidationError: bad_parameters},
     )
     app.add_middleware(Guard, token=token)
     return app
@@ -192,6 +197,12 @@ async def _body(request: Request, model: type[_M]) -> _M:
         problems = "；".join(f"{'.'.join(map(str, e['loc'])) or '请求体'}：{_PROBLEMS.get(e['type'], e['msg'])}"
                             for e in exc.errors())
         raise ReviewRejected(f"请求内容不符合要求：{problems}") from None
+
+
+def _int_param(request: Request, name: str) -> int:
+    """A non-negative integer query parameter (a page offset, a queue position); 0 when absent or not one."""
+    raw = request.query_params.get(name, "")
+    return int(raw) if raw.isdigit() else 0
 
 
 def _count_lines(path: Path) -> int:

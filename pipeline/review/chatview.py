@@ -9,14 +9,16 @@ marked in the text.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import groupby, pairwise
 from typing import Any
 
-from pipeline.adjustments import apply_hooks
+from pipeline.adjustments import Decision, apply_hooks
 from pipeline.exports import load_decisions, stored_check_columns
 from pipeline.review.runs import ReviewRun
 from pipeline.store import Store
+from pipeline.timing import ColumnValue
 from pipeline.transcripts import Transcript
 
 ROLE_NAMES = {"customer": "顾客", "agent": "客服", "bot": "机器人", "system": "系统"}
@@ -140,7 +142,8 @@ def _people(store: Store, transcript_id: str) -> dict[str, list[dict[str, Any]]]
 
 
 def _repeat_view(run: ReviewRun, repeat: int, model: str, stored: list[dict[str, Any]],
-                 checks: Any, decisions: Any, chat: Transcript | None) -> RepeatView:
+                 checks: Mapping[str, ColumnValue] | None, decisions: Mapping[str, Decision] | None,
+                 chat: Transcript | None) -> RepeatView:
     by_id = {cg["criterion_id"]: cg for cg in stored}
     llm = {cid: (by_id[cid]["score"] if cid in by_id else None) for cid in run.criteria}
     adjusted = apply_hooks(run.rubric, llm, checks, decisions)
