@@ -329,11 +329,12 @@ def refresh_outputs(store: Store, rubric: Rubric, out_dir: Path) -> Outputs:
     A resume that grades nothing would otherwise rewrite every file (hundreds of MB for 10^5 chats).
     The files are up to date when they all exist and the store's change counter, the rubric (hooks
     included: they change final scores) and this module's code are what they were when they were
-    written; the means come back from that time.
+    written, and so are the reviewers' decisions (resolved disputes); the means come back from that time.
     """
     paths = (out_dir / "scores.csv", out_dir / "grades.jsonl", out_dir / "checks.jsonl")
     rubric_dump = json.dumps(rubric.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
-    stamp = {"changes": store.changes(), "rubric": hashlib.sha256(rubric_dump.encode()).hexdigest(), "code": _CODE}
+    stamp = {"changes": store.changes(), "rubric": hashlib.sha256(rubric_dump.encode()).hexdigest(), "code": _CODE,
+             "decisions": store.decisions_stamp()}
     kept = store.meta_value(_EXPORT_STAMP)
     if kept is not None and all(p.exists() for p in paths):
         previous = json.loads(kept)

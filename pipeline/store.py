@@ -307,8 +307,9 @@ def _m004_review(db: sqlite3.Connection) -> None:
 
     `labels` is append-only: a reviewer who changes an answer adds a row, and the latest row per
     rater, transcript and criterion is the label. A dispute is opened, then resolved once with a
-    final score; a resolved dispute's score is the criterion's final score in every export, so
-    resolving one moves `meta.changes`. `audit` refuses UPDATE and DELETE by trigger.
+    final score; a resolved dispute's score is the criterion's final score in every export (the
+    exports' stamp includes `decisions_stamp`; `meta.changes` stays about grades and transcripts).
+    `audit` refuses UPDATE and DELETE by trigger.
     """
     _execute_all(
         db,
@@ -352,8 +353,6 @@ def _m004_review(db: sqlite3.Connection) -> None:
     for event in ("UPDATE", "DELETE"):  # one statement each: their bodies hold a ';'
         db.execute(f"CREATE TRIGGER audit_no_{event.lower()} BEFORE {event} ON audit BEGIN "
                    "SELECT RAISE(ABORT, 'audit is append-only'); END")
-    db.execute("CREATE TRIGGER disputes_update_counts AFTER UPDATE ON disputes BEGIN "
-               "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'changes'; END")
 
 
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
@@ -684,6 +683,11 @@ class Store:
         for row in self.disputes(status="resolved")[::-1]:  # oldest first: the latest wins
             out.setdefault(row.transcript_id, {})[row.criterion_id] = row
         return out
+
+    def decisions_stamp(self) -> str:
+        """Changes whenever a dispute is resolved: the resolved disputes' ids, in order."""
+        ids = [row[0] for row in self._db.execute("SELECT id FROM disputes WHERE status = 'resolved' ORDER BY id")]
+        return ",".join(map(str, ids))
 
     def audit_trail(self, transcript_id: str | None = None) -> list[AuditRow]:
         """The audit lines, of one chat or of all, in the order written."""

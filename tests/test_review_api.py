@@ -113,6 +113,11 @@ def test_a_resolved_dispute_is_the_final_score_everywhere_and_survives_a_rerun(r
     again = api.post(f"/api/disputes/{dispute}/resolve", json={"final_score": 1, "resolved_by": "组长", "note": "x"})
     assert again.status_code == 422 and "已处理" in again.json()["detail"]
 
+    frame = ReviewRun(reviewed_run).overview_index()  # the overview's table, from its cache file plus the decision
+    assert (reviewed_run / "review_index.parquet").is_file()
+    assert list(frame.loc[frame["transcript_id"] == "r02", "c:greeting"]) == [decided, decided]
+    assert list(frame.loc[frame["transcript_id"] == "r02", "llm:greeting"]) == [llm, llm]
+    assert "/chats/r02?" in api.get(f"/?criterion=greeting&score={decided}").text
     after = {c["id"]: c for c in api.get("/api/chats/r02").json()["repeats"][1]["criteria"]}
     assert after["greeting"]["final_score"] == decided and after["greeting"]["llm_score"] == llm
     assert "组长: 核实后改判" in after["greeting"]["adjustment"]

@@ -37,13 +37,13 @@ def test_the_audit_trail_refuses_updates_and_deletes(tmp_path: Path) -> None:
     db.close()
 
 
-def test_a_dispute_is_resolved_once_and_moves_the_change_counter(tmp_path: Path) -> None:
+def test_a_dispute_is_resolved_once_and_moves_the_decisions_stamp(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         opened = store.open_dispute(transcript_id="t1", criterion_id="greeting", reason="应得满分", opened_by="张三")
-        before = store.changes()
+        before = store.decisions_stamp()
         resolved = store.resolve_dispute(opened.id, final_score=3, resolved_by="组长", note="同意")
         assert resolved is not None and resolved.status == "resolved" and resolved.final_score == 3
-        assert store.changes() == before + 1  # exports are rewritten on the next refresh
+        assert store.decisions_stamp() != before  # exports are rewritten on the next refresh
         assert store.resolve_dispute(opened.id, final_score=0, resolved_by="组长", note="改主意") is None
         assert store.decisions()["t1"]["greeting"].final_score == 3
         assert [a.action for a in store.audit_trail()] == ["dispute_open", "dispute_resolve"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +56,8 @@ def _environment() -> jinja2.Environment:
 def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
     """The app over these run folders; with `token`, every request must carry it (see `security`)."""
     runs = [ReviewRun(folder) for folder in folders]
+    for run in runs:  # the overview's table, ready by the time someone opens the page (or that request waits)
+        threading.Thread(target=run.overview_index, name=f"index {run.folder}", daemon=True).start()
     env = _environment()
 
     def run_of(request: Request) -> tuple[int, ReviewRun]:
@@ -71,17 +74,17 @@ def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
 
     async def overview_page(request: Request) -> Response:
         _, run = run_of(request)
-        index = run.overview_index()
+        frame = run.overview_index()
         filters = ov.Filters.model_validate({k: v for k, v in request.query_params.items() if v != ""})
-        chosen = ov.apply_filters(index.frame, filters)
+        chosen = ov.apply_filters(frame, filters)
         offset = _int_param(request, "offset")
         listed = chosen.iloc[offset:offset + CHAT_LIST_PAGE]
         by = request.query_params.get("by", "agent")
         return page(
-            request, "overview.html", filters=filters, totals=ov.totals(chosen), all_totals=ov.totals(index.frame),
+            request, "overview.html", filters=filters, totals=ov.totals(chosen), all_totals=ov.totals(frame),
             rejected=_count_lines(run.folder / "rejects.jsonl"), distributions=ov.distributions(chosen, run.rubric),
             groups=ov.group_table(chosen, by if by in ov.GROUPS else "agent"), by=by, group_names=ov.GROUPS,
-            facets=ov.facet_values(index.frame), chats=listed.to_dict("records"), offset=offset,
+            facets=ov.facet_values(frame), chats=listed.to_dict("records"), offset=offset,
             page_size=CHAT_LIST_PAGE, status_names=ov.STATUS_NAMES,
         )
 
@@ -95,7 +98,7 @@ def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
     async def queue_page(request: Request) -> Response:
         _, run = run_of(request)
         spec = QueueSpec.model_validate(dict(request.query_params))
-        ids = draw_queue(run.overview_index().frame, spec)
+        ids = draw_queue(run.overview_index(), spec)
         position = min(_int_param(request, "i"), max(len(ids) - 1, 0))
         view = load_chat(run, ids[position]) if ids else None
         blind = request.query_params.get("blind", "1") == "1"
@@ -112,7 +115,7 @@ def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
         _, run = run_of(request)
         only = None
         if "mode" in request.query_params:  # the set of one queue: a calibration session
-            only = draw_queue(run.overview_index().frame, QueueSpec.model_validate(dict(request.query_params)))
+            only = draw_queue(run.overview_index(), QueueSpec.model_validate(dict(request.query_params)))
         return page(request, "calibration.html", criteria=calibrate(run, only), only=only)
 
     async def api_chat(request: Request) -> Response:

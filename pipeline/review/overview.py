@@ -1,27 +1,34 @@
 """The overview: one table of every chat × repeat's final scores and facets, filtered and summed in memory.
 
-The table is built once from the store (scores and check columns extracted by SQLite, so no grade's
-reasoning or evidence is decoded) and rebuilt when the store's change counter moves (a new grade, a
-resolved dispute). Final scores are the exports': the rubric's caps and critical items and the
-reviewers' decisions applied (`adjustments.apply_hooks`). Rates per group are the check columns'
+The table is built from the store (scores and check columns extracted by SQLite, so no grade's
+reasoning or evidence is decoded), kept beside the store as OUT/review_index.parquet and rebuilt only
+when the store's change counter (grades, transcripts), the rubric or this code changed: a 100,000-chat
+run builds it once, in a background thread when the app starts, and later starts read it back.
+Final scores are the exports': the rubric's caps and critical items applied
+(`adjustments.apply_hooks`), then the reviewers' decisions, re-applied to the few chats they concern
+whenever they change. Rates per group are the check columns'
 means over the chats where they were measured: 2分钟首次回复率 (`first_reply_within_limit`),
 the reply-limit share weighted by customer messages, and the share of chats with a banned phrase.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.adjustments import apply_hooks
-from pipeline.exports import load_decisions
+from pipeline import adjustments
+from pipeline.adjustments import AdjustedScores, Decision, apply_hooks
+from pipeline.exports import stored_check_columns
 from pipeline.rubric import Rubric
 from pipeline.store import Store
 
@@ -46,18 +53,37 @@ class Filters(BaseModel):
     score: int | None = Field(default=None, description="A final score of `criterion`.")
 
 
-@dataclass
-class OverviewIndex:
-    """The table, and the store change counter it reflects."""
-
-    frame: pd.DataFrame
-    changes: int
+CACHE_FILE = "review_index.parquet"
+_CACHE_STAMP = "review_index"
+_CODE = hashlib.sha256(b"".join(Path(m).read_bytes() for m in (__file__, adjustments.__file__))).hexdigest()
 
 
-def build_index(store: Store, rubric: Rubric, changes: int) -> OverviewIndex:
-    """One row per transcript × repeat with its facets, final criterion scores, total and check columns."""
+def load_index(store: Store, rubric: Rubric, folder: Path) -> pd.DataFrame:
+    """The table without the reviewers' decisions: read back from the cache file when current, else built and kept."""
+    stamp = json.dumps({"changes": store.changes(), "rubric": rubric.content_hash, "code": _CODE})
+    path = folder / CACHE_FILE
+    if store.meta_value(_CACHE_STAMP) == stamp and path.is_file():
+        return pd.read_parquet(path)
+    frame = build_index(store, rubric)
+    partial = path.with_suffix(".partial")
+    frame.to_parquet(partial, index=False)
+    partial.replace(path)
+    store.set_meta_value(_CACHE_STAMP, stamp)
+    return frame
+
+
+def _cells(rubric: Rubric, adjusted: AdjustedScores) -> tuple[Any, ...]:
+    """status, total, critical failure and each criterion's final score."""
+    finals = [adjusted.scores[c.id] for c in rubric.criteria()]
+    missing = finals.count(None)
+    status = "scored" if missing == 0 else "unscored" if missing == len(finals) else "partial"
+    total = 0 if adjusted.critical_failed else (None if missing else sum(f or 0 for f in finals))
+    return (status, total, adjusted.critical_failed, *finals)
+
+
+def build_index(store: Store, rubric: Rubric) -> pd.DataFrame:
+    """One row per transcript × repeat: facets, check rates, the LLM's and the final criterion scores, total."""
     criterion_ids = [c.id for c in rubric.criteria()]
-    decisions = load_decisions(store)
     facets = store.iter_transcript_facets()
     facet = next(facets, None)
     records: list[tuple[Any, ...]] = []
@@ -70,21 +96,41 @@ def build_index(store: Store, rubric: Rubric, changes: int) -> OverviewIndex:
         for cell in group:
             llm.update((cid, score) for cid, score in json.loads(cell[3]))
         columns = json.loads(own[5]) if own[5] else None
-        adjusted = apply_hooks(rubric, llm, columns, decisions.get(tid))
-        finals = [adjusted.scores[c] for c in criterion_ids]
-        missing = finals.count(None)
-        status = "scored" if missing == 0 else "unscored" if missing == len(finals) else "partial"
-        total = 0 if adjusted.critical_failed else (None if missing else sum(f or 0 for f in finals))
         c = columns or {}
-        records.append((tid, repeat, *own[1:5], status, total, adjusted.critical_failed,
+        records.append((tid, repeat, *own[1:5], *_cells(rubric, apply_hooks(rubric, llm, columns)),
                         c.get("first_reply_within_limit"), c.get("share_within_reply_limit"),
-                        c.get("customer_messages"), (c.get("banned_hits") or 0) > 0 if columns else None, *finals))
-    names = ["transcript_id", "repeat", "platform", "shop", "agent", "day", "status", "total", "critical",
-             "first_reply_ok", "reply_share", "customer_messages", "banned", *(f"c:{c}" for c in criterion_ids)]
-    frame = pd.DataFrame.from_records(records, columns=names)
-    for name in ("total", "reply_share", "customer_messages", *(f"c:{c}" for c in criterion_ids)):
+                        c.get("customer_messages"), (c.get("banned_hits") or 0) > 0 if columns else None,
+                        *llm.values()))
+    frame = pd.DataFrame.from_records(records, columns=_names(criterion_ids))
+    numeric = ["total", "reply_share", "customer_messages", *(f"{p}:{c}" for p in ("c", "llm") for c in criterion_ids)]
+    for name in numeric:
         frame[name] = pd.to_numeric(frame[name], errors="coerce")
-    return OverviewIndex(frame, changes)
+    return frame
+
+
+def _names(criterion_ids: list[str]) -> list[str]:
+    return ["transcript_id", "repeat", "platform", "shop", "agent", "day", "status", "total", "critical",
+            *(f"c:{c}" for c in criterion_ids), "first_reply_ok", "reply_share", "customer_messages", "banned",
+            *(f"llm:{c}" for c in criterion_ids)]
+
+
+def apply_decisions(frame: pd.DataFrame, store: Store, rubric: Rubric,
+                    decisions: Mapping[str, Mapping[str, Decision]]) -> pd.DataFrame:
+    """The table with the reviewers' decisions applied to the rows of the chats they concern."""
+    if not decisions:
+        return frame
+    out = frame.copy()
+    criterion_ids = [c.id for c in rubric.criteria()]
+    targets = ["status", "total", "critical", *(f"c:{c}" for c in criterion_ids)]
+    for tid, decided in decisions.items():
+        rows = out.index[out["transcript_id"] == tid]
+        meta = store.transcript_row(tid) if len(rows) else None
+        columns = stored_check_columns(meta.checks) if meta is not None else None
+        for i in rows:
+            cells = out.loc[i, [f"llm:{c}" for c in criterion_ids]].to_numpy(dtype=float)
+            llm = {c: None if np.isnan(v) else int(v) for c, v in zip(criterion_ids, cells, strict=True)}
+            out.loc[i, targets] = list(_cells(rubric, apply_hooks(rubric, llm, columns, decided)))
+    return out
 
 
 def apply_filters(frame: pd.DataFrame, f: Filters) -> pd.DataFrame:

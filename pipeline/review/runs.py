@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import InputError
+from pipeline.exports import load_decisions
 from pipeline.review.chats import ChatSource
 from pipeline.rubric import Criterion, Rubric
 from pipeline.store import DB_NAME, Store
 
 if TYPE_CHECKING:
-    from pipeline.review.overview import OverviewIndex
+    import pandas as pd
 
 
 class ReviewRun:
@@ -35,7 +36,8 @@ class ReviewRun:
         self.model = str(run["model"])
         self.criteria: dict[str, Criterion] = {c.id: c for c in self.rubric.criteria()}
         self.chats = ChatSource(folder)
-        self._index: OverviewIndex | None = None
+        self._index: tuple[tuple[int, str], pd.DataFrame, pd.DataFrame] | None = None
+        """(store stamp, the table without decisions, with them)."""
         self._index_lock = threading.Lock()
 
     @contextmanager
@@ -44,12 +46,15 @@ class ReviewRun:
         with Store.open(self.folder) as store:
             yield store
 
-    def overview_index(self) -> OverviewIndex:
-        """The overview's table of final scores, rebuilt when the store's change counter has moved."""
-        from pipeline.review.overview import build_index  # pandas: loaded with the first overview
+    def overview_index(self) -> pd.DataFrame:
+        """The overview's table of final scores (see `overview`), current with the store."""
+        from pipeline.review.overview import apply_decisions, load_index  # pandas: loaded with the first overview
 
         with self.store() as store, self._index_lock:
-            changes = store.changes()
-            if self._index is None or self._index.changes != changes:
-                self._index = build_index(store, self.rubric, changes)
-            return self._index
+            stamp = (store.changes(), store.decisions_stamp())
+            if self._index is None or self._index[0] != stamp:
+                base = self._index[1] if self._index is not None and self._index[0][0] == stamp[0] else None
+                if base is None:
+                    base = load_index(store, self.rubric, self.folder)
+                self._index = (stamp, base, apply_decisions(base, store, self.rubric, load_decisions(store)))
+            return self._index[2]
