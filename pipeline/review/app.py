@@ -56,8 +56,8 @@ def _environment() -> jinja2.Environment:
 def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
     """The app over these run folders; with `token`, every request must carry it (see `security`)."""
     runs = [ReviewRun(folder) for folder in folders]
-    for run in runs:  # the overview's table, ready by the time someone opens the page (or that request waits)
-        threading.Thread(target=run.overview_index, name=f"index {run.folder}", daemon=True).start()
+    for run in runs:  # ready by the time someone opens a page (or that request waits for it)
+        threading.Thread(target=run.warm_up, name=f"warm-up {run.folder}", daemon=True).start()
     env = _environment()
 
     def run_of(request: Request) -> tuple[int, ReviewRun]:

@@ -46,6 +46,14 @@ class ReviewRun:
         with Store.open(self.folder) as store:
             yield store
 
+    def warm_up(self) -> None:
+        """What the first pages would wait for, done ahead: the overview's table, the first input file's line index."""
+        self.overview_index()
+        with self.store() as store:
+            first = next(store.iter_transcript_rows(), None)
+        if first is not None:
+            self.chats.transcript(first.id, first.source)
+
     def overview_index(self) -> pd.DataFrame:
         """The overview's table of final scores (see `overview`), current with the store."""
         from pipeline.review.overview import apply_decisions, load_index  # pandas: loaded with the first overview
