@@ -49,15 +49,20 @@ def test_chat_api_returns_the_chat_its_grades_checks_and_people(reviewed_run: Pa
     # The cap on proactivity (a wait over 10 minutes) shows as an adjustment, the LLM's score beside it.
     proactivity = next(c for c in first["criteria"] if c["id"] == "proactivity")
     assert proactivity["final_score"] == 0 and (proactivity["llm_score"] == 0 or proactivity["adjustment"])
-    # Every quote the judge got right is marked where it stands; the others are listed as unverified only.
-    evidence = [e for c in first["criteria"] for e in c["evidence"]]
-    located = {(e["turn"], e["quote"]) for e in evidence if e["located"]}
-    assert located and {e["verified"] for e in evidence} == {True, False}
-    assert all(e["verified"] for e in evidence if e["located"])
-    for turn, quote in located:  # the quote's characters all lie in marked segments of its turn
-        marked = "".join(s["text"] if "evidence" in s["marks"] else "\0" for s in body["turns"][turn - 1]["segments"])
-        assert quote in marked
     assert body["labels"] == [] and body["disputes"] == []
+    # Every quote the judge got right is marked where it stands; the others are listed as unverified only.
+    # (The mock judge picks its quotes' turns by chance: over the 9 chats some land on the turn they quote.)
+    chats = [api.get(f"/api/chats/{c.id}").json() for c in review_chats()]
+    located_anywhere = 0
+    for chat in chats:
+        evidence = [e for c in chat["repeats"][0]["criteria"] for e in c["evidence"]]
+        assert all(e["verified"] for e in evidence if e["located"])
+        for turn, quote in {(e["turn"], e["quote"]) for e in evidence if e["located"]}:
+            segments = chat["turns"][turn - 1]["segments"]  # the quote's characters all lie in marked segments
+            assert quote in "".join(s["text"] if "evidence" in s["marks"] else "\0" for s in segments)
+            located_anywhere += 1
+    assert located_anywhere and any(not e["verified"] for c in chats for r in c["repeats"] for k in r["criteria"]
+                                    for e in k["evidence"])
     assert api.get("/api/chats/nope").status_code == 404
 
 

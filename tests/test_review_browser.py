@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import REPO, review_chats
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -62,19 +63,28 @@ def set_reviewer(page: Page, name: str) -> None:
 
 
 def test_overview_filters_and_a_chat_shows_its_evidence(page: Page, live_server: str, tmp_path: Path) -> None:
+    # The mock judge picks its quotes' turns by chance: take a plain chat where one landed on the turn it quotes.
+    with httpx.Client(base_url=live_server) as http:
+        chats = [http.get(f"/api/chats/{c.id}").json() for c in review_chats()[:8]]
+    chat = next(c for c in chats if any(e["located"] for k in c["repeats"][0]["criteria"] for e in k["evidence"]))
+    quote = next(e for k in chat["repeats"][0]["criteria"] for e in k["evidence"] if e["located"])
+
     page.goto(live_server + "/")
     expect(page.locator("#total-chats")).to_have_text(str(len(review_chats())))
     shoot(page, "overview", tmp_path)
-    page.select_option("select[name=agent]", "kf-1")
+    page.select_option("select[name=agent]", chat["agent_id"])
     page.click("#apply-filters")
-    expect(page.locator("#total-chats")).to_have_text("4")  # r00, r02, r04, r06
+    expect(page.locator("#total-chats")).to_have_text("4")  # kf-1: r00, r02, r04, r06; kf-2: the odd ones
     agents = page.locator("#chats tbody tr td:nth-child(3)").all_inner_texts()
-    assert len(agents) == 8 and set(agents) == {"kf-1"}  # two repeats each
-    page.locator("a.chat-link", has_text="r06").first.click()
-    expect(page.locator("#chat-id")).to_have_text("r06")
-    # Quotes the grader verified are highlighted in the transcript, the banned 嗯 and the late reply marked.
-    expect(page.locator("#turn-2 mark.evidence").first).to_be_visible()
+    assert len(agents) == 8 and set(agents) == {chat["agent_id"]}  # two repeats each
+    page.locator("a.chat-link", has_text=chat["transcript_id"]).first.click()
+    expect(page.locator("#chat-id")).to_have_text(chat["transcript_id"])
+    # Quotes the grader verified are highlighted in the transcript; the others are listed as unverified.
+    marked = page.locator(f"#turn-{quote['turn']} mark.evidence").all_inner_texts()
+    assert quote["quote"] in "".join(marked)
     expect(page.locator(".evidence li.unverified").first).to_contain_text("未核实")
+    # r06: the banned bare 嗯 and the reply 12 minutes late are marked.
+    page.goto(live_server + "/chats/r06")
     expect(page.locator("#turn-4 mark.banned")).to_have_text("嗯")
     expect(page.locator("#turn-4 .wait.breach")).to_contain_text("超时")
     shoot(page, "chat", tmp_path)
