@@ -9,13 +9,17 @@ score is higher; then critical items. A critical item on a criterion reads the L
 so a cap alone never fails a chat; one on the checks reads the checks. A failed chat's total is 0
 whatever its criteria score (and even when some are unscored: the veto does not depend on them).
 A chat without stored checks meets no condition.
+
+A reviewer's decision (a resolved dispute, `kefu review`) is final: its criterion takes the
+decided score, no cap applies to it, and a critical item on that criterion reads it instead of the
+LLM's. The LLM's own score stays in `llm_scores`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pipeline.rubric import CriticalScore, Rubric
 from pipeline.timing import ColumnValue
@@ -25,7 +29,7 @@ from pipeline.timing import ColumnValue
 class Adjustment:
     """One hook that changed a chat's result, with the reason people see."""
 
-    kind: Literal["cap", "critical"]
+    kind: Literal["cap", "critical", "review"]
     reason: str
     criterion_id: str | None = None
     before: int | None = None
@@ -35,9 +39,19 @@ class Adjustment:
         """'proactivity capped 3→0: …' or 'critical: courtesy_patience scored 0: …'."""
         if self.kind == "cap":
             return f"{self.criterion_id} capped {self.before}→{self.after}: {self.reason}"
+        if self.kind == "review":
+            return f"{self.criterion_id} 复核 {self.before}→{self.after}: {self.reason}"
         if self.criterion_id is not None:
             return f"critical: {self.criterion_id} scored {self.before}: {self.reason}"
         return f"critical: {self.reason}"
+
+
+class Decision(NamedTuple):
+    """A reviewer's final score of one criterion of one chat, and who decided it and why."""
+
+    score: int
+    reason: str
+    """'<who>: <note>', shown in the adjustments."""
 
 
 @dataclass(frozen=True)
@@ -60,19 +74,25 @@ class AdjustedScores:
 
 
 def apply_hooks(rubric: Rubric, llm_scores: Mapping[str, int | None],
-                checks: Mapping[str, ColumnValue] | None) -> AdjustedScores:
-    """The final scores of one chat × repeat from its LLM scores and its stored check columns."""
+                checks: Mapping[str, ColumnValue] | None,
+                decisions: Mapping[str, Decision] | None = None) -> AdjustedScores:
+    """The final scores of one chat × repeat from its LLM scores, its stored check columns and the
+    reviewers' decisions on its criteria."""
     facts: Mapping[str, ColumnValue] = checks or {}
+    decided = {cid: d for cid, d in (decisions or {}).items() if cid in llm_scores}
     scores = dict(llm_scores)
     adjustments: list[Adjustment] = []
     for cap in rubric.caps:
         current = scores.get(cap.criterion)
-        if current is not None and current > cap.cap and cap.when.holds(facts):
+        if cap.criterion not in decided and current is not None and current > cap.cap and cap.when.holds(facts):
             scores[cap.criterion] = cap.cap
             adjustments.append(Adjustment("cap", cap.reason, cap.criterion, current, cap.cap))
+    for cid, decision in decided.items():
+        scores[cid] = decision.score
+        adjustments.append(Adjustment("review", decision.reason, cid, llm_scores[cid], decision.score))
     for item in rubric.critical:
         if isinstance(item, CriticalScore):
-            llm = llm_scores.get(item.criterion)
+            llm = decided[item.criterion].score if item.criterion in decided else llm_scores.get(item.criterion)
             if llm is not None and llm <= item.at_or_below:
                 adjustments.append(Adjustment("critical", item.reason, item.criterion, llm))
         elif item.when.holds(facts):

@@ -150,7 +150,8 @@ def _print_comparison(comparison: RubricComparison) -> None:
 
 def check(
     inputs: Inputs,
-    labels: Annotated[Path, typer.Option(help="Human labels CSV (long or wide layout).")],
+    labels: Annotated[Path, typer.Option(
+        help="Human labels: a CSV (long or wide layout), or a run folder whose labels were saved by `kefu review`.")],
     rubric: Annotated[list[Path] | None, typer.Option(
         "--rubric", "-r", help="Rubric YAML; give it twice to compare two wordings.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Check folder (store, reports).")] = Path("out/check"),

@@ -48,7 +48,7 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.exports import iter_score_rows
 from pipeline.fingerprint import JudgeFingerprint, run_fingerprint
 from pipeline.grading import GradeJob, JobResult, read_job_inputs, run_job
-from pipeline.labels import LabelSet, RatingMatrix, read_labels
+from pipeline.labels import LabelSet, RatingMatrix, read_label_source
 from pipeline.messages import message, number
 from pipeline.rubric import Criterion, Rubric, load_rubric
 from pipeline.runner import ProgressSink, RunSummary
@@ -268,7 +268,7 @@ class CheckJob:
 def read_check_labels(job: CheckJob, rubric: Rubric) -> LabelSet:
     """The job's labels of transcripts in its inputs (and `only_ids`); rejects go to OUT/label_rejects.jsonl."""
     known = {item.id for item in read_job_inputs(job.grade_job(())) if isinstance(item, Transcript)}
-    labels = read_labels(job.labels_path, rubric, known_transcripts=known)
+    labels = read_label_source(job.labels_path, rubric, known_transcripts=known)
     if job.only_ids is not None:  # left out on purpose, so not rejects
         labels = LabelSet(labels=[x for x in labels.labels if x.transcript_id in job.only_ids],
                           rejects=labels.rejects)

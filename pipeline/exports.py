@@ -5,8 +5,10 @@ Excel caps at 1,048,576 rows, is the exception and says so). Unscored criteria a
 never 0; a subtotal or total that depends on an unscored criterion is empty too. Criterion, group,
 dimension and total columns hold the FINAL scores: the rubric's caps and critical items applied to
 the LLM's scores with the transcript's stored checks (pipeline/adjustments.py); `llm_total` and
-grades.jsonl's `llm_score` keep the LLM's own. Check columns follow the score columns; a check
-that could not be measured (no timestamps) is an empty cell beside its reason, never 0.
+grades.jsonl's `llm_score` keep the LLM's own. A resolved dispute (`kefu review`) is final: its score
+replaces the criterion's, for every repeat of the chat, and the adjustment names who decided and why.
+Check columns follow the score columns; a check that could not be measured (no timestamps) is an empty cell
+beside its reason, never 0.
 
 The contract files are written from the stored rows without validating them into models: criteria
 are decoded with json.loads, grades.jsonl lines are assembled from JSON fragments, and checks.jsonl
@@ -29,13 +31,13 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, TextIO
 
 from pipeline import adjustments
-from pipeline.adjustments import AdjustedScores, apply_hooks
+from pipeline.adjustments import AdjustedScores, Decision, apply_hooks
 from pipeline.cells import csv_cells, write_xlsx
 from pipeline.checks import CHECKS
 from pipeline.errors import KefuError
 from pipeline.grader import Grade
 from pipeline.rubric import Rubric
-from pipeline.store import GradeRow, Store
+from pipeline.store import DisputeRow, GradeRow, Store
 from pipeline.timing import ColumnValue
 
 ExportFormat = Literal["csv", "xlsx", "parquet"]
@@ -56,6 +58,8 @@ class ScoreRow:
     status: str
     meta: dict[str, Any] | None = None
     grades: tuple[Grade, ...] = ()
+    decisions: dict[str, Decision] | None = None
+    """Reviewers' final scores by criterion id (resolved disputes), if any."""
 
     @property
     def injection(self) -> list[dict[str, Any]]:
@@ -70,7 +74,7 @@ class ScoreRow:
 
     def adjusted(self, rubric: Rubric) -> AdjustedScores:
         """The final scores under the rubric's hooks."""
-        return apply_hooks(rubric, self.scores, self.check_columns)
+        return apply_hooks(rubric, self.scores, self.check_columns, self.decisions)
 
 
 def score_columns(rubric: Rubric) -> list[str]:
@@ -106,6 +110,7 @@ def iter_score_rows(store: Store, rubric: Rubric) -> Iterator[ScoreRow]:
     transcript's metadata joined in (both streams are in transcript-id order)."""
     metas = store.iter_transcript_meta()
     meta = next(metas, None)
+    decisions = load_decisions(store)
     for (tid, repeat), group in groupby(
         store.iter_grades(rubric_hash=rubric.content_hash), key=lambda g: (g.transcript_id, g.repeat)
     ):
@@ -117,7 +122,19 @@ def iter_score_rows(store: Store, rubric: Rubric) -> Iterator[ScoreRow]:
             for cg in grade.criteria:
                 scores[cg.criterion_id] = cg.score
         own_meta = meta if meta is not None and meta["id"] == tid else None
-        yield ScoreRow(tid, repeat, scores, grades[0].model, _row_status(scores), own_meta, grades)
+        yield ScoreRow(tid, repeat, scores, grades[0].model, _row_status(scores), own_meta, grades,
+                       decisions.get(tid))
+
+
+def load_decisions(store: Store) -> dict[str, dict[str, Decision]]:
+    """Every chat's resolved disputes as final scores by criterion (few: they are held in memory)."""
+    return {tid: {cid: as_decision(row) for cid, row in rows.items()} for tid, rows in store.decisions().items()}
+
+
+def as_decision(row: DisputeRow) -> Decision:
+    """A resolved dispute as the decision `apply_hooks` applies."""
+    assert row.final_score is not None, "only a resolved dispute decides"
+    return Decision(row.final_score, f"{row.resolved_by}: {row.note or row.reason}")
 
 
 def _row_status(scores: Mapping[str, int | None]) -> str:
@@ -176,6 +193,7 @@ class _StoredRow(NamedTuple):
     """Each stored call with its criteria decoded (CriterionGrade dumps: criterion_id, score, reasoning, evidence)."""
     injection: list[dict[str, Any]]
     """The calls' prompt-injection hits (InjectionHit dumps), each once."""
+    decisions: dict[str, Decision] | None
 
 
 def _iter_stored_rows(store: Store, rubric: Rubric) -> Iterator[_StoredRow]:
@@ -183,6 +201,7 @@ def _iter_stored_rows(store: Store, rubric: Rubric) -> Iterator[_StoredRow]:
     criterion_ids = [c.id for c in rubric.criteria()]
     transcripts = store.iter_transcript_rows()
     transcript = next(transcripts, None)
+    decisions = load_decisions(store)
     for (tid, repeat), group in groupby(store.iter_grade_rows(rubric_hash=rubric.content_hash), key=_ROW_KEY):
         while transcript is not None and transcript.id < tid:
             transcript = next(transcripts, None)
@@ -193,8 +212,8 @@ def _iter_stored_rows(store: Store, rubric: Rubric) -> Iterator[_StoredRow]:
                 scores[cg["criterion_id"]] = cg["score"]
         checks = transcript.checks if transcript is not None and transcript.id == tid else None
         injection = _unique_hits(hit for grade, _ in grades if grade.injection for hit in json.loads(grade.injection))
-        yield _StoredRow(tid, repeat, scores, grades[0][0].model, _row_status(scores), _check_columns(checks), grades,
-                         injection)
+        yield _StoredRow(tid, repeat, scores, grades[0][0].model, _row_status(scores), stored_check_columns(checks),
+                         grades, injection, decisions.get(tid))
 
 
 _ROW_KEY = attrgetter("transcript_id", "repeat")
@@ -202,7 +221,7 @@ _COLUMNS_KEY = ', "columns": '
 _DECODER = json.JSONDecoder()
 
 
-def _check_columns(checks: str | None) -> dict[str, ColumnValue] | None:
+def stored_check_columns(checks: str | None) -> dict[str, ColumnValue] | None:
     """`ScoreRow.check_columns` from the stored checks text, decoding only the `columns` at its end when it can.
 
     A record is ~6 kB of per-message detail (json.loads of it took ~150 µs, the columns alone ~15), and
@@ -351,11 +370,12 @@ def refresh_outputs(store: Store, rubric: Rubric, out_dir: Path) -> Outputs:
     A resume that grades nothing would otherwise rewrite every file (hundreds of MB for 10^5 chats).
     The files are up to date when they all exist and the store's change counter, the rubric (hooks
     included: they change final scores) and this module's code are what they were when they were
-    written; the means come back from that time.
+    written, and so are the reviewers' decisions (resolved disputes); the means come back from that time.
     """
     paths = (out_dir / "scores.csv", out_dir / "grades.jsonl", out_dir / "checks.jsonl")
     rubric_dump = json.dumps(rubric.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
-    stamp = {"changes": store.changes(), "rubric": hashlib.sha256(rubric_dump.encode()).hexdigest(), "code": _CODE}
+    stamp = {"changes": store.changes(), "rubric": hashlib.sha256(rubric_dump.encode()).hexdigest(), "code": _CODE,
+             "decisions": store.decisions_stamp()}
     kept = store.meta_value(_EXPORT_STAMP)
     if kept is not None and all(p.exists() for p in paths):
         previous = json.loads(kept)
@@ -393,7 +413,7 @@ def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> tup
 def _iter_final_rows(store: Store, rubric: Rubric) -> Iterator[tuple[_StoredRow, AdjustedScores, dict[str, Any]]]:
     """Each stored row with its final scores and its `row_values`."""
     for row in _iter_stored_rows(store, rubric):
-        adjusted = apply_hooks(rubric, row.scores, row.check_columns)
+        adjusted = apply_hooks(rubric, row.scores, row.check_columns, row.decisions)
         yield row, adjusted, _final_values(rubric, adjusted, row.transcript_id, row.repeat, row.model, row.status,
                                            row.check_columns, row.injection)
 

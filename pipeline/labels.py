@@ -6,6 +6,9 @@ Two CSV layouts are accepted, told apart by the header:
 - wide: `transcript_id, rater_id[, labelled_at]` and one column per criterion id, one rater's
   scores of one transcript per line. A blank cell means "not labelled", not an error.
 
+Labels saved in the review workbench (`kefu review`) live in the run folder's store; `read_label_source`
+reads a run folder as it reads a CSV, with the same checks (the store's row id stands for the line).
+
 Files come from QA teams' spreadsheets, so UTF-8 (with or without BOM) and GBK are both read.
 A bad line never stops the import: it becomes a Reject naming file, line and reason, and the rest
 is used. labelled_at takes the same forms as chat timestamps (`transcripts.parse_time`); one
@@ -29,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipeline.errors import InputError
 from pipeline.oserrors import os_problem
 from pipeline.rubric import Criterion, Rubric
+from pipeline.store import DB_NAME, Store
 from pipeline.transcripts import SHANGHAI, Reject, parse_time
 
 _LONG = ("transcript_id", "criterion_id", "score", "rater_id")
@@ -293,4 +297,31 @@ def read_labels(
                     reader.add(line, row, criterion_id, cells[criterion_id])
         else:
             reader.add(line, row, cells["criterion_id"], cells["score"])
+    return LabelSet(labels=reader.labels, rejects=reader.rejects)
+
+
+def read_label_source(
+    path: Path,
+    rubric: Rubric,
+    *,
+    known_transcripts: Collection[str] | None = None,
+) -> LabelSet:
+    """Labels from a CSV file (`read_labels`) or from a run folder's store (the workbench's labels).
+
+    A run folder's labels are checked as a file's are, so a rubric changed since they were saved
+    turns them into rejects rather than into wrong statistics. Raises InputError for a folder
+    without a store.
+    """
+    if not path.is_dir():
+        return read_labels(path, rubric, known_transcripts=known_transcripts)
+    if not (path / DB_NAME).is_file():
+        raise InputError(str(path), f"a folder, but not a run folder: no {DB_NAME} in it")
+    reader = _Reader(path / DB_NAME, rubric, known_transcripts, UTC)
+    with Store.open(path) as store:
+        rows = store.labels()
+    for row in rows:
+        cells = {"transcript_id": row.transcript_id, "rater_id": row.rater_id, "labelled_at": row.labelled_at}
+        checked = reader.check_row(row.id, cells, _WIDE)
+        if checked is not None:
+            reader.add(row.id, checked, row.criterion_id, str(row.score))
     return LabelSet(labels=reader.labels, rejects=reader.rejects)

@@ -115,6 +115,50 @@ class TranscriptRow(NamedTuple):
     """`json.dumps(record, ensure_ascii=False)` of `TranscriptChecks.record()`, or None."""
 
 
+class LabelRow(NamedTuple):
+    """A reviewer's current score of one criterion of one chat (`Store.labels`)."""
+
+    id: int
+    transcript_id: str
+    criterion_id: str
+    score: int
+    rater_id: str
+    rubric_id: str
+    rubric_version: str
+    labelled_at: str
+    """UTC, ISO 8601."""
+
+
+class DisputeRow(NamedTuple):
+    """A dispute (申诉) of one criterion's grade, open or resolved (`Store.disputes`)."""
+
+    id: int
+    transcript_id: str
+    criterion_id: str
+    reason: str
+    opened_by: str
+    opened_at: str
+    status: str
+    """'open' or 'resolved'."""
+    final_score: int | None
+    resolved_by: str | None
+    resolved_at: str | None
+    note: str | None
+
+
+class AuditRow(NamedTuple):
+    """One line of the append-only audit trail: who did what to which chat, when."""
+
+    id: int
+    at: str
+    actor: str
+    action: str
+    transcript_id: str
+    criterion_id: str | None
+    detail: str
+    """JSON of what was saved."""
+
+
 def grade_key(
     *,
     transcript_hash: str,
@@ -309,12 +353,66 @@ def _m005_injection(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE grades ADD COLUMN injection TEXT")
 
 
+def _m006_review(db: sqlite3.Connection) -> None:
+    """Human review (`kefu review`): labels, disputes and an append-only audit trail.
+
+    `labels` is append-only: a reviewer who changes an answer adds a row, and the latest row per
+    rater, transcript and criterion is the label. A dispute is opened, then resolved once with a
+    final score; a resolved dispute's score is the criterion's final score in every export (the
+    exports' stamp includes `decisions_stamp`; `meta.changes` stays about grades and transcripts).
+    `audit` refuses UPDATE and DELETE by trigger.
+    """
+    _execute_all(
+        db,
+        """
+        CREATE TABLE labels (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            transcript_id TEXT NOT NULL,
+            criterion_id TEXT NOT NULL,
+            score INTEGER NOT NULL,
+            rater_id TEXT NOT NULL,
+            rubric_id TEXT NOT NULL,
+            rubric_version TEXT NOT NULL,
+            labelled_at TEXT NOT NULL
+        );
+        CREATE INDEX labels_by_transcript ON labels (transcript_id, criterion_id, rater_id);
+        CREATE TABLE disputes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            transcript_id TEXT NOT NULL,
+            criterion_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            opened_by TEXT NOT NULL,
+            opened_at TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('open', 'resolved')),
+            final_score INTEGER,
+            resolved_by TEXT,
+            resolved_at TEXT,
+            note TEXT
+        );
+        CREATE INDEX disputes_by_transcript ON disputes (transcript_id, criterion_id);
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            transcript_id TEXT NOT NULL,
+            criterion_id TEXT,
+            detail TEXT NOT NULL
+        )
+        """,
+    )
+    for event in ("UPDATE", "DELETE"):  # one statement each: their bodies hold a ';'
+        db.execute(f"CREATE TRIGGER audit_no_{event.lower()} BEFORE {event} ON audit BEGIN "
+                   "SELECT RAISE(ABORT, 'audit is append-only'); END")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_batches", _m002_batches),
     ("003_resume_and_exports", _m003_resume_and_exports),
     ("004_batch_attempts", _m004_batch_attempts),
     ("005_injection", _m005_injection),
+    ("006_review", _m006_review),
 ]
 
 # What the provider tells about a batch, and what kefu records around its calls: the columns `update_batch` may set.
@@ -446,8 +544,9 @@ class Store:
                 self._db.execute(_INSERT_LINE, finished_line)
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN")
+    def _transaction(self, *, immediate: bool = False) -> Iterator[None]:
+        """`immediate` takes the write lock first, so a read-then-write never deadlocks with another writer."""
+        self._db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
         try:
             yield
         except BaseException:
@@ -564,6 +663,137 @@ class Store:
         """One transcript's stored checks, or None: a resumed run reuses them instead of checking again."""
         row = self._db.execute("SELECT checks FROM transcripts WHERE id = ?", (transcript_id,)).fetchone()
         return json.loads(row[0]) if row is not None and row[0] else None
+
+    # --- review: labels, disputes, audit (migration 004) ------------------------------------
+    def _audit(self, actor: str, action: str, transcript_id: str, criterion_id: str | None,
+               detail: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO audit (at, actor, action, transcript_id, criterion_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (_now(), actor, action, transcript_id, criterion_id, json.dumps(detail, ensure_ascii=False)),
+        )
+
+    def save_label(self, *, transcript_id: str, criterion_id: str, score: int, rater_id: str, rubric_id: str,
+                   rubric_version: str) -> LabelRow:
+        """Add a reviewer's score (committed on return); a later one by the same rater replaces it in `labels`."""
+        at = _now()
+        with self._transaction(immediate=True):
+            cur = self._db.execute(
+                "INSERT INTO labels (transcript_id, criterion_id, score, rater_id, rubric_id, rubric_version,"
+                " labelled_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (transcript_id, criterion_id, score, rater_id, rubric_id, rubric_version, at),
+            )
+            row = LabelRow(int(cur.lastrowid or 0), transcript_id, criterion_id, score, rater_id, rubric_id,
+                           rubric_version, at)
+            self._audit(rater_id, "label", transcript_id, criterion_id, {"score": score, "label_id": row.id})
+        return row
+
+    def labels(self, transcript_id: str | None = None) -> list[LabelRow]:
+        """Each rater's latest score per chat and criterion, of one chat or of all, in save order."""
+        where, args = ("WHERE transcript_id = ?", (transcript_id,)) if transcript_id is not None else ("", ())
+        cur = self._db.execute(
+            f"SELECT {', '.join(LabelRow._fields)} FROM labels WHERE id IN (SELECT MAX(id) FROM labels {where}"
+            " GROUP BY transcript_id, criterion_id, rater_id) ORDER BY id",  # names from LabelRow
+            args,
+        )
+        return list(map(LabelRow._make, cur))
+
+    def open_dispute(self, *, transcript_id: str, criterion_id: str, reason: str, opened_by: str) -> DisputeRow:
+        """Open a dispute of a criterion's grade (committed on return)."""
+        at = _now()
+        with self._transaction(immediate=True):
+            cur = self._db.execute(
+                "INSERT INTO disputes (transcript_id, criterion_id, reason, opened_by, opened_at, status)"
+                " VALUES (?, ?, ?, ?, ?, 'open')",
+                (transcript_id, criterion_id, reason, opened_by, at),
+            )
+            row = DisputeRow(int(cur.lastrowid or 0), transcript_id, criterion_id, reason, opened_by, at, "open",
+                             None, None, None, None)
+            self._audit(opened_by, "dispute_open", transcript_id, criterion_id, {"dispute": row.id, "reason": reason})
+        return row
+
+    def resolve_dispute(self, dispute_id: int, *, final_score: int, resolved_by: str, note: str) -> DisputeRow | None:
+        """Resolve an open dispute with the final score; None when there is no open dispute of that id."""
+        at = _now()
+        with self._transaction(immediate=True):
+            cur = self._db.execute(
+                "UPDATE disputes SET status = 'resolved', final_score = ?, resolved_by = ?, resolved_at = ?, note = ?"
+                " WHERE id = ? AND status = 'open'",
+                (final_score, resolved_by, at, note, dispute_id),
+            )
+            if cur.rowcount != 1:
+                return None
+            row = self.dispute(dispute_id)
+            assert row is not None  # updated just now, in this transaction
+            self._audit(resolved_by, "dispute_resolve", row.transcript_id, row.criterion_id,
+                        {"dispute": dispute_id, "final_score": final_score, "note": note})
+        return row
+
+    def dispute(self, dispute_id: int) -> DisputeRow | None:
+        """One dispute by id."""
+        row = self._db.execute(f"SELECT {', '.join(DisputeRow._fields)} FROM disputes WHERE id = ?",
+                               (dispute_id,)).fetchone()
+        return None if row is None else DisputeRow._make(row)
+
+    def disputes(self, *, transcript_id: str | None = None, status: str | None = None) -> list[DisputeRow]:
+        """Disputes, newest first, of one chat and/or one status."""
+        clauses = [(c, v) for c, v in (("transcript_id = ?", transcript_id), ("status = ?", status)) if v is not None]
+        where = f" WHERE {' AND '.join(c for c, _ in clauses)}" if clauses else ""
+        cur = self._db.execute(
+            f"SELECT {', '.join(DisputeRow._fields)} FROM disputes{where} ORDER BY id DESC",  # fixed clauses
+            tuple(v for _, v in clauses),
+        )
+        return list(map(DisputeRow._make, cur))
+
+    def decisions(self) -> dict[str, dict[str, DisputeRow]]:
+        """Per chat and criterion, the latest resolved dispute: its score is the criterion's final score."""
+        out: dict[str, dict[str, DisputeRow]] = {}
+        for row in self.disputes(status="resolved")[::-1]:  # oldest first: the latest wins
+            out.setdefault(row.transcript_id, {})[row.criterion_id] = row
+        return out
+
+    def decisions_stamp(self) -> str:
+        """Changes whenever a dispute is resolved: the resolved disputes' ids, in order."""
+        ids = [row[0] for row in self._db.execute("SELECT id FROM disputes WHERE status = 'resolved' ORDER BY id")]
+        return ",".join(map(str, ids))
+
+    def audit_trail(self, transcript_id: str | None = None) -> list[AuditRow]:
+        """The audit lines, of one chat or of all, in the order written."""
+        where, args = (" WHERE transcript_id = ?", (transcript_id,)) if transcript_id is not None else ("", ())
+        cur = self._db.execute(f"SELECT {', '.join(AuditRow._fields)} FROM audit{where} ORDER BY id", args)
+        return list(map(AuditRow._make, cur))
+
+    def transcript_row(self, transcript_id: str) -> TranscriptRow | None:
+        """One transcript's stored metadata, checks undecoded."""
+        row = self._db.execute(f"SELECT {', '.join(TranscriptRow._fields)} FROM transcripts WHERE id = ?",
+                               (transcript_id,)).fetchone()
+        return None if row is None else TranscriptRow._make(row)
+
+    def transcript_grade_rows(self, transcript_id: str, *, rubric_hash: str) -> list[GradeRow]:
+        """One chat's stored grades under a rubric, by repeat and scope."""
+        cur = self._db.execute(
+            f"SELECT {', '.join(GradeRow._fields)} FROM grades WHERE rubric_hash = ? AND transcript_id = ?"
+            " ORDER BY repeat, scope",
+            (rubric_hash, transcript_id),
+        )
+        return list(map(GradeRow._make, cur))
+
+    def iter_score_cells(self, *, rubric_hash: str) -> Iterator[tuple[str, int, str, str]]:
+        """(transcript id, repeat, status, JSON [[criterion_id, score], ...]) per stored grade in `iter_grades`
+        order: the scores without the reasoning and evidence, extracted by SQLite (the review overview's index)."""
+        return self._db.execute(
+            "SELECT transcript_id, repeat, status, (SELECT json_group_array(json_array("
+            "json_extract(j.value, '$.criterion_id'), json_extract(j.value, '$.score'))) FROM json_each(criteria) j)"
+            " FROM grades WHERE rubric_hash = ? ORDER BY transcript_id, repeat, scope",
+            (rubric_hash,),
+        )
+
+    def iter_transcript_facets(self) -> Iterator[tuple[str | None, ...]]:
+        """(id, platform, shop, agent, day, check columns JSON) per transcript in id order, extracted by SQLite:
+        agent and day as `kefu summary` groups them (the checks' agent, else the stored one; the checks' day)."""
+        return self._db.execute(
+            "SELECT id, platform, shop, COALESCE(json_extract(checks, '$.timing.agent'), agent_id),"
+            " json_extract(checks, '$.timing.day'), json_extract(checks, '$.columns') FROM transcripts ORDER BY id"
+        )
 
     # --- batches ----------------------------------------------------------------------------
     def record_batch_file(self, *, local_file: str, run_id: int, rubric_hash: str, model: str, response_mode: str,

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import uvicorn
 from hypothesis import HealthCheck, settings
 
 from pipeline.mockserver import MockServer
+from pipeline.review import create_app
 from pipeline.transcripts import Role, Transcript, Turn
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -60,3 +71,73 @@ settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_
 settings.register_profile("bench", max_examples=5000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+HOSTILE = "<script>alert('x')</script>"
+
+
+def review_chats() -> list[Transcript]:
+    """Chats for the review workbench: two agents and shops, a banned phrase, a long wait (r06), hostile text."""
+    t0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+    plain = [
+        Transcript(id=f"r{i:02d}", agent_id=f"kf-{i % 2 + 1}", shop=f"店铺{'AB'[i % 2]}", platform="taobao", turns=[
+            Turn(role=Role.customer, text=f"在吗，订单{i}什么时候发货？", time=t0 + timedelta(minutes=i)),
+            # Phrases the mock judge quotes (order 1234, 已为您核实, ...): some of its quotes land on this turn.
+            Turn(role=Role.agent, text="亲，您好，已为您核实 order 1234：物流延迟，退款已处理，好的",
+                 time=t0 + timedelta(minutes=i, seconds=5)),
+            Turn(role=Role.customer, text="好的谢谢", time=t0 + timedelta(minutes=i, seconds=30)),
+            Turn(role=Role.agent, text="嗯", time=t0 + timedelta(minutes=i + (12 if i == 6 else 0), seconds=40)),
+        ])
+        for i in range(8)
+    ]
+    hostile = Transcript(id=f"x{HOSTILE}", agent_id=f"kf{HOSTILE}", shop="店铺A", platform="douyin", turns=[
+        Turn(role=Role.customer, text=f"{HOSTILE} 我要退款", time=t0),
+        Turn(role=Role.agent, text=f"亲，{HOSTILE}已为您处理", time=t0 + timedelta(seconds=20)),
+    ])
+    return [*plain, hostile]
+
+
+def grade_run(folder: Path, chats: list[Transcript], *extra: str) -> Path:
+    """Grade `chats` with `kefu grade` (a subprocess) against a fresh loopback mock server; returns the run folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    src = folder / "chats.jsonl"
+    src.write_text("".join(c.model_dump_json(exclude_none=True) + "\n" for c in chats), encoding="utf-8")
+    out = folder / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "KEFU_"))}
+    with MockServer() as server:
+        env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test-secret-123456"}
+        done = subprocess.run([sys.executable, "-m", "pipeline", "grade", str(src), "--out", str(out), *extra],
+                              env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def reviewed_run_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`review_chats()` graded twice each (repeats), once per session; copy it before changing it."""
+    return grade_run(tmp_path_factory.mktemp("review"), review_chats(), "--repeats", "2")
+
+
+@pytest.fixture
+def reviewed_run(reviewed_run_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the graded review run (its input file stays where it was graded)."""
+    return Path(shutil.copytree(reviewed_run_template, tmp_path / "out"))
+
+
+@pytest.fixture
+def live_server(reviewed_run: Path) -> Iterator[str]:
+    """The app under uvicorn on a free 127.0.0.1 port, in a thread."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app([reviewed_run]), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
