@@ -30,10 +30,10 @@ from typing import Any
 
 from bench.chats import iter_chats
 from bench.harness import REPO, describe_machine, print_table
-from pipeline.checks import DEFAULT_LEXICONS, ServiceChecker
-from pipeline.lexicon import PhraseChecker, load_lexicons
-from pipeline.timing import ShopCalendar, TimingThresholds, measure_session
-from pipeline.transcripts import Reject, Transcript, read_transcripts
+from pipeline.checks.checker import DEFAULT_LEXICONS, ServiceChecker
+from pipeline.checks.lexicon import PhraseChecker, load_lexicons
+from pipeline.checks.timing import ShopCalendar, TimingThresholds, measure_session
+from pipeline.inputs.transcripts import Reject, Transcript, read_transcripts
 
 EVAL_SET = REPO / "eval_sets" / "ecommerce_cs.jsonl"
 

@@ -46,14 +46,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline import agreement as ag  # noqa: E402
-from pipeline.baselines import constant_judge, prior_judge  # noqa: E402
-from pipeline.consistency import CheckJob, CheckOptions, CheckRun, assess, run_check  # noqa: E402
-from pipeline.labels import Label, LabelSet, read_labels  # noqa: E402
-from pipeline.mockserver import MockServer  # noqa: E402
-from pipeline.report import write_report  # noqa: E402
-from pipeline.rubric import Rubric, load_rubric  # noqa: E402
-from pipeline.settings import load_settings  # noqa: E402
+from pipeline.agreement import metrics as ag  # noqa: E402
+from pipeline.agreement.baselines import constant_judge, prior_judge  # noqa: E402
+from pipeline.consistency.check import CheckJob, CheckOptions, CheckRun, assess, run_check  # noqa: E402
+from pipeline.grading.settings import load_settings  # noqa: E402
+from pipeline.inputs.labels import Label, LabelSet, read_labels  # noqa: E402
+from pipeline.report.report import write_report  # noqa: E402
+from pipeline.rubric.model import Rubric, load_rubric  # noqa: E402
+from pipeline.testing.mockserver import MockServer  # noqa: E402
 
 
 def _find_dataset() -> Path:

@@ -23,12 +23,12 @@ from pathlib import Path
 
 from bench.chats import iter_chats
 from bench.harness import REPO, describe_machine, print_table
-from pipeline.checks import ServiceChecker
-from pipeline.exports import refresh_outputs
-from pipeline.grader import CriterionGrade, Grade, QuotedEvidence
-from pipeline.rubric import Rubric, load_rubric
-from pipeline.store import Store
-from pipeline.transcripts import Role, Transcript
+from pipeline.checks.checker import ServiceChecker
+from pipeline.grading.grader import CriterionGrade, Grade, QuotedEvidence
+from pipeline.inputs.transcripts import Role, Transcript
+from pipeline.outputs.exports import refresh_outputs
+from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.store.store import Store
 
 RUBRIC = REPO / "rubric" / "ecommerce_cs.yaml"
 REASONS = ("客服及时回应，语气亲切，使用了“亲”等称呼", "回答准确但未主动推荐搭配商品",

@@ -102,7 +102,7 @@ def process_rss_mb(pid: int) -> tuple[float, float]:
 
 def last_run_summary(out_dir: Path) -> dict[str, Any]:
     """The summary the runner stored for the most recent run of a `kefu grade` run folder."""
-    from pipeline.store import Store
+    from pipeline.store.store import Store
 
     with Store.open(out_dir) as store:
         run = store.last_run()

@@ -3,7 +3,7 @@
 Measures what a first offline run costs: joining the GGUF, llama-server's time to /health, a
 first request (cold prompt cache) and a second one with the same system prompt (warm prefix),
 the server's resident memory, and whether each reply validates against the grade schema.
-The prompt and schema are the pipeline's own (prompts/zh, pipeline.schema), on the first
+The prompt and schema are the pipeline's own (prompts/zh, pipeline.grading.schema), on the first
 --criteria criteria of the rubric; the chats are the first two transcripts of --transcripts.
 
     /tmp/venv/bin/python bench/local_model_smoke.py [--model-path GGUF] [--criteria 6]
@@ -24,11 +24,11 @@ from openai import OpenAI
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.local_model import LocalServer, context_size_for, model_identity, prepare_model  # noqa: E402
-from pipeline.prompting import PromptSet  # noqa: E402
-from pipeline.rubric import load_rubric  # noqa: E402
-from pipeline.schema import GradeSchema, build_grade_schema  # noqa: E402
-from pipeline.transcripts import Transcript  # noqa: E402
+from pipeline.grading.prompting import PromptSet  # noqa: E402
+from pipeline.grading.schema import GradeSchema, build_grade_schema  # noqa: E402
+from pipeline.inputs.transcripts import Transcript  # noqa: E402
+from pipeline.llm.local.model import LocalServer, context_size_for, model_identity, prepare_model  # noqa: E402
+from pipeline.rubric.model import load_rubric  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

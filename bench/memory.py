@@ -122,7 +122,7 @@ def resume_set_cost(out_dir: Path) -> tuple[LoadCost, LoadCost]:
     """(finished keys, finished lines): loaded the way the runner and its LineMemo load them at start."""
     import numpy  # noqa: F401  # loaded by the reader before any of this: not a cost of the structures
 
-    from pipeline.store import Store
+    from pipeline.store.store import Store
 
     with sqlite3.connect(out_dir / "kefu.sqlite") as conn:  # the run's fingerprint: the one with the most lines
         row = conn.execute("SELECT fingerprint FROM finished_lines GROUP BY fingerprint ORDER BY COUNT(*) DESC"

@@ -75,10 +75,10 @@ def ensure_venv(name: str) -> tuple[Path | None, str]:
 def prepare_work(n: int) -> tuple[Path, Path, Path]:
     """(chats JSONL, rendered messages JSONL, spec JSON): what every tool grades, rendered once by kefu-qa."""
     from bench.chats import chats_file
-    from pipeline.prompting import PromptSet
-    from pipeline.rubric import load_rubric
-    from pipeline.schema import build_grade_schema
-    from pipeline.transcripts import Transcript, read_transcripts
+    from pipeline.grading.prompting import PromptSet
+    from pipeline.grading.schema import build_grade_schema
+    from pipeline.inputs.transcripts import Transcript, read_transcripts
+    from pipeline.rubric.model import load_rubric
 
     rubric = load_rubric(REPO / "rubric/ecommerce_cs.yaml")
     prompts = PromptSet(rubric.language)

@@ -30,11 +30,11 @@ import uvicorn
 from bench.chats import write_chats
 from bench.exports_speed import RUBRIC, synthetic_grade
 from bench.harness import describe_machine, print_table
-from pipeline.checks import ServiceChecker
+from pipeline.checks.checker import ServiceChecker
+from pipeline.inputs.transcripts import Transcript
 from pipeline.review import create_app
-from pipeline.rubric import load_rubric
-from pipeline.store import Store
-from pipeline.transcripts import Transcript
+from pipeline.rubric.model import load_rubric
+from pipeline.store.store import Store
 
 
 def build_run(folder: Path, n: int, seed: int = 1) -> list[str]:

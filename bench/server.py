@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from pipeline.mockserver import Latency, MockServer, lognormal_latency
+from pipeline.testing.mockserver import Latency, MockServer, lognormal_latency
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -69,14 +69,14 @@ async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str, trans
     """
     import openai  # noqa: F401  # LLMClient imports the SDK on its first request: keep imports out of the timing
 
-    from pipeline.grader import Grader, Sampling
-    from pipeline.llm import Endpoint, LLMClient
-    from pipeline.pacing import Pacer
-    from pipeline.prompting import PromptSet
-    from pipeline.rubric import load_rubric
-    from pipeline.runner import RunOptions, run_grading
-    from pipeline.store import Store
-    from pipeline.transcripts import estimate_tokens, read_transcripts
+    from pipeline.grading.grader import Grader, Sampling
+    from pipeline.grading.prompting import PromptSet
+    from pipeline.grading.runner import RunOptions, run_grading
+    from pipeline.inputs.transcripts import estimate_tokens, read_transcripts
+    from pipeline.llm.client import Endpoint, LLMClient
+    from pipeline.llm.pacing import Pacer
+    from pipeline.rubric.model import load_rubric
+    from pipeline.store.store import Store
 
     rubric = load_rubric(RUBRIC)
     prompts = PromptSet(rubric.language)
@@ -106,7 +106,7 @@ def _aiohttp_client(base_url: str) -> Any:
     """
     import aiohttp
 
-    from pipeline import llm
+    from pipeline.llm import client as llm
 
     class AiohttpClient(llm.LLMClient):
         session: aiohttp.ClientSession | None = None
@@ -284,14 +284,14 @@ def breakdown(n: int = 1000) -> None:
     """CPU per transcript of each step of a grade, each timed over `n` transcripts in a loop (no network
     except the last row). In a real run the steps interleave, so caches are colder and the sum is lower
     than the end-to-end figure."""
-    from pipeline.grader import Grade, Sampling, _criterion_grades, _validate
-    from pipeline.llm import Endpoint, LLMClient
-    from pipeline.mockserver import generate_instance
-    from pipeline.prompting import PromptSet, transcript_hash
-    from pipeline.rubric import load_rubric
-    from pipeline.schema import build_grade_schema
-    from pipeline.store import Store, TranscriptMeta, grade_key
-    from pipeline.transcripts import estimate_tokens, read_transcripts
+    from pipeline.grading.grader import Grade, Sampling, _criterion_grades, _validate
+    from pipeline.grading.prompting import PromptSet, transcript_hash
+    from pipeline.grading.schema import build_grade_schema
+    from pipeline.inputs.transcripts import estimate_tokens, read_transcripts
+    from pipeline.llm.client import Endpoint, LLMClient
+    from pipeline.rubric.model import load_rubric
+    from pipeline.store.store import Store, TranscriptMeta, grade_key
+    from pipeline.testing.mockserver import generate_instance
 
     rubric = load_rubric(RUBRIC)
     prompts = PromptSet(rubric.language)
@@ -309,7 +309,7 @@ def breakdown(n: int = 1000) -> None:
     cpu0 = time.process_time()
     transcripts = [t for t in read_transcripts([chats]) if not hasattr(t, "reason")]
     read_ms = 1000 * (time.process_time() - cpu0) / n
-    rows.append(["read and validate the JSONL line (pipeline.transcripts)", f"{read_ms:.3f}"])
+    rows.append(["read and validate the JSONL line (pipeline.inputs.transcripts)", f"{read_ms:.3f}"])
     step("transcript_hash", lambda i: transcript_hash(transcripts[i]))
     sampling = Sampling()
     step("grade_key", lambda i: grade_key(transcript_hash="0" * 64, rubric_hash="1" * 64, template_hash="2" * 64,

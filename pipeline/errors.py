@@ -56,13 +56,13 @@ class TransientLLMError(LLMError):
     @property
     def slow_down(self) -> bool:
         """A rate limit (429) or an overloaded server (503): the endpoint asks for fewer requests
-        (pipeline.pacing), rather than failing."""
+        (pipeline.llm.pacing), rather than failing."""
         return self.status in (429, 503)
 
 
 class EndpointDownError(TransientLLMError):
     """A grade gave up, and no request of the run has succeeded since it started (or half of the run's
-    latest 100 grades gave up: `pipeline.grader.FAILING_WINDOW`).
+    latest 100 grades gave up: `pipeline.grading.grader.FAILING_WINDOW`).
 
     The run stops here rather than mark every remaining chat unscored: at a wrong --base-url, a
     stopped server, a model server that answers 500 to everything or a spent quota, a whole backlog

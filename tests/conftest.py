@@ -17,9 +17,9 @@ import pytest
 import uvicorn
 from hypothesis import HealthCheck, settings
 
-from pipeline.mockserver import MockServer
+from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.review import create_app
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,7 +39,7 @@ PII_VALUES = {
     "landline": "0571-88888888",
     "address": "浙江省杭州市西湖区文三路90号东部软件园3号楼501室",
 }
-"""One value of each kind `pipeline.redaction` finds, as `pii_everywhere` spreads them."""
+"""One value of each kind `pipeline.grading.redaction` finds, as `pii_everywhere` spreads them."""
 
 
 @pytest.fixture

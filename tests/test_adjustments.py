@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.adjustments import apply_hooks
-from pipeline.rubric import Rubric, load_rubric, parse_rubric
-from pipeline.timing import ColumnValue
+from pipeline.checks.timing import ColumnValue
+from pipeline.rubric.hooks import apply_hooks
+from pipeline.rubric.model import Rubric, load_rubric, parse_rubric
 
 DATA = Path(__file__).resolve().parent / "data"
 FULL = {"polite": 4, "greet": 2, "pitch": 4}

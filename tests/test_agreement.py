@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from pipeline import agreement as ag
+from pipeline.agreement import metrics as ag
 
 nan = math.nan
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import agreement as ag
-from pipeline.baselines import baseline_agreements, constant_judge, prior_judge
+from pipeline.agreement import metrics as ag
+from pipeline.agreement.baselines import baseline_agreements, constant_judge, prior_judge
 
 nan = math.nan
 

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from pipeline.batch import (
+from pipeline.batch.limits import MAX_BYTES, MAX_REQUESTS, over_limits
+from pipeline.batch.provider import (
     BatchStatus,
     BatchWriteResult,
     CollectResult,
@@ -34,20 +35,19 @@ from pipeline.batch import (
     submit,
     write_batch_files,
 )
-from pipeline.batch_limits import MAX_BYTES, MAX_REQUESTS, over_limits
-from pipeline.cli_batch import batch_app
+from pipeline.cli.batch import batch_app
 from pipeline.errors import TransientLLMError
-from pipeline.grader import Grade, Grader, Sampling, grade_from_reply
-from pipeline.llm import Endpoint, LLMClient
-from pipeline.mockserver import Content, Drop, Fault, MockServer, Reply, generate_instance
-from pipeline.prompting import PromptSet
-from pipeline.redaction import RedactionConfig
-from pipeline.retry import RetryPolicy
-from pipeline.rubric import Rubric, load_rubric
-from pipeline.runner import RunOptions, run_grading
-from pipeline.schema import build_grade_schema
-from pipeline.store import Store
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.grading.grader import Grade, Grader, Sampling, grade_from_reply
+from pipeline.grading.prompting import PromptSet
+from pipeline.grading.redaction import RedactionConfig
+from pipeline.grading.runner import RunOptions, run_grading
+from pipeline.grading.schema import build_grade_schema
+from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.llm.client import Endpoint, LLMClient
+from pipeline.llm.retry import RetryPolicy
+from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.store.store import Store
+from pipeline.testing.mockserver import Content, Drop, Fault, MockServer, Reply, generate_instance
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -212,7 +212,7 @@ def test_collecting_again_or_from_another_process_stores_nothing_twice(
     assert collect(tmp_path, client) == CollectResult()
     env = {**os.environ, "OPENAI_API_KEY": "test-key"}
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli_batch", "collect", str(tmp_path), "--base-url", mock_server.base_url],
+        [sys.executable, "-m", "pipeline.cli.batch", "collect", str(tmp_path), "--base-url", mock_server.base_url],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -599,7 +599,7 @@ def test_any_result_line_is_a_reply_or_a_failure_and_then_a_grade(line: dict[str
 def test_kefu_grade_says_what_a_pending_batch_holds_and_grades_it_only_when_asked(
     mock_server: MockServer, tmp_path: Path
 ) -> None:
-    from pipeline.cli import app
+    from pipeline.cli.main import app
 
     inputs = tmp_path / "in.jsonl"
     inputs.write_text("".join(json.dumps({"id": t.id, "turns": [{"role": turn.role.value, "text": turn.text}

@@ -1,4 +1,4 @@
-"""No cell of any CSV or XLSX kefu writes is a live formula, whatever text a chat holds (pipeline/cells.py)."""
+"""No cell of any CSV or XLSX kefu writes is a live formula, whatever text a chat holds (pipeline/outputs/cells.py)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
 
-from pipeline.cells import csv_cell, looks_like_formula, original_text
-from pipeline.exports import export_run, write_outputs
-from pipeline.grader import CriterionGrade, Grade, QuotedEvidence
-from pipeline.rubric import Rubric, load_rubric
-from pipeline.store import Store
-from pipeline.summary import GROUP_BY, summarize_run, write_summary
+from pipeline.grading.grader import CriterionGrade, Grade, QuotedEvidence
+from pipeline.outputs.cells import csv_cell, looks_like_formula, original_text
+from pipeline.outputs.exports import export_run, write_outputs
+from pipeline.outputs.summary import GROUP_BY, summarize_run, write_summary
+from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.store.store import Store
 
 DATA = Path(__file__).resolve().parent / "data"
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)

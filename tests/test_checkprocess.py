@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkprocess import CheckProcess
-from pipeline.checks import ServiceChecker, record_json
-from pipeline.grader import Grader, Sampling
-from pipeline.grading import CHECK_PROCESS_MIN_BYTES, CHECK_PROCESS_MIN_TRANSCRIPTS, use_check_process
-from pipeline.llm import Endpoint, LLMClient
-from pipeline.mockserver import MockServer
-from pipeline.prompting import PromptSet, transcript_hash
-from pipeline.redaction import RedactionConfig
-from pipeline.retry import RetryPolicy
-from pipeline.rubric import load_rubric
-from pipeline.runner import RunOptions, RunSummary, run_grading
-from pipeline.store import Store
-from pipeline.transcripts import Transcript, read_transcripts
+from pipeline.checks.checker import ServiceChecker, record_json
+from pipeline.checks.process import CheckProcess
+from pipeline.grading.grader import Grader, Sampling
+from pipeline.grading.job import CHECK_PROCESS_MIN_BYTES, CHECK_PROCESS_MIN_TRANSCRIPTS, use_check_process
+from pipeline.grading.prompting import PromptSet, transcript_hash
+from pipeline.grading.redaction import RedactionConfig
+from pipeline.grading.runner import RunOptions, RunSummary, run_grading
+from pipeline.inputs.transcripts import Transcript, read_transcripts
+from pipeline.llm.client import Endpoint, LLMClient
+from pipeline.llm.retry import RetryPolicy
+from pipeline.rubric.model import load_rubric
+from pipeline.store.store import Store
+from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.mockserver import MockServer
-from pipeline.prompting import transcript_boundary
-from pipeline.redaction import find_pii
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.grading.prompting import transcript_boundary
+from pipeline.grading.redaction import find_pii
+from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -362,8 +362,8 @@ def test_no_endpoint_and_no_local_extra_names_both_ways_forward(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from pipeline import local_model
-    from pipeline.cli import app
+    from pipeline.cli.main import app
+    from pipeline.llm.local import model as local_model
 
     real = local_model.local_extra_available
     monkeypatch.setattr(local_model, "local_extra_available", lambda: real(("kefu_no_such_model_part",)))

@@ -12,12 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from pipeline import local_model
-from pipeline.cli import app
-from pipeline.dryrun import prompt_file_name
-from pipeline.lexicon import is_lexicon_file, load_lexicons
+from pipeline.checks.lexicon import is_lexicon_file, load_lexicons
+from pipeline.cli.main import app
+from pipeline.grading.dryrun import prompt_file_name
+from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.llm.local import model as local_model
 from pipeline.oserrors import os_problem
-from pipeline.transcripts import Role, Transcript, Turn
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ import typer
 import typer.rich_utils
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.cli.main import app
 
 TYPE_TAG = re.compile(r"<(?:int|float|str|bool|path|list\[|[a-z ]*range)[^>]*>|\[x[<>]=?\d+")
 BRACKETED = re.compile(r"\\?\[([^\[\]\s]+)\]")

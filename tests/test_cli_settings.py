@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from pipeline.cli import app
-from pipeline.mockserver import MockServer
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.cli.main import app
+from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent
 LABELS = REPO / "eval_sets" / "ecommerce_cs_labels.csv"

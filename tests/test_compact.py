@@ -15,24 +15,24 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pipeline.endpoints import local_completion_cap
-from pipeline.grader import Grade, Grader, Sampling
-from pipeline.grading import GradeJob, JobResult, run_job, use_compact
-from pipeline.llm import Endpoint, LLMClient
-from pipeline.mockserver import Content, MockServer, generate_instance
-from pipeline.prompting import PromptSet, transcript_hash
-from pipeline.retry import RetryPolicy
-from pipeline.rubric import Criterion, Level, Rubric, load_rubric
-from pipeline.schema import (
+from pipeline.grading.endpoints import local_completion_cap
+from pipeline.grading.grader import Grade, Grader, Sampling
+from pipeline.grading.job import GradeJob, JobResult, run_job, use_compact
+from pipeline.grading.prompting import PromptSet, transcript_hash
+from pipeline.grading.schema import (
     COMPACT_QUOTE_CHARS,
     COMPACT_REASONING_CHARS,
     GradeSchema,
     build_grade_schema,
     compact_reply_token_bound,
 )
-from pipeline.settings import load_settings
-from pipeline.store import Store, grade_key
-from pipeline.transcripts import Role, Transcript, Turn, read_transcripts
+from pipeline.grading.settings import load_settings
+from pipeline.inputs.transcripts import Role, Transcript, Turn, read_transcripts
+from pipeline.llm.client import Endpoint, LLMClient
+from pipeline.llm.retry import RetryPolicy
+from pipeline.rubric.model import Criterion, Level, Rubric, load_rubric
+from pipeline.store.store import Store, grade_key
+from pipeline.testing.mockserver import Content, MockServer, generate_instance
 
 REPO = Path(__file__).resolve().parent.parent
 RUBRIC = REPO / "rubric" / "ecommerce_cs.yaml"

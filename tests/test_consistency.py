@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner, Result
 
-from pipeline import agreement as ag
-from pipeline import cli_check
-from pipeline.consistency import (
+from pipeline.agreement import metrics as ag
+from pipeline.cli import check as cli_check
+from pipeline.consistency.check import (
     CheckJob,
     CheckOptions,
     CheckRun,
@@ -33,11 +33,11 @@ from pipeline.consistency import (
     run_check,
 )
 from pipeline.errors import ConfigError, InputError
-from pipeline.labels import Label, LabelSet
-from pipeline.mockserver import MockServer
-from pipeline.rubric import Rubric, load_rubric, parse_rubric
-from pipeline.settings import load_settings
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.grading.settings import load_settings
+from pipeline.inputs.labels import Label, LabelSet
+from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.rubric.model import Rubric, load_rubric, parse_rubric
+from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent
 DCH1 = REPO / "rubric" / "dch1_quality.yaml"
@@ -172,7 +172,7 @@ def test_verdicts_follow_the_thresholds_and_fail_under(dch1: Rubric) -> None:
     assert by_id["satisfaction"].verdict == "review"  # κw undefined: every score the same
     assert by_id["efficiency"].verdict is None and any("efficiency" in n for n in default.notes)
     lenient = check(trusted_estimate=0.7, trusted_low=-1.0, not_trusted_below=0.3)
-    # Six chats: κw's interval reaches 0, so no threshold makes it trusted (pipeline.verdict, rule 1).
+    # Six chats: κw's interval reaches 0, so no threshold makes it trusted (pipeline.consistency.verdict, rule 1).
     assert lenient.criteria[0].verdict == "review"
     detail = lenient.criteria[0].verdict_detail
     assert detail is not None and [r.key for r in detail.reasons] == ["reason.absolute", "reason.baseline_unsure"]
@@ -327,7 +327,7 @@ def test_fail_under_exit_codes_and_resume_through_the_command(tmp_path: Path) ->
     common = ["check", str(tmp_path / "chats.jsonl"), "--rubric", str(DCH1), "--out", str(out),
               "--model", "mock-model", "--resamples", "50", "--labels", str(labels)]
     with MockServer() as server:
-        first = kefu(*common, server=server, module="pipeline.cli_check")  # as a user runs it
+        first = kefu(*common, server=server, module="pipeline.cli.check")  # as a user runs it
         assert first.returncode == 0, first.stderr
         assert len(server.requests) == 20 and "sk-test-secret-123456" not in first.stdout + first.stderr
         server.reset()
@@ -431,7 +431,7 @@ def test_wordings_compared_on_every_metric_with_a_sentence_and_grouped_flips(dch
 
 
 def test_shift_sentence_by_hand() -> None:
-    from pipeline.consistency import shift_sentence
+    from pipeline.consistency.check import shift_sentence
 
     def d(metric: str, a: float, b: float, low: float, high: float) -> ag.PairedDelta:
         return ag.PairedDelta(metric=metric, a=a, b=b, delta=ag.CI(estimate=b - a, low=low, high=high, confidence=0.95,

@@ -7,8 +7,8 @@ import io
 from rich.console import Console
 from rich.progress import Progress
 
-from pipeline.console import RichProgress, rate_limit_note
-from pipeline.runner import RunSummary
+from pipeline.cli.console import RichProgress, rate_limit_note
+from pipeline.grading.runner import RunSummary
 
 
 def test_skipped_calls_leave_the_total_and_the_last_skips_are_shown() -> None:
@@ -48,7 +48,7 @@ def test_a_second_pass_adds_to_the_progress_total() -> None:
     # kefu check with two wordings grades the labelled chats twice on one bar: it ends at 2n/2n, not 2n/n.
     from rich.progress import Progress
 
-    from pipeline.console import RichProgress
+    from pipeline.cli.console import RichProgress
 
     with Progress(disable=True) as progress:
         sink = RichProgress(progress)

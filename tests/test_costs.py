@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.costs import (
+from pipeline.errors import ConfigError
+from pipeline.grading.costs import (
     COMPLETION_TOKENS_PER_CRITERION,
     UNKNOWN_MODEL,
     ModelPrice,
@@ -17,13 +18,12 @@ from pipeline.costs import (
     estimate_job,
     load_prices,
 )
-from pipeline.errors import ConfigError
-from pipeline.grader import Grader, Sampling
-from pipeline.llm import Endpoint, LLMClient
-from pipeline.mockserver import MockServer
-from pipeline.prompting import PromptSet
-from pipeline.rubric import Criterion, Dimension, Group, Level, Rubric, load_rubric
-from pipeline.transcripts import Reject, Role, Transcript, Turn, estimate_tokens
+from pipeline.grading.grader import Grader, Sampling
+from pipeline.grading.prompting import PromptSet
+from pipeline.inputs.transcripts import Reject, Role, Transcript, Turn, estimate_tokens
+from pipeline.llm.client import Endpoint, LLMClient
+from pipeline.rubric.model import Criterion, Dimension, Group, Level, Rubric, load_rubric
+from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent
 

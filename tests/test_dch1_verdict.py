@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from bench.dch1_agreement import DATASET, label_rows
-from pipeline.baselines import constant_judge
-from pipeline.consistency import CheckOptions, CriterionCheck, assess
-from pipeline.labels import Label, LabelSet
-from pipeline.rubric import load_rubric
+from pipeline.agreement.baselines import constant_judge
+from pipeline.consistency.check import CheckOptions, CriterionCheck, assess
+from pipeline.inputs.labels import Label, LabelSet
+from pipeline.rubric.model import load_rubric
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not (DATASET / "train_data_cn.json").is_file(),

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.digests import KeySet, LineIds, key_digest
-from pipeline.grader import Grade, Status
-from pipeline.resume import LineMemo
-from pipeline.store import FinishedLine, Store
+from pipeline.grading.grader import Grade, Status
+from pipeline.grading.resume import LineMemo
+from pipeline.store.digests import KeySet, LineIds, key_digest
+from pipeline.store.store import FinishedLine, Store
 
 
 def random_keys(rng: random.Random, n: int) -> list[str]:

@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.estimates import estimate_means, sample_warning
-from pipeline.exports import ScoreRow
-from pipeline.labels import Label, LabelSet
-from pipeline.mockserver import MockServer
-from pipeline.ppi import classical_mean, ppi_mean
-from pipeline.rubric import load_rubric
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.agreement.ppi import classical_mean, ppi_mean
+from pipeline.cli.main import app
+from pipeline.inputs.labels import Label, LabelSet
+from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.outputs.estimates import estimate_means, sample_warning
+from pipeline.outputs.exports import ScoreRow
+from pipeline.rubric.model import load_rubric
+from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent
 DCH1 = REPO / "rubric" / "dch1_quality.yaml"

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.labels import read_labels
-from pipeline.rubric import Rubric, load_rubric
-from pipeline.transcripts import Transcript, read_transcripts
+from pipeline.inputs.labels import read_labels
+from pipeline.inputs.transcripts import Transcript, read_transcripts
+from pipeline.rubric.model import Rubric, load_rubric
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO / "eval_sets"

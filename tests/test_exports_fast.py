@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 
-from pipeline.adjustments import AdjustedScores
-from pipeline.checks import ServiceChecker
-from pipeline.exports import export_run, iter_score_rows, refresh_outputs, row_values, score_columns
-from pipeline.grader import CriterionGrade, Grade, QuotedEvidence
-from pipeline.injection import InjectionHit
-from pipeline.rubric import Rubric, load_rubric, parse_rubric
-from pipeline.store import Store
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.checks.checker import ServiceChecker
+from pipeline.checks.injection import InjectionHit
+from pipeline.grading.grader import CriterionGrade, Grade, QuotedEvidence
+from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.outputs.exports import export_run, iter_score_rows, refresh_outputs, row_values, score_columns
+from pipeline.rubric.hooks import AdjustedScores
+from pipeline.rubric.model import Rubric, load_rubric, parse_rubric
+from pipeline.store.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 BEIJING = timezone(timedelta(hours=8))

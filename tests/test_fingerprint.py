@@ -9,10 +9,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner, Result
 
-from pipeline.cli import app
-from pipeline.fingerprint import JudgeFingerprint, endpoint_name, fingerprint_differences
-from pipeline.mockserver import MockServer
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.cli.main import app
+from pipeline.grading.fingerprint import JudgeFingerprint, endpoint_name, fingerprint_differences
+from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent
 DCH1 = REPO / "rubric" / "dch1_quality.yaml"

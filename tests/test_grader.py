@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from pipeline.errors import EndpointDownError, FatalLLMError
-from pipeline.grader import Grade, Grader, Sampling, verify_quote
-from pipeline.llm import Endpoint, LLMClient
-from pipeline.mockserver import Content, Delay, Drop, Fault, MockServer, openai_error
-from pipeline.prompting import PromptSet
-from pipeline.retry import RetryPolicy
-from pipeline.rubric import Rubric, load_rubric
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.grading.grader import Grade, Grader, Sampling, verify_quote
+from pipeline.grading.prompting import PromptSet
+from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.llm.client import Endpoint, LLMClient
+from pipeline.llm.retry import RetryPolicy
+from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.testing.mockserver import Content, Delay, Drop, Fault, MockServer, openai_error
 
 REPO = Path(__file__).resolve().parent.parent
 RUBRIC = REPO / "rubric" / "ecommerce_cs.yaml"
@@ -376,6 +376,6 @@ def valid_reply(rubric: Rubric) -> dict[str, Any]:
 
 
 def rubric_reply_schema(rubric: Rubric) -> dict[str, Any]:
-    from pipeline.schema import build_grade_schema
+    from pipeline.grading.schema import build_grade_schema
 
     return build_grade_schema(rubric.criteria()).json_schema

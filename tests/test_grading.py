@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.endpoints import ResolvedEndpoint
-from pipeline.grading import GradeJob, should_redact
-from pipeline.llm import Endpoint
+from pipeline.grading.endpoints import ResolvedEndpoint
+from pipeline.grading.job import GradeJob, should_redact
+from pipeline.llm.client import Endpoint
 
 
 def endpoint(base_url: str | None) -> ResolvedEndpoint:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from pipeline import cli_check
-from pipeline.consistency import CheckOptions, CheckResult, assess
-from pipeline.labels import Label, LabelSet
-from pipeline.report import write_report
-from pipeline.rubric import load_rubric
+from pipeline.cli import check as cli_check
+from pipeline.consistency.check import CheckOptions, CheckResult, assess
+from pipeline.inputs.labels import Label, LabelSet
+from pipeline.report.report import write_report
+from pipeline.rubric.model import load_rubric
 
 REPO = Path(__file__).resolve().parent.parent
 DCH1 = REPO / "rubric" / "dch1_quality.yaml"

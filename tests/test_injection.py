@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from pipeline.injection import (
+from pipeline.checks.injection import (
     InjectionHit,
     InjectionPattern,
     find_in_text,
@@ -19,7 +19,7 @@ from pipeline.injection import (
     load_injection_patterns,
     normalise,
 )
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.inputs.transcripts import Role, Transcript, Turn
 
 REPO = Path(__file__).resolve().parent.parent
 PATTERNS = load_injection_patterns().patterns

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.input_limits import (
+from pipeline.inputs.limits import (
     MAX_ID_CHARS,
     MAX_JSON_DEPTH,
     MAX_LINE_BYTES,
@@ -21,8 +21,8 @@ from pipeline.input_limits import (
     json_too_deep,
     label_problem,
 )
-from pipeline.mockserver import MockServer
-from pipeline.transcripts import Reject, Transcript, read_transcripts
+from pipeline.inputs.transcripts import Reject, Transcript, read_transcripts
+from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent
 

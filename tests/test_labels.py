@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.errors import InputError
-from pipeline.labels import Label, LabelSet, read_labels
-from pipeline.rubric import Rubric, parse_rubric
+from pipeline.inputs.labels import Label, LabelSet, read_labels
+from pipeline.rubric.model import Rubric, parse_rubric
 
 
 def _levels(*points: int) -> list[dict[str, object]]:

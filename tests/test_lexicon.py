@@ -1,4 +1,4 @@
-"""Tests for pipeline/lexicon.py against rubric/lexicons.yaml and small lexicons built in the test."""
+"""Tests for pipeline/checks/lexicon.py against rubric/lexicons.yaml and small lexicons built in the test."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.checks.lexicon import MatchKind, PhraseChecker, PhraseGroup, load_lexicons, parse_lexicons
 from pipeline.errors import RubricError
-from pipeline.lexicon import MatchKind, PhraseChecker, PhraseGroup, load_lexicons, parse_lexicons
-from pipeline.transcripts import Role, Transcript, Turn, read_transcripts
+from pipeline.inputs.transcripts import Role, Transcript, Turn, read_transcripts
 
 LEXICONS = Path(__file__).resolve().parent.parent / "rubric" / "lexicons.yaml"
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-import pipeline.local_model as local_model
+import pipeline.llm.local.model as local_model
 from pipeline.errors import ConfigError, LocalExtraMissingError, LocalServerError, ModelFileError
-from pipeline.local_model import (
+from pipeline.llm.local.model import (
     LocalServer,
     context_size_for,
     free_port,
@@ -425,7 +425,7 @@ def test_server_dies_with_a_parent_killed_by_sigkill(fake: Fake, tmp_path: Path)
     parent.write_text(
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from pipeline.local_model import LocalServer\n"
+        "from pipeline.llm.local.model import LocalServer\n"
         f"server = LocalServer(Path({str(fake.model)!r}), context_size=4096, alias='fake', threads=1,\n"
         f"                     binary=Path({str(fake.binary)!r}), log_path=Path({str(fake.log)!r}))\n"
         "server.start()\n"

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from pipeline.local_model import LocalServer, context_size_for, model_identity, prepare_model
-from pipeline.prompting import PromptSet
-from pipeline.rubric import load_rubric
-from pipeline.schema import build_grade_schema
-from pipeline.transcripts import Transcript
+from pipeline.grading.prompting import PromptSet
+from pipeline.grading.schema import build_grade_schema
+from pipeline.inputs.transcripts import Transcript
+from pipeline.llm.local.model import LocalServer, context_size_for, model_identity, prepare_model
+from pipeline.rubric.model import load_rubric
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +61,7 @@ def test_kefu_grade_without_an_endpoint_uses_the_offline_model(tmp_path: Path) -
     import subprocess
     import sys
 
-    from pipeline.store import Store
+    from pipeline.store.store import Store
 
     ids = tmp_path / "ids.txt"
     ids.write_text("demo-024\n", encoding="utf-8")  # the shortest demo chat

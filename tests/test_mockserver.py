@@ -1,4 +1,4 @@
-"""pipeline.mockserver: the real openai SDK against the real server on 127.0.0.1."""
+"""pipeline.testing.mockserver: the real openai SDK against the real server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.mockserver import (
+from pipeline.testing.mockserver import (
     Content,
     Delay,
     Drop,

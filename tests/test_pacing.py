@@ -1,5 +1,5 @@
-"""Pacing under rate limits: the shared window (pipeline.pacing) and refusals that do not use up attempts
-(pipeline.retry), first on their own, then against a loopback server that enforces a real rate limit."""
+"""Pacing under rate limits: the shared window (pipeline.llm.pacing) and refusals that do not use up attempts
+(pipeline.llm.retry), first on their own, then against a loopback server that enforces a real rate limit."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import LLMError
-from pipeline.grader import Grader, Sampling
-from pipeline.llm import Endpoint, LLMClient
-from pipeline.mockserver import Fault, MockServer, openai_error
-from pipeline.pacing import Pacer
-from pipeline.prompting import PromptSet
-from pipeline.retry import RetryPolicy
-from pipeline.rubric import Rubric, load_rubric
-from pipeline.runner import RunOptions, RunSummary, run_grading
-from pipeline.store import Store
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.grading.grader import Grader, Sampling
+from pipeline.grading.prompting import PromptSet
+from pipeline.grading.runner import RunOptions, RunSummary, run_grading
+from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.llm.client import Endpoint, LLMClient
+from pipeline.llm.pacing import Pacer
+from pipeline.llm.retry import RetryPolicy
+from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.store.store import Store
+from pipeline.testing.mockserver import Fault, MockServer, openai_error
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.ppi import classical_mean, ppi_mean
+from pipeline.agreement.ppi import classical_mean, ppi_mean
 
 
 def test_ppi_mean_by_hand() -> None:

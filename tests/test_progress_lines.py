@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.progress import Progress, TimeRemainingColumn
 from test_cli import RUN_AS_FROM_A_TERMINAL, make_chats, write_jsonl
 
-from pipeline.grader import Grade
-from pipeline.mockserver import MockServer
-from pipeline.progress_lines import PlainProgress, TimeLeftColumn, clock_text, time_left
+from pipeline.cli.progress_lines import PlainProgress, TimeLeftColumn, clock_text, time_left
+from pipeline.grading.grader import Grade
+from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent
 GRADE = cast(Grade, None)  # the sinks only count grades

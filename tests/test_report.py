@@ -16,11 +16,13 @@ from hypothesis import strategies as st
 from markupsafe import escape
 from typer.testing import CliRunner, Result
 
-from pipeline import cli_check
-from pipeline.consistency import CheckJob, CheckOptions, CheckResult, CheckRun, assess, compare_rubrics, run_check
-from pipeline.labels import Label, LabelSet
-from pipeline.mockserver import Content, MockServer
-from pipeline.report import (
+from pipeline.cli import check as cli_check
+from pipeline.consistency.check import CheckJob, CheckOptions, CheckResult, CheckRun, assess, compare_rubrics, run_check
+from pipeline.consistency.sample_size import TOO_FEW, SampleSize
+from pipeline.grading.settings import load_settings
+from pipeline.inputs.labels import Label, LabelSet
+from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.report.report import (
     _environment,
     compare_results,
     heatmap,
@@ -29,11 +31,9 @@ from pipeline.report import (
     write_report,
     write_rubric_comparison,
 )
-from pipeline.rubric import Rubric, load_rubric
-from pipeline.sample_size import TOO_FEW, SampleSize
-from pipeline.settings import load_settings
-from pipeline.store import DB_NAME, Store
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.store.store import DB_NAME, Store
+from pipeline.testing.mockserver import Content, MockServer
 
 REPO = Path(__file__).resolve().parent.parent
 ECOMMERCE = REPO / "rubric" / "ecommerce_cs.yaml"

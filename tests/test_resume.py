@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from pipeline.errors import KefuError
-from pipeline.grading import GradeJob, JobResult, run_job
-from pipeline.mockserver import Content, Fault, MockServer
-from pipeline.settings import load_settings
-from pipeline.store import DB_NAME
-from pipeline.transcripts import TranscriptReader
+from pipeline.grading.job import GradeJob, JobResult, run_job
+from pipeline.grading.settings import load_settings
+from pipeline.inputs.transcripts import TranscriptReader
+from pipeline.store.store import DB_NAME
+from pipeline.testing.mockserver import Content, Fault, MockServer
 
 REPO = Path(__file__).resolve().parent.parent
 RUBRIC = REPO / "rubric" / "ecommerce_cs.yaml"
@@ -174,16 +174,16 @@ def test_a_line_is_finished_only_with_its_last_grade(
 
 
 def valid_reply() -> dict[str, Any]:
-    from pipeline.rubric import load_rubric
+    from pipeline.rubric.model import load_rubric
 
     return {c.id: {"evidence": [], "reasoning": "无", "score": c.points[0]} for c in load_rubric(RUBRIC).criteria()}
 
 
 def test_exports_are_rewritten_when_a_file_is_missing_or_the_rubric_changed(
         mock_server: MockServer, tmp_path: Path) -> None:
-    from pipeline.exports import refresh_outputs
-    from pipeline.rubric import load_rubric
-    from pipeline.store import Store
+    from pipeline.outputs.exports import refresh_outputs
+    from pipeline.rubric.model import load_rubric
+    from pipeline.store.store import Store
 
     inputs = write(tmp_path / "chats.jsonl", [chat(0), chat(1)])
     out = tmp_path / "out"

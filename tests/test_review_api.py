@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from markupsafe import escape
 from starlette.testclient import TestClient
 
-from pipeline.exports import export_run, refresh_outputs
-from pipeline.labels import read_label_source, read_labels
+from pipeline.inputs.labels import read_label_source, read_labels
+from pipeline.outputs.exports import export_run, refresh_outputs
+from pipeline.outputs.summary import summarize_run
 from pipeline.review import create_app
 from pipeline.review.calibration import JUDGE, calibrate
 from pipeline.review.runs import ReviewRun
-from pipeline.store import Store
-from pipeline.summary import summarize_run
+from pipeline.store.store import Store
 
 LOCAL = "http://127.0.0.1"
 

@@ -20,10 +20,10 @@ import pytest
 from conftest import REPO, review_chats
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from pipeline.exports import export_run
-from pipeline.mockserver import MockServer
+from pipeline.outputs.exports import export_run
 from pipeline.review.runs import ReviewRun
-from pipeline.store import Store
+from pipeline.store.store import Store
+from pipeline.testing.mockserver import MockServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.store import Store
+from pipeline.store.store import Store
 
 
 def label(store: Store, rater: str, score: int, criterion: str = "greeting", transcript: str = "t1") -> None:

@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checks import DEFAULT_LEXICONS, ServiceChecker, TranscriptChecks
-from pipeline.grader import Grader, Sampling
-from pipeline.lexicon import load_lexicons
-from pipeline.llm import Endpoint, LLMClient
-from pipeline.mockserver import Content, MockServer
-from pipeline.prompting import PromptSet, transcript_boundary
-from pipeline.redaction import RedactionConfig, find_pii
-from pipeline.retry import RetryPolicy
-from pipeline.rubric import Rubric, load_rubric
-from pipeline.runner import RunOptions, RunSummary, run_grading
-from pipeline.store import Store
-from pipeline.timing import TimingThresholds
-from pipeline.transcripts import Reject, Role, Transcript, Turn
+from pipeline.checks.checker import DEFAULT_LEXICONS, ServiceChecker, TranscriptChecks
+from pipeline.checks.lexicon import load_lexicons
+from pipeline.checks.timing import TimingThresholds
+from pipeline.grading.grader import Grader, Sampling
+from pipeline.grading.prompting import PromptSet, transcript_boundary
+from pipeline.grading.redaction import RedactionConfig, find_pii
+from pipeline.grading.runner import RunOptions, RunSummary, run_grading
+from pipeline.inputs.transcripts import Reject, Role, Transcript, Turn
+from pipeline.llm.client import Endpoint, LLMClient
+from pipeline.llm.retry import RetryPolicy
+from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.store.store import Store
+from pipeline.testing.mockserver import Content, MockServer
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_report import HUMAN, JUDGE, REPO, UNITS, check_result
 
-from pipeline.mockserver import MockServer
-from pipeline.report import write_report
-from pipeline.sample_size import MIN_LABELLED, TOO_FEW, SampleSize
+from pipeline.consistency.sample_size import MIN_LABELLED, TOO_FEW, SampleSize
+from pipeline.report.report import write_report
+from pipeline.testing.mockserver import MockServer
 
 # 12 chats where judge and human agree exactly: κw is 1 on every resample, which would be "trusted".
 AGREE = JUDGE + JUDGE
@@ -73,7 +73,7 @@ def test_no_verdict_below_the_minimum_and_the_check_s_own_above(n: int, minimum:
 def test_kefu_check_on_three_chats_says_so_on_the_console(mock_server: MockServer, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from pipeline import cli_check
+    from pipeline.cli import check as cli_check
 
     out = tmp_path / "check"
     result = CliRunner().invoke(cli_check.app, [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.sampling import allocate, draw_sample
+from pipeline.consistency.sampling import allocate, draw_sample
 
 
 def test_allocation_by_hand() -> None:

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError
-from pipeline.llm import chat_request_params
-from pipeline.settings import Settings, load_settings
+from pipeline.grading.settings import Settings, load_settings
+from pipeline.llm.client import chat_request_params
 
 
 def test_precedence_defaults_env_file_flags(tmp_path: Path) -> None:

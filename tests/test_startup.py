@@ -1,7 +1,7 @@
 """What `kefu` loads at start-up: only what `kefu grade` needs, each part when it is needed.
 
 Checked in fresh interpreters by the modules they have loaded, never by the clock. Every command pays
-for `import pipeline.cli`; a grade run pays for its imports before its first request.
+for `import pipeline.cli.main`; a grade run pays for its imports before its first request.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.batch import write_batch_files
-from pipeline.checks import DEFAULT_LEXICONS
+from pipeline.batch.provider import write_batch_files
+from pipeline.checks.checker import DEFAULT_LEXICONS
+from pipeline.checks.lexicon import load_lexicons, parse_lexicons
 from pipeline.errors import RubricError
-from pipeline.lexicon import load_lexicons, parse_lexicons
-from pipeline.mockserver import MockServer
+from pipeline.testing.mockserver import MockServer
 from pipeline.yamlload import load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,10 +33,11 @@ RUN_AND_LIST_MODULES = (
 )
 
 NOT_FOR_GRADE = (
-    "pipeline.batch",  # kefu batch
-    "pipeline.costs",  # --dry-run, kefu batch estimate
-    "pipeline.summary",  # kefu summary
-    "pipeline.consistency", "pipeline.agreement", "pipeline.labels", "pipeline.report",  # kefu check, report
+    "pipeline.batch.provider",  # kefu batch
+    "pipeline.grading.costs",  # --dry-run, kefu batch estimate
+    "pipeline.outputs.summary",  # kefu summary
+    "pipeline.consistency.check", "pipeline.agreement.metrics",  # kefu check
+    "pipeline.inputs.labels", "pipeline.report.report",  # kefu check, report
     "pandas", "scipy", "sklearn", "krippendorff", "pingouin", "statsmodels", "openpyxl", "pyarrow",
 )
 """Modules that only other commands use."""
@@ -60,12 +61,12 @@ def loaded_by(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> 
 
 def test_importing_the_cli_loads_nothing_only_other_commands_or_later_steps_need() -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", "import json, sys, pipeline.cli; print(json.dumps(sorted(sys.modules)))"],
+        [sys.executable, "-c", "import json, sys, pipeline.cli.main; print(json.dumps(sorted(sys.modules)))"],
         cwd=REPO, text=True, capture_output=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     loaded = set(json.loads(proc.stdout))
-    assert {"pipeline.cli", "pipeline.grading", "pipeline.cli_batch"} <= loaded
+    assert {"pipeline.cli.main", "pipeline.grading.job", "pipeline.cli.batch"} <= loaded
     assert sorted(loaded.intersection(NOT_AT_IMPORT)) == []
 
 

@@ -12,18 +12,18 @@ import click
 import pytest
 import typer
 
-from pipeline.batch import batch_client, submit, write_batch_files
-from pipeline.checks import ServiceChecker
-from pipeline.cli import app
+from pipeline.batch.provider import batch_client, submit, write_batch_files
+from pipeline.checks.checker import ServiceChecker
+from pipeline.cli.main import app
 from pipeline.errors import FatalLLMError, TransientLLMError
-from pipeline.grader import Sampling
-from pipeline.llm import Endpoint, LLMClient
-from pipeline.mockserver import MockServer
-from pipeline.prompting import PromptSet
-from pipeline.rubric import load_rubric
-from pipeline.status_errors import error_for_status, status_hint
-from pipeline.store import Store
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.grading.grader import Sampling
+from pipeline.grading.prompting import PromptSet
+from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.llm.client import Endpoint, LLMClient
+from pipeline.llm.status_errors import error_for_status, status_hint
+from pipeline.rubric.model import load_rubric
+from pipeline.store.store import Store
+from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checks import CHECKS, ServiceChecker
-from pipeline.exports import export_run, iter_score_rows, row_values, score_columns, write_checks, write_outputs
-from pipeline.grader import CriterionGrade, Grade, QuotedEvidence, Sampling
-from pipeline.rubric import Rubric, load_rubric
-from pipeline.store import MIGRATIONS, Store, grade_key
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.checks.checker import CHECKS, ServiceChecker
+from pipeline.grading.grader import CriterionGrade, Grade, QuotedEvidence, Sampling
+from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.outputs.exports import export_run, iter_score_rows, row_values, score_columns, write_checks, write_outputs
+from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.store.store import MIGRATIONS, Store, grade_key
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.checks import ServiceChecker
-from pipeline.grader import CriterionGrade, Grade
-from pipeline.injection import InjectionHit
-from pipeline.rubric import Rubric, load_rubric
-from pipeline.store import Store
-from pipeline.summary import GroupSummary, rate_text, summarize_run, write_summary
-from pipeline.timing import ReplyRateBasis, TimingThresholds
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.checks.checker import ServiceChecker
+from pipeline.checks.injection import InjectionHit
+from pipeline.checks.timing import ReplyRateBasis, TimingThresholds
+from pipeline.grading.grader import CriterionGrade, Grade
+from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.outputs.summary import GroupSummary, rate_text, summarize_run, write_summary
+from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.store.store import Store
 
 DATA = Path(__file__).resolve().parent / "data"
 # 10:00 in Shanghai (the default shop zone) on 2 March; t3 is a day later.
@@ -197,7 +197,7 @@ def test_chunked_timing_adds_up_to_the_same_rates(store: Store, rubric: Rubric,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # A run larger than the chunk is aggregated chunk by chunk; every count, the per-session 3-minute
     # rate's included, must add up to what one pass gives.
-    import pipeline.summary as summary
+    import pipeline.outputs.summary as summary
 
     whole = summarize_run(store, rubric, "platform")
     monkeypatch.setattr(summary, "_CHUNK", 1)

@@ -1,4 +1,4 @@
-"""Tests for pipeline/timing.py: hand-built transcripts with hand-derived times."""
+"""Tests for pipeline/checks/timing.py: hand-built transcripts with hand-derived times."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from pipeline.timing import (
+from pipeline.checks.timing import (
     FirstReply,
     ReplyRateBasis,
     SessionTiming,
@@ -16,7 +16,7 @@ from pipeline.timing import (
     aggregate_timing,
     measure_session,
 )
-from pipeline.transcripts import Role, Transcript, Turn
+from pipeline.inputs.transcripts import Role, Transcript, Turn
 
 CST = timezone(timedelta(hours=8))
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=CST)

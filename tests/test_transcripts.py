@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pipeline.errors import ConfigError, InputError
-from pipeline.transcripts import (
+from pipeline.inputs.transcripts import (
     SNIFF_BYTES,
     Reject,
     Role,

@@ -21,15 +21,15 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.exports import ExportFormat, export_run
-from pipeline.grading import GradeJob, run_job
-from pipeline.input_limits import id_problem, label_problem
-from pipeline.mockserver import MockServer
-from pipeline.rubric import load_rubric
-from pipeline.settings import load_settings
-from pipeline.store import Store
-from pipeline.summary import GROUP_BY, summarize_run, write_summary
-from pipeline.transcripts import InputFormat, Reject, Transcript, TranscriptReader
+from pipeline.grading.job import GradeJob, run_job
+from pipeline.grading.settings import load_settings
+from pipeline.inputs.limits import id_problem, label_problem
+from pipeline.inputs.transcripts import InputFormat, Reject, Transcript, TranscriptReader
+from pipeline.outputs.exports import ExportFormat, export_run
+from pipeline.outputs.summary import GROUP_BY, summarize_run, write_summary
+from pipeline.rubric.model import load_rubric
+from pipeline.store.store import Store
+from pipeline.testing.mockserver import MockServer
 
 RUBRIC = Path(__file__).resolve().parent.parent / "rubric" / "ecommerce_cs.yaml"
 

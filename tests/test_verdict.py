@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import agreement as ag
-from pipeline.baselines import BaselineAgreement
-from pipeline.consistency import CheckOptions, CriterionCheck, assess
-from pipeline.labels import Label, LabelSet
-from pipeline.messages import catalogue
-from pipeline.rubric import load_rubric
-from pipeline.verdict import Reason, VerdictPolicy, judge_verdict, sentence
+from pipeline.agreement import metrics as ag
+from pipeline.agreement.baselines import BaselineAgreement
+from pipeline.consistency.check import CheckOptions, CriterionCheck, assess
+from pipeline.consistency.verdict import Reason, VerdictPolicy, judge_verdict, sentence
+from pipeline.inputs.labels import Label, LabelSet
+from pipeline.report.messages import catalogue
+from pipeline.rubric.model import load_rubric
 
 REPO = Path(__file__).resolve().parent.parent
 CRITERIA = ("accomplishment", "satisfaction", "efficiency")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline import agreement as ag
-from pipeline.labels import read_label_source
+from pipeline.agreement import metrics as ag
+from pipeline.inputs.labels import read_label_source
 from pipeline.review.runs import ReviewRun
 
 JUDGE = "评判模型"

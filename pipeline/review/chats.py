@@ -12,7 +12,7 @@ import threading
 from array import array
 from pathlib import Path
 
-from pipeline.transcripts import FORMAT_BY_SUFFIX, Transcript, TranscriptReader, read_transcripts
+from pipeline.inputs.transcripts import FORMAT_BY_SUFFIX, Transcript, TranscriptReader, read_transcripts
 
 
 class ChatSource:

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from itertools import groupby, pairwise
 from typing import Any
 
-from pipeline.adjustments import Decision, apply_hooks
-from pipeline.exports import load_decisions, stored_check_columns
+from pipeline.checks.timing import ColumnValue
+from pipeline.inputs.transcripts import Transcript
+from pipeline.outputs.exports import load_decisions, stored_check_columns
 from pipeline.review.runs import ReviewRun
-from pipeline.store import Store
-from pipeline.timing import ColumnValue
-from pipeline.transcripts import Transcript
+from pipeline.rubric.hooks import Decision, apply_hooks
+from pipeline.store.store import Store
 
 ROLE_NAMES = {"customer": "顾客", "agent": "客服", "bot": "机器人", "system": "系统"}
 _MARKED_GROUPS = {"banned": "违禁用语", "negation_refusal": "否定拒绝"}

@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline import adjustments
-from pipeline.adjustments import AdjustedScores, Decision, apply_hooks
-from pipeline.exports import stored_check_columns
-from pipeline.rubric import Rubric
-from pipeline.store import Store
+from pipeline.outputs.exports import stored_check_columns
+from pipeline.rubric import hooks as adjustments
+from pipeline.rubric.hooks import AdjustedScores, Decision, apply_hooks
+from pipeline.rubric.model import Rubric
+from pipeline.store.store import Store
 
 GROUPS = {"agent": "客服", "shop": "店铺", "day": "日期", "platform": "平台"}
 STATUS_NAMES = {"scored": "已评分", "partial": "部分评分", "unscored": "未评分"}

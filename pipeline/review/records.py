@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.errors import KefuError
 from pipeline.review.runs import ReviewRun
-from pipeline.rubric import Criterion
-from pipeline.store import DisputeRow, LabelRow, Store
+from pipeline.rubric.model import Criterion
+from pipeline.store.store import DisputeRow, LabelRow, Store
 
 
 class ReviewRejected(KefuError):

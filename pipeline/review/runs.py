@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import InputError
-from pipeline.exports import load_decisions
+from pipeline.outputs.exports import load_decisions
 from pipeline.review.chats import ChatSource
-from pipeline.rubric import Criterion, Rubric
-from pipeline.store import DB_NAME, Store
+from pipeline.rubric.model import Criterion, Rubric
+from pipeline.store.store import DB_NAME, Store
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,0 +1,1 @@
+"""Agreement statistics as pure functions of arrays; imports nothing from the project."""

@@ -1,0 +1,1 @@
+"""Service-standard checks computed by code: response times, phrase lexicons, the checker."""

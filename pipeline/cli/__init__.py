@@ -1,0 +1,1 @@
+"""The `kefu` command: thin parsers that call the library."""

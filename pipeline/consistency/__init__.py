@@ -1,0 +1,1 @@
+"""The consistency checker: grade labelled chats repeatedly and measure agreement."""

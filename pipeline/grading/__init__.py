@@ -1,0 +1,1 @@
+"""Grading chats: the job, endpoints, prompts, reply schema, redaction, costs, resume, runner, grader."""

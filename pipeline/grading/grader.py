@@ -1,0 +1,404 @@
+"""One transcript → one graded call: render, call with retries, validate, re-ask once, verify quotes.
+
+Every grade also carries the chat's grader-addressed text (`pipeline.checks.injection`); a quote from such a
+turn is never verified, so a model that obeyed the text cannot cite it as evidence.
+
+A grade that still fails after the retries and the re-ask is returned as *unscored* with its
+reason and attempts, never as 0. In per-criterion mode the runner calls `grade` once per
+criterion; the stored shape is the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from pipeline.checks.injection import InjectionHit, find_injection
+from pipeline.errors import (
+    EndpointDownError,
+    FatalLLMError,
+    GradeValidationError,
+    LLMError,
+    SchemaUnsupportedError,
+    TransientLLMError,
+    UnusableReplyError,
+)
+from pipeline.grading.prompting import PromptSet
+from pipeline.grading.schema import GradeSchema, build_grade_schema
+from pipeline.inputs.transcripts import Transcript
+from pipeline.llm.client import ChatResult, LLMClient
+from pipeline.llm.retry import RetryOutcome, RetryPolicy, Sleep, call_with_retries
+from pipeline.rubric.model import Criterion, Rubric
+
+log = logging.getLogger("kefu.grader")
+
+FAILING_WINDOW = 100
+"""A run stops when, of its latest this-many grades, ..."""
+FAILING_SHARE = 0.5
+"""... at least this share ran out of retries on transient errors (see `Grader.grade`)."""
+
+ResponseMode = Literal["auto", "json_schema", "json_object"]
+Status = Literal["scored", "unscored"]
+
+
+class Sampling(BaseModel):
+    """Sampling parameters: part of every grade's resume key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float | None = Field(default=0.0, description="Sampling temperature; None leaves the default.")
+    seed: int | None = Field(default=None, description="Sampling seed, where the endpoint honours one.")
+    max_tokens: int | None = Field(default=4096, description="Cap on completion tokens per call.")
+
+
+class QuotedEvidence(BaseModel):
+    """A quote the model cited, and whether it was found verbatim in the cited turn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    turn: int = Field(description="1-based turn number as cited.")
+    quote: str = Field(description="The quote as the model wrote it.")
+    verified: bool = Field(description="True if the quote occurs in that turn's text (whitespace/width-insensitive) "
+                           "and the turn is not suspected of addressing the grader (pipeline.checks.injection).")
+
+
+class CriterionGrade(BaseModel):
+    """One criterion's result inside a graded call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    criterion_id: str = Field(description="Rubric criterion id.")
+    score: int | None = Field(description="Points awarded; None when unscored (never 0 for a failure).")
+    reasoning: str = Field(default="", description="The model's short reasoning.")
+    evidence: list[QuotedEvidence] = Field(default_factory=list, description="Cited quotes, checked.")
+
+
+CRITERION_GRADES = TypeAdapter(list[CriterionGrade])
+"""A grade's criteria as one value, for validating and serialising them in one call."""
+
+
+class Grade(BaseModel):
+    """The stored result of one call: a transcript × repeat × scope ('all' or one criterion id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(description="Resume key (see store.grade_key).")
+    transcript_id: str = Field(description="Transcript id.")
+    repeat: int = Field(description="Repeat index, 0-based.")
+    scope: str = Field(description="'all' for one call for every criterion, else the criterion id.")
+    status: Status = Field(description="scored, or unscored with `error`.")
+    criteria: list[CriterionGrade] = Field(description="Per-criterion results (scores None when unscored).")
+    model: str = Field(description="Model name as requested.")
+    attempts: int = Field(description="HTTP attempts made, retries and the re-ask included.")
+    prompt_tokens: int = Field(default=0, description="Prompt tokens over all attempts that returned usage.")
+    cached_tokens: int | None = Field(default=None, description="Prompt tokens served from the provider's cache.")
+    completion_tokens: int = Field(default=0, description="Completion tokens over all attempts.")
+    error: str | None = Field(default=None, description="Why the grade is unscored.")
+    raw: str | None = Field(default=None, description="The last raw reply, kept for unscored grades only.")
+    response_mode: str = Field(default="json_schema", description="json_schema or json_object, as used.")
+    latency_s: float = Field(default=0.0, description="Wall time of the grade, retries included.")
+    created_at: datetime = Field(description="UTC time the grade finished.")
+    injection: list[InjectionHit] = Field(
+        default_factory=list, description="Fields of the chat as sent that address the grader: a reason to review."
+    )
+
+
+_JSON_OBJECT: dict[str, Any] = {"type": "json_object"}
+
+
+def grade_scopes(rubric: Rubric, per_criterion: bool) -> list[tuple[str, list[Criterion]]]:
+    """The calls one transcript needs: one for all criteria (scope 'all'), or one per criterion (its id)."""
+    criteria = rubric.criteria()
+    if per_criterion:
+        return [(c.id, [c]) for c in criteria]
+    return [("all", criteria)]
+
+
+def response_format_for(schema: GradeSchema, mode: Literal["json_schema", "json_object"]) -> dict[str, Any]:
+    """The `response_format` a call sends in this mode: one shared dict per schema, so encoders can cache it."""
+    return schema.response_format if mode == "json_schema" else _JSON_OBJECT
+
+
+def grade_from_reply(
+    transcript: Transcript,
+    *,
+    key: str,
+    repeat: int,
+    scope: str,
+    criteria: Sequence[Criterion],
+    model: str,
+    response_mode: str,
+    result: ChatResult | None,
+    failure: str | None,
+    attempts: int,
+) -> Grade:
+    """The Grade of a request that ran outside `Grader.grade`, such as one line of a batch's output.
+
+    The reply is validated against the same schema and its quotes are checked the same way. There is
+    no re-ask (the request ran once, offline), so an invalid reply is unscored with the validation
+    error, and `kefu grade --retry-failed` can regrade it online under the same key. `failure`, the
+    provider's reason a request failed or never ran, makes the grade unscored as well.
+    """
+    parsed: BaseModel | None = None
+    error = failure
+    raw = result.content if result is not None else None
+    if result is not None and failure is None:
+        try:
+            parsed = _validate_result(build_grade_schema(criteria), result)
+        except UnusableReplyError as exc:
+            error, raw = str(exc), exc.raw
+        except GradeValidationError as exc:
+            error = f"the model's reply did not match the schema (batch request: no re-ask): {exc}"
+    elif result is None and failure is None:
+        error = "no reply"
+    injection = find_injection(transcript)
+    return Grade(
+        key=key,
+        transcript_id=transcript.id,
+        repeat=repeat,
+        scope=scope,
+        status="scored" if parsed is not None else "unscored",
+        criteria=_criterion_grades(parsed, criteria, transcript, injection),
+        model=model,
+        attempts=attempts,
+        prompt_tokens=result.prompt_tokens if result else 0,
+        cached_tokens=result.cached_tokens if result else None,
+        completion_tokens=result.completion_tokens if result else 0,
+        error=error,
+        raw=raw if parsed is None else None,
+        response_mode=response_mode,
+        latency_s=0.0,  # a batch request's own duration is not reported by the provider
+        created_at=datetime.now(UTC),
+        injection=injection,
+    )
+
+
+class Grader:
+    """Grades transcripts against one rubric through one endpoint; shared by every task of a run."""
+
+    def __init__(
+        self,
+        rubric: Rubric,
+        prompts: PromptSet,
+        client: LLMClient,
+        *,
+        model: str,
+        sampling: Sampling,
+        response_mode: ResponseMode = "auto",
+        retry: RetryPolicy | None = None,
+        sleep: Sleep | None = None,
+        compact: bool = False,
+    ) -> None:
+        self.rubric = rubric
+        self.prompts = prompts
+        self.client = client
+        self.model = model
+        self.sampling = sampling
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        # Compact mode (small local models): limits in the schema and the prompt; see pipeline.grading.schema.
+        self.compact = compact
+        # "auto" starts with json_schema and switches for the whole run on the endpoint's first refusal.
+        self.mode: Literal["json_schema", "json_object"] = (
+            "json_object" if response_mode == "json_object" else "json_schema"
+        )
+        self._auto = response_mode == "auto"
+        self._gave_up: deque[bool] = deque(maxlen=FAILING_WINDOW)  # per latest grade: ran out of retries?
+
+    def scopes(self, per_criterion: bool) -> list[tuple[str, list[Criterion]]]:
+        """The calls one transcript needs: one for all criteria, or one per criterion."""
+        return grade_scopes(self.rubric, per_criterion)
+
+    async def grade(self, transcript: Transcript, *, key: str, repeat: int, scope: str,
+                    criteria: Sequence[Criterion]) -> Grade:
+        """Grade one transcript on `criteria`; never raises for a model failure except FatalLLMError, and
+        EndpointDownError when no request has succeeded since this grade started (see pipeline.errors) or
+        when half of the run's latest 100 grades ran out of retries: an endpoint that fails nine requests in
+        ten would otherwise leave most of a backlog unscored, ~30 s of retries a chat."""
+        started = time.monotonic()
+        schema = build_grade_schema(criteria, compact=self.compact)
+        messages = self.prompts.messages(self.rubric, criteria, transcript, compact=self.compact)
+        outcome = RetryOutcome()
+        usage = _Usage()
+        reply: str | None = None
+        error: str | None = None
+        parsed: BaseModel | None = None
+        gave_up: TransientLLMError | None = None  # the error this grade ran out of retries on
+        try:
+            result = await self._call(messages, schema, outcome, usage, transcript.id)
+            reply = result.content
+            try:
+                parsed = _validate_result(schema, result)
+            except UnusableReplyError:
+                raise  # asking again would not mend it
+            except GradeValidationError as first:
+                log.warning("transcript %s: invalid reply, asking again: %s", transcript.id, first)
+                reask = [
+                    *messages,
+                    {"role": "assistant", "content": reply},
+                    {"role": "user", "content": self.prompts.reask(str(first), schema.criterion_ids)},
+                ]
+                second = RetryOutcome()
+                result = await self._call(reask, schema, second, usage, transcript.id)
+                outcome.attempts += second.attempts
+                reply = result.content
+                parsed = _validate_result(schema, result)
+        except UnusableReplyError as exc:
+            error, reply = str(exc), exc.raw
+        except GradeValidationError as exc:
+            error = f"the model's reply did not match the schema after one re-ask: {exc}"
+        except FatalLLMError:
+            raise
+        except LLMError as exc:
+            if isinstance(exc, TransientLLMError) and not self.client.succeeded_since(started):
+                failing = time.monotonic() - started
+                raise EndpointDownError(
+                    f"no request to {self.client.base_url} has succeeded for {failing:.0f} s (the last: {exc}). "
+                    "Check the server, --base-url and the account's quota (or raise --timeout for a slow model); "
+                    "every finished grade is saved, and the same command resumes", status=exc.status,
+                ) from None
+            error = f"gave up after {outcome.attempts} attempts: {exc}"
+            gave_up = exc if isinstance(exc, TransientLLMError) else None
+        self._count_gave_up(gave_up)
+        injection = find_injection(transcript)
+        return Grade(
+            key=key,
+            transcript_id=transcript.id,
+            repeat=repeat,
+            scope=scope,
+            status="scored" if parsed is not None else "unscored",
+            criteria=_criterion_grades(parsed, criteria, transcript, injection),
+            model=self.model,
+            attempts=outcome.attempts,
+            prompt_tokens=usage.prompt,
+            cached_tokens=usage.cached,
+            completion_tokens=usage.completion,
+            error=error,
+            raw=reply if parsed is None else None,
+            response_mode=self.mode,
+            latency_s=round(time.monotonic() - started, 4),
+            created_at=datetime.now(UTC),
+            injection=injection,
+        )
+
+    def _count_gave_up(self, gave_up: TransientLLMError | None) -> None:
+        self._gave_up.append(gave_up is not None)
+        if gave_up is None or len(self._gave_up) < FAILING_WINDOW:
+            return  # the count is only needed when a grade has just given up
+        if (failed := sum(self._gave_up)) >= FAILING_SHARE * FAILING_WINDOW:
+            raise EndpointDownError(
+                f"{failed} of the last {FAILING_WINDOW} grades ran out of retries on {self.client.base_url} "
+                f"(the last: {gave_up}). The endpoint is failing most requests: check its logs and load, or lower "
+                "--concurrency; every finished grade is saved, and the same command resumes",
+                status=gave_up.status,
+            )
+
+    async def _call(self, messages: list[dict[str, str]], schema: GradeSchema, outcome: RetryOutcome,
+                    usage: _Usage, label: str) -> ChatResult:
+        async def once() -> ChatResult:
+            fmt = response_format_for(schema, self.mode)
+            try:
+                return await self.client.chat(
+                    messages,
+                    model=self.model,
+                    response_format=fmt,
+                    temperature=self.sampling.temperature,
+                    seed=self.sampling.seed,
+                    max_tokens=self.sampling.max_tokens,
+                )
+            except SchemaUnsupportedError:
+                if not self._auto:
+                    raise
+                log.warning("the endpoint refused json_schema; falling back to json_object for this run")
+                self.mode = "json_object"
+                return await once()
+
+        kwargs: dict[str, Any] = {"label": label, "served_since": self.client.succeeded_since}
+        if self._sleep is not None:
+            kwargs["sleep"] = self._sleep
+        result = await call_with_retries(once, self.retry, outcome, **kwargs)
+        usage.add(result)
+        return result
+
+
+class _Usage:
+    """Token counts summed over every call a grade made."""
+
+    def __init__(self) -> None:
+        self.prompt = 0
+        self.completion = 0
+        self.cached: int | None = None
+
+    def add(self, result: ChatResult) -> None:
+        self.prompt += result.prompt_tokens
+        self.completion += result.completion_tokens
+        if result.cached_tokens is not None:
+            self.cached = (self.cached or 0) + result.cached_tokens
+
+
+def _validate(schema: GradeSchema, reply: str) -> BaseModel:
+    try:
+        return schema.model.model_validate_json(_strip_fences(reply))
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:8]
+        )
+        raise GradeValidationError(details, raw=reply) from None
+
+
+def _validate_result(schema: GradeSchema, result: ChatResult) -> BaseModel:
+    """`_validate` of a reply, saying so when it is a refusal or was cut off rather than calling it invalid JSON."""
+    if result.refusal:
+        raise UnusableReplyError(f"the model refused to grade: {result.refusal}", raw=result.refusal)
+    try:
+        return _validate(schema, result.content)
+    except GradeValidationError:
+        if result.finish_reason != "length":
+            raise
+        raise UnusableReplyError(
+            f"the reply was cut off at max_tokens ({result.completion_tokens} completion tokens) before its JSON "
+            "was complete; raise --max-tokens", raw=result.content) from None
+
+
+def _strip_fences(reply: str) -> str:
+    """json_object-mode models sometimes wrap JSON in a ``` fence; the schema check decides the rest."""
+    text = reply.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.rsplit("```", 1)[0]
+    return text
+
+
+def _normalise(text: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", text).split())
+
+
+def verify_quote(transcript: Transcript, turn: int, quote: str) -> bool:
+    """True if `quote` occurs in turn `turn` (1-based), ignoring whitespace and full/half width."""
+    if not 1 <= turn <= len(transcript.turns) or not quote.strip():
+        return False
+    return _normalise(quote) in _normalise(transcript.turns[turn - 1].text)
+
+
+def _criterion_grades(parsed: BaseModel | None, criteria: Sequence[Criterion], transcript: Transcript,
+                      injection: Sequence[InjectionHit]) -> list[CriterionGrade]:
+    if parsed is None:
+        return [CriterionGrade(criterion_id=c.id, score=None) for c in criteria]
+    # A turn that addresses the grader is never evidence: the model quoting it is the symptom of obeying it.
+    suspected = {hit.turn for hit in injection if hit.turn is not None}
+    # Plain dicts validated in one call: a model built per criterion and per quote costs twice as much.
+    grades = []
+    for c in criteria:
+        reply = getattr(parsed, c.id)
+        evidence = [{"turn": e.turn, "quote": e.quote,
+                     "verified": e.turn not in suspected and verify_quote(transcript, e.turn, e.quote)}
+                    for e in reply.evidence]
+        grades.append({"criterion_id": c.id, "score": reply.score, "reasoning": reply.reasoning, "evidence": evidence})
+    return CRITERION_GRADES.validate_python(grades)

@@ -1,0 +1,1 @@
+"""Reading chats and labels from users' files: discovery, decoding, formats, rejects."""

@@ -1,0 +1,1 @@
+"""The only place the openai SDK is used: the client, retries, pacing, the embedded local model."""

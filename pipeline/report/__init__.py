@@ -1,0 +1,1 @@
+"""The agreement report (Markdown and self-contained HTML) and comparisons between checks."""

@@ -1,0 +1,1 @@
+"""Rubrics as data: the model, its hooks (caps, critical items), loading."""

@@ -1,0 +1,1 @@
+"""The only place the SQLite database is opened: migrations, rows, digests."""

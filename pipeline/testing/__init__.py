@@ -1,0 +1,1 @@
+"""Test fakes (the loopback OpenAI-compatible server). Nothing in the library may import this."""
