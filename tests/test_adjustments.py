@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checks.timing import ColumnValue
+from pipeline.models.checks import ColumnValue
 from pipeline.rubric.hooks import apply_hooks
 from pipeline.rubric.model import Rubric, load_rubric, parse_rubric
 

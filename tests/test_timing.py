@@ -8,7 +8,6 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.checks.timing import (
-    FirstReply,
     ReplyRateBasis,
     SessionTiming,
     ShopCalendar,
@@ -17,6 +16,7 @@ from pipeline.checks.timing import (
     measure_session,
 )
 from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.checks import FirstReply
 
 CST = timezone(timedelta(hours=8))
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=CST)

@@ -45,13 +45,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.inputs.transcripts import Role, Transcript
+from pipeline.models.checks import ColumnValue, FirstReply
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-ColumnValue = str | int | float | bool | None
 
 
 class ReplyRateBasis(StrEnum):
@@ -129,15 +129,6 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {name!r}") from None
-
-
-class FirstReply(StrEnum):
-    """What happened to the customer's first message."""
-
-    answered = "answered"
-    no_human_reply = "no_human_reply"
-    no_customer_message = "no_customer_message"
-    not_measurable = "not_measurable"
 
 
 class MessageWait(_Strict):

@@ -30,10 +30,9 @@ from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TextIO
 
-from pipeline.checks.checker import CHECKS
-from pipeline.checks.timing import ColumnValue
 from pipeline.errors import KefuError
 from pipeline.grading.grader import Grade
+from pipeline.models.checks import CHECKS, ColumnValue
 from pipeline.outputs.cells import csv_cells, write_xlsx
 from pipeline.rubric import hooks as adjustments
 from pipeline.rubric.hooks import AdjustedScores, Decision, apply_hooks

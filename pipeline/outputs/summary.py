@@ -32,14 +32,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.checks.timing import (
-    TIMING_COUNTS,
-    ColumnValue,
-    SessionTiming,
-    TimingGroupReport,
-    TimingThresholds,
-    aggregate_timing,
-)
+from pipeline.checks.timing import TIMING_COUNTS, SessionTiming, TimingGroupReport, TimingThresholds, aggregate_timing
+from pipeline.models.checks import ColumnValue
 from pipeline.outputs.cells import csv_cells, write_xlsx
 from pipeline.outputs.exports import ScoreRow, iter_score_rows, row_values
 from pipeline.rubric.model import Rubric

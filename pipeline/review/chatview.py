@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from itertools import groupby, pairwise
 from typing import Any
 
-from pipeline.checks.timing import ColumnValue
 from pipeline.inputs.transcripts import Transcript
+from pipeline.models.checks import ColumnValue
 from pipeline.outputs.exports import load_decisions, stored_check_columns
 from pipeline.review.runs import ReviewRun
 from pipeline.rubric.hooks import Decision, apply_hooks

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from pipeline.checks.timing import ColumnValue
+from pipeline.models.checks import ColumnValue
 from pipeline.rubric.model import CriticalScore, Rubric
 
 

@@ -40,9 +40,8 @@ from pydantic import (
     field_validator,
 )
 
-from pipeline.checks.checker import CHECKS, CheckKind
-from pipeline.checks.timing import ColumnValue
 from pipeline.errors import RubricError
+from pipeline.models.checks import CHECKS, CheckKind, ColumnValue
 from pipeline.oserrors import os_problem
 from pipeline.yamlload import load_yaml
 
