@@ -271,6 +271,7 @@ def summary_cmd(
     = None,
 ) -> None:
     """Team summary of a run: final scores, weakest criteria, reply-time and banned-phrase rates per group."""
+    from pipeline.headings import summary_headings
     from pipeline.summary import GROUP_BY, summarize_run, write_summary
 
     if by not in GROUP_BY or fmt not in ("csv", "xlsx"):
@@ -279,26 +280,35 @@ def summary_cmd(
         with Store.open(out_dir) as store:
             rubric = _run_rubric(store, out_dir)
             groups = summarize_run(store, rubric, by)
+        if not any(g.rows for g in groups):
+            raise InputError(str(out_dir), "这次运行没有已完成的评分，无从汇总 (no finished grades to summarise)")
     except KefuError as exc:
         fail(exc)
-    path = write_summary(groups, by, dest or out_dir / f"summary_by_{by}.{fmt}",
+    path = write_summary(groups, rubric, by, dest or out_dir / f"summary_by_{by}.{fmt}",
                          cast(Literal["csv", "xlsx"], fmt))
-    table = Table(title=f"kefu summary by {by}")
-    for col in (by, "chats", "mean total", *(d.id for d in rubric.dimensions), "weakest", "致命项",
-                "2分钟首次回复率", "3分钟回复率", "banned"):
-        table.add_column(col)
+    names = summary_headings(rubric, by)
+    keys = [by, "transcripts", "mean_total", *(f"mean_{d.id}" for d in rubric.dimensions), "weakest",
+            "critical_failed", "first_reply_rate", "reply_rate", "banned_rate"]
+    table = Table(title=f"团队汇总（按{names[by]}）")
+    for key in keys:
+        table.add_column(names[key])
     for g in groups:
+        cols = g.columns(by)
         t = g.timing
         table.add_row(
-            g.group or "(unknown)", str(g.transcripts), "—" if g.mean_total is None else f"{g.mean_total:.1f}",
-            *("—" if g.dimension_means[d.id] is None else f"{g.dimension_means[d.id]:.1f}" for d in rubric.dimensions),
-            ", ".join(w.criterion_id for w in g.weakest), str(g.critical_failed),
+            escape(g.group or "（未知）"), str(g.transcripts), _number(g.mean_total),
+            *(_number(g.dimension_means[d.id]) for d in rubric.dimensions),
+            escape(str(cols["weakest"])), str(g.critical_failed),
             _rate(t.first_reply_rate if t else None, t.first_reply_pass if t else None),
             _rate(t.reply_rate if t else None, t.reply_pass if t else None),
             _rate(g.banned_rate, None),
         )
     out.print(table)
     out.print(str(path))
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def _rate(value: float | None, passed: bool | None) -> str:

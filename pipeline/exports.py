@@ -1,12 +1,13 @@
 """Exports for people: scores.csv (a row per transcript × repeat), grades.jsonl, checks.jsonl, and xlsx/parquet/csv.
 
-Everything streams from the store, so a million-grade run exports in constant memory (xlsx, which
-Excel caps at 1,048,576 rows, is the exception and says so). Unscored criteria are empty cells,
-never 0; a subtotal or total that depends on an unscored criterion is empty too. Criterion, group,
-dimension and total columns hold the FINAL scores: the rubric's caps and critical items applied to
-the LLM's scores with the transcript's stored checks (pipeline/adjustments.py); `llm_total` and
-grades.jsonl's `llm_score` keep the LLM's own. Check columns follow the score columns; a check
-that could not be measured (no timestamps) is an empty cell beside its reason, never 0.
+Everything but parquet streams from the store, so a million-grade run exports in constant memory
+(the xlsx book is pipeline/spreadsheet.py, which continues a sheet past Excel's 1,048,576 rows).
+Unscored criteria are empty cells, never 0; a subtotal or total that depends on an unscored
+criterion is empty too. Criterion, group, dimension and total columns hold the FINAL scores: the
+rubric's caps and critical items applied to the LLM's scores with the transcript's stored checks
+(pipeline/adjustments.py); `llm_total` and grades.jsonl's `llm_score` keep the LLM's own. Check
+columns follow the score columns; a check that could not be measured (no timestamps) is an empty
+cell beside its reason, never 0.
 
 The contract files are written from the stored rows without validating them into models: criteria
 are decoded with json.loads, grades.jsonl lines are assembled from JSON fragments, and checks.jsonl
@@ -30,16 +31,14 @@ from typing import Any, Literal, NamedTuple, TextIO
 
 from pipeline import adjustments
 from pipeline.adjustments import AdjustedScores, apply_hooks
-from pipeline.cells import csv_cells, write_xlsx
+from pipeline.cells import csv_cells
 from pipeline.checks import CHECKS
-from pipeline.errors import KefuError
 from pipeline.grader import Grade
 from pipeline.rubric import Rubric
 from pipeline.store import GradeRow, Store
 from pipeline.timing import ColumnValue
 
 ExportFormat = Literal["csv", "xlsx", "parquet"]
-XLSX_MAX_ROWS = 1_048_575
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
 """`json.dumps(value, ensure_ascii=False)` without its per-call set-up (a str goes straight to the C escaper)."""
@@ -135,7 +134,7 @@ def _sum(values: list[int | None]) -> int | None:
     return None if None in values else sum(v for v in values if v is not None)
 
 
-class _StoredRow(NamedTuple):
+class StoredRow(NamedTuple):
     """A ScoreRow read from the stored rows: grades unvalidated, of the transcript's checks only the columns."""
 
     transcript_id: str
@@ -148,7 +147,7 @@ class _StoredRow(NamedTuple):
     """Each stored call with its criteria decoded (CriterionGrade dumps: criterion_id, score, reasoning, evidence)."""
 
 
-def _iter_stored_rows(store: Store, rubric: Rubric) -> Iterator[_StoredRow]:
+def _iter_stored_rows(store: Store, rubric: Rubric) -> Iterator[StoredRow]:
     """`iter_score_rows` for the exports: the same rows from the same streams, without building models."""
     criterion_ids = [c.id for c in rubric.criteria()]
     transcripts = store.iter_transcript_rows()
@@ -162,7 +161,8 @@ def _iter_stored_rows(store: Store, rubric: Rubric) -> Iterator[_StoredRow]:
             for cg in criteria:
                 scores[cg["criterion_id"]] = cg["score"]
         checks = transcript.checks if transcript is not None and transcript.id == tid else None
-        yield _StoredRow(tid, repeat, scores, grades[0][0].model, _row_status(scores), _check_columns(checks), grades)
+        yield StoredRow(tid, repeat, scores, grades[0][0].model, _row_status(scores), stored_check_columns(checks),
+                        grades)
 
 
 _ROW_KEY = attrgetter("transcript_id", "repeat")
@@ -170,7 +170,7 @@ _COLUMNS_KEY = ', "columns": '
 _DECODER = json.JSONDecoder()
 
 
-def _check_columns(checks: str | None) -> dict[str, ColumnValue] | None:
+def stored_check_columns(checks: str | None) -> dict[str, ColumnValue] | None:
     """`ScoreRow.check_columns` from the stored checks text, decoding only the `columns` at its end when it can.
 
     A record is ~6 kB of per-message detail (json.loads of it took ~150 µs, the columns alone ~15), and
@@ -201,7 +201,7 @@ def _call(grade: GradeRow) -> dict[str, Any]:
     }
 
 
-class _LineFields(NamedTuple):
+class LineFields(NamedTuple):
     """What a grades line shows of one criterion beyond the stored call."""
 
     grade: GradeRow
@@ -215,13 +215,13 @@ class _LineFields(NamedTuple):
     quotes_verified: bool
 
 
-def _iter_line_fields(row: _StoredRow, adjusted: AdjustedScores) -> Iterator[_LineFields]:
+def iter_line_fields(row: StoredRow, adjusted: AdjustedScores) -> Iterator[LineFields]:
     """One per grades line: per stored call, per criterion, in stored order."""
     for grade, criteria in row.grades:
         for cg in criteria:
             cid = cg["criterion_id"]
             evidence = cg["evidence"]
-            yield _LineFields(
+            yield LineFields(
                 grade, cg, adjusted.scores.get(cid), adjusted.describe(cid) if adjusted.adjustments else None,
                 _evidence_json(evidence), all(e["verified"] for e in evidence),
             )
@@ -242,7 +242,7 @@ def _json_int(value: int | None) -> str:
     return "null" if value is None else str(value)
 
 
-def _grade_lines_json(row: _StoredRow, adjusted: AdjustedScores) -> str:
+def _grade_lines_json(row: StoredRow, adjusted: AdjustedScores) -> str:
     """The row's grades.jsonl lines, one per stored call and criterion, as one text.
 
     Each line is `json.dumps(line, ensure_ascii=False)` of the line the module docstring describes:
@@ -253,7 +253,7 @@ def _grade_lines_json(row: _StoredRow, adjusted: AdjustedScores) -> str:
     failed = _json_bool(adjusted.critical_failed)
     tails: dict[str, str] = {}
     out = []
-    for f in _iter_line_fields(row, adjusted):
+    for f in iter_line_fields(row, adjusted):
         grade, cg = f.grade, f.criterion
         tail = tails.get(grade.key)
         if tail is None:
@@ -269,9 +269,9 @@ def _grade_lines_json(row: _StoredRow, adjusted: AdjustedScores) -> str:
     return "".join(out)
 
 
-def _flat_grade_rows(row: _StoredRow, adjusted: AdjustedScores) -> Iterator[dict[str, Any]]:
+def _flat_grade_rows(row: StoredRow, adjusted: AdjustedScores) -> Iterator[dict[str, Any]]:
     """grades.jsonl's lines flattened for a table: evidence as JSON text, the call's fields as `call_*` columns."""
-    for f in _iter_line_fields(row, adjusted):
+    for f in iter_line_fields(row, adjusted):
         cg = f.criterion
         yield {
             "transcript_id": row.transcript_id, "repeat": row.repeat, "criterion_id": cg["criterion_id"],
@@ -337,7 +337,7 @@ def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> dic
     with _open_csv(out_dir / "scores.csv") as scores_fh, grades_path.open("w", encoding="utf-8") as grades:
         scores = csv.writer(scores_fh)
         scores.writerow(csv_cells(columns))
-        for row, adjusted, values in _iter_final_rows(store, rubric):
+        for row, adjusted, values in iter_final_rows(store, rubric):
             scores.writerow(csv_cells(cells(values)))  # csv writes None as an empty cell
             grades.write(_grade_lines_json(row, adjusted))
             if row.status == "scored":
@@ -347,7 +347,7 @@ def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> dic
     return {k: (round(v / scored, 2) if scored else None) for k, v in sums.items()}
 
 
-def _iter_final_rows(store: Store, rubric: Rubric) -> Iterator[tuple[_StoredRow, AdjustedScores, dict[str, Any]]]:
+def iter_final_rows(store: Store, rubric: Rubric) -> Iterator[tuple[StoredRow, AdjustedScores, dict[str, Any]]]:
     """Each stored row with its final scores and its `row_values`."""
     for row in _iter_stored_rows(store, rubric):
         adjusted = apply_hooks(rubric, row.scores, row.check_columns)
@@ -390,7 +390,7 @@ def export_run(store: Store, rubric: Rubric, fmt: ExportFormat, dest: Path) -> l
             score_writer, grade_writer = csv.writer(scores_fh), csv.writer(grades_fh)
             score_writer.writerow(csv_cells(columns))
             header = False
-            for row, adjusted, values in _iter_final_rows(store, rubric):
+            for row, adjusted, values in iter_final_rows(store, rubric):
                 score_writer.writerow(csv_cells(cells(values)))
                 for line in _flat_grade_rows(row, adjusted):
                     if not header:  # the keys of the first line; no grade, no header: an empty grades.csv
@@ -398,22 +398,18 @@ def export_run(store: Store, rubric: Rubric, fmt: ExportFormat, dest: Path) -> l
                         header = True
                     grade_writer.writerow(csv_cells(line.values()))
         return [scores, grades]
+    if fmt == "xlsx":
+        from pipeline.spreadsheet import write_spreadsheet  # here: it imports this module
+
+        return [write_spreadsheet(store, rubric, dest / "scores.xlsx")]
+    import pandas as pd  # imported here: pandas costs half a second and only parquet needs it
+
     score_rows: list[dict[str, Any]] = []
     grade_rows: list[dict[str, Any]] = []
-    for row, adjusted, values in _iter_final_rows(store, rubric):
+    for row, adjusted, values in iter_final_rows(store, rubric):
         score_rows.append(values)
         grade_rows.extend(_flat_grade_rows(row, adjusted))
-    if fmt == "parquet":
-        import pandas as pd  # imported here: pandas costs half a second and only parquet needs it
-
-        paths = [dest / "scores.parquet", dest / "grades.parquet"]
-        pd.DataFrame(score_rows, columns=columns).to_parquet(paths[0], index=False)
-        pd.DataFrame(grade_rows).to_parquet(paths[1], index=False)
-        return paths
-    if len(score_rows) > XLSX_MAX_ROWS or len(grade_rows) > XLSX_MAX_ROWS:
-        raise KefuError(f"too many rows for one Excel sheet ({XLSX_MAX_ROWS:,}); export parquet or csv instead")
-    grade_header = list(grade_rows[0]) if grade_rows else []
-    return [write_xlsx(dest / "scores.xlsx", [
-        ("scores", columns, map(cells, score_rows)),
-        ("grades", grade_header, (list(line.values()) for line in grade_rows)),
-    ])]
+    paths = [dest / "scores.parquet", dest / "grades.parquet"]
+    pd.DataFrame(score_rows, columns=columns).to_parquet(paths[0], index=False)
+    pd.DataFrame(grade_rows).to_parquet(paths[1], index=False)
+    return paths

@@ -29,11 +29,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.cells import csv_cells, write_xlsx
+from pipeline.cells import csv_cells
 from pipeline.exports import ScoreRow, iter_score_rows, row_values
+from pipeline.headings import summary_headings, yes_no
 from pipeline.rubric import Rubric
 from pipeline.store import Store
 from pipeline.timing import ColumnValue, SessionTiming, TimingGroupReport, TimingThresholds, aggregate_timing
+from pipeline.workbook import write_table
 
 GroupBy = Literal["agent", "shop", "platform", "day"]
 GROUP_BY: tuple[GroupBy, ...] = ("agent", "shop", "platform", "day")
@@ -49,6 +51,7 @@ class WeakCriterion(_Strict):
     """A criterion and its mean share of the maximum in a group."""
 
     criterion_id: str = Field(description="The criterion.")
+    name: str = Field(description="The criterion's name in the rubric, which people read.")
     share: float = Field(ge=0, le=1, description="Mean score over the criterion's maximum.")
 
 
@@ -76,7 +79,7 @@ class GroupSummary(_Strict):
             "rows": self.rows,
             "mean_total": _round(self.mean_total),
             **{f"mean_{d}": _round(v) for d, v in self.dimension_means.items()},
-            "weakest": "; ".join(f"{w.criterion_id} {w.share:.2f}" for w in self.weakest),
+            "weakest": "; ".join(f"{w.name} {w.share:.2f}" for w in self.weakest),
             "critical_failed": self.critical_failed,
             "timing_sessions": t.sessions if t else 0,
             "not_measurable_sessions": t.not_measurable_sessions if t else 0,
@@ -192,15 +195,15 @@ def _add_transcript(g: _Group, record: dict[str, Any] | None, session: SessionTi
 
 def _finish(key: str | None, g: _Group, rubric: Rubric, thresholds: TimingThresholds) -> GroupSummary:
     parts = g.timing_parts + aggregate_timing(g.sessions, thresholds)
-    shares = [(c.id, g.mean(c.id)) for c in rubric.criteria()]
-    ranked = sorted(((cid, s) for cid, s in shares if s is not None), key=lambda item: item[1])
+    shares = [(c, g.mean(c.id)) for c in rubric.criteria()]
+    ranked = sorted(((c, s) for c, s in shares if s is not None), key=lambda item: item[1])
     return GroupSummary(
         group=key,
         transcripts=g.transcripts,
         rows=g.rows,
         mean_total=_mean(g.total, g.rows),
         dimension_means={d.id: g.mean(d.id) for d in rubric.dimensions},
-        weakest=[WeakCriterion(criterion_id=cid, share=s) for cid, s in ranked[:WEAKEST]],
+        weakest=[WeakCriterion(criterion_id=c.id, name=c.name, share=s) for c, s in ranked[:WEAKEST]],
         critical_failed=g.critical_failed,
         timing=_combine(parts, thresholds) if parts else None,
         phrase_checked=g.phrase_checked,
@@ -235,16 +238,19 @@ def _combine(parts: list[TimingGroupReport], thresholds: TimingThresholds) -> Ti
     )
 
 
-def write_summary(groups: list[GroupSummary], by: GroupBy, path: Path, fmt: Literal["csv", "xlsx"]) -> Path:
-    """Write the summaries as CSV (UTF-8 with BOM, for Excel) or as one xlsx sheet; no cell is a formula
-    (pipeline/cells.py)."""
-    rows = [g.columns(by) for g in groups]
-    header = list(rows[0]) if rows else []
+def write_summary(groups: list[GroupSummary], rubric: Rubric, by: GroupBy, path: Path,
+                  fmt: Literal["csv", "xlsx"], *, judge_note: str | None = None) -> Path:
+    """Write the summaries under their Chinese headings (pipeline/headings.py) as CSV (UTF-8 with BOM,
+    for Excel) or as one xlsx sheet headed by `judge_note`; no cell is a formula (pipeline/cells.py)."""
+    names = summary_headings(rubric, by)
+    columns = [g.columns(by) for g in groups]
+    header = [names[k] for k in (columns[0] if columns else names)]
+    rows = [[yes_no(v) if isinstance(v, bool) else v for v in c.values()] for c in columns]
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "xlsx":
-        return write_xlsx(path, [(f"by_{by}", header, [list(r.values()) for r in rows])])
+        return write_table(path, f"按{names[by]}汇总", header, rows, title=judge_note)
     with path.open("w", encoding="utf-8-sig", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(csv_cells(header))
-        writer.writerows(csv_cells(r.values()) for r in rows)
+        writer.writerows(csv_cells(r) for r in rows)
     return path

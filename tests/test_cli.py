@@ -285,7 +285,8 @@ def test_redaction_flag_decides_what_the_endpoint_sees(tmp_path: Path, flag: str
     assert rows["pii-1"]["first_response_s"] == "20.0"
 
 
-def test_summary_command_writes_the_table_and_the_file(tmp_path: Path) -> None:
+def test_summary_command_writes_the_table_and_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # one line per table row, so the console's headings can be read
     src = tmp_path / "chats.jsonl"
     write_jsonl(src, pii_chats())
     out = tmp_path / "out"
@@ -296,12 +297,33 @@ def test_summary_command_writes_the_table_and_the_file(tmp_path: Path) -> None:
     assert proc.returncode == 0, stderr
     assert "kf-1" in stdout and "kf-2" in stdout
     frame = pd.read_excel(out / "summary_by_agent.xlsx")
-    assert list(frame["agent"]) == ["kf-1", "kf-2"] and list(frame["transcripts"]) == [1, 1]
+    assert list(frame["客服"]) == ["kf-1", "kf-2"] and list(frame["会话数"]) == [1, 1]
     # kf-1 answered in 20 s, kf-2 after 700 s: 2分钟首次回复率 1.0 and 0.0.
-    assert list(frame["first_reply_rate"]) == [1.0, 0.0]
+    assert list(frame["2分钟首次回复率"]) == [1.0, 0.0]
+    assert kefu("summary", str(out), "--format", "csv").wait(60) == 0
+    with (out / "summary_by_agent.csv").open(encoding="utf-8-sig") as fh:
+        csv_headings = next(csv.reader(fh))
+    assert csv_headings == list(frame.columns)  # one vocabulary in CSV and XLSX…
+    head = next(line for line in stdout.splitlines() if "会话数" in line)
+    console_headings = [h.strip() for h in head.strip("┃ ").split("┃")]
+    assert len(console_headings) >= 8 and set(console_headings) <= set(csv_headings)  # …and on the console
     bad = kefu("summary", str(out), "--by", "week")
     _, err = bad.communicate(timeout=60)
     assert bad.returncode == 2 and "--by" in err
+
+
+def test_summary_of_a_run_without_finished_grades_says_so(tmp_path: Path) -> None:
+    from pipeline.rubric import load_rubric
+    from pipeline.store import Store
+
+    rubric = load_rubric(REPO / "rubric" / "ecommerce_cs.yaml")
+    with Store.open(tmp_path) as store:
+        store.start_run(rubric_id=rubric.id, rubric_version=rubric.version, rubric_hash=rubric.content_hash,
+                        template_hash="p", model="m", settings={"rubric": rubric.model_dump(mode="json", by_alias=True)})
+    proc = kefu("summary", str(tmp_path))
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "没有已完成的评分" in stderr and stdout == ""
+    assert not (tmp_path / "summary_by_agent.csv").exists()
 
 
 def test_no_endpoint_and_no_local_extra_names_both_ways_forward(tmp_path: Path,

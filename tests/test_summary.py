@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.checks import ServiceChecker
 from pipeline.grader import CriterionGrade, Grade
+from pipeline.headings import summary_headings
 from pipeline.rubric import Rubric, load_rubric
 from pipeline.store import Store
 from pipeline.summary import GroupSummary, summarize_run, write_summary
@@ -123,13 +124,14 @@ def test_summary_by_day(store: Store, rubric: Rubric) -> None:
 
 def test_summary_files(store: Store, rubric: Rubric, tmp_path: Path) -> None:
     groups = summarize_run(store, rubric, "agent")
-    csv_path = write_summary(groups, "agent", tmp_path / "s.csv", "csv")
-    xlsx_path = write_summary(groups, "agent", tmp_path / "s.xlsx", "xlsx")
+    csv_path = write_summary(groups, rubric, "agent", tmp_path / "s.csv", "csv")
+    xlsx_path = write_summary(groups, rubric, "agent", tmp_path / "s.xlsx", "xlsx")
     frame = pd.read_csv(csv_path, encoding="utf-8-sig")
-    assert list(frame["agent"]) == ["A", "B"] and list(frame["mean_total"]) == [7.0, 0.0]
-    assert frame.loc[0, "weakest"] == "pitch 0.50; polite 0.83; greet 0.83"
-    assert list(frame["first_reply_rate"]) == [0.5, 1.0] and list(frame["banned_rate"]) == [0.0, 0.5]
-    pd.testing.assert_frame_equal(pd.read_excel(xlsx_path, sheet_name="by_agent"), frame, check_dtype=False)
+    assert list(frame["客服"]) == ["A", "B"] and list(frame["平均总分"]) == [7.0, 0.0]
+    assert set(frame.columns) == set(summary_headings(rubric, "agent").values())  # one Chinese heading per id
+    assert frame.loc[0, "最弱评分项"] == "推荐 0.50; 礼貌 0.83; 招呼 0.83"  # criterion names, not ids
+    assert list(frame["2分钟首次回复率"]) == [0.5, 1.0] and list(frame["禁用语率"]) == [0.0, 0.5]
+    pd.testing.assert_frame_equal(pd.read_excel(xlsx_path, sheet_name="按客服汇总"), frame, check_dtype=False)
 
 
 def test_satisfaction_rate_counts_4_and_5_stars_over_rated_sessions(rubric: Rubric, tmp_path: Path) -> None:
