@@ -43,7 +43,7 @@ from pipeline.cli_options import (
 from pipeline.console import announce, console, fail, grading_progress, log_to, out, rate_limit_note, read_ids
 from pipeline.endpoints import NO_ENDPOINT
 from pipeline.errors import ConfigError, InputError, KefuError, RubricError
-from pipeline.exports import export_run
+from pipeline.exports import export_run, run_judge
 from pipeline.grading import GradeJob, JobResult, read_job_inputs, run_job, select
 from pipeline.prompting import PromptSet
 from pipeline.redaction import LABELS, PiiKind
@@ -84,6 +84,8 @@ def _print_summary(result: JobResult, out_dir: Path) -> None:
     out.print(table)
     out.print(f"scores: {result.scores_csv}\ngrades: {result.grades_jsonl}\nchecks: {result.checks_jsonl}\n"
               f"store:  {out_dir / DB_NAME}")
+    if result.judge is not None:
+        out.print(escape(result.judge.note))
     if not s.transcripts and not s.rejected:  # a wrong folder or extension: say so rather than report a clean run
         console.print(f"[yellow]nothing to grade:[/yellow] no conversation in the inputs (files read: "
                       f"{', '.join(FORMAT_BY_SUFFIX)}; folders are searched recursively)")
@@ -280,12 +282,14 @@ def summary_cmd(
         with Store.open(out_dir) as store:
             rubric = _run_rubric(store, out_dir)
             groups = summarize_run(store, rubric, by)
+            judge = run_judge(store)
         if not any(g.rows for g in groups):
             raise InputError(str(out_dir), "这次运行没有已完成的评分，无从汇总 (no finished grades to summarise)")
     except KefuError as exc:
         fail(exc)
+    note = judge.note if judge else None
     path = write_summary(groups, rubric, by, dest or out_dir / f"summary_by_{by}.{fmt}",
-                         cast(Literal["csv", "xlsx"], fmt))
+                         cast(Literal["csv", "xlsx"], fmt), judge_note=note)
     names = summary_headings(rubric, by)
     keys = [by, "transcripts", "mean_total", *(f"mean_{d.id}" for d in rubric.dimensions), "weakest",
             "critical_failed", "first_reply_rate", "reply_rate", "banned_rate"]
@@ -304,6 +308,8 @@ def summary_cmd(
             _rate(g.banned_rate, None),
         )
     out.print(table)
+    if note is not None:
+        out.print(escape(note))
     out.print(str(path))
 
 

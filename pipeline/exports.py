@@ -34,6 +34,7 @@ from pipeline.adjustments import AdjustedScores, apply_hooks
 from pipeline.cells import csv_cells
 from pipeline.checks import CHECKS
 from pipeline.grader import Grade
+from pipeline.provenance import JudgeProvenance, judge_of_run, write_judge_file
 from pipeline.rubric import Rubric
 from pipeline.store import GradeRow, Store
 from pipeline.timing import ColumnValue
@@ -282,6 +283,12 @@ def _flat_grade_rows(row: StoredRow, adjusted: AdjustedScores) -> Iterator[dict[
         }
 
 
+def run_judge(store: Store) -> JudgeProvenance | None:
+    """The judge of the store's last run, or None when no run is recorded."""
+    run = store.last_run()
+    return judge_of_run(run) if run is not None else None
+
+
 def write_outputs(store: Store, rubric: Rubric, out_dir: Path) -> tuple[Path, Path]:
     """Write OUT/scores.csv and OUT/grades.jsonl from the store (the run's contract files)."""
     _write_scores_and_grades(store, rubric, out_dir)
@@ -298,6 +305,8 @@ class Outputs:
     dimension_means: dict[str, float | None]
     written: bool
     """False when the files were already up to date and were left alone."""
+    judge: JudgeProvenance | None
+    """The judge of the store's last run, as judge.json says."""
 
 
 _EXPORT_STAMP = "exports"
@@ -305,7 +314,8 @@ _CODE = hashlib.sha256(b"".join(Path(m).read_bytes() for m in (__file__, adjustm
 
 
 def refresh_outputs(store: Store, rubric: Rubric, out_dir: Path) -> Outputs:
-    """Write scores.csv, grades.jsonl and checks.jsonl, unless nothing they show has changed since last time.
+    """Write scores.csv, grades.jsonl and checks.jsonl, unless nothing they show has changed since last time,
+    and always judge.json, the note of which judge graded (pipeline/provenance.py).
 
     A resume that grades nothing would otherwise rewrite every file (hundreds of MB for 10^5 chats).
     The files are up to date when they all exist and the store's change counter, the rubric (hooks
@@ -313,17 +323,20 @@ def refresh_outputs(store: Store, rubric: Rubric, out_dir: Path) -> Outputs:
     written; the means come back from that time.
     """
     paths = (out_dir / "scores.csv", out_dir / "grades.jsonl", out_dir / "checks.jsonl")
+    judge = run_judge(store)
+    if judge is not None:
+        write_judge_file(judge, out_dir)
     rubric_dump = json.dumps(rubric.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
     stamp = {"changes": store.changes(), "rubric": hashlib.sha256(rubric_dump.encode()).hexdigest(), "code": _CODE}
     kept = store.meta_value(_EXPORT_STAMP)
     if kept is not None and all(p.exists() for p in paths):
         previous = json.loads(kept)
         if previous["stamp"] == stamp:
-            return Outputs(*paths, previous["means"], written=False)
+            return Outputs(*paths, previous["means"], written=False, judge=judge)
     means = _write_scores_and_grades(store, rubric, out_dir)
     write_checks(store, out_dir)
     store.set_meta_value(_EXPORT_STAMP, json.dumps({"stamp": stamp, "means": means}))
-    return Outputs(*paths, means, written=True)
+    return Outputs(*paths, means, written=True, judge=judge)
 
 
 def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> dict[str, float | None]:
@@ -401,7 +414,8 @@ def export_run(store: Store, rubric: Rubric, fmt: ExportFormat, dest: Path) -> l
     if fmt == "xlsx":
         from pipeline.spreadsheet import write_spreadsheet  # here: it imports this module
 
-        return [write_spreadsheet(store, rubric, dest / "scores.xlsx")]
+        judge = run_judge(store)
+        return [write_spreadsheet(store, rubric, dest / "scores.xlsx", judge_note=judge.note if judge else None)]
     import pandas as pd  # imported here: pandas costs half a second and only parquet needs it
 
     score_rows: list[dict[str, Any]] = []

@@ -22,6 +22,7 @@ from pipeline.grader import Grader
 from pipeline.llm import LLMClient
 from pipeline.pacing import Pacer
 from pipeline.prompting import PromptSet
+from pipeline.provenance import JudgeProvenance
 from pipeline.redaction import RedactionConfig, is_loopback
 from pipeline.resume import LineMemo
 from pipeline.retry import RetryPolicy
@@ -67,6 +68,8 @@ class JobResult:
     dimension_means: dict[str, float | None]
     model: str
     endpoint: ResolvedEndpoint
+    judge: JudgeProvenance | None
+    """Which judge graded, for the closing lines (pipeline/provenance.py)."""
 
 
 def read_job_inputs(job: GradeJob) -> Iterator[Transcript | Reject]:
@@ -169,7 +172,8 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
                 record = settings.public() | {"model": endpoint.model, "rubric_path": str(job.rubric_path),
                                               "rubric": rubric.model_dump(mode="json", by_alias=True),
                                               "redact": redact, "lexicon_path": str(job.lexicon_path),
-                                              "compact": compact, "max_tokens": sampling.max_tokens}
+                                              "compact": compact, "max_tokens": sampling.max_tokens,
+                                              "local_model": endpoint.local}
                 try:
                     summary = await run_grading(
                         items, grader=grader, store=store, options=options,
@@ -187,4 +191,4 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
         finally:
             await client.close()
     return JobResult(summary, outputs.scores_csv, outputs.grades_jsonl, outputs.checks_jsonl,
-                     job.out_dir / "rejects.jsonl", outputs.dimension_means, endpoint.model, endpoint)
+                     job.out_dir / "rejects.jsonl", outputs.dimension_means, endpoint.model, endpoint, outputs.judge)

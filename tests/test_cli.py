@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from openpyxl import load_workbook
 
 from pipeline.mockserver import MockServer
 from pipeline.prompting import transcript_boundary
@@ -219,7 +220,10 @@ def test_export_xlsx_and_rubric_commands(tmp_path: Path) -> None:
     proc = kefu("export", str(out), "--format", "xlsx")
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
-    assert (out / "scores.xlsx").is_file()
+    book = load_workbook(out / "scores.xlsx", read_only=True)
+    note = json.loads((out / "judge.json").read_text(encoding="utf-8"))["note"]
+    assert [book[name]["A1"].value for name in ("评分", "逐项评分")] == [note, note]
+    assert note.startswith("评分来源：gpt-4o-mini（127.0.0.1:") and note.endswith("· 未经一致性检验")
     show = kefu("rubric", "show", "rubric/ecommerce_cs.yaml")
     text, _ = show.communicate(timeout=60)
     assert "招呼语" in text and "76" in text
@@ -292,11 +296,17 @@ def test_summary_command_writes_the_table_and_the_file(tmp_path: Path, monkeypat
     out = tmp_path / "out"
     with MockServer() as server:
         assert kefu("grade", str(src), "--out", str(out), server=server).wait(120) == 0
+        host = server.base_url.split("/")[2]
     proc = kefu("summary", str(out), "--by", "agent", "--format", "xlsx")
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert "kf-1" in stdout and "kf-2" in stdout
-    frame = pd.read_excel(out / "summary_by_agent.xlsx")
+    judge = json.loads((out / "judge.json").read_text(encoding="utf-8"))
+    assert judge["note"] in stdout and "未经一致性检验" in judge["note"]  # who graded, and that nobody checked
+    assert judge["endpoint_host"] == host and judge["local_model"] is False
+    assert "sk-test" not in (out / "judge.json").read_text(encoding="utf-8")
+    assert pd.read_excel(out / "summary_by_agent.xlsx", header=None).iloc[0, 0] == judge["note"]
+    frame = pd.read_excel(out / "summary_by_agent.xlsx", header=1)
     assert list(frame["客服"]) == ["kf-1", "kf-2"] and list(frame["会话数"]) == [1, 1]
     # kf-1 answered in 20 s, kf-2 after 700 s: 2分钟首次回复率 1.0 and 0.0.
     assert list(frame["2分钟首次回复率"]) == [1.0, 0.0]
@@ -319,7 +329,8 @@ def test_summary_of_a_run_without_finished_grades_says_so(tmp_path: Path) -> Non
     rubric = load_rubric(REPO / "rubric" / "ecommerce_cs.yaml")
     with Store.open(tmp_path) as store:
         store.start_run(rubric_id=rubric.id, rubric_version=rubric.version, rubric_hash=rubric.content_hash,
-                        template_hash="p", model="m", settings={"rubric": rubric.model_dump(mode="json", by_alias=True)})
+                        template_hash="p", model="m",
+                        settings={"rubric": rubric.model_dump(mode="json", by_alias=True)})
     proc = kefu("summary", str(tmp_path))
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "没有已完成的评分" in stderr and stdout == ""
