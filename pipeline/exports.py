@@ -229,10 +229,16 @@ def iter_line_fields(row: StoredRow, adjusted: AdjustedScores) -> Iterator[LineF
 
 
 def _evidence_json(evidence: list[dict[str, Any]]) -> str:
-    """json.dumps of `[e.model_dump() for e in evidence]`: QuotedEvidence's keys are turn, quote, verified."""
-    items = [f'{{"turn": {e["turn"]}, "quote": {_ENCODE(e["quote"])}, "verified": {_json_bool(e["verified"])}}}'
+    """json.dumps of `[e.model_dump() for e in evidence]`: QuotedEvidence's keys are turn, quote, verified,
+    verify_failed (absent from grades stored before it existed: null)."""
+    items = [f'{{"turn": {e["turn"]}, "quote": {_ENCODE(e["quote"])}, "verified": {_json_bool(e["verified"])}, '
+             f'"verify_failed": {_json_failure(e.get("verify_failed"))}}}'
              for e in evidence]
     return f"[{', '.join(items)}]"
+
+
+def _json_failure(value: str | None) -> str:
+    return "null" if value is None else f'"{value}"'  # one of VerifyFailure's ascii words
 
 
 def _json_bool(value: bool) -> str:

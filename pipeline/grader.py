@@ -28,7 +28,7 @@ from pipeline.errors import (
 from pipeline.llm import ChatResult, LLMClient
 from pipeline.prompting import PromptSet
 from pipeline.retry import RetryOutcome, RetryPolicy, Sleep, call_with_retries
-from pipeline.rubric import Criterion, Rubric
+from pipeline.rubric import Criterion, Rubric, Speaker
 from pipeline.schema import GradeSchema, build_grade_schema
 from pipeline.transcripts import Transcript
 
@@ -53,14 +53,21 @@ class Sampling(BaseModel):
     max_tokens: int | None = Field(default=4096, description="Cap on completion tokens per call.")
 
 
+VerifyFailure = Literal["not_in_turn", "wrong_speaker"]
+
+
 class QuotedEvidence(BaseModel):
-    """A quote the model cited, and whether it was found verbatim in the cited turn."""
+    """A quote the model cited, and whether it was found verbatim in the cited turn of the right speaker."""
 
     model_config = ConfigDict(extra="forbid")
 
     turn: int = Field(description="1-based turn number as cited.")
     quote: str = Field(description="The quote as the model wrote it.")
-    verified: bool = Field(description="True if the quote occurs in that turn's text (whitespace/width-insensitive).")
+    verified: bool = Field(description="True if the quote occurs in that turn's text (whitespace/width-insensitive) "
+                                       "and the turn's speaker is the side the criterion judges.")
+    verify_failed: VerifyFailure | None = Field(
+        default=None, description="Which check failed: not_in_turn (no such turn, or the quote is not in it) or "
+                                  "wrong_speaker (in the turn, but said by the other side); None when verified.")
 
 
 class CriterionGrade(BaseModel):
@@ -353,6 +360,16 @@ def verify_quote(transcript: Transcript, turn: int, quote: str) -> bool:
     return _normalise(quote) in _normalise(transcript.turns[turn - 1].text)
 
 
+def quote_failure(transcript: Transcript, turn: int, quote: str, judges: Speaker) -> VerifyFailure | None:
+    """Why a quote cited for a criterion judging `judges` does not hold up, or None when it does: the greeting
+    criterion cannot rest on the customer's own words."""
+    if not verify_quote(transcript, turn, quote):
+        return "not_in_turn"
+    if judges != "any" and transcript.turns[turn - 1].role.value != judges:
+        return "wrong_speaker"
+    return None
+
+
 def _criterion_grades(parsed: BaseModel | None, criteria: Sequence[Criterion],
                       transcript: Transcript) -> list[CriterionGrade]:
     if parsed is None:
@@ -361,7 +378,8 @@ def _criterion_grades(parsed: BaseModel | None, criteria: Sequence[Criterion],
     grades = []
     for c in criteria:
         reply = getattr(parsed, c.id)
-        evidence = [{"turn": e.turn, "quote": e.quote, "verified": verify_quote(transcript, e.turn, e.quote)}
-                    for e in reply.evidence]
+        failures = [quote_failure(transcript, e.turn, e.quote, c.judges) for e in reply.evidence]
+        evidence = [{"turn": e.turn, "quote": e.quote, "verified": failed is None, "verify_failed": failed}
+                    for e, failed in zip(reply.evidence, failures, strict=True)]
         grades.append({"criterion_id": c.id, "score": reply.score, "reasoning": reply.reasoning, "evidence": evidence})
     return CRITERION_GRADES.validate_python(grades)
