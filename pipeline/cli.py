@@ -297,12 +297,11 @@ def summary_cmd(
     for key in keys:
         table.add_column(names[key])
     for g in groups:
-        cols = g.columns(by)
         t = g.timing
         table.add_row(
             escape(g.group or "（未知）"), str(g.transcripts), _number(g.mean_total),
             *(_number(g.dimension_means[d.id]) for d in rubric.dimensions),
-            escape(str(cols["weakest"])), str(g.critical_failed),
+            escape("、".join(w.name for w in g.weakest)), str(g.critical_failed),  # shares: in the file
             _rate(t.first_reply_rate if t else None, t.first_reply_pass if t else None),
             _rate(t.reply_rate if t else None, t.reply_pass if t else None),
             _rate(g.banned_rate, None),

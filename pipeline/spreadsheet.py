@@ -19,7 +19,7 @@ from pipeline.exports import LineFields, StoredRow, iter_final_rows, iter_line_f
 from pipeline.headings import CHECK_HEADINGS, GROUP_HEADINGS, STATUS_WORDS, score_headings, summary_headings
 from pipeline.rubric import Criterion, Rubric
 from pipeline.store import Store
-from pipeline.summary import summarize_run
+from pipeline.summary import column_styles, summarize_run
 from pipeline.workbook import EXCEL_ROWS, STYLE_MEANINGS, Book, Cell, Column, Sheet, Style
 
 _WIDE = 50
@@ -145,9 +145,11 @@ def _write_summary(book: Book, store: Store, rubric: Rubric) -> None:
     groups = summarize_run(store, rubric, "agent")
     headings = summary_headings(rubric, "agent")
     rows = [g.columns("agent") for g in groups]
-    sheet = book.sheet("团队汇总", [Column(headings[k]) for k in (rows[0] if rows else headings)])
+    keys = list(rows[0] if rows else headings)
+    sheet = book.sheet("团队汇总", [Column(headings[k]) for k in keys])
+    styles = column_styles(keys)
     for r in rows:
-        sheet.append_plain(r.values())
+        sheet.append(zip(r.values(), styles, strict=True))
 
 
 def _write_legend(book: Book, rubric: Rubric, headings: dict[str, str], judge_note: str | None) -> None:

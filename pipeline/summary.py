@@ -35,7 +35,7 @@ from pipeline.headings import summary_headings, yes_no
 from pipeline.rubric import Rubric
 from pipeline.store import Store
 from pipeline.timing import ColumnValue, SessionTiming, TimingGroupReport, TimingThresholds, aggregate_timing
-from pipeline.workbook import write_table
+from pipeline.workbook import Style, write_table
 
 GroupBy = Literal["agent", "shop", "platform", "day"]
 GROUP_BY: tuple[GroupBy, ...] = ("agent", "shop", "platform", "day")
@@ -238,6 +238,11 @@ def _combine(parts: list[TimingGroupReport], thresholds: TimingThresholds) -> Ti
     )
 
 
+def column_styles(keys: list[str]) -> list[Style | None]:
+    """How a spreadsheet shows each summary column: rates as percentages, means with one decimal."""
+    return [Style.percent if k.endswith("_rate") else Style.decimal if k.startswith("mean_") else None for k in keys]
+
+
 def write_summary(groups: list[GroupSummary], rubric: Rubric, by: GroupBy, path: Path,
                   fmt: Literal["csv", "xlsx"], *, judge_note: str | None = None) -> Path:
     """Write the summaries under their Chinese headings (pipeline/headings.py) as CSV (UTF-8 with BOM,
@@ -248,7 +253,8 @@ def write_summary(groups: list[GroupSummary], rubric: Rubric, by: GroupBy, path:
     rows = [[yes_no(v) if isinstance(v, bool) else v for v in c.values()] for c in columns]
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "xlsx":
-        return write_table(path, f"按{names[by]}汇总", header, rows, title=judge_note)
+        styles = column_styles(list(columns[0] if columns else names))
+        return write_table(path, f"按{names[by]}汇总", header, rows, title=judge_note, styles=styles)
     with path.open("w", encoding="utf-8-sig", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(csv_cells(header))

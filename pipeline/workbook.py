@@ -35,6 +35,8 @@ class Style(StrEnum):
     unscored = "unscored"
     subtotal = "subtotal"
     wrap = "wrap"
+    percent = "percent"
+    decimal = "decimal"
 
 
 _FORMATS: dict[str, dict[str, Any]] = {
@@ -47,6 +49,8 @@ _FORMATS: dict[str, dict[str, Any]] = {
     Style.unscored: {"bg_color": "#D9D9D9"},
     Style.subtotal: {"bold": True, "bg_color": "#F2F2F2"},
     Style.wrap: {"text_wrap": True, "valign": "top"},
+    Style.percent: {"num_format": "0.0%"},
+    Style.decimal: {"num_format": "0.0"},
 }
 
 STYLE_MEANINGS: dict[Style, str] = {
@@ -136,9 +140,14 @@ class Sheet:
         if self._title is not None:
             ws.write_string(0, 0, xlsx_text(self._title), self._book.formats["title"])
         head = self._book.formats["head"]
+        ws.set_row(self._header_row, 32)  # two lines: a long heading wraps within its width
         for i, column in enumerate(self._columns):
             ws.write_string(self._header_row, i, xlsx_text(column.heading), head)
         ws.freeze_panes(self._header_row + 1, self._freeze_columns)
+        # Printed: landscape, all columns on the page's width, the header repeated on every page.
+        ws.set_landscape()
+        ws.fit_to_pages(1, 0)
+        ws.repeat_rows(0, self._header_row)
         self._row = self._header_row + 1
         return ws
 
@@ -175,10 +184,11 @@ class Sheet:
 
 
 def write_table(path: Path, name: str, headings: Sequence[str], rows: Iterable[Sequence[Any]], *,
-                title: str | None = None) -> Path:
-    """A one-sheet book of plain rows under these headings."""
+                title: str | None = None, styles: Sequence[Style | None] | None = None) -> Path:
+    """A one-sheet book of rows under these headings, each column in its style (`styles`, default none)."""
     book = Book(path)
     sheet = book.sheet(name, [Column(h) for h in headings], title=title)
+    column_styles = styles or [None] * len(headings)
     for row in rows:
-        sheet.append_plain(row)
+        sheet.append(zip(row, column_styles, strict=True))
     return book.close()
