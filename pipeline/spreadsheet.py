@@ -58,6 +58,23 @@ def evidence_text(evidence: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def adjustment_text(adjusted: AdjustedScores, names: dict[str, str], criterion_id: str | None = None) -> str | None:
+    """The rubric's hooks that changed a chat (or one criterion), in Chinese with criterion names: "主动性 封顶
+    3→0：10分钟内无人工回复", "致命项：亲切、耐心态度 得 0 分：态度粗鲁"; None when nothing changed."""
+    texts = []
+    for a in adjusted.adjustments:
+        if criterion_id is not None and a.criterion_id != criterion_id:
+            continue
+        name = names.get(a.criterion_id or "", a.criterion_id)
+        if a.kind == "cap":
+            texts.append(f"{name} 封顶 {a.before}→{a.after}：{a.reason}")
+        elif a.criterion_id is not None:
+            texts.append(f"致命项：{name} 得 {a.before} 分：{a.reason}")
+        else:
+            texts.append(f"致命项：{a.reason}")
+    return "；".join(texts) or None
+
+
 def _criterion_style(c: Criterion, score: int | None, cid: str, adjusted: AdjustedScores) -> Style | None:
     if score is None:
         return Style.unscored
@@ -109,7 +126,7 @@ def _score_cells(rubric: Rubric, row: StoredRow, adjusted: AdjustedScores, value
     yield values["total"], Style.critical if failed else (Style.subtotal if values["total"] is not None
                                                           else Style.unscored)
     yield failed, Style.critical if failed else None
-    yield values["adjustments"], None
+    yield adjustment_text(adjusted, {c.id: c.name for c in rubric.criteria()}), None
     yield values["llm_total"], None
     yield row.model, None
 
@@ -124,7 +141,8 @@ def _grade_cells(placed: dict[str, tuple[Criterion, str]], row: StoredRow, f: Li
     return [
         (row.transcript_id, None), (row.repeat, None), (dimension, None), (known.name if known else cid, None),
         (cid, None), (f.score, style), (known.max if known else None, None), (f.criterion["score"], None),
-        (f.adjustment, None), (f.criterion["reasoning"], Style.wrap),
+        (adjustment_text(adjusted, {cid: known.name} if known else {}, cid), None),
+        (f.criterion["reasoning"], Style.wrap),
         (evidence_text(f.criterion["evidence"]), Style.wrap), (f.quotes_verified, None), (f.grade.model, None),
     ]
 

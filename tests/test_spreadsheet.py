@@ -72,6 +72,9 @@ def test_the_book_has_a_sheet_per_purpose_with_chinese_headings(rubric: Rubric, 
     assert fill_of(scores, 3, "礼貌 (4)") == "000000"  # full marks: no fill
     assert [scores.cell(r, 1).value for r in range(3, 9)] == ["t1", "t1", "t2", "t3", "t4", "t5"]
     assert scores.cell(6, header.index("致命项") + 1).value == "是"
+    adjustments = [scores.cell(r, header.index("扣分调整") + 1).value for r in range(3, 9)]
+    assert adjustments == [None, None, "推荐 封顶 4→0：超过10分钟未回复", "致命项：多次使用禁用语",
+                           "致命项：礼貌 得 0 分：态度粗鲁", None]  # names, not ids
 
 
 def test_grades_show_evidence_as_text_and_ids_are_explained(rubric: Rubric, tmp_path: Path) -> None:
