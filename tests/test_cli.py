@@ -215,8 +215,9 @@ def test_export_xlsx_and_rubric_commands(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with MockServer() as server:
         graded = kefu("grade", str(src), "--out", str(out), server=server)
-        _, stderr = graded.communicate(timeout=120)
+        stdout, stderr = graded.communicate(timeout=120)
         assert graded.returncode == 0, stderr
+    assert "评分来源：gpt-4o-mini（127.0.0.1:" in stdout and "未经一致性检验" in stdout  # the closing lines say it
     proc = kefu("export", str(out), "--format", "xlsx")
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
