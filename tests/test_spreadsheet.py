@@ -6,9 +6,12 @@ check, t4 failed by polite 0), plus t5 graded with cited evidence.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openpyxl import load_workbook
 from openpyxl.worksheet.worksheet import Worksheet
 from test_summary import MAR2, fill
@@ -17,6 +20,7 @@ from pipeline.grader import CriterionGrade, Grade, QuotedEvidence
 from pipeline.rubric import Rubric, load_rubric
 from pipeline.spreadsheet import evidence_text, write_spreadsheet
 from pipeline.store import Store
+from pipeline.workbook import Book, Column
 
 DATA = Path(__file__).resolve().parent / "data"
 NOTE = "评分来源：m · 未经一致性检验"
@@ -114,3 +118,28 @@ def test_evidence_text_names_the_failed_check() -> None:
     assert evidence_text([{"turn": 3, "quote": "您好", "verified": True}]) == "#3 「您好」"
     assert evidence_text([{"turn": 1, "quote": "在吗", "verified": False, "verify_failed": "wrong_speaker"}]) == (
         "#1 「在吗」（未核实：这句话不是该评分项评判的一方说的）")
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(0, 12), max_rows=st.integers(3, 6), title=st.booleans())
+def test_split_sheets_hold_every_row_once_in_order(n: int, max_rows: int, title: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        book = Book(Path(tmp) / "b.xlsx", max_rows=max_rows)
+        sheet = book.sheet("表", [Column("甲"), Column("乙")], title=NOTE if title else None)
+        for i in range(n):
+            sheet.append_plain([f"r{i}", i])
+        read = load_workbook(book.close())
+    head = 2 if title else 1
+    per_sheet = max_rows - head
+    expected_sheets = max(1, -(-n // per_sheet))
+    assert read.sheetnames == ["表", *(f"表 ({k})" for k in range(2, expected_sheets + 1))]
+    values = [r[1] for name in read.sheetnames for r in rows(read[name])[head:]]
+    assert values == list(range(n))
+    assert all(rows(read[name])[head - 1] == ["甲", "乙"] for name in read.sheetnames)
+
+
+@given(quotes=st.lists(st.tuples(st.integers(1, 99), st.text(alphabet=st.characters(blacklist_characters="\n\r"))),
+                       max_size=4))
+def test_evidence_text_keeps_every_quote_on_its_own_line(quotes: list[tuple[int, str]]) -> None:
+    text = evidence_text([{"turn": t, "quote": q, "verified": True} for t, q in quotes])
+    assert text.split("\n") == [f"#{t} 「{q}」" for t, q in quotes] or (not quotes and text == "")
