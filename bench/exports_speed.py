@@ -45,7 +45,8 @@ def synthetic_grade(rubric: Rubric, chat: Transcript, run_started: datetime, rng
         for turn, text in rng.sample(agent_turns, min(len(agent_turns), rng.randint(1, 2))):
             altered = rng.random() < 0.1  # a quote the model got wrong: not found in the turn
             quote = text[:20] + ("。" if altered else "")
-            evidence.append(QuotedEvidence(turn=turn, quote=quote, verified=not altered))
+            evidence.append(QuotedEvidence(turn=turn, quote=quote, verified=not altered,
+                                           verify_failed="not_in_turn" if altered else None))
         score = None if unscored or rng.random() < 0.02 else rng.choice(c.levels).points
         criteria.append(CriterionGrade(criterion_id=c.id, score=score, reasoning=rng.choice(REASONS) * 2,
                                        evidence=[] if score is None else evidence))

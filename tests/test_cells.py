@@ -88,8 +88,8 @@ def write_every_table(folder: Path, rubric: Rubric) -> tuple[list[Path], list[Pa
         xlsxs = export_run(store, rubric, "xlsx", folder / "xlsx")
         for by in GROUP_BY[:3]:  # agent, shop, platform: the groups named by chat text
             groups = summarize_run(store, rubric, by)
-            csvs.append(write_summary(groups, by, folder / f"by_{by}.csv", "csv"))
-            xlsxs.append(write_summary(groups, by, folder / f"by_{by}.xlsx", "xlsx"))
+            csvs.append(write_summary(groups, rubric, by, folder / f"by_{by}.csv", "csv"))
+            xlsxs.append(write_summary(groups, rubric, by, folder / f"by_{by}.xlsx", "xlsx"))
     return csvs, xlsxs
 
 
@@ -115,9 +115,9 @@ def test_a_hyperlink_id_is_text_in_every_table(rubric: Rubric, tmp_path: Path) -
                                                    "'@SUM(1)2"]
     assert scores[0]["repeat"] == "0" and scores[1]["total"] == "10"  # numbers are not quoted
     book = load_workbook(xlsxs[0])
-    ids = [(c.value, c.data_type, c.quotePrefix) for c in book["scores"]["A"][1:]]
+    ids = [(c.value, c.data_type, c.quotePrefix) for c in book["评分"]["A"][2:]]  # below the judge's note and header
     assert ids == [("-121", "s", True), (attack + "0", "s", True), ("@SUM(1)2", "s", True)]
-    assert book["scores"]["B2"].value == 0 and book["scores"]["B2"].data_type == "n"
+    assert book["评分"]["B3"].value == 0 and book["评分"]["B3"].data_type == "n"
 
 
 TEXT = st.one_of(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from openpyxl import load_workbook
 
 from pipeline.grading.prompting import transcript_boundary
 from pipeline.grading.redaction import find_pii
@@ -217,12 +218,16 @@ def test_export_xlsx_and_rubric_commands(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with MockServer() as server:
         graded = kefu("grade", str(src), "--out", str(out), server=server)
-        _, stderr = graded.communicate(timeout=120)
+        stdout, stderr = graded.communicate(timeout=120)
         assert graded.returncode == 0, stderr
+    assert "评分来源：gpt-4o-mini（127.0.0.1:" in stdout and "未经一致性检验" in stdout  # the closing lines say it
     proc = kefu("export", str(out), "--format", "xlsx")
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
-    assert (out / "scores.xlsx").is_file()
+    book = load_workbook(out / "scores.xlsx", read_only=True)
+    note = json.loads((out / "judge.json").read_text(encoding="utf-8"))["note"]
+    assert [book[name]["A1"].value for name in ("评分", "逐项评分")] == [note, note]
+    assert note.startswith("评分来源：gpt-4o-mini（127.0.0.1:") and note.endswith("· 未经一致性检验")
     show = kefu("rubric", "show", "rubric/ecommerce_cs.yaml")
     text, _ = show.communicate(timeout=60)
     assert "招呼语" in text and "76" in text
@@ -329,33 +334,62 @@ def test_chats_addressed_to_the_grader_are_routed_to_review(tmp_path: Path) -> N
     assert re.search(r"needs review\s+│?\s*2 ", stdout) and "人工复核" in "".join(stdout.split())
 
 
-def test_summary_command_writes_the_table_and_the_file(tmp_path: Path) -> None:
+def test_summary_command_writes_the_table_and_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # one line per table row, so the console's headings can be read
     src = tmp_path / "chats.jsonl"
     write_jsonl(src, pii_chats())
     out = tmp_path / "out"
     with MockServer() as server:
         assert kefu("grade", str(src), "--out", str(out), server=server).wait(120) == 0
+        host = server.base_url.split("/")[2]
     proc = kefu("summary", str(out), "--by", "agent", "--format", "xlsx")
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert "kf-1" in stdout and "kf-2" in stdout
-    frame = pd.read_excel(out / "summary_by_agent.xlsx")
-    assert list(frame["agent"]) == ["kf-1", "kf-2"] and list(frame["transcripts"]) == [1, 1]
+    judge = json.loads((out / "judge.json").read_text(encoding="utf-8"))
+    assert judge["note"] in stdout and "未经一致性检验" in judge["note"]  # who graded, and that nobody checked
+    assert judge["endpoint_host"] == host and judge["local_model"] is False
+    assert "sk-test" not in (out / "judge.json").read_text(encoding="utf-8")
+    assert pd.read_excel(out / "summary_by_agent.xlsx", header=None).iloc[0, 0] == judge["note"]
+    frame = pd.read_excel(out / "summary_by_agent.xlsx", header=1)
+    assert list(frame["客服"]) == ["kf-1", "kf-2"] and list(frame["会话数"]) == [1, 1]
     # kf-1 answered in 20 s, kf-2 after 700 s: 2分钟首次回复率 1.0 and 0.0.
-    assert list(frame["first_reply_rate"]) == [1.0, 0.0]
-    assert list(frame["reply_rate_basis"]) == ["session", "session"] and "satisfaction_rate" in frame
+    assert list(frame["2分钟首次回复率"]) == [1.0, 0.0]
+    assert kefu("summary", str(out), "--format", "csv").wait(60) == 0
+    with (out / "summary_by_agent.csv").open(encoding="utf-8-sig") as fh:
+        csv_headings = next(csv.reader(fh))
+    assert csv_headings == list(frame.columns)  # one vocabulary in CSV and XLSX…
+    head = next(line for line in stdout.splitlines() if "会话数" in line)
+    console_headings = [h.strip() for h in head.strip("┃ ").split("┃")]
+    assert len(console_headings) >= 8 and set(console_headings) <= set(csv_headings)  # …and on the console
+    assert list(frame["3分钟平均回复率口径"]) == ["session", "session"] and "满意度" in frame
     # The console prints the definition it used, and 满意度 beside the reply rates.
-    assert "满意度" in stdout and "按会话" in stdout and "--reply-rate session" in stdout
+    assert "按会话" in stdout and "--reply-rate session" in stdout
     pooled = kefu("summary", str(out), "--reply-rate", "message")
     stdout, stderr = pooled.communicate(timeout=60)
     assert pooled.returncode == 0, stderr
     assert "按消息汇总" in stdout and "--reply-rate message" in stdout
-    assert list(pd.read_csv(out / "summary_by_agent.csv", encoding="utf-8-sig")["reply_rate_basis"]) == [
+    assert list(pd.read_csv(out / "summary_by_agent.csv", encoding="utf-8-sig")["3分钟平均回复率口径"]) == [
         "message", "message"]
     for wrong in (("--by", "week"), ("--reply-rate", "pooled")):
         bad = kefu("summary", str(out), *wrong)
         _, err = bad.communicate(timeout=60)
         assert bad.returncode == 2 and wrong[0] in err
+
+
+def test_summary_of_a_run_without_finished_grades_says_so(tmp_path: Path) -> None:
+    from pipeline.rubric.model import load_rubric
+    from pipeline.store.store import Store
+
+    rubric = load_rubric(REPO / "rubric" / "ecommerce_cs.yaml")
+    with Store.open(tmp_path) as store:
+        store.start_run(rubric_id=rubric.id, rubric_version=rubric.version, rubric_hash=rubric.content_hash,
+                        template_hash="p", model="m",
+                        settings={"rubric": rubric.model_dump(mode="json", by_alias=True)})
+    proc = kefu("summary", str(tmp_path))
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "没有已完成的评分" in stderr and stdout == ""
+    assert not (tmp_path / "summary_by_agent.csv").exists()
 
 
 def test_no_endpoint_and_no_local_extra_names_both_ways_forward(tmp_path: Path,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pipeline.errors import EndpointDownError, FatalLLMError
-from pipeline.grading.grader import Grade, Grader, Sampling, verify_quote
+from pipeline.grading.grader import Grade, Grader, Sampling, quote_failure, verify_quote
 from pipeline.grading.prompting import PromptSet
 from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.llm.client import Endpoint, LLMClient
@@ -345,6 +345,27 @@ def test_a_turn_addressed_to_the_grader_is_flagged_and_never_verified_evidence(
     assert [e.verified for e in courtesy.evidence] == [False, True]  # the quote is verbatim, but not evidence
     [clean] = grade_once(mock_server, rubric, chat())
     assert clean.injection == []
+
+
+def test_a_quote_of_the_customer_does_not_verify_the_agents_greeting(mock_server: MockServer, rubric: Rubric) -> None:
+    reply = valid_reply(rubric)
+    # Turn 1 is the customer's "请问这款有货吗？", turn 2 the agent's greeting.
+    reply["greeting"]["evidence"] = [{"turn": 1, "quote": "请问这款有货吗"}, {"turn": 2, "quote": "亲，您好"},
+                                     {"turn": 2, "quote": "在的亲"}]
+    mock_server.script(Content(text=json.dumps(reply, ensure_ascii=False)))
+    [grade] = grade_once(mock_server, rubric, chat())
+    greeting = next(cg for cg in grade.criteria if cg.criterion_id == "greeting")
+    assert [(e.verified, e.verify_failed) for e in greeting.evidence] == [
+        (False, "wrong_speaker"), (True, None), (False, "not_in_turn")]
+    assert "请问这款有货吗" in chat_requests(mock_server)[0]["messages"][-1]["content"]  # the model was shown it
+
+
+def test_a_criterion_that_judges_the_customer_or_any_side_verifies_their_turns() -> None:
+    t = chat()
+    assert quote_failure(t, 1, "请问这款有货吗", "customer") is None
+    assert quote_failure(t, 2, "亲，您好", "customer") == "wrong_speaker"
+    assert quote_failure(t, 1, "请问这款有货吗", "any") is None
+    assert quote_failure(t, 99, "请问", "any") == "not_in_turn"
 
 
 def test_verify_quote_edge_cases() -> None:

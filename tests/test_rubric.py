@@ -379,3 +379,17 @@ def _with_hooks(**hooks: Any) -> Callable[[dict[str, Any]], None]:
 def test_hook_errors_name_the_file_and_the_hook(tmp_path: Path, hooks: dict[str, Any], problem: str) -> None:
     err = _broken(tmp_path, _with_hooks(**hooks))
     assert [p for p in err.problems if p.startswith(problem)], err.problems
+
+
+def test_judges_is_one_of_three_sides_and_does_not_change_the_resume_key(tmp_path: Path) -> None:
+    seed = load_rubric(REPO / "rubric" / "ecommerce_cs.yaml")
+    assert {c.judges for c in seed.criteria()} == {"agent"}  # the default: every seed criterion judges the agent
+    err = _broken(tmp_path, lambda data: _criterion(data, "greeting").update(judges="boss"))
+    assert any("greeting" in p and "judges" in p for p in err.problems)
+    path = tmp_path / "any.yaml"
+    data = yaml.safe_load((REPO / "rubric" / "ecommerce_cs.yaml").read_text(encoding="utf-8"))
+    _criterion(data, "greeting")["judges"] = "any"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    changed = load_rubric(path)
+    assert changed.criterion("greeting").judges == "any"
+    assert changed.content_hash == seed.content_hash  # the model sees nothing of it

@@ -191,7 +191,8 @@ def test_checks_run_once_per_transcript_on_the_original(mock_server: MockServer,
 
 def test_redaction_replaces_pii_counts_it_and_verifies_quotes_against_what_was_sent(
         mock_server: MockServer, rubric: Rubric, tmp_path: Path) -> None:
-    reply = {c.id: {"evidence": [{"turn": 1, "quote": "[手机号1]"}], "reasoning": "r", "score": c.max}
+    # Turn 2 is the agent's (the criteria judge the agent): "好的亲，已改为[手机号1]…" as sent.
+    reply = {c.id: {"evidence": [{"turn": 2, "quote": "已改为[手机号1]"}], "reasoning": "r", "score": c.max}
              for c in rubric.criteria()}
     mock_server.script(Content(text=json.dumps(reply, ensure_ascii=False)))
     summary = run(mock_server, rubric, list(pii_chats(2)), tmp_path, concurrency=1, redaction=RedactionConfig())

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pipeline.outputs.headings import summary_headings
 
 from pipeline.checks.checker import ServiceChecker
 from pipeline.checks.injection import InjectionHit
@@ -132,16 +133,17 @@ def test_summary_by_day(store: Store, rubric: Rubric) -> None:
 
 def test_summary_files(store: Store, rubric: Rubric, tmp_path: Path) -> None:
     groups = summarize_run(store, rubric, "agent")
-    csv_path = write_summary(groups, "agent", tmp_path / "s.csv", "csv")
-    xlsx_path = write_summary(groups, "agent", tmp_path / "s.xlsx", "xlsx")
+    csv_path = write_summary(groups, rubric, "agent", tmp_path / "s.csv", "csv")
+    xlsx_path = write_summary(groups, rubric, "agent", tmp_path / "s.xlsx", "xlsx")
     frame = pd.read_csv(csv_path, encoding="utf-8-sig")
-    assert list(frame["agent"]) == ["A", "B"] and list(frame["mean_total"]) == [7.0, 0.0]
-    assert frame.loc[0, "weakest"] == "pitch 0.50; polite 0.83; greet 0.83"
-    assert list(frame["first_reply_rate"]) == [0.5, 1.0] and list(frame["banned_rate"]) == [0.0, 0.5]
+    assert list(frame["客服"]) == ["A", "B"] and list(frame["平均总分"]) == [7.0, 0.0]
+    assert set(frame.columns) == set(summary_headings(rubric, "agent").values())  # one Chinese heading per id
+    assert frame.loc[0, "最弱评分项"] == "推荐 0.50; 礼貌 0.83; 招呼 0.83"  # criterion names, not ids
+    assert list(frame["2分钟首次回复率"]) == [0.5, 1.0] and list(frame["禁用语率"]) == [0.0, 0.5]
+    pd.testing.assert_frame_equal(pd.read_excel(xlsx_path, sheet_name="按客服汇总"), frame, check_dtype=False)
     # The 3-minute rate says which definition it used, with its numerator and denominator (see test_summary_by_agent).
-    assert list(frame["reply_rate_basis"]) == ["session", "session"]
-    assert list(zip(frame["reply_rate_within"], frame["reply_rate_of"], strict=True)) == [(1, 2), (1, 1)]
-    pd.testing.assert_frame_equal(pd.read_excel(xlsx_path, sheet_name="by_agent"), frame, check_dtype=False)
+    assert list(frame["3分钟平均回复率口径"]) == ["session", "session"]
+    assert list(zip(frame["3分钟平均回复率分子"], frame["3分钟平均回复率分母"], strict=True)) == [(1, 2), (1, 1)]
 
 
 def test_satisfaction_rate_counts_4_and_5_stars_over_rated_sessions(rubric: Rubric, tmp_path: Path) -> None:

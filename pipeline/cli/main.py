@@ -69,7 +69,7 @@ from pipeline.grading.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, C
 from pipeline.grading.settings import Settings, load_settings
 from pipeline.inputs.transcripts import FORMAT_BY_SUFFIX, count_jsonl_lines
 from pipeline.oserrors import os_problem
-from pipeline.outputs.exports import export_run, iter_score_rows
+from pipeline.outputs.exports import export_run, iter_score_rows, run_judge
 from pipeline.paths import CHECKOUT_DIR as REPO
 from pipeline.rubric.model import Rubric, load_rubric, rubric_json_schema
 from pipeline.store.store import DB_NAME, Store
@@ -115,6 +115,8 @@ def _print_summary(result: JobResult, out_dir: Path) -> None:
     out.print(table)
     out.print(f"scores: {result.scores_csv}\ngrades: {result.grades_jsonl}\nchecks: {result.checks_jsonl}\n"
               f"store:  {out_dir / DB_NAME}")
+    if result.judge is not None:
+        out.print(escape(result.judge.note))
     if not s.transcripts and not s.rejected:  # a wrong folder or extension: say so rather than report a clean run
         console.print(f"[yellow]nothing to grade:[/yellow] no conversation in the inputs (files read: "
                       f"{', '.join(FORMAT_BY_SUFFIX)}; folders are searched recursively)")
@@ -357,6 +359,7 @@ def summary_cmd(
 ) -> None:
     """Team summary of a run: final scores, weakest criteria, reply-time, 满意度 and banned-phrase rates per group."""
     from pipeline.checks.timing import REPLY_RATE_DEFINITIONS, ReplyRateBasis, TimingThresholds
+    from pipeline.outputs.headings import summary_headings
     from pipeline.outputs.summary import GROUP_BY, rate_text, summarize_run, write_summary
 
     if by not in GROUP_BY or fmt not in ("csv", "xlsx") or reply_rate not in ReplyRateBasis.__members__:
@@ -366,20 +369,26 @@ def summary_cmd(
         with Store.open(out_dir) as store:
             rubric = _run_rubric(store, out_dir)
             groups = summarize_run(store, rubric, by, thresholds)
+            judge = run_judge(store)
+        if not any(g.rows for g in groups):
+            raise InputError(str(out_dir), "这次运行没有已完成的评分，无从汇总 (no finished grades to summarise)")
     except KefuError as exc:
         fail(exc)
-    path = write_summary(groups, by, dest or out_dir / f"summary_by_{by}.{fmt}",
-                         cast(Literal["csv", "xlsx"], fmt))
-    table = Table(title=f"kefu summary by {by}")
-    for col in (by, "chats", "mean total", *(d.id for d in rubric.dimensions), "weakest", "致命项", "待复核",
-                "2分钟首次回复率", "3分钟平均回复率", "满意度", "banned"):
-        table.add_column(col, no_wrap=col == by)  # a narrow terminal squeezes the figures, never the group's name
+    note = judge.note if judge else None
+    path = write_summary(groups, rubric, by, dest or out_dir / f"summary_by_{by}.{fmt}",
+                         cast(Literal["csv", "xlsx"], fmt), judge_note=note)
+    names = summary_headings(rubric, by)
+    keys = [by, "transcripts", "mean_total", *(f"mean_{d.id}" for d in rubric.dimensions), "weakest",
+            "critical_failed", "needs_review", "first_reply_rate", "reply_rate", "satisfaction_rate", "banned_rate"]
+    table = Table(title=f"团队汇总（按{names[by]}）")
+    for key in keys:
+        table.add_column(names[key], no_wrap=key == by)  # a narrow terminal squeezes the figures, never the name
     for g in groups:
         t = g.timing
         table.add_row(
-            g.group or "(unknown)", str(g.transcripts), "—" if g.mean_total is None else f"{g.mean_total:.1f}",
-            *("—" if g.dimension_means[d.id] is None else f"{g.dimension_means[d.id]:.1f}" for d in rubric.dimensions),
-            ", ".join(w.criterion_id for w in g.weakest), str(g.critical_failed), str(g.needs_review),
+            escape(g.group or "（未知）"), str(g.transcripts), _number(g.mean_total),
+            *(_number(g.dimension_means[d.id]) for d in rubric.dimensions),
+            escape("、".join(w.name for w in g.weakest)), str(g.critical_failed), str(g.needs_review),
             rate_text(t.first_replies_within, t.first_reply_sessions, t.first_reply_pass) if t else "—",
             rate_text(*t.reply_rate_counts, t.reply_pass) if t else "—",
             rate_text(t.satisfied_sessions, t.rated_sessions, t.satisfaction_pass) if t else "—",
@@ -388,10 +397,16 @@ def summary_cmd(
     out.print(table)
     out.print(f"口径: {REPLY_RATE_DEFINITIONS[thresholds.reply_rate_basis]} (--reply-rate {reply_rate}); "
               f"满意度 = {thresholds.satisfied_min_stars}星及以上的会话数 / 已评价会话数")
+    if note is not None:
+        out.print(escape(note))
     out.print(str(path))
     _print_vouching(out_dir)
     if labels is not None:
         _print_means(out_dir, labels, sample_ids, by)
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def _print_vouching(out_dir: Path) -> None:

@@ -35,7 +35,7 @@ from pipeline.grading.schema import GradeSchema, build_grade_schema
 from pipeline.inputs.transcripts import Transcript
 from pipeline.llm.client import ChatResult, LLMClient
 from pipeline.llm.retry import RetryOutcome, RetryPolicy, Sleep, call_with_retries
-from pipeline.rubric.model import Criterion, Rubric
+from pipeline.rubric.model import Criterion, Rubric, Speaker
 
 log = logging.getLogger("kefu.grader")
 
@@ -58,15 +58,23 @@ class Sampling(BaseModel):
     max_tokens: int | None = Field(default=4096, description="Cap on completion tokens per call.")
 
 
+VerifyFailure = Literal["not_in_turn", "wrong_speaker", "injection_suspected"]
+
+
 class QuotedEvidence(BaseModel):
-    """A quote the model cited, and whether it was found verbatim in the cited turn."""
+    """A quote the model cited, and whether it was found verbatim in the cited turn of the right speaker."""
 
     model_config = ConfigDict(extra="forbid")
 
     turn: int = Field(description="1-based turn number as cited.")
     quote: str = Field(description="The quote as the model wrote it.")
     verified: bool = Field(description="True if the quote occurs in that turn's text (whitespace/width-insensitive) "
-                           "and the turn is not suspected of addressing the grader (pipeline.checks.injection).")
+                           "and the turn's speaker is the side the criterion judges, and the turn is not suspected "
+                           "of addressing the grader (checks/injection.py).")
+    verify_failed: VerifyFailure | None = Field(
+        default=None, description="Which check failed: not_in_turn (no such turn, or the quote is not in it), "
+                                  "wrong_speaker (in the turn, but said by the other side) or injection_suspected "
+                                  "(the turn addresses the grader); None when verified.")
 
 
 class CriterionGrade(BaseModel):
@@ -387,6 +395,16 @@ def verify_quote(transcript: Transcript, turn: int, quote: str) -> bool:
     return _normalise(quote) in _normalise(transcript.turns[turn - 1].text)
 
 
+def quote_failure(transcript: Transcript, turn: int, quote: str, judges: Speaker) -> VerifyFailure | None:
+    """Why a quote cited for a criterion judging `judges` does not hold up, or None when it does: the greeting
+    criterion cannot rest on the customer's own words."""
+    if not verify_quote(transcript, turn, quote):
+        return "not_in_turn"
+    if judges != "any" and transcript.turns[turn - 1].role.value != judges:
+        return "wrong_speaker"
+    return None
+
+
 def _criterion_grades(parsed: BaseModel | None, criteria: Sequence[Criterion], transcript: Transcript,
                       injection: Sequence[InjectionHit]) -> list[CriterionGrade]:
     if parsed is None:
@@ -397,8 +415,9 @@ def _criterion_grades(parsed: BaseModel | None, criteria: Sequence[Criterion], t
     grades = []
     for c in criteria:
         reply = getattr(parsed, c.id)
-        evidence = [{"turn": e.turn, "quote": e.quote,
-                     "verified": e.turn not in suspected and verify_quote(transcript, e.turn, e.quote)}
-                    for e in reply.evidence]
+        failures = [quote_failure(transcript, e.turn, e.quote, c.judges) or
+                    ("injection_suspected" if e.turn in suspected else None) for e in reply.evidence]
+        evidence = [{"turn": e.turn, "quote": e.quote, "verified": failed is None, "verify_failed": failed}
+                    for e, failed in zip(reply.evidence, failures, strict=True)]
         grades.append({"criterion_id": c.id, "score": reply.score, "reasoning": reply.reasoning, "evidence": evidence})
     return CRITERION_GRADES.validate_python(grades)

@@ -28,6 +28,7 @@ from pipeline.llm.client import LLMClient
 from pipeline.llm.pacing import Pacer
 from pipeline.llm.retry import RetryPolicy
 from pipeline.outputs.exports import refresh_outputs
+from pipeline.outputs.provenance import JudgeProvenance
 from pipeline.rubric.model import Rubric, load_rubric
 from pipeline.store.store import Store
 
@@ -72,6 +73,8 @@ class JobResult:
     needs_review: int
     model: str
     endpoint: ResolvedEndpoint
+    judge: JudgeProvenance | None
+    """Which judge graded, for the closing lines (pipeline/outputs/provenance.py)."""
 
 
 def read_job_inputs(job: GradeJob) -> Iterator[Transcript | Reject]:
@@ -196,4 +199,4 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
             await client.close()
     return JobResult(summary, outputs.scores_csv, outputs.grades_jsonl, outputs.checks_jsonl,
                      job.out_dir / "rejects.jsonl", outputs.dimension_means, outputs.needs_review, endpoint.model,
-                     endpoint)
+                     endpoint, outputs.judge)

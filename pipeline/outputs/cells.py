@@ -9,21 +9,16 @@ guidance on CSV injection (https://owasp.org/www-community/attacks/CSV_Injection
   text. Text that already starts with `'` gets one too, so the rule reverses exactly: drop one
   leading `'` from any text cell that has one (`original_text`). Numbers are never changed: -3 is
   a number, not a formula.
-- XLSX: every text cell is stored as a string (never as a formula), marked with Excel's
-  quote-prefix style when it looks like one, so editing the cell in Excel keeps it text. XML
-  cannot hold most control characters; each becomes U+FFFD.
+- XLSX (pipeline/outputs/workbook.py): every text cell is stored as a string (never as a formula), marked
+  with Excel's quote-prefix style when it looks like one, so editing the cell in Excel keeps it
+  text. XML cannot hold most control characters; each becomes U+FFFD (`xlsx_text`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from collections.abc import Iterable
+from typing import Any
 
 FORMULA_STARTS = frozenset("=+-@＝＋－＠")
 """Characters that make a spreadsheet read a cell as a formula (full-width forms included: Excel in a
@@ -66,39 +61,6 @@ def original_text(cell: str) -> str:
     return cell[1:] if cell.startswith("'") else cell
 
 
-def write_xlsx(path: Path, sheets: Iterable[tuple[str, Sequence[str], Iterable[Sequence[Any]]]]) -> Path:
-    """Write an xlsx book of (sheet name, header, rows) with every text cell stored as text.
-
-    Written in openpyxl's write-only mode, which streams rows to disk; the header is bold.
-    """
-    from openpyxl import Workbook
-    from openpyxl.styles import Font
-
-    book = Workbook(write_only=True)
-    bold = Font(bold=True)
-    for name, header, rows in sheets:
-        sheet = book.create_sheet(name)
-        if header:
-            head = [_xlsx_cell(sheet, h) for h in header]
-            for cell in head:
-                cell.font = bold
-            sheet.append(head)
-        for row in rows:
-            sheet.append(list(_xlsx_row(sheet, row)))
-    book.save(path)
-    return path
-
-
-def _xlsx_row(sheet: WriteOnlyWorksheet, row: Sequence[Any]) -> Iterator[Any]:
-    for value in row:
-        yield _xlsx_cell(sheet, value) if isinstance(value, str) else value
-
-
-def _xlsx_cell(sheet: WriteOnlyWorksheet, text: str) -> WriteOnlyCell:
-    from openpyxl.cell import WriteOnlyCell
-
-    cell = WriteOnlyCell(sheet, _XML_ILLEGAL.sub("\ufffd", text))  # openpyxl reads "=…" as a formula here
-    cell.data_type = "s"  # …so it is set back to a string
-    if looks_like_formula(text):
-        cell.quotePrefix = True
-    return cell
+def xlsx_text(text: str) -> str:
+    """Text an xlsx cell can hold: each character XML cannot carry becomes U+FFFD."""
+    return _XML_ILLEGAL.sub("\ufffd", text)

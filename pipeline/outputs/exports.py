@@ -1,14 +1,14 @@
 """Exports for people: scores.csv (a row per transcript × repeat), grades.jsonl, checks.jsonl, and xlsx/parquet/csv.
 
-Everything streams from the store, so a million-grade run exports in constant memory (xlsx, which
-Excel caps at 1,048,576 rows, is the exception and says so). Unscored criteria are empty cells,
-never 0; a subtotal or total that depends on an unscored criterion is empty too. Criterion, group,
-dimension and total columns hold the FINAL scores: the rubric's caps and critical items applied to
-the LLM's scores with the transcript's stored checks (pipeline/rubric/hooks.py); `llm_total` and
-grades.jsonl's `llm_score` keep the LLM's own. A resolved dispute (`kefu review`) is final: its score
-replaces the criterion's, for every repeat of the chat, and the adjustment names who decided and why.
-Check columns follow the score columns; a check that could not be measured (no timestamps) is an empty cell
-beside its reason, never 0.
+Everything but parquet streams from the store, so a million-grade run exports in constant memory
+(the xlsx book is pipeline/outputs/spreadsheet.py, which continues a sheet past Excel's 1,048,576 rows).
+Unscored criteria are empty cells, never 0; a subtotal or total that depends on an unscored
+criterion is empty too. Criterion, group, dimension and total columns hold the FINAL scores: the
+rubric's caps and critical items applied to the LLM's scores with the transcript's stored checks
+(pipeline/rubric/hooks.py); `llm_total` and grades.jsonl's `llm_score` keep the LLM's own. A
+resolved dispute (`kefu review`) is final: its score replaces the criterion's, for every repeat of
+the chat, and the adjustment names who decided and why. Check columns follow the score columns; a
+check that could not be measured (no timestamps) is an empty cell beside its reason, never 0.
 
 The contract files are written from the stored rows without validating them into models: criteria
 are decoded with json.loads, grades.jsonl lines are assembled from JSON fragments, and checks.jsonl
@@ -30,17 +30,16 @@ from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TextIO
 
-from pipeline.errors import KefuError
 from pipeline.grading.grader import Grade
 from pipeline.models.checks import CHECKS, ColumnValue
-from pipeline.outputs.cells import csv_cells, write_xlsx
+from pipeline.outputs.cells import csv_cells
+from pipeline.outputs.provenance import JudgeProvenance, judge_of_run, write_judge_file
 from pipeline.rubric import hooks as adjustments
 from pipeline.rubric.hooks import AdjustedScores, Decision, apply_hooks
 from pipeline.rubric.model import Rubric
 from pipeline.store.store import DisputeRow, GradeRow, Store
 
 ExportFormat = Literal["csv", "xlsx", "parquet"]
-XLSX_MAX_ROWS = 1_048_575
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
 """`json.dumps(value, ensure_ascii=False)` without its per-call set-up (a str goes straight to the C escaper)."""
@@ -179,7 +178,7 @@ def _sum(values: list[int | None]) -> int | None:
     return None if None in values else sum(v for v in values if v is not None)
 
 
-class _StoredRow(NamedTuple):
+class StoredRow(NamedTuple):
     """A ScoreRow read from the stored rows: grades unvalidated, of the transcript's checks only the columns."""
 
     transcript_id: str
@@ -195,7 +194,7 @@ class _StoredRow(NamedTuple):
     decisions: dict[str, Decision] | None
 
 
-def _iter_stored_rows(store: Store, rubric: Rubric) -> Iterator[_StoredRow]:
+def _iter_stored_rows(store: Store, rubric: Rubric) -> Iterator[StoredRow]:
     """`iter_score_rows` for the exports: the same rows from the same streams, without building models."""
     criterion_ids = [c.id for c in rubric.criteria()]
     transcripts = store.iter_transcript_rows()
@@ -211,8 +210,8 @@ def _iter_stored_rows(store: Store, rubric: Rubric) -> Iterator[_StoredRow]:
                 scores[cg["criterion_id"]] = cg["score"]
         checks = transcript.checks if transcript is not None and transcript.id == tid else None
         injection = _unique_hits(hit for grade, _ in grades if grade.injection for hit in json.loads(grade.injection))
-        yield _StoredRow(tid, repeat, scores, grades[0][0].model, _row_status(scores), stored_check_columns(checks),
-                         grades, injection, decisions.get(tid))
+        yield StoredRow(tid, repeat, scores, grades[0][0].model, _row_status(scores), stored_check_columns(checks),
+                        grades, injection, decisions.get(tid))
 
 
 _ROW_KEY = attrgetter("transcript_id", "repeat")
@@ -251,7 +250,7 @@ def _call(grade: GradeRow) -> dict[str, Any]:
     }
 
 
-class _LineFields(NamedTuple):
+class LineFields(NamedTuple):
     """What a grades line shows of one criterion beyond the stored call."""
 
     grade: GradeRow
@@ -265,23 +264,29 @@ class _LineFields(NamedTuple):
     quotes_verified: bool
 
 
-def _iter_line_fields(row: _StoredRow, adjusted: AdjustedScores) -> Iterator[_LineFields]:
+def iter_line_fields(row: StoredRow, adjusted: AdjustedScores) -> Iterator[LineFields]:
     """One per grades line: per stored call, per criterion, in stored order."""
     for grade, criteria in row.grades:
         for cg in criteria:
             cid = cg["criterion_id"]
             evidence = cg["evidence"]
-            yield _LineFields(
+            yield LineFields(
                 grade, cg, adjusted.scores.get(cid), adjusted.describe(cid) if adjusted.adjustments else None,
                 _evidence_json(evidence), all(e["verified"] for e in evidence),
             )
 
 
 def _evidence_json(evidence: list[dict[str, Any]]) -> str:
-    """json.dumps of `[e.model_dump() for e in evidence]`: QuotedEvidence's keys are turn, quote, verified."""
-    items = [f'{{"turn": {e["turn"]}, "quote": {_ENCODE(e["quote"])}, "verified": {_json_bool(e["verified"])}}}'
+    """json.dumps of `[e.model_dump() for e in evidence]`: QuotedEvidence's keys are turn, quote, verified,
+    verify_failed (absent from grades stored before it existed: null)."""
+    items = [f'{{"turn": {e["turn"]}, "quote": {_ENCODE(e["quote"])}, "verified": {_json_bool(e["verified"])}, '
+             f'"verify_failed": {_json_failure(e.get("verify_failed"))}}}'
              for e in evidence]
     return f"[{', '.join(items)}]"
+
+
+def _json_failure(value: str | None) -> str:
+    return "null" if value is None else f'"{value}"'  # one of VerifyFailure's ascii words
 
 
 def _json_bool(value: bool) -> str:
@@ -292,7 +297,7 @@ def _json_int(value: int | None) -> str:
     return "null" if value is None else str(value)
 
 
-def _grade_lines_json(row: _StoredRow, adjusted: AdjustedScores) -> str:
+def _grade_lines_json(row: StoredRow, adjusted: AdjustedScores) -> str:
     """The row's grades.jsonl lines, one per stored call and criterion, as one text.
 
     Each line is `json.dumps(line, ensure_ascii=False)` of the line the module docstring describes:
@@ -303,7 +308,7 @@ def _grade_lines_json(row: _StoredRow, adjusted: AdjustedScores) -> str:
     failed = _json_bool(adjusted.critical_failed)
     tails: dict[str, str] = {}
     out = []
-    for f in _iter_line_fields(row, adjusted):
+    for f in iter_line_fields(row, adjusted):
         grade, cg = f.grade, f.criterion
         tail = tails.get(grade.key)
         if tail is None:
@@ -325,9 +330,9 @@ def _injection_json(grade: GradeRow) -> str:
     return _ENCODE(json.loads(grade.injection)) if grade.injection else "[]"
 
 
-def _flat_grade_rows(row: _StoredRow, adjusted: AdjustedScores) -> Iterator[dict[str, Any]]:
+def _flat_grade_rows(row: StoredRow, adjusted: AdjustedScores) -> Iterator[dict[str, Any]]:
     """grades.jsonl's lines flattened for a table: evidence as JSON text, the call's fields as `call_*` columns."""
-    for f in _iter_line_fields(row, adjusted):
+    for f in iter_line_fields(row, adjusted):
         cg = f.criterion
         yield {
             "transcript_id": row.transcript_id, "repeat": row.repeat, "criterion_id": cg["criterion_id"],
@@ -337,6 +342,12 @@ def _flat_grade_rows(row: _StoredRow, adjusted: AdjustedScores) -> Iterator[dict
             "injection_suspected": _injection_json(f.grade), "model": f.grade.model,
             **{f"call_{k}": v for k, v in _call(f.grade).items()},
         }
+
+
+def run_judge(store: Store) -> JudgeProvenance | None:
+    """The judge of the store's last run, or None when no run is recorded."""
+    run = store.last_run()
+    return judge_of_run(run) if run is not None else None
 
 
 def write_outputs(store: Store, rubric: Rubric, out_dir: Path) -> tuple[Path, Path]:
@@ -357,6 +368,8 @@ class Outputs:
     """Rows whose chat addresses the grader: left out of the means, for a person to grade."""
     written: bool
     """False when the files were already up to date and were left alone."""
+    judge: JudgeProvenance | None
+    """The judge of the store's last run, as judge.json says."""
 
 
 _EXPORT_STAMP = "exports"
@@ -364,7 +377,8 @@ _CODE = hashlib.sha256(b"".join(Path(m).read_bytes() for m in (__file__, adjustm
 
 
 def refresh_outputs(store: Store, rubric: Rubric, out_dir: Path) -> Outputs:
-    """Write scores.csv, grades.jsonl and checks.jsonl, unless nothing they show has changed since last time.
+    """Write scores.csv, grades.jsonl and checks.jsonl, unless nothing they show has changed since last time,
+    and always judge.json, the note of which judge graded (pipeline/outputs/provenance.py).
 
     A resume that grades nothing would otherwise rewrite every file (hundreds of MB for 10^5 chats).
     The files are up to date when they all exist and the store's change counter, the rubric (hooks
@@ -372,6 +386,9 @@ def refresh_outputs(store: Store, rubric: Rubric, out_dir: Path) -> Outputs:
     written, and so are the reviewers' decisions (resolved disputes); the means come back from that time.
     """
     paths = (out_dir / "scores.csv", out_dir / "grades.jsonl", out_dir / "checks.jsonl")
+    judge = run_judge(store)
+    if judge is not None:
+        write_judge_file(judge, out_dir)
     rubric_dump = json.dumps(rubric.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
     stamp = {"changes": store.changes(), "rubric": hashlib.sha256(rubric_dump.encode()).hexdigest(), "code": _CODE,
              "decisions": store.decisions_stamp()}
@@ -379,11 +396,11 @@ def refresh_outputs(store: Store, rubric: Rubric, out_dir: Path) -> Outputs:
     if kept is not None and all(p.exists() for p in paths):
         previous = json.loads(kept)
         if previous["stamp"] == stamp:
-            return Outputs(*paths, previous["means"], previous["needs_review"], written=False)
+            return Outputs(*paths, previous["means"], previous["needs_review"], written=False, judge=judge)
     means, needs_review = _write_scores_and_grades(store, rubric, out_dir)
     write_checks(store, out_dir)
     store.set_meta_value(_EXPORT_STAMP, json.dumps({"stamp": stamp, "means": means, "needs_review": needs_review}))
-    return Outputs(*paths, means, needs_review, written=True)
+    return Outputs(*paths, means, needs_review, written=True, judge=judge)
 
 
 def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> tuple[dict[str, float | None], int]:
@@ -397,7 +414,7 @@ def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> tup
     with _open_csv(out_dir / "scores.csv") as scores_fh, grades_path.open("w", encoding="utf-8") as grades:
         scores = csv.writer(scores_fh)
         scores.writerow(csv_cells(columns))
-        for row, adjusted, values in _iter_final_rows(store, rubric):
+        for row, adjusted, values in iter_final_rows(store, rubric):
             scores.writerow(csv_cells(cells(values)))  # csv writes None as an empty cell
             grades.write(_grade_lines_json(row, adjusted))
             if row.injection:
@@ -409,7 +426,7 @@ def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> tup
     return {k: (round(v / scored, 2) if scored else None) for k, v in sums.items()}, needs_review
 
 
-def _iter_final_rows(store: Store, rubric: Rubric) -> Iterator[tuple[_StoredRow, AdjustedScores, dict[str, Any]]]:
+def iter_final_rows(store: Store, rubric: Rubric) -> Iterator[tuple[StoredRow, AdjustedScores, dict[str, Any]]]:
     """Each stored row with its final scores and its `row_values`."""
     for row in _iter_stored_rows(store, rubric):
         adjusted = apply_hooks(rubric, row.scores, row.check_columns, row.decisions)
@@ -452,7 +469,7 @@ def export_run(store: Store, rubric: Rubric, fmt: ExportFormat, dest: Path) -> l
             score_writer, grade_writer = csv.writer(scores_fh), csv.writer(grades_fh)
             score_writer.writerow(csv_cells(columns))
             header = False
-            for row, adjusted, values in _iter_final_rows(store, rubric):
+            for row, adjusted, values in iter_final_rows(store, rubric):
                 score_writer.writerow(csv_cells(cells(values)))
                 for line in _flat_grade_rows(row, adjusted):
                     if not header:  # the keys of the first line; no grade, no header: an empty grades.csv
@@ -460,22 +477,19 @@ def export_run(store: Store, rubric: Rubric, fmt: ExportFormat, dest: Path) -> l
                         header = True
                     grade_writer.writerow(csv_cells(line.values()))
         return [scores, grades]
+    if fmt == "xlsx":
+        from pipeline.outputs.spreadsheet import write_spreadsheet  # here: it imports this module
+
+        judge = run_judge(store)
+        return [write_spreadsheet(store, rubric, dest / "scores.xlsx", judge_note=judge.note if judge else None)]
+    import pandas as pd  # imported here: pandas costs half a second and only parquet needs it
+
     score_rows: list[dict[str, Any]] = []
     grade_rows: list[dict[str, Any]] = []
-    for row, adjusted, values in _iter_final_rows(store, rubric):
+    for row, adjusted, values in iter_final_rows(store, rubric):
         score_rows.append(values)
         grade_rows.extend(_flat_grade_rows(row, adjusted))
-    if fmt == "parquet":
-        import pandas as pd  # imported here: pandas costs half a second and only parquet needs it
-
-        paths = [dest / "scores.parquet", dest / "grades.parquet"]
-        pd.DataFrame(score_rows, columns=columns).to_parquet(paths[0], index=False)
-        pd.DataFrame(grade_rows).to_parquet(paths[1], index=False)
-        return paths
-    if len(score_rows) > XLSX_MAX_ROWS or len(grade_rows) > XLSX_MAX_ROWS:
-        raise KefuError(f"too many rows for one Excel sheet ({XLSX_MAX_ROWS:,}); export parquet or csv instead")
-    grade_header = list(grade_rows[0]) if grade_rows else []
-    return [write_xlsx(dest / "scores.xlsx", [
-        ("scores", columns, map(cells, score_rows)),
-        ("grades", grade_header, (list(line.values()) for line in grade_rows)),
-    ])]
+    paths = [dest / "scores.parquet", dest / "grades.parquet"]
+    pd.DataFrame(score_rows, columns=columns).to_parquet(paths[0], index=False)
+    pd.DataFrame(grade_rows).to_parquet(paths[1], index=False)
+    return paths

@@ -34,8 +34,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.checks.timing import TIMING_COUNTS, SessionTiming, TimingGroupReport, TimingThresholds, aggregate_timing
 from pipeline.models.checks import ColumnValue
-from pipeline.outputs.cells import csv_cells, write_xlsx
+from pipeline.outputs.cells import csv_cells
 from pipeline.outputs.exports import ScoreRow, iter_score_rows, row_values
+from pipeline.outputs.headings import summary_headings, yes_no
+from pipeline.outputs.workbook import Style, write_table
 from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
 
@@ -53,6 +55,7 @@ class WeakCriterion(_Strict):
     """A criterion and its mean share of the maximum in a group."""
 
     criterion_id: str = Field(description="The criterion.")
+    name: str = Field(description="The criterion's name in the rubric, which people read.")
     share: float = Field(ge=0, le=1, description="Mean score over the criterion's maximum.")
 
 
@@ -82,7 +85,7 @@ class GroupSummary(_Strict):
             "rows": self.rows,
             "mean_total": _round(self.mean_total),
             **{f"mean_{d}": _round(v) for d, v in self.dimension_means.items()},
-            "weakest": "; ".join(f"{w.criterion_id} {w.share:.2f}" for w in self.weakest),
+            "weakest": "; ".join(f"{w.name} {w.share:.2f}" for w in self.weakest),
             "critical_failed": self.critical_failed,
             "needs_review": self.needs_review,
             "timing_sessions": t.sessions if t else 0,
@@ -225,15 +228,15 @@ def _add_transcript(g: _Group, record: dict[str, Any] | None, session: SessionTi
 
 def _finish(key: str | None, g: _Group, rubric: Rubric, thresholds: TimingThresholds) -> GroupSummary:
     parts = g.timing_parts + aggregate_timing(g.sessions, thresholds)
-    shares = [(c.id, g.mean(c.id)) for c in rubric.criteria()]
-    ranked = sorted(((cid, s) for cid, s in shares if s is not None), key=lambda item: item[1])
+    shares = [(c, g.mean(c.id)) for c in rubric.criteria()]
+    ranked = sorted(((c, s) for c, s in shares if s is not None), key=lambda item: item[1])
     return GroupSummary(
         group=key,
         transcripts=g.transcripts,
         rows=g.rows,
         mean_total=_mean(g.total, g.rows),
         dimension_means={d.id: g.mean(d.id) for d in rubric.dimensions},
-        weakest=[WeakCriterion(criterion_id=cid, share=s) for cid, s in ranked[:WEAKEST]],
+        weakest=[WeakCriterion(criterion_id=c.id, name=c.name, share=s) for c, s in ranked[:WEAKEST]],
         critical_failed=g.critical_failed,
         needs_review=g.needs_review,
         timing=_combine(parts, thresholds) if parts else None,
@@ -253,18 +256,27 @@ def _combine(parts: list[TimingGroupReport], thresholds: TimingThresholds) -> Ti
     )
 
 
-def write_summary(groups: list[GroupSummary], by: GroupBy, path: Path, fmt: Literal["csv", "xlsx"]) -> Path:
-    """Write the summaries as CSV (UTF-8 with BOM, for Excel) or as one xlsx sheet; no cell is a formula
-    (pipeline/outputs/cells.py)."""
-    rows = [g.columns(by) for g in groups]
-    header = list(rows[0]) if rows else []
+def column_styles(keys: list[str]) -> list[Style | None]:
+    """How a spreadsheet shows each summary column: rates as percentages, means with one decimal."""
+    return [Style.percent if k.endswith("_rate") else Style.decimal if k.startswith("mean_") else None for k in keys]
+
+
+def write_summary(groups: list[GroupSummary], rubric: Rubric, by: GroupBy, path: Path,
+                  fmt: Literal["csv", "xlsx"], *, judge_note: str | None = None) -> Path:
+    """Write the summaries under their Chinese headings (pipeline/outputs/headings.py) as CSV (UTF-8 with BOM,
+    for Excel) or as one xlsx sheet headed by `judge_note`; no cell is a formula (pipeline/outputs/cells.py)."""
+    names = summary_headings(rubric, by)
+    columns = [g.columns(by) for g in groups]
+    header = [names[k] for k in (columns[0] if columns else names)]
+    rows = [[yes_no(v) if isinstance(v, bool) else v for v in c.values()] for c in columns]
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "xlsx":
-        return write_xlsx(path, [(f"by_{by}", header, [list(r.values()) for r in rows])])
+        styles = column_styles(list(columns[0] if columns else names))
+        return write_table(path, f"按{names[by]}汇总", header, rows, title=judge_note, styles=styles)
     with path.open("w", encoding="utf-8-sig", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(csv_cells(header))
-        writer.writerows(csv_cells(r.values()) for r in rows)
+        writer.writerows(csv_cells(r) for r in rows)
     return path
 
 

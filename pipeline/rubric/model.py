@@ -25,7 +25,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -62,6 +62,12 @@ class Level(_Strict):
     )
 
 
+Speaker = Literal["agent", "customer", "any"]
+
+_NOT_SEEN: dict[str, Any] = {"__all__": {"groups": {"__all__": {"criteria": {"__all__": {"judges"}}}}}}
+"""The criterion fields the model never sees, left out of the content hash."""
+
+
 class Criterion(_Strict):
     """One gradable item, scored at exactly one of its levels."""
 
@@ -71,6 +77,11 @@ class Criterion(_Strict):
     description: str | None = Field(default=None, description="What the criterion is about, if it needs saying.")
     levels: list[Level] = Field(min_length=2, description="The levels, any order; the prompt lists them ascending.")
     note: str | None = Field(default=None, description="The rubric author's reading of the source.")
+    judges: Speaker = Field(
+        default="agent",
+        description="Whose words the criterion judges: a quote cited for it is verified only in that side's turns "
+                    "(agent: the human agent's; customer: the customer's; any: every turn).",
+    )
 
     @property
     def points(self) -> list[int]:
@@ -351,9 +362,10 @@ class Rubric(_Strict):
     def content_hash(self) -> str:
         """sha256 of the rubric's canonical JSON, hooks excluded: part of every grade's resume key.
 
-        Only what the model sees is hashed; caps and critical items act on stored grades at export.
+        Only what the model sees is hashed; caps and critical items act on stored grades at export, and a
+        criterion's `judges` on the quotes' verification when a reply is read.
         """
-        content = self.model_dump(mode="json", exclude={"caps", "critical"})
+        content = self.model_dump(mode="json", exclude={"caps": True, "critical": True, "dimensions": _NOT_SEEN})
         canonical = json.dumps(content, ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
