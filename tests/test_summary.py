@@ -167,11 +167,11 @@ def test_satisfaction_rate_counts_4_and_5_stars_over_rated_sessions(rubric: Rubr
     assert group.timing.rated_sessions == 3 and group.timing.satisfaction_rate == pytest.approx(2 / 3)
     assert group.timing.satisfaction_pass is False
     for fmt in ("csv", "xlsx"):
-        path = write_summary([group], "agent", tmp_path / f"s.{fmt}", fmt)
+        path = write_summary([group], rubric, "agent", tmp_path / f"s.{fmt}", fmt)
         frame = pd.read_csv(path, encoding="utf-8-sig") if fmt == "csv" else pd.read_excel(path)
         row = frame.iloc[0]
-        assert (row["rated_sessions"], row["satisfied_sessions"], row["satisfaction_rate"]) == (3, 2, 0.6667)
-        assert not row["satisfaction_pass"]
+        assert (row["已评价会话数"], row["满意会话数"], row["满意度"]) == (3, 2, 0.6667)
+        assert row["满意度达标"] == "否"
 
 
 @pytest.mark.parametrize(

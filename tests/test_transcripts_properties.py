@@ -196,4 +196,4 @@ def test_a_run_over_any_lines_grades_or_rejects_each_once_and_every_export_is_wr
             for fmt in get_args(ExportFormat):
                 export_run(store, rubric, fmt, out)
             for by in GROUP_BY:
-                write_summary(summarize_run(store, rubric, by), by, out / f"by_{by}.xlsx", "xlsx")
+                write_summary(summarize_run(store, rubric, by), rubric, by, out / f"by_{by}.xlsx", "xlsx")
