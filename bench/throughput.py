@@ -69,12 +69,13 @@ async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str, trans
     """
     import openai  # noqa: F401  # LLMClient imports the SDK on its first request: keep imports out of the timing
 
-    from pipeline.grading.grader import Grader, Sampling
+    from pipeline.grading.grader import Grader
     from pipeline.grading.prompting import PromptSet
     from pipeline.grading.runner import RunOptions, run_grading
     from pipeline.inputs.transcripts import estimate_tokens, read_transcripts
     from pipeline.llm.client import Endpoint, LLMClient
     from pipeline.llm.pacing import Pacer
+    from pipeline.models.grade import Sampling
     from pipeline.rubric.model import load_rubric
     from pipeline.store.store import Store
 
@@ -284,11 +285,12 @@ def breakdown(n: int = 1000) -> None:
     """CPU per transcript of each step of a grade, each timed over `n` transcripts in a loop (no network
     except the last row). In a real run the steps interleave, so caches are colder and the sum is lower
     than the end-to-end figure."""
-    from pipeline.grading.grader import Grade, Sampling, _criterion_grades, _validate
+    from pipeline.grading.grader import _criterion_grades, _validate
     from pipeline.grading.prompting import PromptSet, transcript_hash
     from pipeline.grading.schema import build_grade_schema
     from pipeline.inputs.transcripts import estimate_tokens, read_transcripts
     from pipeline.llm.client import Endpoint, LLMClient
+    from pipeline.models.grade import Grade, Sampling
     from pipeline.rubric.model import load_rubric
     from pipeline.store.store import Store, TranscriptMeta, grade_key
     from pipeline.testing.mockserver import generate_instance

@@ -37,7 +37,7 @@ from pipeline.batch.provider import (
 )
 from pipeline.cli.batch import batch_app
 from pipeline.errors import TransientLLMError
-from pipeline.grading.grader import Grade, Grader, Sampling, grade_from_reply
+from pipeline.grading.grader import Grader, grade_from_reply
 from pipeline.grading.prompting import PromptSet
 from pipeline.grading.redaction import RedactionConfig
 from pipeline.grading.runner import RunOptions, run_grading
@@ -45,6 +45,7 @@ from pipeline.grading.schema import build_grade_schema
 from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
+from pipeline.models.grade import Grade, Sampling
 from pipeline.rubric.model import Rubric, load_rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import Content, Drop, Fault, MockServer, Reply, generate_instance

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
 
-from pipeline.grading.grader import CriterionGrade, Grade, QuotedEvidence
+from pipeline.models.grade import CriterionGrade, Grade, QuotedEvidence
 from pipeline.outputs.cells import csv_cell, looks_like_formula, original_text
 from pipeline.outputs.exports import export_run, write_outputs
 from pipeline.outputs.summary import GROUP_BY, summarize_run, write_summary

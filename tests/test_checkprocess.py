@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.checks.checker import ServiceChecker, record_json
 from pipeline.checks.process import CheckProcess
-from pipeline.grading.grader import Grader, Sampling
+from pipeline.grading.grader import Grader
 from pipeline.grading.job import CHECK_PROCESS_MIN_BYTES, CHECK_PROCESS_MIN_TRANSCRIPTS, use_check_process
 from pipeline.grading.prompting import PromptSet, transcript_hash
 from pipeline.grading.redaction import RedactionConfig
@@ -19,6 +19,7 @@ from pipeline.grading.runner import RunOptions, RunSummary, run_grading
 from pipeline.inputs.transcripts import Transcript, read_transcripts
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
+from pipeline.models.grade import Sampling
 from pipeline.rubric.model import load_rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import MockServer

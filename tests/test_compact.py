@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.grading.endpoints import local_completion_cap
-from pipeline.grading.grader import Grade, Grader, Sampling
+from pipeline.grading.grader import Grader
 from pipeline.grading.job import GradeJob, JobResult, run_job, use_compact
 from pipeline.grading.prompting import PromptSet, transcript_hash
 from pipeline.grading.schema import (
@@ -30,6 +30,7 @@ from pipeline.grading.settings import load_settings
 from pipeline.inputs.transcripts import Role, Transcript, Turn, read_transcripts
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
+from pipeline.models.grade import Grade, Sampling
 from pipeline.rubric.model import Criterion, Level, Rubric, load_rubric
 from pipeline.store.store import Store, grade_key
 from pipeline.testing.mockserver import Content, MockServer, generate_instance

@@ -18,10 +18,11 @@ from pipeline.grading.costs import (
     estimate_job,
     load_prices,
 )
-from pipeline.grading.grader import Grader, Sampling
+from pipeline.grading.grader import Grader
 from pipeline.grading.prompting import PromptSet
 from pipeline.inputs.transcripts import Reject, Role, Transcript, Turn, estimate_tokens
 from pipeline.llm.client import Endpoint, LLMClient
+from pipeline.models.grade import Sampling
 from pipeline.rubric.model import Criterion, Dimension, Group, Level, Rubric, load_rubric
 from pipeline.testing.mockserver import MockServer
 

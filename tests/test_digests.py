@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.grading.grader import Grade, Status
 from pipeline.grading.resume import LineMemo
+from pipeline.models.grade import Grade, Status
 from pipeline.store.digests import KeySet, LineIds, key_digest
 from pipeline.store.store import FinishedLine, Store
 

@@ -11,15 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from pipeline.checks.injection import (
-    InjectionHit,
-    InjectionPattern,
-    find_in_text,
-    find_injection,
-    load_injection_patterns,
-    normalise,
-)
+from pipeline.checks.injection import InjectionPattern, find_in_text, find_injection, load_injection_patterns, normalise
 from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.grade import InjectionHit
 
 REPO = Path(__file__).resolve().parent.parent
 PATTERNS = load_injection_patterns().patterns

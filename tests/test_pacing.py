@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import LLMError
-from pipeline.grading.grader import Grader, Sampling
+from pipeline.grading.grader import Grader
 from pipeline.grading.prompting import PromptSet
 from pipeline.grading.runner import RunOptions, RunSummary, run_grading
 from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.pacing import Pacer
 from pipeline.llm.retry import RetryPolicy
+from pipeline.models.grade import Sampling
 from pipeline.rubric.model import Rubric, load_rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import Fault, MockServer, openai_error

@@ -16,7 +16,7 @@ from rich.progress import Progress, TimeRemainingColumn
 from test_cli import RUN_AS_FROM_A_TERMINAL, make_chats, write_jsonl
 
 from pipeline.cli.progress_lines import PlainProgress, TimeLeftColumn, clock_text, time_left
-from pipeline.grading.grader import Grade
+from pipeline.models.grade import Grade
 from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent

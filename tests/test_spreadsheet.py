@@ -16,7 +16,7 @@ from openpyxl import load_workbook
 from openpyxl.worksheet.worksheet import Worksheet
 from test_summary import MAR2, fill
 
-from pipeline.grading.grader import CriterionGrade, Grade, QuotedEvidence
+from pipeline.models.grade import CriterionGrade, Grade, QuotedEvidence
 from pipeline.outputs.spreadsheet import evidence_text, write_spreadsheet
 from pipeline.outputs.workbook import Book, Column
 from pipeline.rubric.model import Rubric, load_rubric

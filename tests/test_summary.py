@@ -10,13 +10,12 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pipeline.outputs.headings import summary_headings
 
 from pipeline.checks.checker import ServiceChecker
-from pipeline.checks.injection import InjectionHit
 from pipeline.checks.timing import ReplyRateBasis, TimingThresholds
-from pipeline.grading.grader import CriterionGrade, Grade
 from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.grade import CriterionGrade, Grade, InjectionHit
+from pipeline.outputs.headings import summary_headings
 from pipeline.outputs.summary import GroupSummary, rate_text, summarize_run, write_summary
 from pipeline.rubric.model import Rubric, load_rubric
 from pipeline.store.store import Store

@@ -30,13 +30,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.batch.limits import MAX_BYTES, MAX_REQUESTS
 from pipeline.checks.checker import ServiceChecker
 from pipeline.errors import ConfigError, FatalLLMError, LLMError, TransientLLMError
-from pipeline.grading.grader import Grade, Sampling, grade_from_reply, grade_scopes, response_format_for
+from pipeline.grading.grader import grade_from_reply, grade_scopes, response_format_for
 from pipeline.grading.prompting import PromptSet, transcript_hash
 from pipeline.grading.redaction import RedactionConfig, redact_transcript
 from pipeline.grading.schema import build_grade_schema
 from pipeline.inputs.transcripts import Reject, Transcript, write_rejects
 from pipeline.llm.client import ChatResult, Endpoint, chat_request_body, parse_chat_completion
 from pipeline.llm.status_errors import error_for_status
+from pipeline.models.grade import Grade, Sampling
 from pipeline.rubric.model import Criterion, Rubric
 from pipeline.store.store import BatchRequest, Store, grade_key
 

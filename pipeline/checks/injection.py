@@ -16,9 +16,10 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.inputs.transcripts import Transcript
+from pipeline.models.grade import InjectionHit
 from pipeline.paths import DATA_DIR
 from pipeline.regexes import Regex
 from pipeline.yamlload import load_yaml
@@ -50,23 +51,6 @@ class InjectionPatterns(_Strict):
 
     version: str = Field(description="Bumped with every change to the patterns.")
     patterns: list[InjectionPattern] = Field(min_length=1, description="Every kind, in reporting order.")
-
-
-class InjectionHit(_Strict):
-    """One field of a chat that matched a pattern."""
-
-    field: Literal["turn", "shop", "platform"] = Field(description="Where the text is.")
-    turn: int | None = Field(default=None, description="1-based turn number when `field` is turn.")
-    pattern: str = Field(description="The pattern id (data/injection.yaml).")
-    text: str = Field(description="The matched text, normalised, at most SNIPPET_CHARS characters.")
-
-    def where(self) -> str:
-        """`turn 3` or `shop`: the cell scores.csv shows."""
-        return f"turn {self.turn}" if self.field == "turn" else self.field
-
-
-INJECTION_HITS = TypeAdapter(list[InjectionHit])
-"""A grade's hits as one value, for storing them as JSON."""
 
 
 @cache

@@ -35,7 +35,7 @@ from pipeline.cli.progress_lines import (
 )
 from pipeline.errors import FatalLLMError, KefuError, RubricError, TransientLLMError
 from pipeline.grading.endpoints import LOCAL_MODEL_NOTICE, ResolvedEndpoint
-from pipeline.grading.grader import Grade
+from pipeline.models.grade import Grade
 from pipeline.oserrors import os_problem
 
 if TYPE_CHECKING:

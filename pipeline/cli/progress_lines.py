@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
-from pipeline.grading.grader import Grade
+from pipeline.models.grade import Grade
 
 PROGRESS_EVERY_ENV = "KEFU_PROGRESS_EVERY"
 """Seconds between plain progress lines (default `DEFAULT_EVERY`)."""

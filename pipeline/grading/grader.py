@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from pipeline.checks.injection import InjectionHit, find_injection
+from pipeline.checks.injection import find_injection
 from pipeline.errors import (
     EndpointDownError,
     FatalLLMError,
@@ -35,6 +35,15 @@ from pipeline.grading.schema import GradeSchema, build_grade_schema
 from pipeline.inputs.transcripts import Transcript
 from pipeline.llm.client import ChatResult, LLMClient
 from pipeline.llm.retry import RetryOutcome, RetryPolicy, Sleep, call_with_retries
+from pipeline.models.grade import (
+    CRITERION_GRADES,
+    CriterionGrade,
+    Grade,
+    InjectionHit,
+    ResponseMode,
+    Sampling,
+    VerifyFailure,
+)
 from pipeline.rubric.model import Criterion, Rubric, Speaker
 
 log = logging.getLogger("kefu.grader")
@@ -43,80 +52,6 @@ FAILING_WINDOW = 100
 """A run stops when, of its latest this-many grades, ..."""
 FAILING_SHARE = 0.5
 """... at least this share ran out of retries on transient errors (see `Grader.grade`)."""
-
-ResponseMode = Literal["auto", "json_schema", "json_object"]
-Status = Literal["scored", "unscored"]
-
-
-class Sampling(BaseModel):
-    """Sampling parameters: part of every grade's resume key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    temperature: float | None = Field(default=0.0, description="Sampling temperature; None leaves the default.")
-    seed: int | None = Field(default=None, description="Sampling seed, where the endpoint honours one.")
-    max_tokens: int | None = Field(default=4096, description="Cap on completion tokens per call.")
-
-
-VerifyFailure = Literal["not_in_turn", "wrong_speaker", "injection_suspected"]
-
-
-class QuotedEvidence(BaseModel):
-    """A quote the model cited, and whether it was found verbatim in the cited turn of the right speaker."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    turn: int = Field(description="1-based turn number as cited.")
-    quote: str = Field(description="The quote as the model wrote it.")
-    verified: bool = Field(description="True if the quote occurs in that turn's text (whitespace/width-insensitive) "
-                           "and the turn's speaker is the side the criterion judges, and the turn is not suspected "
-                           "of addressing the grader (checks/injection.py).")
-    verify_failed: VerifyFailure | None = Field(
-        default=None, description="Which check failed: not_in_turn (no such turn, or the quote is not in it), "
-                                  "wrong_speaker (in the turn, but said by the other side) or injection_suspected "
-                                  "(the turn addresses the grader); None when verified.")
-
-
-class CriterionGrade(BaseModel):
-    """One criterion's result inside a graded call."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    criterion_id: str = Field(description="Rubric criterion id.")
-    score: int | None = Field(description="Points awarded; None when unscored (never 0 for a failure).")
-    reasoning: str = Field(default="", description="The model's short reasoning.")
-    evidence: list[QuotedEvidence] = Field(default_factory=list, description="Cited quotes, checked.")
-
-
-CRITERION_GRADES = TypeAdapter(list[CriterionGrade])
-"""A grade's criteria as one value, for validating and serialising them in one call."""
-
-
-class Grade(BaseModel):
-    """The stored result of one call: a transcript × repeat × scope ('all' or one criterion id)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    key: str = Field(description="Resume key (see store.grade_key).")
-    transcript_id: str = Field(description="Transcript id.")
-    repeat: int = Field(description="Repeat index, 0-based.")
-    scope: str = Field(description="'all' for one call for every criterion, else the criterion id.")
-    status: Status = Field(description="scored, or unscored with `error`.")
-    criteria: list[CriterionGrade] = Field(description="Per-criterion results (scores None when unscored).")
-    model: str = Field(description="Model name as requested.")
-    attempts: int = Field(description="HTTP attempts made, retries and the re-ask included.")
-    prompt_tokens: int = Field(default=0, description="Prompt tokens over all attempts that returned usage.")
-    cached_tokens: int | None = Field(default=None, description="Prompt tokens served from the provider's cache.")
-    completion_tokens: int = Field(default=0, description="Completion tokens over all attempts.")
-    error: str | None = Field(default=None, description="Why the grade is unscored.")
-    raw: str | None = Field(default=None, description="The last raw reply, kept for unscored grades only.")
-    response_mode: str = Field(default="json_schema", description="json_schema or json_object, as used.")
-    latency_s: float = Field(default=0.0, description="Wall time of the grade, retries included.")
-    created_at: datetime = Field(description="UTC time the grade finished.")
-    injection: list[InjectionHit] = Field(
-        default_factory=list, description="Fields of the chat as sent that address the grader: a reason to review."
-    )
-
 
 _JSON_OBJECT: dict[str, Any] = {"type": "json_object"}
 

@@ -27,11 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.checks.checker import ServiceChecker
 from pipeline.checks.process import CheckProcess
-from pipeline.grading.grader import Grade, Grader
+from pipeline.grading.grader import Grader
 from pipeline.grading.prompting import transcript_hash
 from pipeline.grading.redaction import PiiKind, RedactionConfig, redact_transcript
 from pipeline.grading.resume import LineMemo
 from pipeline.inputs.transcripts import Finished, Reject, Transcript, estimate_tokens
+from pipeline.models.grade import Grade
 from pipeline.rubric.model import Criterion
 from pipeline.store.digests import KeySet
 from pipeline.store.store import FinishedLine, Store, TranscriptMeta, grade_key

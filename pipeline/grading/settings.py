@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_core import ErrorDetails
 
 from pipeline.errors import ConfigError
-from pipeline.grading.grader import ResponseMode, Sampling
 from pipeline.grading.redaction import is_loopback
 from pipeline.llm.client import DEFAULT_TIMEOUT, Endpoint
+from pipeline.models.grade import ResponseMode, Sampling
 from pipeline.oserrors import os_problem
 
 DEFAULT_CONFIG = Path("kefu.toml")

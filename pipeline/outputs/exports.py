@@ -30,8 +30,8 @@ from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TextIO
 
-from pipeline.grading.grader import Grade
 from pipeline.models.checks import CHECKS, ColumnValue
+from pipeline.models.grade import Grade
 from pipeline.outputs.cells import csv_cells
 from pipeline.outputs.provenance import JudgeProvenance, judge_of_run, write_judge_file
 from pipeline.rubric import hooks as adjustments

@@ -21,9 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pipeline.checks.injection import INJECTION_HITS
-from pipeline.grading.grader import CRITERION_GRADES, Grade, Sampling
 from pipeline.inputs.transcripts import Transcript
+from pipeline.models.grade import CRITERION_GRADES, INJECTION_HITS, Grade, Sampling
 from pipeline.store.digests import KeySet, LineIds
 
 DB_NAME = "kefu.sqlite"
