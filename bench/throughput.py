@@ -290,7 +290,8 @@ def breakdown(n: int = 1000) -> None:
     from pipeline.inputs.transcripts import estimate_tokens, read_transcripts
     from pipeline.llm.client import Endpoint, LLMClient
     from pipeline.rubric.model import load_rubric
-    from pipeline.store.store import Store, TranscriptMeta, grade_key
+    from pipeline.store.rows import TranscriptMeta, grade_key
+    from pipeline.store.store import Store
     from pipeline.testing.mockserver import generate_instance
 
     rubric = load_rubric(RUBRIC)

@@ -15,7 +15,9 @@ from pipeline.grading.grader import CriterionGrade, Grade, QuotedEvidence, Sampl
 from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.outputs.exports import export_run, iter_score_rows, row_values, score_columns, write_checks, write_outputs
 from pipeline.rubric.model import Rubric, load_rubric
-from pipeline.store.store import MIGRATIONS, Store, grade_key
+from pipeline.store.migrations import MIGRATIONS
+from pipeline.store.rows import grade_key
+from pipeline.store.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 

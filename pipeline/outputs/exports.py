@@ -38,7 +38,8 @@ from pipeline.outputs.cells import csv_cells, write_xlsx
 from pipeline.rubric import hooks as adjustments
 from pipeline.rubric.hooks import AdjustedScores, Decision, apply_hooks
 from pipeline.rubric.model import Rubric
-from pipeline.store.store import DisputeRow, GradeRow, Store
+from pipeline.store.rows import DisputeRow, GradeRow
+from pipeline.store.store import Store
 
 ExportFormat = Literal["csv", "xlsx", "parquet"]
 XLSX_MAX_ROWS = 1_048_575
