@@ -292,7 +292,8 @@ def breakdown(n: int = 1000) -> None:
     from pipeline.llm.client import Endpoint, LLMClient
     from pipeline.models.grade import Grade, Sampling
     from pipeline.rubric.model import load_rubric
-    from pipeline.store.store import Store, TranscriptMeta, grade_key
+    from pipeline.store.rows import TranscriptMeta, grade_key
+    from pipeline.store.store import Store
     from pipeline.testing.mockserver import generate_instance
 
     rubric = load_rubric(RUBRIC)

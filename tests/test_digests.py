@@ -12,7 +12,8 @@ import pytest
 from pipeline.grading.resume import LineMemo
 from pipeline.models.grade import Grade, Status
 from pipeline.store.digests import KeySet, LineIds, key_digest
-from pipeline.store.store import FinishedLine, Store
+from pipeline.store.rows import FinishedLine
+from pipeline.store.store import Store
 
 
 def random_keys(rng: random.Random, n: int) -> list[str]:

@@ -39,7 +39,8 @@ from pipeline.llm.client import ChatResult, Endpoint, chat_request_body, parse_c
 from pipeline.llm.status_errors import error_for_status
 from pipeline.models.grade import Grade, Sampling
 from pipeline.rubric.model import Criterion, Rubric
-from pipeline.store.store import BatchRequest, Store, grade_key
+from pipeline.store.rows import BatchRequest, grade_key
+from pipeline.store.store import Store
 
 if TYPE_CHECKING:
     import openai

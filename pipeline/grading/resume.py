@@ -27,7 +27,8 @@ from hashlib import blake2b
 from typing import Any
 
 from pipeline.store.digests import LineIds
-from pipeline.store.store import FinishedLine, Store
+from pipeline.store.rows import FinishedLine
+from pipeline.store.store import Store
 
 
 class LineMemo:

@@ -35,7 +35,8 @@ from pipeline.inputs.transcripts import Finished, Reject, Transcript, estimate_t
 from pipeline.models.grade import Grade
 from pipeline.rubric.model import Criterion
 from pipeline.store.digests import KeySet
-from pipeline.store.store import FinishedLine, Store, TranscriptMeta, grade_key
+from pipeline.store.rows import FinishedLine, TranscriptMeta, grade_key
+from pipeline.store.store import Store
 
 Clock = Callable[[], float]
 

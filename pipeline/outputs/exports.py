@@ -37,7 +37,8 @@ from pipeline.outputs.provenance import JudgeProvenance, judge_of_run, write_jud
 from pipeline.rubric import hooks as adjustments
 from pipeline.rubric.hooks import AdjustedScores, Decision, apply_hooks
 from pipeline.rubric.model import Rubric
-from pipeline.store.store import DisputeRow, GradeRow, Store
+from pipeline.store.rows import DisputeRow, GradeRow
+from pipeline.store.store import Store
 
 ExportFormat = Literal["csv", "xlsx", "parquet"]
 

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.errors import KefuError
 from pipeline.review.runs import ReviewRun
 from pipeline.rubric.model import Criterion
-from pipeline.store.store import DisputeRow, LabelRow, Store
+from pipeline.store.rows import DisputeRow, LabelRow
+from pipeline.store.store import Store
 
 
 class ReviewRejected(KefuError):
