@@ -46,8 +46,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.agreement import metrics as ag  # noqa: E402
+from pipeline.agreement.alpha import krippendorff_alpha  # noqa: E402
 from pipeline.agreement.baselines import constant_judge, prior_judge  # noqa: E402
+from pipeline.agreement.correlation import spearman  # noqa: E402
+from pipeline.agreement.raters import rater_vs_consensus  # noqa: E402
 from pipeline.consistency.check import CheckJob, CheckOptions, CheckRun, assess, run_check  # noqa: E402
 from pipeline.grading.settings import load_settings  # noqa: E402
 from pipeline.inputs.labels import Label, LabelSet, read_labels  # noqa: E402
@@ -120,14 +122,14 @@ def ceiling_row(labels: LabelSet, rubric: Rubric, criterion: str, ids: Collectio
     keep = np.array([u in ids for u in units])
     m = scores[keep]
     levels = rubric.criterion(criterion).points
-    vs_rest = ag.rater_vs_consensus(m, levels, rater_ids=raters).mean
+    vs_rest = rater_vs_consensus(m, levels, rater_ids=raters).mean
     return {
         "n": float(m.shape[0]),
         "spearman": vs_rest.spearman,  # each annotator vs the mean of the other 18, averaged over annotators
         "kendall": vs_rest.kendall,
         "weighted_kappa": vs_rest.weighted_kappa,  # vs the median level of the others
-        "alpha_interval": ag.krippendorff_alpha(m, levels, "interval"),
-        "alpha_ordinal": ag.krippendorff_alpha(m, levels, "ordinal"),
+        "alpha_interval": krippendorff_alpha(m, levels, "interval"),
+        "alpha_ordinal": krippendorff_alpha(m, levels, "ordinal"),
     }
 
 
@@ -216,7 +218,7 @@ def print_judge(run: CheckRun, labels: LabelSet, mock: bool) -> None:
         m = c.judge_vs_human.metrics
         alt = "—" if c.alt_test is None else ("passed" if c.alt_test.passed else "no")
         wk = f"{m.weighted_kappa.estimate:.2f} [{m.weighted_kappa.low:.2f}, {m.weighted_kappa.high:.2f}]"
-        print(f"{key} {criterion:<14}{ag.spearman(run.scores.judge[criterion], mean):>10.3f}"
+        print(f"{key} {criterion:<14}{spearman(run.scores.judge[criterion], mean):>10.3f}"
               f"{m.spearman.estimate:>12.3f}  {wk:<20}{m.exact.estimate:>6.2f}"
               f"{c.self_consistency.weighted_kappa:>9.2f}{alt:>10}")
 

@@ -9,7 +9,18 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from pipeline.agreement import metrics as ag
+from pipeline.agreement.alpha import krippendorff_alpha, unchecked_alpha
+from pipeline.agreement.alt_test import alt_test
+from pipeline.agreement.bootstrap import bootstrap_ci
+from pipeline.agreement.compare import compare_scores
+from pipeline.agreement.correlation import kendall, spearman
+from pipeline.agreement.counts import adjacent_agreement, confusion, exact_agreement
+from pipeline.agreement.differences import mean_absolute_error, mean_bias
+from pipeline.agreement.icc import icc_totals
+from pipeline.agreement.kappa import cohen_kappa, weighted_kappa
+from pipeline.agreement.raters import consensus_levels, pairwise_human_agreement, rater_vs_consensus
+from pipeline.agreement.results import CI, CONSENSUS_RULE, Metrics
+from pipeline.agreement.verdict import VerdictThresholds, verdict
 
 nan = math.nan
 
@@ -24,7 +35,7 @@ HUMAN = [0, 1, 1, 2, 2, 2]
 def test_cohen_kappa_by_hand() -> None:
     # po = (1+1+2)/6 = 2/3. Judge marginals 2,2,2; human 1,2,3; pe = (2·1 + 2·2 + 2·3)/36 = 1/3.
     # κ = (po − pe)/(1 − pe) = (1/3)/(2/3) = 0.5
-    assert ag.cohen_kappa(JUDGE, HUMAN, [0, 1, 2]) == pytest.approx(0.5)
+    assert cohen_kappa(JUDGE, HUMAN, [0, 1, 2]) == pytest.approx(0.5)
 
 
 def test_quadratic_weighted_kappa_by_hand() -> None:
@@ -32,7 +43,7 @@ def test_quadratic_weighted_kappa_by_hand() -> None:
     # Expected: judge proportions r = 1/3 each, human c = 1/6, 2/6, 3/6.
     #   Σ_ij w_ij r_i c_j = (1/3)·Σ_j c_j·Σ_i (i−j)² = (1/3)·(5/6 + 2·2/6 + 5·3/6) = (1/3)·4 = 4/3.
     # κ_w = 1 − (1/3)/(4/3) = 0.75
-    assert ag.weighted_kappa(JUDGE, HUMAN, [0, 1, 2]) == pytest.approx(0.75)
+    assert weighted_kappa(JUDGE, HUMAN, [0, 1, 2]) == pytest.approx(0.75)
 
 
 def test_weighted_kappa_weights_level_order_not_points() -> None:
@@ -42,34 +53,34 @@ def test_weighted_kappa_weights_level_order_not_points() -> None:
     to_points = {0: 0, 1: 3, 2: 5}
     judge = [to_points[s] for s in JUDGE]
     human = [to_points[s] for s in HUMAN]
-    assert ag.weighted_kappa(judge, human, [0, 3, 5]) == pytest.approx(0.75)
-    assert ag.cohen_kappa(judge, human, [0, 3, 5]) == pytest.approx(0.5)
+    assert weighted_kappa(judge, human, [0, 3, 5]) == pytest.approx(0.75)
+    assert cohen_kappa(judge, human, [0, 3, 5]) == pytest.approx(0.5)
 
 
 def test_exact_adjacent_and_confusion() -> None:
-    assert ag.exact_agreement(JUDGE, HUMAN) == pytest.approx(4 / 6)
-    assert ag.confusion(JUDGE, HUMAN, [0, 1, 2]).tolist() == [[1, 1, 0], [0, 1, 1], [0, 0, 2]]
+    assert exact_agreement(JUDGE, HUMAN) == pytest.approx(4 / 6)
+    assert confusion(JUDGE, HUMAN, [0, 1, 2]).tolist() == [[1, 1, 0], [0, 1, 1], [0, 0, 2]]
     # Adjacent means one LEVEL apart: on 0/3/5, 0–3 and 3–5 are adjacent (index gap 1), 0–5 and 5–0 are not.
-    assert ag.adjacent_agreement([0, 0, 3, 5], [3, 5, 5, 0], [0, 3, 5]) == pytest.approx(0.5)
-    assert ag.exact_agreement([0, 0, 3, 5], [3, 5, 5, 0]) == 0.0
+    assert adjacent_agreement([0, 0, 3, 5], [3, 5, 5, 0], [0, 3, 5]) == pytest.approx(0.5)
+    assert exact_agreement([0, 0, 3, 5], [3, 5, 5, 0]) == 0.0
 
 
 def test_mae_and_bias_by_hand() -> None:
     # judge − human = 0−3, 3−3, 5−0 = −3, 0, 5: MAE = 8/3, bias = 2/3
-    assert ag.mean_absolute_error([0, 3, 5], [3, 3, 0]) == pytest.approx(8 / 3)
-    assert ag.mean_bias([0, 3, 5], [3, 3, 0]) == pytest.approx(2 / 3)
+    assert mean_absolute_error([0, 3, 5], [3, 3, 0]) == pytest.approx(8 / 3)
+    assert mean_bias([0, 3, 5], [3, 3, 0]) == pytest.approx(2 / 3)
 
 
 def test_spearman_and_kendall_by_hand() -> None:
     # No ties: a = 1 2 3 4, b = 1 3 2 4. d = 0 −1 1 0, Σd² = 2, ρ = 1 − 6·2/(4·15) = 0.8.
     # Pairs: 6, only (2,3) discordant: τ = (5 − 1)/6 = 2/3.
-    assert ag.spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
-    assert ag.kendall([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(2 / 3)
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert kendall([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(2 / 3)
     # Ties: a = 0 0 1 2 (ranks 1.5 1.5 3 4), b = 0 1 1 2 (ranks 1 2.5 2.5 4); mean rank 2.5.
     # Deviations a: −1 −1 .5 1.5, b: −1.5 0 0 1.5. ρ = 3.75 / √(4.5·4.5) = 0.8333…
     # τ_b: concordant 4, discordant 0, ties in a 1, ties in b 1: 4/√((6−1)(6−1)) = 0.8
-    assert ag.spearman([0, 0, 1, 2], [0, 1, 1, 2]) == pytest.approx(3.75 / 4.5)
-    assert ag.kendall([0, 0, 1, 2], [0, 1, 1, 2]) == pytest.approx(0.8)
+    assert spearman([0, 0, 1, 2], [0, 1, 1, 2]) == pytest.approx(3.75 / 4.5)
+    assert kendall([0, 0, 1, 2], [0, 1, 1, 2]) == pytest.approx(0.8)
 
 
 # Tiny reliability data, units × raters: (1,1), (2,2), (3,2), plus a unit only one rater scored.
@@ -81,15 +92,15 @@ def test_krippendorff_interval_by_hand() -> None:
     # n_1 = 2, n_2 = 3, n_3 = 1, n = 6. Interval δ² = (c − k)².
     # Σ o·δ² = 2·1 = 2. Σ n_c n_k δ² over ordered pairs = 2·(2·3·1 + 2·1·4 + 3·1·1) = 34.
     # α = 1 − (n − 1)·Σ o δ² / Σ n_c n_k δ² = 1 − 5·2/34 = 24/34
-    assert ag.krippendorff_alpha(TINY, [1, 2, 3], "interval") == pytest.approx(24 / 34)
+    assert krippendorff_alpha(TINY, [1, 2, 3], "interval") == pytest.approx(24 / 34)
 
 
 def test_krippendorff_ordinal_by_hand() -> None:
     # Ordinal δ_ck = Σ_{g=c..k} n_g − (n_c + n_k)/2: δ_12 = 2.5, δ_23 = 2, δ_13 = 4.5.
     # Σ o·δ² = 2·4 = 8. Σ n_c n_k δ² = 2·(2·3·6.25 + 2·1·20.25 + 3·1·4) = 180. α = 1 − 5·8/180 = 7/9
-    assert ag.krippendorff_alpha(TINY, [1, 2, 3], "ordinal") == pytest.approx(7 / 9)
+    assert krippendorff_alpha(TINY, [1, 2, 3], "ordinal") == pytest.approx(7 / 9)
     # An unobserved extra level changes nothing: it has no values between the observed ones.
-    assert ag.krippendorff_alpha(TINY, [1, 2, 3, 4], "ordinal") == pytest.approx(7 / 9)
+    assert krippendorff_alpha(TINY, [1, 2, 3, 4], "ordinal") == pytest.approx(7 / 9)
 
 
 def test_krippendorff_published_example() -> None:
@@ -104,9 +115,9 @@ def test_krippendorff_published_example() -> None:
         ]
     )
     levels = [1, 2, 3, 4, 5]
-    assert ag.krippendorff_alpha(observers.T, levels, "nominal") == pytest.approx(0.743, abs=5e-4)
-    assert ag.krippendorff_alpha(observers.T, levels, "ordinal") == pytest.approx(0.815, abs=5e-4)
-    assert ag.krippendorff_alpha(observers.T, levels, "interval") == pytest.approx(0.849, abs=5e-4)
+    assert krippendorff_alpha(observers.T, levels, "nominal") == pytest.approx(0.743, abs=5e-4)
+    assert krippendorff_alpha(observers.T, levels, "ordinal") == pytest.approx(0.815, abs=5e-4)
+    assert krippendorff_alpha(observers.T, levels, "interval") == pytest.approx(0.849, abs=5e-4)
 
 
 def test_icc_by_hand() -> None:
@@ -114,7 +125,7 @@ def test_icc_by_hand() -> None:
     # SS_units = 2·(4 + .25 + 6.25) = 21, MS_R = 10.5; SS_raters = 3·(.25 + .25) = 1.5, MS_C = 1.5;
     # SS_total = 23.5, SS_error = 1, MS_E = 1/2.
     # ICC(A,1) = (MS_R − MS_E)/(MS_R + (k−1)MS_E + k(MS_C − MS_E)/n) = 10/(11 + 2/3) = 6/7
-    icc = ag.icc_totals([1, 3, 5], [2, 3, 7])
+    icc = icc_totals([1, 3, 5], [2, 3, 7])
     assert icc.estimate == pytest.approx(6 / 7)
     assert icc.n == 3 and icc.reason is None
     assert icc.low <= icc.estimate <= icc.high
@@ -125,39 +136,39 @@ def test_icc_is_absolute_agreement() -> None:
     # rater means 80, 70: MS_C = 5·(25 + 25) = 250; residuals all 0: MS_E = 0.
     # ICC(A,1) = 500/(500 + 0 + 2·250/5) = 5/6; consistency, ICC(C,1) = 500/500, would forgive the offset.
     human = np.array([50, 60, 70, 80, 90], dtype=float)
-    assert ag.icc_totals(human + 10, human).estimate == pytest.approx(5 / 6)
+    assert icc_totals(human + 10, human).estimate == pytest.approx(5 / 6)
 
 
 def test_icc_degenerate() -> None:
-    assert "same" in (ag.icc_totals([4, 4, 4], [4, 4, 4]).reason or "")
-    one = ag.icc_totals([3, nan], [3, 5])
+    assert "same" in (icc_totals([4, 4, 4], [4, 4, 4]).reason or "")
+    one = icc_totals([3, nan], [3, 5])
     assert one.n == 1 and math.isnan(one.estimate) and one.reason
 
 
 def test_degenerate_inputs_are_nan_not_errors() -> None:
-    assert math.isnan(ag.cohen_kappa([1, 1, 1], [1, 1, 1], [0, 1, 2]))
-    assert math.isnan(ag.weighted_kappa([1, 1, 1], [1, 1, 1], [0, 1, 2]))
-    assert math.isnan(ag.spearman([1, 1, 1], [0, 1, 2]))
-    assert math.isnan(ag.kendall([0, 1, 2], [2, 2, 2]))
-    assert math.isnan(ag.spearman([1], [1]))
-    assert math.isnan(ag.krippendorff_alpha([[1, 1], [1, 1]], [0, 1], "ordinal"))
-    assert math.isnan(ag.krippendorff_alpha([[1, nan], [nan, 0]], [0, 1], "ordinal"))  # nothing pairable
-    assert math.isnan(ag.exact_agreement([nan, nan], [1, 1]))
+    assert math.isnan(cohen_kappa([1, 1, 1], [1, 1, 1], [0, 1, 2]))
+    assert math.isnan(weighted_kappa([1, 1, 1], [1, 1, 1], [0, 1, 2]))
+    assert math.isnan(spearman([1, 1, 1], [0, 1, 2]))
+    assert math.isnan(kendall([0, 1, 2], [2, 2, 2]))
+    assert math.isnan(spearman([1], [1]))
+    assert math.isnan(krippendorff_alpha([[1, 1], [1, 1]], [0, 1], "ordinal"))
+    assert math.isnan(krippendorff_alpha([[1, nan], [nan, 0]], [0, 1], "ordinal"))  # nothing pairable
+    assert math.isnan(exact_agreement([nan, nan], [1, 1]))
     # Both constant but at different levels is defined: no agreement beyond chance, κ = 0.
-    assert ag.cohen_kappa([0, 0, 0], [2, 2, 2], [0, 1, 2]) == pytest.approx(0.0)
+    assert cohen_kappa([0, 0, 0], [2, 2, 2], [0, 1, 2]) == pytest.approx(0.0)
 
 
 def test_scores_off_the_levels_are_a_bug() -> None:
     with pytest.raises(ValueError, match=r"\[4\.0\]"):
-        ag.cohen_kappa([0, 4], [0, 3], [0, 3, 5])
+        cohen_kappa([0, 4], [0, 3], [0, 3, 5])
     with pytest.raises(ValueError, match="differ in length"):
-        ag.exact_agreement([0, 1], [0])
+        exact_agreement([0, 1], [0])
     with pytest.raises(ValueError, match="ascending"):
-        ag.compare_scores([0], [0], [3, 0])
+        compare_scores([0], [0], [3, 0])
 
 
 def test_compare_scores_reports_reasons_for_undefined_metrics() -> None:
-    result = ag.compare_scores([2, 2, 2, nan], [2, 2, 2, 1], [0, 1, 2], n_resamples=50)
+    result = compare_scores([2, 2, 2, nan], [2, 2, 2, 1], [0, 1, 2], n_resamples=50)
     assert result.n == 3
     m = result.metrics
     assert m.exact.estimate == 1.0 and m.exact.low == 1.0 and m.exact.reason is None
@@ -166,17 +177,17 @@ def test_compare_scores_reports_reasons_for_undefined_metrics() -> None:
     assert "judge and human" in (m.spearman.reason or "")
     assert result.confusion == [[0, 0, 0], [0, 0, 0], [0, 0, 3]]
 
-    empty = ag.compare_scores([nan, 1], [0, nan], [0, 1], n_resamples=50)
+    empty = compare_scores([nan, 1], [0, nan], [0, 1], n_resamples=50)
     assert empty.n == 0 and empty.confusion == [[0, 0], [0, 0]]
-    assert all(math.isnan(getattr(empty.metrics, name).estimate) for name in ag.Metrics.model_fields)
+    assert all(math.isnan(getattr(empty.metrics, name).estimate) for name in Metrics.model_fields)
     assert "no transcript" in (empty.metrics.mae.reason or "")
 
-    one = ag.compare_scores([1], [0], [0, 1], n_resamples=50).metrics
+    one = compare_scores([1], [0], [0, 1], n_resamples=50).metrics
     assert one.mae.estimate == 1.0 and "only one" in (one.spearman.reason or "")
 
 
 def test_pair_agreement_serialises_nan_as_null() -> None:
-    dumped = json.loads(ag.compare_scores([2, 2], [2, 2], [0, 1, 2], n_resamples=10).model_dump_json())
+    dumped = json.loads(compare_scores([2, 2], [2, 2], [0, 1, 2], n_resamples=10).model_dump_json())
     assert dumped["metrics"]["kappa"]["estimate"] is None
     assert dumped["metrics"]["exact"]["estimate"] == 1.0
 
@@ -195,42 +206,42 @@ def test_vectorised_bootstrap_matches_the_libraries_resample_for_resample() -> N
     # libraries on each resample. Same seed → same resamples → the same interval for every metric.
     levels = [0, 3, 5, 8]
     judge, human = _scores(3, 40, levels)
-    fast = ag.compare_scores(judge, human, levels, n_resamples=40, seed=11).metrics
+    fast = compare_scores(judge, human, levels, n_resamples=40, seed=11).metrics
     point = {
-        "exact": ag.exact_agreement,
-        "adjacent": lambda a, b: ag.adjacent_agreement(a, b, levels),
-        "kappa": lambda a, b: ag.cohen_kappa(a, b, levels),
-        "weighted_kappa": lambda a, b: ag.weighted_kappa(a, b, levels),
-        "alpha_ordinal": lambda a, b: ag.krippendorff_alpha(np.column_stack([a, b]), levels, "ordinal"),
-        "alpha_interval": lambda a, b: ag.krippendorff_alpha(np.column_stack([a, b]), levels, "interval"),
-        "spearman": ag.spearman,
-        "kendall": ag.kendall,
-        "mae": ag.mean_absolute_error,
-        "bias": ag.mean_bias,
+        "exact": exact_agreement,
+        "adjacent": lambda a, b: adjacent_agreement(a, b, levels),
+        "kappa": lambda a, b: cohen_kappa(a, b, levels),
+        "weighted_kappa": lambda a, b: weighted_kappa(a, b, levels),
+        "alpha_ordinal": lambda a, b: krippendorff_alpha(np.column_stack([a, b]), levels, "ordinal"),
+        "alpha_interval": lambda a, b: krippendorff_alpha(np.column_stack([a, b]), levels, "interval"),
+        "spearman": spearman,
+        "kendall": kendall,
+        "mae": mean_absolute_error,
+        "bias": mean_bias,
     }
-    assert set(point) == set(ag.Metrics.model_fields)
+    assert set(point) == set(Metrics.model_fields)
     for name, fn in point.items():
-        slow = ag.bootstrap_ci(fn, judge, human, n_resamples=40, seed=11)
+        slow = bootstrap_ci(fn, judge, human, n_resamples=40, seed=11)
         got = getattr(fast, name)
         assert (got.estimate, got.low, got.high) == pytest.approx((slow.estimate, slow.low, slow.high)), name
 
 
 def test_bootstrap_is_reproducible_and_contains_the_estimate() -> None:
     judge, human = _scores(5, 80, [0, 1, 2])
-    first = ag.bootstrap_ci(ag.exact_agreement, judge, human, n_resamples=200, seed=1)
-    again = ag.bootstrap_ci(ag.exact_agreement, judge, human, n_resamples=200, seed=1)
-    other = ag.bootstrap_ci(ag.exact_agreement, judge, human, n_resamples=200, seed=2)
+    first = bootstrap_ci(exact_agreement, judge, human, n_resamples=200, seed=1)
+    again = bootstrap_ci(exact_agreement, judge, human, n_resamples=200, seed=1)
+    other = bootstrap_ci(exact_agreement, judge, human, n_resamples=200, seed=2)
     assert first == again
     assert (first.low, first.high) != (other.low, other.high)
     assert first.low <= first.estimate <= first.high
     assert first.low < first.high and first.resamples == 200 and first.dropped == 0
-    wide = ag.bootstrap_ci(ag.exact_agreement, judge, human, n_resamples=200, seed=1, confidence=0.99)
+    wide = bootstrap_ci(exact_agreement, judge, human, n_resamples=200, seed=1, confidence=0.99)
     assert wide.low <= first.low and wide.high >= first.high
 
 
 def test_bootstrap_drops_and_counts_undefined_resamples() -> None:
     # Four units, two levels each: a resample that draws only equal values is constant → Spearman NaN.
-    ci = ag.bootstrap_ci(ag.spearman, [0, 0, 1, 1], [0, 1, 0, 1], n_resamples=300, seed=0)
+    ci = bootstrap_ci(spearman, [0, 0, 1, 1], [0, 1, 0, 1], n_resamples=300, seed=0)
     assert ci.dropped > 0 and ci.resamples + ci.dropped == 300
 
 
@@ -239,9 +250,9 @@ def test_bootstrap_resamples_whole_units() -> None:
     # drawing rows would not.
     rows = np.array([1.0, -1.0, 2.0, -2.0, 5.0, -5.0])
     units = ["a", "a", "b", "b", "c", "c"]
-    clustered = ag.bootstrap_ci(np.sum, rows, n_resamples=100, unit_index=units)
+    clustered = bootstrap_ci(np.sum, rows, n_resamples=100, unit_index=units)
     assert (clustered.low, clustered.high) == (0.0, 0.0)
-    loose = ag.bootstrap_ci(np.sum, rows, n_resamples=100)
+    loose = bootstrap_ci(np.sum, rows, n_resamples=100)
     assert loose.low < 0 < loose.high
 
 
@@ -249,14 +260,14 @@ def test_consensus_levels() -> None:
     # Median of level indices, rounded down between two levels: (0,3,5) → 3; (0,5) → idx 1 → 3;
     # (0,3) → idx .5 → 0; nobody → NaN.
     ratings: list[list[float]] = [[0, 3, 5], [0, 5, nan], [0, 3, nan], [nan, nan, nan]]
-    assert ag.consensus_levels(ratings, [0, 3, 5]).tolist()[:3] == [3.0, 3.0, 0.0]
-    assert math.isnan(ag.consensus_levels(ratings, [0, 3, 5])[3])
+    assert consensus_levels(ratings, [0, 3, 5]).tolist()[:3] == [3.0, 3.0, 0.0]
+    assert math.isnan(consensus_levels(ratings, [0, 3, 5])[3])
 
 
 def test_pairwise_human_agreement_by_hand() -> None:
     # Raters A, B, C on levels 0/1/2. A–B share units 1–3, A–C unit 4 only, B–C none (left out).
     ratings = [[0, 0, nan], [1, 2, nan], [2, 2, nan], [0, nan, 1], [nan, nan, 2]]
-    result = ag.pairwise_human_agreement(ratings, [0, 1, 2], rater_ids=["A", "B", "C"])
+    result = pairwise_human_agreement(ratings, [0, 1, 2], rater_ids=["A", "B", "C"])
     pairs = {(c.rater, c.other): c for c in result.comparisons}
     assert set(pairs) == {("A", "B"), ("A", "C")}
     # A–B: (0,0) (1,2) (2,2): exact 2/3, bias (0 − 1 + 0)/3 = −1/3. A–C: (0,1): exact 0, bias −1.
@@ -272,7 +283,7 @@ def test_pairwise_human_agreement_by_hand() -> None:
 def test_rater_vs_consensus_by_hand() -> None:
     # Three raters, levels 0/1/2, four units.
     ratings = [[0, 0, 1], [1, 2, 2], [2, 2, 2], [0, 1, 2]]
-    result = ag.rater_vs_consensus(ratings, [0, 1, 2], rater_ids=["A", "B", "C"])
+    result = rater_vs_consensus(ratings, [0, 1, 2], rater_ids=["A", "B", "C"])
     a = next(c for c in result.comparisons if c.rater == "A").metrics
     # Others of A (B, C): medians (0,1)→0, (2,2)→2, (2,2)→2, (1,2)→1 (rounded down); A = 0 1 2 0.
     # Exact: units 1 and 3 → 2/4. Means of others: .5, 2, 2, 1.5; |A − mean| = .5, 1, 0, 1.5 → MAE 0.75.
@@ -283,7 +294,7 @@ def test_rater_vs_consensus_by_hand() -> None:
 
 
 def test_ceiling_with_a_single_rater_has_a_reason() -> None:
-    result = ag.pairwise_human_agreement([[0], [1]], [0, 1])
+    result = pairwise_human_agreement([[0], [1]], [0, 1])
     assert result.comparisons == [] and result.reason and math.isnan(result.mean.exact)
 
 
@@ -297,7 +308,7 @@ def _panel(seed: int, n: int = 80, raters: int = 4) -> tuple[np.ndarray, np.ndar
 
 def test_alt_test_passes_a_judge_that_equals_the_consensus() -> None:
     truth, ratings = _panel(7)
-    result = ag.alt_test(truth, ratings)
+    result = alt_test(truth, ratings)
     assert result.passed and result.winning_rate == 1.0
     assert result.advantage_probability > 0.9
     assert all(a.won and a.p_adjusted < 0.05 for a in result.annotators)
@@ -306,11 +317,11 @@ def test_alt_test_passes_a_judge_that_equals_the_consensus() -> None:
 def test_alt_test_fails_a_random_judge() -> None:
     truth, ratings = _panel(7)
     noise = np.random.default_rng(99).integers(0, 5, truth.size).astype(float)
-    result = ag.alt_test(noise, ratings)
+    result = alt_test(noise, ratings)
     assert not result.passed and result.winning_rate == 0.0
     assert result.advantage_probability < 0.5
-    accuracy = ag.alt_test(noise, ratings, alignment="accuracy")
-    assert not accuracy.passed and ag.alt_test(truth, ratings, alignment="accuracy").passed
+    accuracy = alt_test(noise, ratings, alignment="accuracy")
+    assert not accuracy.passed and alt_test(truth, ratings, alignment="accuracy").passed
 
 
 def _student_t3_cdf(t: float) -> float:
@@ -323,7 +334,7 @@ def test_alt_test_by_hand() -> None:
     # Three raters, four units, levels 0..2, ε = 0.2. judge = 0 1 2 0.
     ratings = [[0, 0, 1], [1, 1, 1], [2, 1, 2], [0, 1, 0]]
     judge = [0, 1, 2, 0]
-    result = ag.alt_test(judge, ratings, rater_ids=["A", "B", "C"], min_units=2)
+    result = alt_test(judge, ratings, rater_ids=["A", "B", "C"], min_units=2)
     by = {a.rater: a for a in result.annotators}
     # A equals the judge on every unit: all ties, d = W_h − W_f = 0 < ε with no variance → p = 0.
     assert by["A"].p_value == 0.0 and by["A"].llm_advantage == 1.0 and by["A"].human_advantage == 1.0
@@ -348,34 +359,34 @@ def test_alt_test_by_hand() -> None:
 
 def test_alt_test_needs_three_annotators_with_enough_units() -> None:
     truth, ratings = _panel(7, raters=2)
-    result = ag.alt_test(truth, ratings)
+    result = alt_test(truth, ratings)
     assert not result.passed and "at least 3" in (result.reason or "")
     truth, ratings = _panel(7, n=20)
-    few = ag.alt_test(truth, ratings)
+    few = alt_test(truth, ratings)
     assert few.annotators == [] and set(few.skipped) == {"0", "1", "2", "3"} and math.isnan(few.winning_rate)
 
 
-def _ci(estimate: float, low: float) -> ag.CI:
-    return ag.CI(estimate=estimate, low=low, high=1.0, confidence=0.95, resamples=100, dropped=0)
+def _ci(estimate: float, low: float) -> CI:
+    return CI(estimate=estimate, low=low, high=1.0, confidence=0.95, resamples=100, dropped=0)
 
 
 def test_verdict() -> None:
-    assert ag.verdict(_ci(0.7, 0.45)) == "trusted"
-    assert ag.verdict(_ci(0.6, 0.4)) == "trusted"  # the thresholds are inclusive
-    assert ag.verdict(_ci(0.7, 0.35)) == "review"  # good estimate, too uncertain
-    assert ag.verdict(_ci(0.5, 0.3)) == "review"
-    assert ag.verdict(_ci(0.39, 0.1)) == "not trusted"
-    assert ag.verdict(_ci(nan, nan)) == "review"
-    strict = ag.VerdictThresholds(trusted_estimate=0.8, trusted_low=0.6, not_trusted_below=0.6)
-    assert ag.verdict(_ci(0.7, 0.65), strict) == "review"
-    assert ag.verdict(_ci(0.55, 0.4), strict) == "not trusted"
+    assert verdict(_ci(0.7, 0.45)) == "trusted"
+    assert verdict(_ci(0.6, 0.4)) == "trusted"  # the thresholds are inclusive
+    assert verdict(_ci(0.7, 0.35)) == "review"  # good estimate, too uncertain
+    assert verdict(_ci(0.5, 0.3)) == "review"
+    assert verdict(_ci(0.39, 0.1)) == "not trusted"
+    assert verdict(_ci(nan, nan)) == "review"
+    strict = VerdictThresholds(trusted_estimate=0.8, trusted_low=0.6, not_trusted_below=0.6)
+    assert verdict(_ci(0.7, 0.65), strict) == "review"
+    assert verdict(_ci(0.55, 0.4), strict) == "not trusted"
     with pytest.raises(ValidationError):
-        ag.VerdictThresholds(trusted_estimate=0.3, not_trusted_below=0.4)
+        VerdictThresholds(trusted_estimate=0.3, not_trusted_below=0.4)
 
 
 def test_icc_with_two_pairs_is_nan_with_a_reason() -> None:
     # pingouin asserts on two units; we answer NaN with the reason instead of crashing a report.
-    result = ag.icc_totals([10.0, 20.0], [12.0, 19.0])
+    result = icc_totals([10.0, 20.0], [12.0, 19.0])
     assert math.isnan(result.estimate) and result.n == 2 and "three" in (result.reason or "")
 
 
@@ -388,13 +399,13 @@ def test_judge_against_a_consensus_uses_the_raters_definitions() -> None:
     _, ratings = _panel(11, n=60)
     levels = [0, 1, 2, 3, 4]
     others = ratings[:, 1:]
-    pair = ag.compare_scores(ratings[:, 0], ag.consensus_levels(others, levels), levels,
+    pair = compare_scores(ratings[:, 0], consensus_levels(others, levels), levels,
                              human_numeric=others.mean(axis=1), n_resamples=50)
-    rater0 = ag.rater_vs_consensus(ratings, levels).comparisons[0].metrics
-    for name in ag.Metrics.model_fields:
+    rater0 = rater_vs_consensus(ratings, levels).comparisons[0].metrics
+    for name in Metrics.model_fields:
         assert getattr(pair.metrics, name).estimate == pytest.approx(getattr(rater0, name)), name
-    assert pair.consensus == ag.CONSENSUS_RULE and "mean" in pair.consensus and "rounded down" in pair.consensus
-    vs = ag.rater_vs_consensus(ratings, levels)
+    assert pair.consensus == CONSENSUS_RULE and "mean" in pair.consensus and "rounded down" in pair.consensus
+    vs = rater_vs_consensus(ratings, levels)
     assert vs.consensus is not None and vs.consensus.startswith("the other raters")
 
 
@@ -403,13 +414,13 @@ def test_point_based_intervals_against_a_mean_match_the_libraries_on_identical_r
     levels = [0, 1, 2, 3, 4]
     judge, others = ratings[:, 0], ratings[:, 1:]
     mean = others.mean(axis=1)  # thirds: not levels, so these metrics need their own value domain
-    pair = ag.compare_scores(judge, ag.consensus_levels(others, levels), levels, human_numeric=mean,
+    pair = compare_scores(judge, consensus_levels(others, levels), levels, human_numeric=mean,
                              n_resamples=200, seed=4)
-    for name, fn in (("spearman", ag.spearman), ("kendall", ag.kendall), ("mae", ag.mean_absolute_error),
-                     ("bias", ag.mean_bias),
-                     ("alpha_interval", lambda a, b: ag._alpha(np.column_stack([a, b]), "interval"))):
-        reference = ag.bootstrap_ci(fn, judge, mean, n_resamples=200, seed=4)
+    for name, fn in (("spearman", spearman), ("kendall", kendall), ("mae", mean_absolute_error),
+                     ("bias", mean_bias),
+                     ("alpha_interval", lambda a, b: unchecked_alpha(np.column_stack([a, b]), "interval"))):
+        reference = bootstrap_ci(fn, judge, mean, n_resamples=200, seed=4)
         got = getattr(pair.metrics, name)
         assert (got.low, got.high) == pytest.approx((reference.low, reference.high)), name
     # The level-based ones still use the median level: exact is not defined against a mean of thirds.
-    assert pair.metrics.exact.estimate == ag.exact_agreement(judge, ag.consensus_levels(others, levels))
+    assert pair.metrics.exact.estimate == exact_agreement(judge, consensus_levels(others, levels))

@@ -7,8 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.agreement import metrics as ag
 from pipeline.agreement.baselines import baseline_agreements, constant_judge, prior_judge
+from pipeline.agreement.compare import compare_scores
+from pipeline.agreement.raters import consensus_levels
+from pipeline.agreement.results import CONSENSUS_RULE
 
 nan = math.nan
 
@@ -35,11 +37,11 @@ def test_prior_judge_draws_seeded_from_the_human_scores() -> None:
 def test_baselines_are_compared_exactly_like_the_judge() -> None:
     ratings = np.array([[0, 1], [1, 1], [2, 3], [3, 4], [4, 4], [2, 2]], dtype=float)
     levels = [0, 1, 2, 3, 4]
-    human = ag.consensus_levels(ratings, levels)
+    human = consensus_levels(ratings, levels)
     mean = ratings.mean(axis=1)
     out = {b.name: b for b in baseline_agreements(ratings, levels, human, human_numeric=mean, n_resamples=50)}
-    expected = ag.compare_scores(constant_judge(ratings, levels), human, levels, human_numeric=mean, n_resamples=50)
+    expected = compare_scores(constant_judge(ratings, levels), human, levels, human_numeric=mean, n_resamples=50)
     assert out["constant"].agreement == expected
-    assert out["constant"].agreement.consensus == ag.CONSENSUS_RULE
+    assert out["constant"].agreement.consensus == CONSENSUS_RULE
     # Bias of the constant 2 against the raters' mean (0.5 1 2.5 3.5 4 2 → 13.5/6 = 2.25): −0.25.
     assert out["constant"].agreement.metrics.bias.estimate == pytest.approx(-0.25)

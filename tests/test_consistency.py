@@ -18,7 +18,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner, Result
 
-from pipeline.agreement import metrics as ag
+from pipeline.agreement.compare import compare_scores
+from pipeline.agreement.icc import icc_totals
+from pipeline.agreement.raters import pairwise_human_agreement
+from pipeline.agreement.results import CI, PairedDelta
+from pipeline.agreement.verdict import VerdictThresholds
 from pipeline.cli import check as cli_check
 from pipeline.consistency.check import (
     CheckJob,
@@ -89,7 +93,7 @@ def test_judge_vs_human_is_agreement_compare_scores_on_repeat_0(dch1: Rubric) ->
     result, scores = assess(dch1, label_set(three(HUMAN)), judge, options=FAST, repeats=2, model="m",
                             rubric_path="r.yaml")
     c = result.criteria[0]
-    assert c.judge_vs_human == ag.compare_scores(JUDGE, HUMAN, [0, 1, 2, 3, 4], n_resamples=200, seed=0)
+    assert c.judge_vs_human == compare_scores(JUDGE, HUMAN, [0, 1, 2, 3, 4], n_resamples=200, seed=0)
     assert c.judge_vs_human.metrics.weighted_kappa.estimate == pytest.approx(0.75)
     assert c.judge_vs_human.metrics.kappa.estimate == pytest.approx(0.5)
     assert c.judge_vs_human.metrics.exact.estimate == pytest.approx(4 / 6)
@@ -111,7 +115,7 @@ def test_sums_and_their_levels(dch1: Rubric) -> None:
     assert total.max_points == 12 and total.judge_vs_human.n == 5  # t5 has no total
     # Observed totals run 0..6 (judge 0,0,3,3,6; human 0,3,3,6,6,6): the levels are trimmed to that range.
     assert total.judge_vs_human.levels == [0, 1, 2, 3, 4, 5, 6]
-    assert total.icc == ag.icc_totals([0, 0, 3, 3, 6, math.nan], [0, 3, 3, 6, 6, 6])
+    assert total.icc == icc_totals([0, 0, 3, 3, 6, math.nan], [0, 3, 3, 6, 6, 6])
     assert [s.kind for s in result.sums] == ["group", "dimension", "total"]
     assert "1 labelled transcript(s)" not in " ".join(result.notes)  # t5 has other scores, so it is graded
     assert result.transcripts_graded == 6
@@ -129,7 +133,7 @@ def test_several_raters_consensus_ceiling_and_alt_test_reason(dch1: Rubric) -> N
     c = result.criteria[0]
     assert c.raters == ["a", "b", "c"] and c.judge_vs_human.metrics.exact.estimate == 1.0
     assert c.human_ceiling is not None
-    assert c.human_ceiling.pairwise == ag.pairwise_human_agreement(
+    assert c.human_ceiling.pairwise == pairwise_human_agreement(
         np.array([rows["a"], rows["b"], rows["c"]]).T, [0, 1, 2, 3, 4], rater_ids=["a", "b", "c"])
     assert c.alt_test is not None and not c.alt_test.passed and "needs at least 3" in (c.alt_test.reason or "")
 
@@ -161,7 +165,7 @@ def test_verdicts_follow_the_thresholds_and_fail_under(dch1: Rubric) -> None:
     judge = judge_scores({"accomplishment": JUDGE, "satisfaction": [2] * 6, "efficiency": JUDGE})
 
     def check(**thresholds: float):
-        options = CheckOptions(n_resamples=200, thresholds=ag.VerdictThresholds(**thresholds))
+        options = CheckOptions(n_resamples=200, thresholds=VerdictThresholds(**thresholds))
         return assess(dch1, labels, judge, options=options, repeats=1, model="m", rubric_path="r").result
 
     default = check()
@@ -433,8 +437,8 @@ def test_wordings_compared_on_every_metric_with_a_sentence_and_grouped_flips(dch
 def test_shift_sentence_by_hand() -> None:
     from pipeline.consistency.check import shift_sentence
 
-    def d(metric: str, a: float, b: float, low: float, high: float) -> ag.PairedDelta:
-        return ag.PairedDelta(metric=metric, a=a, b=b, delta=ag.CI(estimate=b - a, low=low, high=high, confidence=0.95,
+    def d(metric: str, a: float, b: float, low: float, high: float) -> PairedDelta:
+        return PairedDelta(metric=metric, a=a, b=b, delta=CI(estimate=b - a, low=low, high=high, confidence=0.95,
                                                                    resamples=100, dropped=0))
 
     mixed = shift_sentence([d("weighted_kappa", 0.5, 0.6, 0.02, 0.2), d("exact", 0.6, 0.44, -0.25, -0.1),

@@ -36,7 +36,7 @@ NOT_FOR_GRADE = (
     "pipeline.batch.provider",  # kefu batch
     "pipeline.grading.costs",  # --dry-run, kefu batch estimate
     "pipeline.outputs.summary",  # kefu summary
-    "pipeline.consistency.check", "pipeline.agreement.metrics",  # kefu check
+    "pipeline.consistency.check", "pipeline.agreement.compare", "pipeline.agreement.results",  # kefu check
     "pipeline.inputs.labels", "pipeline.report.report",  # kefu check, report
     "pandas", "scipy", "sklearn", "krippendorff", "pingouin", "statsmodels", "openpyxl", "pyarrow",
 )

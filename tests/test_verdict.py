@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.agreement import metrics as ag
 from pipeline.agreement.baselines import BaselineAgreement
+from pipeline.agreement.results import CI, HumanAgreement, Metrics, PairAgreement, RaterComparison
+from pipeline.agreement.verdict import VerdictThresholds
 from pipeline.consistency.check import CheckOptions, CriterionCheck, assess
 from pipeline.consistency.verdict import Reason, VerdictPolicy, judge_verdict, sentence
 from pipeline.inputs.labels import Label, LabelSet
@@ -92,22 +93,22 @@ def test_baselines_are_reported_beside_the_judge() -> None:
 # --- the rule, on hand-made figures --------------------------------------------------------------
 
 
-def _ci(estimate: float, low: float, high: float) -> ag.CI:
-    return ag.CI(estimate=estimate, low=low, high=high, confidence=0.95, resamples=100, dropped=0)
+def _ci(estimate: float, low: float, high: float) -> CI:
+    return CI(estimate=estimate, low=low, high=high, confidence=0.95, resamples=100, dropped=0)
 
 
-def _pair(kappa: ag.CI, bias: ag.CI | None = None) -> ag.PairAgreement:
+def _pair(kappa: CI, bias: CI | None = None) -> PairAgreement:
     zero = _ci(0.0, 0.0, 0.0)
-    fields = dict.fromkeys(ag.Metrics.model_fields, zero) | {"weighted_kappa": kappa, "bias": bias or zero}
-    return ag.PairAgreement(n=100, levels=[0, 1, 2, 3, 4], metrics=ag.Metrics[ag.CI](**fields), confusion=[])
+    fields = dict.fromkeys(Metrics.model_fields, zero) | {"weighted_kappa": kappa, "bias": bias or zero}
+    return PairAgreement(n=100, levels=[0, 1, 2, 3, 4], metrics=Metrics[CI](**fields), confusion=[])
 
 
-def _ceiling(*kappas: float) -> ag.HumanAgreement:
-    nan = dict.fromkeys(ag.Metrics.model_fields, math.nan)
-    comparisons = [ag.RaterComparison(rater=f"r{i}", other="consensus", n=100,
-                                       metrics=ag.Metrics[float](**(nan | {"weighted_kappa": k})))
+def _ceiling(*kappas: float) -> HumanAgreement:
+    nan = dict.fromkeys(Metrics.model_fields, math.nan)
+    comparisons = [RaterComparison(rater=f"r{i}", other="consensus", n=100,
+                                       metrics=Metrics[float](**(nan | {"weighted_kappa": k})))
                    for i, k in enumerate(kappas)]
-    return ag.HumanAgreement(method="rater vs consensus", n_raters=len(kappas), mean=ag.Metrics[float](**nan),
+    return HumanAgreement(method="rater vs consensus", n_raters=len(kappas), mean=Metrics[float](**nan),
                              comparisons=comparisons)
 
 
@@ -127,7 +128,7 @@ CEILING = _ceiling(0.3, 0.5, 0.6)  # typical (median) rater 0.5, lowest 0.3
     (_ci(0.10, 0.02, 0.90), "not trusted", "reason.baseline"),  # no better than the prior judge's 0.12
     (_ci(nan := math.nan, nan, nan), "review", "reason.undefined"),
 ])
-def test_the_rule_against_the_human_ceiling(kappa: ag.CI, expected: str, key: str) -> None:
+def test_the_rule_against_the_human_ceiling(kappa: CI, expected: str, key: str) -> None:
     v = judge_verdict(_pair(kappa), max_points=4, baselines=[_baseline(0.12)], ceiling=CEILING, self_kappa=nan,
                       alt_passed=None)
     assert v.verdict == expected and v.reasons[0].key == key
@@ -154,7 +155,7 @@ def test_one_rater_falls_back_to_the_configurable_thresholds() -> None:
     v = judge_verdict(_pair(_ci(0.7, 0.45, 0.9)), max_points=4, baselines=[], ceiling=None, self_kappa=nan,
                       alt_passed=None)
     assert v.verdict == "trusted" and v.reasons[0].key == "reason.absolute" and v.typical_rater is None
-    strict = ag.VerdictThresholds(trusted_estimate=0.8, trusted_low=0.6, not_trusted_below=0.75)
+    strict = VerdictThresholds(trusted_estimate=0.8, trusted_low=0.6, not_trusted_below=0.75)
     v = judge_verdict(_pair(_ci(0.7, 0.45, 0.9)), max_points=4, baselines=[], ceiling=None, self_kappa=nan,
                       alt_passed=None, policy=VerdictPolicy(thresholds=strict))
     assert v.verdict == "not trusted"

@@ -15,7 +15,9 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.agreement import metrics as ag
+from pipeline.agreement.compare import compare_scores
+from pipeline.agreement.raters import consensus_levels
+from pipeline.agreement.results import PairAgreement
 
 FloatArray = npt.NDArray[np.float64]
 BaselineName = Literal["constant", "prior"]
@@ -28,7 +30,7 @@ class BaselineAgreement(BaseModel):
 
     name: BaselineName = Field(description="'constant' (median level) or 'prior' (draws from the human scores).")
     rule: str = Field(description="How the baseline's scores were made.")
-    agreement: ag.PairAgreement = Field(description="Every metric against the humans, as for the judge.")
+    agreement: PairAgreement = Field(description="Every metric against the humans, as for the judge.")
 
 
 def _pooled(ratings: npt.ArrayLike) -> FloatArray:
@@ -42,7 +44,7 @@ def constant_judge(ratings: npt.ArrayLike, levels: Sequence[float]) -> FloatArra
     pooled = _pooled(m)
     if not pooled.size:
         return np.full(m.shape[0], np.nan)
-    median = ag.consensus_levels(pooled[None, :], levels)[0]
+    median = consensus_levels(pooled[None, :], levels)[0]
     return np.full(m.shape[0], median)
 
 
@@ -65,7 +67,7 @@ def baseline_agreements(
     n_resamples: int = 1000,
     confidence: float = 0.95,
 ) -> list[BaselineAgreement]:
-    """Both baselines compared with `human` (and `human_numeric`) exactly as `ag.compare_scores` compares the judge."""
+    """Both baselines compared with `human` (and `human_numeric`) exactly as `compare_scores` compares the judge."""
     made: tuple[tuple[BaselineName, FloatArray, str], ...] = (
         ("constant", constant_judge(ratings, levels), "the humans' median level of the criterion, for every chat"),
         ("prior", prior_judge(ratings, seed), f"per chat a draw from the humans' scores of the criterion, seed {seed}"),
@@ -74,7 +76,7 @@ def baseline_agreements(
         BaselineAgreement(
             name=name,
             rule=rule,
-            agreement=ag.compare_scores(scores, human, levels, human_numeric=human_numeric,
+            agreement=compare_scores(scores, human, levels, human_numeric=human_numeric,
                                         n_resamples=n_resamples, seed=seed, confidence=confidence),
         )
         for name, scores, rule in made

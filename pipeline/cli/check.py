@@ -62,7 +62,7 @@ from pipeline.grading.settings import load_settings
 # The statistics and the report are imported by the commands that use them: `kefu grade` and
 # `kefu --help` should not pay for them at start-up.
 if TYPE_CHECKING:
-    from pipeline.agreement import metrics as ag
+    from pipeline.agreement.results import CI
     from pipeline.consistency.check import CheckResult, CheckRun, RubricComparison
 
 from pipeline.paths import CHECKOUT_DIR as REPO
@@ -85,7 +85,7 @@ class FailUnder(StrEnum):
     review = "review"
 
 
-def _ci(ci: ag.CI) -> str:
+def _ci(ci: CI) -> str:
     if ci.estimate != ci.estimate:
         return "—"
     return f"{_num(ci.estimate)} [{_num(ci.low)}, {_num(ci.high)}]" if ci.low == ci.low else _num(ci.estimate)
@@ -192,7 +192,7 @@ def check(
     lang: LangOpt = ReportLang.zh,
 ) -> None:
     """Grade labelled transcripts twice and measure the judge against itself and the humans."""
-    from pipeline.agreement import metrics as ag
+    from pipeline.agreement.verdict import VerdictThresholds
     from pipeline.consistency.check import (
         CheckJob,
         CheckOptions,
@@ -218,7 +218,7 @@ def check(
     try:
         options = CheckOptions(
             n_resamples=resamples, seed=seed, epsilon=epsilon, alt_min_units=alt_min_units, top_differences=top,
-            thresholds=ag.VerdictThresholds(trusted_estimate=trusted_kappa, trusted_low=trusted_low,
+            thresholds=VerdictThresholds(trusted_estimate=trusted_kappa, trusted_low=trusted_low,
                                             not_trusted_below=not_trusted_below),
         )
     except ValidationError as exc:

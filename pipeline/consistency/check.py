@@ -41,8 +41,14 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.agreement import metrics as ag
+from pipeline.agreement.alpha import krippendorff_alpha
+from pipeline.agreement.alt_test import AltTestResult, alt_test
 from pipeline.agreement.baselines import BaselineAgreement, baseline_agreements
+from pipeline.agreement.compare import compare_scores, paired_deltas
+from pipeline.agreement.icc import icc_totals
+from pipeline.agreement.raters import consensus_levels, pairwise_human_agreement, rater_vs_consensus
+from pipeline.agreement.results import CI, CONSENSUS_RULE, HumanAgreement, IccResult, PairAgreement, PairedDelta
+from pipeline.agreement.verdict import DEFAULT_THRESHOLDS, Verdict, VerdictThresholds
 from pipeline.consistency.verdict import CriterionVerdict, VerdictPolicy, judge_verdict
 from pipeline.errors import ConfigError, InputError
 from pipeline.grading.endpoints import ResolvedEndpoint
@@ -62,7 +68,7 @@ JudgeScores = Mapping[str, Mapping[int, Mapping[str, int | None]]]
 """Stored judge scores: transcript id → repeat → criterion id → points (None when unscored)."""
 
 JUDGE_SCORE_RULE = "repeat 0 of the judge's grades (the other repeats measure self-consistency only)"
-HUMAN_SCORE_RULE = f"the single rater's score; with several raters their consensus: {ag.CONSENSUS_RULE}"
+HUMAN_SCORE_RULE = f"the single rater's score; with several raters their consensus: {CONSENSUS_RULE}"
 LABEL_REJECTS = "label_rejects.jsonl"
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -82,8 +88,8 @@ class CheckOptions(_Model):
     alt_min_units: int = Field(
         default=30, ge=2, description="Transcripts an annotator needs in common with the judge to be tested."
     )
-    thresholds: ag.VerdictThresholds = Field(
-        default=ag.DEFAULT_THRESHOLDS, description="Absolute weighted-kappa thresholds (used with one rater)."
+    thresholds: VerdictThresholds = Field(
+        default=DEFAULT_THRESHOLDS, description="Absolute weighted-kappa thresholds (used with one rater)."
     )
     bias_share: float = Field(
         default=0.1, ge=0, description="Verdict: a mean bias beyond this share of the maximum keeps a criterion "
@@ -113,8 +119,8 @@ class SelfConsistency(_Model):
 class HumanCeiling(_Model):
     """Agreement among the human raters: the best a judge can be expected to reach."""
 
-    pairwise: ag.HumanAgreement = Field(description="Every pair of raters on the transcripts both scored.")
-    vs_consensus: ag.HumanAgreement = Field(description="Each rater against the consensus of the others.")
+    pairwise: HumanAgreement = Field(description="Every pair of raters on the transcripts both scored.")
+    vs_consensus: HumanAgreement = Field(description="Each rater against the consensus of the others.")
 
 
 class CriterionCheck(_Model):
@@ -125,14 +131,14 @@ class CriterionCheck(_Model):
     max_points: int = Field(description="The criterion's maximum.")
     n_labelled: int = Field(description="Transcripts at least one rater scored on this criterion.")
     raters: list[str] = Field(description="Raters who scored this criterion.")
-    judge_vs_human: ag.PairAgreement = Field(description="Judge repeat 0 versus the human score, with intervals.")
+    judge_vs_human: PairAgreement = Field(description="Judge repeat 0 versus the human score, with intervals.")
     self_consistency: SelfConsistency = Field(description="The judge against itself.")
     human_ceiling: HumanCeiling | None = Field(description="Agreement among raters; None with fewer than two.")
-    alt_test: ag.AltTestResult | None = Field(description="The alt-test; None with fewer than three raters.")
+    alt_test: AltTestResult | None = Field(description="The alt-test; None with fewer than three raters.")
     baselines: list[BaselineAgreement] = Field(
         description="Uninformative judges on the same labels; empty when nobody labelled it."
     )
-    verdict: ag.Verdict | None = Field(description="Trusted, review or not trusted; None when nobody labelled it.")
+    verdict: Verdict | None = Field(description="Trusted, review or not trusted; None when nobody labelled it.")
     verdict_detail: CriterionVerdict | None = Field(
         description="Why: the figures the verdict rests on and its sentence; None when nobody labelled it."
     )
@@ -145,8 +151,8 @@ class SumCheck(_Model):
     kind: Literal["group", "dimension", "total"] = Field(description="What is summed.")
     name: str = Field(description="Display name.")
     max_points: int = Field(description="The sum's maximum.")
-    judge_vs_human: ag.PairAgreement = Field(description="Every metric over the achievable sums as levels.")
-    icc: ag.IccResult = Field(description="ICC(A,1) of judge and human sums.")
+    judge_vs_human: PairAgreement = Field(description="Every metric over the achievable sums as levels.")
+    icc: IccResult = Field(description="ICC(A,1) of judge and human sums.")
 
 
 class CriterionGap(_Model):
@@ -383,7 +389,7 @@ def assess(
         matrix = labels.matrix(c.id)
         human_matrix = np.full((len(units), len(matrix.raters)), np.nan)
         human_matrix[[row[u] for u in matrix.units]] = matrix.scores
-        human = ag.consensus_levels(human_matrix, c.points) if matrix.raters else np.full(len(units), np.nan)
+        human = consensus_levels(human_matrix, c.points) if matrix.raters else np.full(len(units), np.nan)
         repeat_matrix = np.array(
             [[_score(judge, u, r, c.id) for r in range(repeats)] for u in units], dtype=np.float64
         ).reshape(len(units), repeats)
@@ -431,17 +437,17 @@ def _criterion_check(
     level and `human_mean` their mean (None with one rater)."""
     label_units, raters, label_scores = matrix
     judge = repeat_matrix[:, 0]
-    pair = ag.compare_scores(judge, human, c.points, human_numeric=human_mean, n_resamples=options.n_resamples,
+    pair = compare_scores(judge, human, c.points, human_numeric=human_mean, n_resamples=options.n_resamples,
                              seed=options.seed, confidence=options.confidence)
     ceiling = None
     if len(raters) >= 2:
         ceiling = HumanCeiling(
-            pairwise=ag.pairwise_human_agreement(label_scores, c.points, rater_ids=raters),
-            vs_consensus=ag.rater_vs_consensus(label_scores, c.points, rater_ids=raters),
+            pairwise=pairwise_human_agreement(label_scores, c.points, rater_ids=raters),
+            vs_consensus=rater_vs_consensus(label_scores, c.points, rater_ids=raters),
         )
     alt = None
     if len(raters) >= 3:
-        alt = ag.alt_test(judge[[row[u] for u in label_units]], label_scores, rater_ids=raters,
+        alt = alt_test(judge[[row[u] for u in label_units]], label_scores, rater_ids=raters,
                           epsilon=options.epsilon, q=options.alt_q, min_units=options.alt_min_units)
     consistency = _self_consistency(repeat_matrix, c.points, units)
     baselines = baseline_agreements(
@@ -468,14 +474,14 @@ def _self_consistency(repeat_matrix: FloatArray, levels: list[int], units: list[
                   else "no transcript has two scored repeats")
         return SelfConsistency(repeats=repeats, n=0, exact=math.nan, weighted_kappa=math.nan,
                                alpha_ordinal=math.nan, differ_share=math.nan, differ_ids=[], reason=reason)
-    pairwise = ag.pairwise_human_agreement(repeat_matrix, levels)
+    pairwise = pairwise_human_agreement(repeat_matrix, levels)
     both = repeat_matrix[scored]
     differ = np.nanmax(both, axis=1) != np.nanmin(both, axis=1)
     ids = [u for u, s in zip(units, scored, strict=True) if s]
     return SelfConsistency(
         repeats=repeats, n=int(scored.sum()), exact=pairwise.mean.exact,
         weighted_kappa=pairwise.mean.weighted_kappa,
-        alpha_ordinal=ag.krippendorff_alpha(repeat_matrix, levels, "ordinal"),
+        alpha_ordinal=krippendorff_alpha(repeat_matrix, levels, "ordinal"),
         differ_share=float(differ.mean()), differ_ids=sorted(u for u, d in zip(ids, differ, strict=True) if d),
     )
 
@@ -516,10 +522,10 @@ def _sum_checks(rubric: Rubric, scores: UnitScores, options: CheckOptions) -> li
     for sum_id, kind, name, criteria in parts:
         judge = _sum_of(scores.judge, criteria, len(scores.units))
         human = _sum_of(scores.human, criteria, len(scores.units))
-        pair = ag.compare_scores(judge, human, _sum_levels(criteria, judge, human),
+        pair = compare_scores(judge, human, _sum_levels(criteria, judge, human),
                                  n_resamples=options.n_resamples, seed=options.seed, confidence=options.confidence)
         out.append(SumCheck(sum_id=sum_id, kind=kind, name=name, max_points=sum(c.max for c in criteria),
-                            judge_vs_human=pair, icc=ag.icc_totals(judge, human)))
+                            judge_vs_human=pair, icc=icc_totals(judge, human)))
     return out
 
 
@@ -545,7 +551,7 @@ def _differences(rubric: Rubric, scores: UnitScores, top: int) -> list[Differenc
 VERDICT_RANK: dict[str, int] = {"not trusted": 0, "review": 1, "trusted": 2}
 
 
-def criteria_below(result: CheckResult, floor: ag.Verdict) -> list[CriterionCheck]:
+def criteria_below(result: CheckResult, floor: Verdict) -> list[CriterionCheck]:
     """Labelled criteria whose verdict is worse than `floor` (e.g. 'review' fails only 'not trusted').
 
     The same verdict the report shows decides the gate. Criteria nobody labelled are not judged here
@@ -602,8 +608,8 @@ class CriterionShift(_Model):
     )
     weighted_kappa_a: float = Field(description="Weighted kappa under A on those transcripts.")
     weighted_kappa_b: float = Field(description="Weighted kappa under B on those transcripts.")
-    delta: ag.CI = Field(description="B − A with a paired bootstrap interval (same transcripts in each resample).")
-    metrics: list[ag.PairedDelta] = Field(
+    delta: CI = Field(description="B − A with a paired bootstrap interval (same transcripts in each resample).")
+    metrics: list[PairedDelta] = Field(
         default=[], description="Every compared metric under A and B, and B − A with a paired interval."
     )
     sentence: str = Field(default="", description="Which wording is better, by how much and how sure, in Chinese.")
@@ -644,9 +650,9 @@ def _level_texts(rubric: Rubric | None, cid: str) -> dict[int, str]:
     return {lv.points: lv.description for lv in rubric.criterion(cid).levels_ascending()}
 
 
-def shift_sentence(deltas: Sequence[ag.PairedDelta], label_a: str, label_b: str) -> str:
+def shift_sentence(deltas: Sequence[PairedDelta], label_a: str, label_b: str) -> str:
     """Which wording is better on the metrics whose interval excludes 0, and where they disagree (Chinese)."""
-    def detail(d: ag.PairedDelta) -> str:
+    def detail(d: PairedDelta) -> str:
         return message("ab.detail", metric=message(f"metric.{d.metric}"), delta=number(d.delta.estimate, signed=True),
                        low=number(d.delta.low, signed=True), high=number(d.delta.high, signed=True))
 
@@ -688,7 +694,7 @@ def compare_rubrics(a: CheckRun, b: CheckRun, options: CheckOptions = DEFAULT_OP
         jb, hb = b.scores.judge[cid][ib], b.scores.human[cid][ib]
         mean_b = b.scores.human_mean.get(cid, b.scores.human[cid])[ib]
         keep = ~(np.isnan(ja) | np.isnan(ha) | np.isnan(jb) | np.isnan(hb))
-        n, deltas = ag.paired_deltas(ja, jb, np.where(keep, hb, np.nan), a.scores.levels[cid], b.scores.levels[cid],
+        n, deltas = paired_deltas(ja, jb, np.where(keep, hb, np.nan), a.scores.levels[cid], b.scores.levels[cid],
                                      COMPARED_METRICS, human_numeric=mean_b, n_resamples=options.n_resamples,
                                      seed=options.seed, confidence=options.confidence)
         kappa = deltas[0]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # the statistics load at a report, not when `kefu` starts
-    from pipeline.agreement.metrics import PairAgreement
+    from pipeline.agreement.results import PairAgreement
 
 MIN_LABELLED = 30
 """Labelled chats with a judge grade below which a check gives no verdict (Koo & Li 2016: at least 30)."""

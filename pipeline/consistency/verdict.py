@@ -28,8 +28,10 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.agreement import metrics as ag
 from pipeline.agreement.baselines import BaselineAgreement
+from pipeline.agreement.results import HumanAgreement, PairAgreement
+from pipeline.agreement.verdict import DEFAULT_THRESHOLDS, Verdict, VerdictThresholds
+from pipeline.agreement.verdict import verdict as kappa_verdict
 from pipeline.report.messages import Lang, message, number
 
 
@@ -40,8 +42,8 @@ class _Model(BaseModel):
 class VerdictPolicy(_Model):
     """The configurable parts of the verdict."""
 
-    thresholds: ag.VerdictThresholds = Field(
-        default=ag.DEFAULT_THRESHOLDS, description="Absolute weighted-kappa thresholds, used with a single rater."
+    thresholds: VerdictThresholds = Field(
+        default=DEFAULT_THRESHOLDS, description="Absolute weighted-kappa thresholds, used with a single rater."
     )
     bias_share: float = Field(
         default=0.1, ge=0, description="Mean bias beyond this share of the criterion's maximum keeps it from trusted."
@@ -61,7 +63,7 @@ class Reason(_Model):
 class CriterionVerdict(_Model):
     """The verdict of one criterion, the figures it rests on and the sentence that explains it."""
 
-    verdict: ag.Verdict = Field(description="Trusted, review or not trusted.")
+    verdict: Verdict = Field(description="Trusted, review or not trusted.")
     sentence: str = Field(description="Why, in one Chinese sentence.")
     reasons: list[Reason] = Field(description="The sentence's parts, for rendering in another language.")
     contrast: bool = Field(description="The first reason is good news and the others qualify it ('but').")
@@ -87,11 +89,11 @@ def sentence(reasons: Sequence[Reason], lang: Lang = "zh", *, contrast: bool = T
 
 
 def judge_verdict(
-    pair: ag.PairAgreement,
+    pair: PairAgreement,
     *,
     max_points: float,
     baselines: Sequence[BaselineAgreement],
-    ceiling: ag.HumanAgreement | None,
+    ceiling: HumanAgreement | None,
     self_kappa: float,
     alt_passed: bool | None,
     policy: VerdictPolicy = DEFAULT_POLICY,
@@ -109,7 +111,7 @@ def judge_verdict(
     lowest = min(raters) if raters else None
     reasons: list[Reason] = []
     if math.isnan(wk.estimate):  # e.g. every score on both sides the same: numbers cannot tell
-        verdict: ag.Verdict = "review"
+        verdict: Verdict = "review"
         reasons.append(Reason(key="reason.undefined", fields={}))
     elif not wk.estimate > baseline:
         verdict = "not trusted"
@@ -126,7 +128,7 @@ def judge_verdict(
             verdict = "review"
             reasons.append(Reason(key="reason.below_typical", fields={"kappa": kappa, "typical": _f(typical)}))
     else:
-        verdict = ag.verdict(wk, policy.thresholds)
+        verdict = kappa_verdict(wk, policy.thresholds)
         reasons.append(Reason(key="reason.absolute", fields={"kappa": kappa}))
     if not math.isnan(wk.estimate) and wk.estimate > baseline and not beats:
         verdict = "review" if verdict == "trusted" else verdict
@@ -142,7 +144,7 @@ def judge_verdict(
                             lowest_rater=lowest)
 
 
-def _buts(pair: ag.PairAgreement, max_points: float, self_kappa: float, alt_passed: bool | None,
+def _buts(pair: PairAgreement, max_points: float, self_kappa: float, alt_passed: bool | None,
           self_floor: float, policy: VerdictPolicy) -> list[Reason]:
     """What keeps an otherwise trusted judge at review (and is worth saying of any judge)."""
     out = []

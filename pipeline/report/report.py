@@ -25,7 +25,8 @@ from typing import Any, Literal, NamedTuple, Union, get_args, get_origin
 import jinja2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.agreement import metrics as ag
+from pipeline.agreement.results import CI, CONSENSUS_RULE, PairAgreement
+from pipeline.agreement.verdict import VerdictThresholds
 from pipeline.consistency.check import CheckResult, CriterionCheck, Difference, RubricComparison, SumCheck
 from pipeline.consistency.sample_size import MIN_LABELLED, TOO_FEW, SampleSize, kappa_reason
 from pipeline.consistency.verdict import sentence
@@ -98,7 +99,7 @@ class ResultComparison(_Model):
     only_before: list[str] = Field(description="Items only the previous check has.")
 
 
-def _metric_change(name: str, before: ag.CI, now: ag.CI) -> MetricChange:
+def _metric_change(name: str, before: CI, now: CI) -> MetricChange:
     delta = now.estimate - before.estimate
     half = (now.high - now.low) / 2
     return MetricChange(
@@ -108,8 +109,8 @@ def _metric_change(name: str, before: ag.CI, now: ag.CI) -> MetricChange:
     )
 
 
-def _items(result: CheckResult) -> dict[str, tuple[Kind, ag.PairAgreement, str | None]]:
-    items: dict[str, tuple[Kind, ag.PairAgreement, str | None]] = {
+def _items(result: CheckResult) -> dict[str, tuple[Kind, PairAgreement, str | None]]:
+    items: dict[str, tuple[Kind, PairAgreement, str | None]] = {
         c.criterion_id: ("criterion", c.judge_vs_human, c.verdict) for c in result.criteria
     }
     items.update({s.sum_id: (s.kind, s.judge_vs_human, None) for s in result.sums})
@@ -268,7 +269,7 @@ def _defined(v: float) -> float | None:
     return None if math.isnan(v) else v
 
 
-def kappa_chart(criteria: Sequence[CriterionCheck], thresholds: ag.VerdictThresholds) -> IntervalChart:
+def kappa_chart(criteria: Sequence[CriterionCheck], thresholds: VerdictThresholds) -> IntervalChart:
     """Weighted kappa with its interval per criterion, the human ceiling marked beside it."""
     left, width, step = 170, 640, 26
     scale = Scale(-1.0, 1.0, left, width - 30)
@@ -317,7 +318,7 @@ def _x(scale: Scale, v: float) -> float | None:
     return None if math.isnan(v) else scale.x(v)
 
 
-def heatmap(pair: ag.PairAgreement, cell: int = 34) -> Heatmap:
+def heatmap(pair: PairAgreement, cell: int = 34) -> Heatmap:
     """The confusion matrix, shaded by each cell's share of the largest cell."""
     top = max((n for row in pair.confusion for n in row), default=0) or 1
     cells = []
@@ -331,7 +332,7 @@ def heatmap(pair: ag.PairAgreement, cell: int = 34) -> Heatmap:
     return Heatmap(size=len(levels) * cell, cell=cell, offset=34, levels=levels, cells=cells)
 
 
-def distribution(pair: ag.PairAgreement) -> Distribution:
+def distribution(pair: PairAgreement) -> Distribution:
     """Judge and human counts per level on the transcripts both scored (the confusion's margins)."""
     judge = [sum(row) for row in pair.confusion]
     human = [sum(col) for col in zip(*pair.confusion, strict=True)] if pair.confusion else []
@@ -458,7 +459,7 @@ def _signed(value: float | None, digits: int = 2) -> str:
     return number(value, digits, signed=True)
 
 
-def _ci(ci: ag.CI | None, digits: int = 2) -> str:
+def _ci(ci: CI | None, digits: int = 2) -> str:
     if ci is None or math.isnan(ci.estimate):
         return "—"
     if math.isnan(ci.low):
@@ -560,7 +561,7 @@ def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | 
         "lang": lang,
         "alt_tests": [c for c in result.criteria if c.alt_test is not None],
         "baselines": {c.criterion_id: {b.name: b for b in c.baselines} for c in result.criteria},
-        "consensus_rule": ag.CONSENSUS_RULE,
+        "consensus_rule": CONSENSUS_RULE,
         "ceilings": any(c.human_ceiling is not None for c in result.criteria),
         "sample": SampleSize(n=result.transcripts_graded, minimum=min_labelled),
         "too_few": TOO_FEW,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.agreement import metrics as ag
+from pipeline.agreement.raters import pairwise_human_agreement
+from pipeline.agreement.results import HumanAgreement
 from pipeline.inputs.labels import read_label_source
 from pipeline.review.runs import ReviewRun
 
@@ -34,7 +35,7 @@ class CriterionCalibration:
     name: str
     raters: list[str]
     """The reviewers, sorted, then the judge."""
-    agreement: ag.HumanAgreement | None
+    agreement: HumanAgreement | None
     """None when no two sides scored a chat in common."""
     differences: list[Difference]
 
@@ -60,7 +61,7 @@ def calibrate(run: ReviewRun, only: Collection[str] | None = None) -> list[Crite
         for u in units:
             score = judged.get(u, {}).get(criterion.id)
             matrix[row[u], -1] = np.nan if score is None else score
-        result = ag.pairwise_human_agreement(matrix, criterion.points, rater_ids=[*raters, JUDGE])
+        result = pairwise_human_agreement(matrix, criterion.points, rater_ids=[*raters, JUDGE])
         differences = [
             Difference(u, [None if np.isnan(v) else float(v) for v in matrix[i]])
             for i, u in enumerate(units) if len(set(matrix[i][~np.isnan(matrix[i])])) > 1
