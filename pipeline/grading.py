@@ -19,6 +19,7 @@ from pipeline.checks import DEFAULT_LEXICONS, ServiceChecker
 from pipeline.endpoints import ResolvedEndpoint, resolve_endpoint
 from pipeline.exports import refresh_outputs
 from pipeline.grader import Grader
+from pipeline.learned_limits import load_learned_limits, save_learned_limits
 from pipeline.llm import LLMClient
 from pipeline.pacing import Pacer
 from pipeline.prompting import PromptSet
@@ -153,7 +154,11 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
             per_criterion=job.per_criterion, retry_failed=job.retry_failed, rpm=settings.rpm,
             tpm=settings.tpm, context_window=endpoint.context_window or settings.context_window,
         )
-        client = LLMClient(endpoint.endpoint, pacer=Pacer(options.concurrency))
+        # Limits learned by earlier runs against this endpoint, unless --rpm/--tpm set the pace (learned_limits)
+        learn = not endpoint.local and settings.rpm is None and settings.tpm is None
+        start = load_learned_limits(endpoint.endpoint.base_url, endpoint.model) if learn else None
+        pacer = Pacer(options.concurrency, start=start)
+        client = LLMClient(endpoint.endpoint, pacer=pacer)
         compact = use_compact(job, local=endpoint.local)
         sampling = settings.sampling
         if endpoint.max_tokens is not None:
@@ -186,5 +191,7 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
                     outputs = refresh_outputs(store, rubric, job.out_dir)
         finally:
             await client.close()
+            if learn:
+                save_learned_limits(endpoint.endpoint.base_url, endpoint.model, pacer.learned())
     return JobResult(summary, outputs.scores_csv, outputs.grades_jsonl, outputs.checks_jsonl,
                      job.out_dir / "rejects.jsonl", outputs.dimension_means, endpoint.model, endpoint)

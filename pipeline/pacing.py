@@ -115,8 +115,8 @@ class Pacer:
         return self._in_flight
 
     def learned(self) -> Limits:
-        """The rates paced at now (a second), to start the next run there."""
-        return Limits(self.gates["requests"].rate, self.gates["tokens"].rate)
+        """The rates (a second) the endpoint's headers gave or refusals measured, to start the next run there."""
+        return Limits(self.gates["requests"].known_rate, self.gates["tokens"].known_rate)
 
     async def acquire(self, body_bytes: int = 0) -> float:
         """Wait for a place in the window, any Retry-After pause and the rate limits; returns the send time

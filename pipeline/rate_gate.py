@@ -56,6 +56,11 @@ class RateGate:
         """The rate paced at, a second (None: not known)."""
         return self.bucket.rate if self.bucket is not None else None
 
+    @property
+    def known_rate(self) -> float | None:
+        """The rate when the headers gave it or refusals measured it (not while it is a guess)."""
+        return self.rate if self.from_headers or self._measured else None
+
     def reserve(self, cost: float, now: float) -> float:
         """Charge a request's `cost` and return the seconds it must wait before it is sent (then call `sent`)."""
         bucket = self.bucket
