@@ -21,7 +21,10 @@ KeyEnvOpt = Annotated[str | None, typer.Option(help="Env variable holding the AP
 ConcurrencyOpt = Annotated[int | None, typer.Option(min=1, help="Requests in flight.")]
 RpmOpt = Annotated[float | None, typer.Option(help="Requests per minute at most.")]
 TpmOpt = Annotated[float | None, typer.Option(help="Tokens per minute at most.")]
-TimeoutOpt = Annotated[float | None, typer.Option(help="Request timeout, seconds.")]
+TimeoutOpt = Annotated[float | None, typer.Option(help=(
+    "Request timeout, seconds. Default: adapts to the endpoint, 10× its recent 95th-percentile latency "
+    "within 30-600 s (120 s until 10 replies); a request in flight over 4× that latency stops holding "
+    "a place in flight meanwhile."))]
 ContextWindowOpt = Annotated[int | None, typer.Option(help="Model context, tokens.")]
 
 RepeatsOpt = Annotated[int, typer.Option(min=1, help="Independent grades per transcript.")]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import FatalLLMError, LLMError, SchemaUnsupportedError, TransientLLMError
+from pipeline.latencies import TIMEOUT_CAP, TIMEOUT_START
 from pipeline.pacing import Outcome, Pacer, Usage
 
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]+")
@@ -61,7 +62,10 @@ class Endpoint:
 
     base_url: str | None
     api_key: str | None
-    timeout: float = 120.0
+    timeout: float = TIMEOUT_START
+    adaptive_timeout: bool = False
+    """No timeout was set: with a pacer, each chat request's timeout follows the endpoint's recent latencies
+    (`pipeline.latencies`), up to `TIMEOUT_CAP`."""
 
 
 class LLMClient:
@@ -73,6 +77,7 @@ class LLMClient:
         """With a pacer, every request (retries included) waits for its window; without, none waits."""
         self._api_key = endpoint.api_key or "not-needed"
         self._sdk: openai.AsyncOpenAI | None = None
+        self._adapts = endpoint.adaptive_timeout and pacer is not None
         self._last_success: float | None = None  # time.monotonic() of the last completion received
         # id -> (the dict, kept alive so its id stays unique; its JSON)
         self._formats: dict[int, tuple[dict[str, Any], str]] = {}
@@ -83,13 +88,14 @@ class LLMClient:
         if self._sdk is None:
             import openai
 
+            timeout = TIMEOUT_CAP if self._adapts else self._endpoint.timeout
             self._sdk = openai.AsyncOpenAI(
                 base_url=self._endpoint.base_url,
                 api_key=self._api_key,
-                timeout=self._endpoint.timeout,
+                timeout=timeout,
                 max_retries=0,  # our one retry layer is pipeline.retry
                 # The SDK's defaults (1,000 connections) allow hundreds in flight.
-                http_client=openai.DefaultAioHttpClient(timeout=self._endpoint.timeout),
+                http_client=openai.DefaultAioHttpClient(timeout=timeout),
             )
         return self._sdk
 
@@ -118,15 +124,18 @@ class LLMClient:
         head = _dumps(params)
         body = f'{head[:-1]},"response_format":{self._format_json(response_format)}}}'.encode()
         pacer = self.pacer
+        options: dict[str, Any] = {"headers": {"Content-Type": "application/json"}}
+        if self._adapts and pacer is not None:
+            options["timeout"] = pacer.latencies.timeout()
         sent_at = await pacer.acquire(len(body)) if pacer is not None else 0.0
         outcome: Outcome = "failed"
         retry_after: float | None = None
         headers: Mapping[str, str] | None = None
         usage: Usage | None = None
         try:
-            response = await client.post(
-                "/chat/completions", cast_to=httpx2.Response, content=body,
-                options={"headers": {"Content-Type": "application/json"}},
+            # `options` is the SDK's RequestOptions TypedDict, which it does not export
+            response = await client.post(  # type: ignore[call-overload]
+                "/chat/completions", cast_to=httpx2.Response, content=body, options=options,
             )
             headers = response.headers
             result = _parse_completion(response.content)

@@ -15,6 +15,11 @@ instead (`pipeline.rate_gate`, one gate for requests and one for tokens), learne
 `x-ratelimit-*` headers when the endpoint sends them and from the refusals when it does not; the
 window still shrinks for an overloaded server (503). A request's tokens are estimated from the usage
 earlier replies reported (prompt tokens per byte of request, and the mean completion).
+
+A request in flight far longer than the endpoint's recent latencies (`pipeline.latencies`) stops
+counting against the window: with the window at 2 and five requests hanging until their timeout,
+chats that never hung waited 120–240 s behind them. The hung request still runs to its reply or its
+timeout; it just no longer holds a place.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import asyncio
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Literal, NamedTuple
 
+from pipeline.latencies import RecentLatencies
 from pipeline.rate_gate import RateGate
 from pipeline.ratelimit_headers import LimitKind, read_limit
 
@@ -84,7 +90,7 @@ class Pacer:
     """The run's in-flight window over one endpoint; `acquire` before a request, `release` after it."""
 
     def __init__(self, ceiling: int, *, clock: Callable[[], float] = time.monotonic,
-                 start: Limits | None = None) -> None:
+                 start: Limits | None = None, latencies: RecentLatencies | None = None) -> None:
         if ceiling < 1:
             raise ValueError(f"the in-flight ceiling must be at least 1, got {ceiling}")
         self.ceiling = ceiling
@@ -103,6 +109,13 @@ class Pacer:
             "requests": RateGate(rate=start.requests, now=now), "tokens": RateGate(rate=start.tokens, now=now)}
         """The endpoint's request and token limits as learned so far."""
         self.tokens = TokenEstimate()
+        self.latencies = latencies or RecentLatencies()
+        """Recent replies' latencies: when a request counts as hung, and the adaptive timeout."""
+        self.hung = 0
+        """Requests that stopped counting against the window because they took far too long."""
+        self._flying: Counter[float] = Counter()  # send times of the requests counted in the window
+        self._hung: Counter[float] = Counter()  # send times of those no longer counted
+        self._check: asyncio.TimerHandle | None = None
 
     @property
     def window(self) -> int:
@@ -148,6 +161,9 @@ class Pacer:
         now = self._clock()
         for gate in self.gates.values():
             gate.sent(now)
+        self._flying[now] += 1
+        if self._check is None:
+            self._schedule_check(now)
         return now
 
     def release(self, sent_at: float, outcome: Outcome, retry_after: float | None = None, *,
@@ -171,8 +187,18 @@ class Pacer:
                 self.gates["requests"].refused(sent_at, now)
         elif outcome == "slow_down":
             self._slow_down(sent_at, retry_after)
-        elif outcome == "ok" and self._window < self.ceiling:
-            self._window = min(float(self.ceiling), self._window + 1.0 / self._window)
+        elif outcome == "ok":
+            self.latencies.add(now - sent_at)
+            if self._window < self.ceiling:
+                self._window = min(float(self.ceiling), self._window + 1.0 / self._window)
+        if self._hung[sent_at]:
+            self._hung[sent_at] -= 1  # its place was given back when it was taken as hung
+            if not self._hung[sent_at]:
+                del self._hung[sent_at]
+            return
+        self._flying[sent_at] -= 1
+        if not self._flying[sent_at]:
+            del self._flying[sent_at]
         self._free()
 
     def _slow_down(self, sent_at: float, retry_after: float | None) -> None:
@@ -187,6 +213,30 @@ class Pacer:
         self._last_cut = now
         self.lowest = min(self.lowest, self.window)
         log.info("the endpoint asked to slow down: at most %d requests in flight (was %d)", self.window, before)
+
+    def _schedule_check(self, now: float) -> None:
+        """Look for hung requests when the oldest one in flight would become one."""
+        hung_after = self.latencies.hung_after()
+        if hung_after is None or not self._flying:
+            self._check = None
+            return
+        due = min(self._flying) + hung_after - now
+        self._check = asyncio.get_running_loop().call_later(max(due, 0.0), self._uncount_hung)
+
+    def _uncount_hung(self) -> None:
+        """Give back the places of the requests in flight for longer than the endpoint's latencies warrant."""
+        now = self._clock()
+        hung_after = self.latencies.hung_after()
+        if hung_after is not None:
+            for sent_at in [at for at in self._flying if now - at >= hung_after]:
+                count = self._flying.pop(sent_at)
+                self._hung[sent_at] += count
+                self.hung += count
+                log.info("%d request(s) in flight for %.0f s (recent replies took at most %.1f s): "
+                         "no longer holding a place", count, now - sent_at, self.latencies.p95 or 0.0)
+                for _ in range(count):
+                    self._free()
+        self._schedule_check(now)
 
     def _free(self) -> None:
         self._in_flight -= 1

@@ -32,7 +32,9 @@ class Settings(BaseModel):
     temperature: float | None = Field(default=0.0, description="Sampling temperature.")
     seed: int | None = Field(default=None, description="Sampling seed.")
     max_tokens: int | None = Field(default=4096, description="Completion token cap per call.")
-    timeout: float = Field(default=120.0, gt=0, description="Seconds before a request counts as timed out.")
+    timeout: float | None = Field(
+        default=None, gt=0,
+        description="Seconds before a request counts as timed out; None: adapts to the endpoint's latencies.")
     response_format: ResponseMode = Field(default="auto", description="json_schema, json_object, or auto-detect.")
     concurrency: int = Field(default=16, ge=1, le=4096, description="Requests in flight at most.")
     rpm: float | None = Field(default=None, gt=0, description="Requests per minute at most.")
@@ -53,6 +55,8 @@ class Settings(BaseModel):
     def endpoint(self) -> Endpoint:
         """The configured endpoint for the client; the key leaves its SecretStr only here."""
         key = self.api_key.get_secret_value() if self.api_key is not None else None
+        if self.timeout is None:
+            return Endpoint(self.base_url, key, adaptive_timeout=True)
         return Endpoint(self.base_url, key, self.timeout)
 
     def public(self) -> dict[str, Any]:
