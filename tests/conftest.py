@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from pipeline.grader import Grader, Sampling
+from pipeline.llm import Endpoint, LLMClient
 from pipeline.mockserver import MockServer
+from pipeline.pacing import Pacer
+from pipeline.prompting import PromptSet
+from pipeline.retry import RetryPolicy
+from pipeline.rubric import load_rubric
+from pipeline.runner import RunOptions, RunSummary, run_grading
+from pipeline.store import Store
+from pipeline.transcripts import Transcript
 
 
 @pytest.fixture
@@ -24,3 +33,28 @@ def learned_limits_file(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     path = tmp_path_factory.mktemp("limits") / "rate_limits.json"
     monkeypatch.setenv("KEFU_LIMITS_FILE", str(path))
     return path
+
+
+GradeChats = Callable[..., Awaitable[RunSummary]]
+"""`grade_chats(base_url, pacer, out, transcripts, concurrency=16, retry=None)`: see the fixture."""
+
+
+@pytest.fixture
+def grade_chats() -> GradeChats:
+    """Grade transcripts with the e-commerce rubric against a loopback server through `run_grading`, with the
+    `Pacer` given (None: unpaced) and `concurrency` workers; the summary."""
+    rubric = load_rubric(Path(__file__).resolve().parent.parent / "rubric" / "ecommerce_cs.yaml")
+
+    async def grade(base_url: str, pacer: Pacer | None, out: Path, transcripts: list[Transcript], *,
+                    concurrency: int = 16, retry: RetryPolicy | None = None) -> RunSummary:
+        client = LLMClient(Endpoint(base_url, "k"), pacer=pacer)
+        grader = Grader(rubric, PromptSet("zh"), client, model="mock-model", sampling=Sampling(),
+                        retry=retry or RetryPolicy())
+        try:
+            with Store.open(out) as store:
+                return await run_grading(transcripts, grader=grader, store=store,
+                                         options=RunOptions(concurrency=concurrency), rejects_path=out / "r.jsonl")
+        finally:
+            await client.close()
+
+    return grade

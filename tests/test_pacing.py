@@ -9,24 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import GradeChats
 
 from pipeline.errors import LLMError
-from pipeline.grader import Grader, Sampling
 from pipeline.llm import Endpoint, LLMClient
 from pipeline.mock_limits import BucketLimit
 from pipeline.mockserver import Fault, MockServer, openai_error
 from pipeline.pacing import Pacer
-from pipeline.prompting import PromptSet
 from pipeline.rate_gate import RateGate
-from pipeline.ratelimit_headers import LimitReading
+from pipeline.ratelimit_headers import LimitKind, LimitReading
 from pipeline.retry import RetryPolicy
-from pipeline.rubric import Rubric, load_rubric
-from pipeline.runner import RunOptions, RunSummary, run_grading
-from pipeline.store import Store
+from pipeline.runner import RunSummary
 from pipeline.token_bucket import TokenBucket
 from pipeline.transcripts import Role, Transcript, Turn
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 class Clock:
@@ -150,11 +145,6 @@ def test_only_a_rate_limit_or_an_overload_slows_the_window(mock_server: MockServ
     assert asyncio.run(go()) == [(0, 10, False), (0, 10, False), (1, 10, True), (2, 7, True)]
 
 
-@pytest.fixture(scope="module")
-def rubric() -> Rubric:
-    return load_rubric(REPO / "rubric" / "ecommerce_cs.yaml")
-
-
 def chats(n: int) -> list[Transcript]:
     t0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
     return [Transcript(id=f"c{i:03d}", turns=[
@@ -163,31 +153,25 @@ def chats(n: int) -> list[Transcript]:
     ]) for i in range(n)]
 
 
-def grade_against_a_rate_limit(rubric: Rubric, out: Path, *, paced: bool, pacer: Pacer | None = None,
+def grade_against_a_rate_limit(grade_chats: GradeChats, out: Path, *, paced: bool, pacer: Pacer | None = None,
                                **limit: Any) -> tuple[RunSummary, dict[int, int]]:
     """40 chats at 16 in flight against a server that takes 4 requests per 0.25 s and says Retry-After
     (or has the `limit` given)."""
     async def go() -> tuple[RunSummary, dict[int, int]]:
         async with MockServer(latency=0.02, record_bodies=False,
                               **(limit or {"rate_limit": (4, 0.25), "rate_limit_retry_after": True})) as server:
-            client = LLMClient(Endpoint(server.base_url, "k"), pacer=(pacer or Pacer(16)) if paced else None)
             # Unpaced is the behaviour before pacing: every refusal counts against the attempts.
             retry = RetryPolicy(attempts=3) if paced else RetryPolicy(attempts=3, slow_down_attempts=0)
-            grader = Grader(rubric, PromptSet("zh"), client, model="mock-model", sampling=Sampling(), retry=retry)
-            try:
-                with Store.open(out) as store:
-                    summary = await run_grading(chats(40), grader=grader, store=store,
-                                                options=RunOptions(concurrency=16), rejects_path=out / "rejects.jsonl")
-            finally:
-                await client.close()
+            summary = await grade_chats(server.base_url, (pacer or Pacer(16)) if paced else None, out, chats(40),
+                                        retry=retry)
             return summary, server.stats().by_status
 
     return asyncio.run(go())
 
 
-def test_a_rate_limited_backlog_is_slowed_down_not_left_unscored(rubric: Rubric, tmp_path: Path) -> None:
+def test_a_rate_limited_backlog_is_slowed_down_not_left_unscored(grade_chats: GradeChats, tmp_path: Path) -> None:
     pacer = Pacer(16)
-    summary, by_status = grade_against_a_rate_limit(rubric, tmp_path, paced=True, pacer=pacer)
+    summary, by_status = grade_against_a_rate_limit(grade_chats, tmp_path, paced=True, pacer=pacer)
     assert summary.graded == 40 and summary.unscored == 0
     assert by_status[200] == 40
     assert summary.slow_down == by_status[429] > 0
@@ -195,9 +179,9 @@ def test_a_rate_limited_backlog_is_slowed_down_not_left_unscored(rubric: Rubric,
     assert summary.lowest_in_flight == 16
 
 
-def test_without_pacing_the_same_limit_leaves_chats_unscored(rubric: Rubric, tmp_path: Path) -> None:
+def test_without_pacing_the_same_limit_leaves_chats_unscored(grade_chats: GradeChats, tmp_path: Path) -> None:
     """The scenario above is one that bites: refusals that each count, at full concurrency, exhaust attempts."""
-    summary, by_status = grade_against_a_rate_limit(rubric, tmp_path, paced=False)
+    summary, by_status = grade_against_a_rate_limit(grade_chats, tmp_path, paced=False)
     assert summary.unscored > 0 and summary.graded + summary.unscored == 40
     assert summary.slow_down == 0  # nothing paced, nothing reported
     assert by_status[429] > 40
@@ -240,35 +224,29 @@ def test_headers_give_the_bucket_and_its_rate() -> None:
     assert gate.bucket.level <= 5
 
 
-def test_a_paced_run_against_a_request_bucket_with_headers_learns_its_rate(rubric: Rubric, tmp_path: Path) -> None:
+def test_a_paced_run_against_a_request_bucket_without_headers_learns_a_rate(grade_chats: GradeChats,
+                                                                            tmp_path: Path) -> None:
     pacer = Pacer(16)
-    summary, by_status = grade_against_a_rate_limit(
-        rubric, tmp_path, paced=True, pacer=pacer,
-        request_bucket=BucketLimit(5, 40.0), rate_limit_headers=True, rate_limit_retry_after=True)
-    assert summary.graded == 40 and summary.unscored == 0 and by_status[200] == 40
-    gate = pacer.gates["requests"]
-    assert gate.from_headers and gate.rate == pytest.approx(40.0, rel=0.25)
-    assert pacer.gates["tokens"].rate is None  # no token limit, no pacing for tokens
-    assert pacer.window == 16  # a rate limit is paced, not met by fewer in flight
-
-
-def test_a_paced_run_against_a_request_bucket_without_headers_learns_a_rate(rubric: Rubric, tmp_path: Path) -> None:
-    pacer = Pacer(16)
-    summary, by_status = grade_against_a_rate_limit(rubric, tmp_path, paced=True, pacer=pacer,
+    summary, by_status = grade_against_a_rate_limit(grade_chats, tmp_path, paced=True, pacer=pacer,
                                                     request_bucket=BucketLimit(5, 40.0))
     assert summary.graded == 40 and summary.unscored == 0 and by_status[200] == 40
     assert by_status[429] == summary.slow_down > 0
     assert pacer.gates["requests"].rate is not None and not pacer.gates["requests"].from_headers
 
 
-def test_a_paced_run_against_a_token_bucket_paces_tokens_from_the_usage(rubric: Rubric, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("kind", "bucket"), [("requests", BucketLimit(5, 40.0)),
+                                             ("tokens", BucketLimit(60_000, 200_000.0))])
+def test_a_paced_run_against_a_bucket_with_headers_learns_its_rate(grade_chats: GradeChats, tmp_path: Path,
+                                                                   kind: LimitKind, bucket: BucketLimit) -> None:
     pacer = Pacer(16)
     summary, by_status = grade_against_a_rate_limit(
-        rubric, tmp_path, paced=True, pacer=pacer,
-        token_bucket=BucketLimit(60_000, 200_000.0), rate_limit_headers=True, rate_limit_retry_after=True)
+        grade_chats, tmp_path, paced=True, pacer=pacer, rate_limit_headers=True, rate_limit_retry_after=True,
+        **{"request_bucket" if kind == "requests" else "token_bucket": bucket})
     assert summary.graded == 40 and summary.unscored == 0 and by_status[200] == 40
-    gate = pacer.gates["tokens"]
-    assert gate.from_headers and gate.rate == pytest.approx(200_000.0, rel=0.25)
+    gate, other = pacer.gates[kind], pacer.gates["tokens" if kind == "requests" else "requests"]
+    assert gate.from_headers and gate.rate == pytest.approx(bucket.per_second, rel=0.25)
+    assert other.rate is None  # no such limit, no pacing for it
+    assert pacer.window == 16  # a rate limit is paced, not met by fewer in flight
     # a request's tokens are estimated from what the endpoint reported
     assert pacer.tokens.completion == pytest.approx(summary.completion_tokens / 40, rel=0.5)
     assert pacer.tokens.per_byte != 0.25  # no longer the guess
