@@ -3,14 +3,14 @@
 A provider's rate limit answers 429 (an overloaded server 503). When each refused request only waits
 out its own backoff while the others keep sending at full concurrency, the refusals go on and chats run
 out of attempts: against a limit of 50 requests a second at `--concurrency 128`, 31% of 1,000 chats
-ended unscored when the server sent Retry-After. So the run shares one window, as TCP does (AIMD): a
-refusal cuts it to 70% (CUBIC's factor; halving cost 10% more time on the same run), once per round
-trip (only a request sent after the last cut can cut again); every success grows it by 1/window, up to
-`--concurrency`; and a Retry-After holds back every new request, not only the refused one. When a
-refused request gives up is `pipeline.retry`'s rule.
+ended unscored when the server sent Retry-After. So the run shares one window, as TCP does (AIMD): an
+overload (503) cuts it to 70% (CUBIC's factor; halving cost 10% more time on the same run), once per
+round trip (only a request sent after the last cut can cut again); every success grows it by 1/window,
+up to `--concurrency`; and a Retry-After holds back every new request, not only the refused one. When
+a refused request gives up is `pipeline.retry`'s rule.
 
-A rate limit (429) is a token bucket, not a window: cutting the window to 70% left the run at 1.33×
-the limit's own time. So a 429 leaves the window alone and the run paces its sends to the limit
+A rate limit (429) is a token bucket, not a window: cutting the window to 70% on 429s too left the run
+at 1.33× the limit's own time. So a 429 leaves the window alone and the run paces its sends to the limit
 instead (`pipeline.rate_gate`, one gate for requests and one for tokens), learned from OpenAI's
 `x-ratelimit-*` headers when the endpoint sends them and from the refusals when it does not; the
 window still shrinks for an overloaded server (503). A request's tokens are estimated from the usage
