@@ -45,7 +45,6 @@ class RateGate:
         """Whether the endpoint's headers describe this limit (else it is learned from refusals)."""
         self._sent: deque[float] = deque()  # send times within the horizon
         self._refused: list[float] = []  # send times of the refused requests within the horizon, sorted
-        self._first_send: float | None = None
         self._slack = -math.inf  # the latest time the gate let a request straight through: not saturated
         self._measured = rate is not None  # whether the rate was measured (or given), not guessed
         if rate is not None:
@@ -77,9 +76,10 @@ class RateGate:
 
     def sent(self, now: float) -> None:
         """A request went out at `now`: what the endpoint accepted between two refusals is counted from these."""
-        self._sent.append(now)
-        if self._first_send is None:
-            self._first_send = now
+        sent = self._sent
+        sent.append(now)
+        while sent[0] < now - _HORIZON:  # kept only as long as a refusal can look back
+            sent.popleft()
 
     def observe(self, reading: LimitReading, now: float) -> None:
         """What a reply's headers said about this limit."""
@@ -106,8 +106,6 @@ class RateGate:
             bucket.level = min(bucket.level, 0.0)
             return
         horizon = now - _HORIZON
-        while self._sent and self._sent[0] < horizon:
-            self._sent.popleft()
         del self._refused[:bisect.bisect_left(self._refused, horizon)]
         earlier_at = bisect.bisect_right(self._refused, sent_at - _SPAN)
         bisect.insort(self._refused, sent_at)
@@ -118,8 +116,9 @@ class RateGate:
             rate = max(1, self._count_sent(since, sent_at) - self._count_refused(since, sent_at)) / (sent_at - since)
             self._measured = True
         elif bucket is None:
-            # The first refusals: what got through so far, over at least a second, is all there is to go on.
-            start = self._first_send if self._first_send is not None else sent_at
+            # The first refusals: what got through lately (the sends kept), over at least a second, is all
+            # there is to go on.
+            start = self._sent[0] if self._sent else sent_at
             accepted = self._count_sent(-math.inf, sent_at) - self._count_refused(-math.inf, sent_at)
             rate = max(1, accepted) / max(_SPAN, sent_at - start)
         else:

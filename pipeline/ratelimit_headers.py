@@ -70,9 +70,11 @@ def format_duration(seconds: float) -> str:
 def read_limit(headers: Mapping[str, str], kind: LimitKind) -> LimitReading | None:
     """The `kind` limit of a reply's headers, or None when they are missing or unreadable."""
     limit = headers.get(f"x-ratelimit-limit-{kind}")
+    if limit is None:  # the common case, one look-up: every reply passes through here
+        return None
     remaining = headers.get(f"x-ratelimit-remaining-{kind}")
     reset = headers.get(f"x-ratelimit-reset-{kind}")
-    if limit is None or remaining is None or reset is None:
+    if remaining is None or reset is None:
         return None
     try:
         capacity, left = float(limit), float(remaining)
