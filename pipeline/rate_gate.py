@@ -31,6 +31,8 @@ _SPAN = 1.0
 """Refusals at least this many seconds apart measure the rate (closer ones are the same empty bucket)."""
 _HORIZON = 3.0
 """Refusals older than this do not measure the rate: in between the bucket may have filled and spilt over."""
+_MOST_CUT = 0.9
+"""The lowest fraction of the pace one measurement may leave."""
 _LEARNED_BURST = 0.05
 """A rate learned from refusals gets a bucket of this many seconds' refill: no more burst than that is known."""
 
@@ -45,6 +47,7 @@ class RateGate:
         """Whether the endpoint's headers describe this limit (else it is learned from refusals)."""
         self._sent: deque[float] = deque()  # send times within the horizon
         self._refused: list[float] = []  # send times of the refused requests within the horizon, sorted
+        self._cut_at = -math.inf  # when a measurement last lowered the pace
         self._slack = -math.inf  # the latest time the gate let a request straight through: not saturated
         self._measured = rate is not None  # whether the rate was measured (or given), not guessed
         if rate is not None:
@@ -114,6 +117,13 @@ class RateGate:
             # Empty at both refusals: what got through in between is the refill, exactly.
             since = self._refused[earlier_at - 1]
             rate = max(1, self._count_sent(since, sent_at) - self._count_refused(since, sent_at)) / (sent_at - since)
+            if bucket is not None and rate < bucket.rate:
+                # A count can come out low (a bucket that spilt over while the pace was below the limit, the
+                # completions of a burst charged late): at most one 10% cut a second.
+                recent = now - self._cut_at < _SPAN
+                rate = bucket.rate if recent else max(rate, _MOST_CUT * bucket.rate)
+                if not recent:
+                    self._cut_at = now
             self._measured = True
         elif bucket is None:
             # The first refusals: what got through lately (the sends kept), over at least a second, is all
