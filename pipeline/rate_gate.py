@@ -48,6 +48,7 @@ class RateGate:
         self._sent: deque[float] = deque()  # send times within the horizon
         self._refused: list[float] = []  # send times of the refused requests within the horizon, sorted
         self._cut_at = -math.inf  # when a measurement last lowered the pace
+        self._low, self._high = 0.0, math.inf  # what the headers so far say of the rate
         self._slack = -math.inf  # the latest time the gate let a request straight through: not saturated
         self._measured = rate is not None  # whether the rate was measured (or given), not guessed
         if rate is not None:
@@ -86,7 +87,7 @@ class RateGate:
 
     def observe(self, reading: LimitReading, now: float) -> None:
         """What a reply's headers said about this limit."""
-        rate = reading.rate
+        rate = self._rate_from(reading)
         bucket = self.bucket
         if bucket is None or not self.from_headers:
             if rate is None:
@@ -96,10 +97,26 @@ class RateGate:
             return
         bucket.refill(now)
         bucket.capacity = reading.limit
-        # The reading with the most taken out says the rate best (the remainder is rounded down).
-        if rate is not None and reading.limit - reading.remaining >= max(2.0, 0.1 * reading.limit):
+        if rate is not None:
             bucket.rate = rate
         bucket.level = min(bucket.level, reading.remaining)
+
+    def _rate_from(self, reading: LimitReading) -> float | None:
+        """The rate the readings so far pin down. `remaining` is rounded down, so one reading only bounds it:
+        (taken − 1) / reset ≤ rate ≤ taken / reset (no upper bound when nothing is left: the bucket may owe);
+        the bounds of successive readings are intersected, and start afresh when they disagree (a new limit)."""
+        if reading.reset <= 0 or reading.remaining >= reading.limit:
+            return None
+        taken = reading.limit - reading.remaining
+        low = max(0.0, taken - 1) / reading.reset
+        high = taken / reading.reset if reading.remaining > 0 else math.inf
+        if max(low, self._low) > min(high, self._high):
+            self._low, self._high = low, high
+        else:
+            self._low, self._high = max(low, self._low), min(high, self._high)
+        if math.isinf(self._high):
+            return max(self._low, reading.limit / reading.reset)
+        return (self._low + self._high) / 2 if self._low > 0 else self._high
 
     def refused(self, sent_at: float, now: float) -> None:
         """A 429 for a request sent at `sent_at`, with no headers describing the limit: the bucket was empty."""

@@ -80,7 +80,7 @@ def test_a_rerun_starts_at_the_rate_the_first_run_learned(tmp_path: Path, learne
         first = grade(server, "first")
         assert first[200] == 30 and first.get(429, 0) > 0  # 16 sent at once into a burst of 4
         learned = load_learned_limits(server.base_url, "mock-model")
-        assert learned.requests == pytest.approx(30.0, rel=0.25) and learned.tokens is None
+        assert learned.requests == pytest.approx(30.0, rel=0.25) and learned.tokens is None, learned
         server.rate_limit_headers = False  # the second run learns nothing from headers: it starts paced
         server.request_bucket = BucketLimit(4, 30.0 * 1.3)  # (a new, full bucket, with room for an estimate 30% high)
         second = grade(server, "second")
