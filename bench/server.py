@@ -1,7 +1,8 @@
 """Run the mock OpenAI-compatible server on its own, for benchmarks and dry runs.
 
     python -m bench.server --port 8000 --latency 0.8 --latency-dist lognormal --error-rate 0.01 --pad 2000
-    python -m bench.server --latency 1 --rate-limit 50/1 --retry-after     # a provider's rate limit
+    python -m bench.server --latency 1 --rate-limit 50/1 --retry-after     # a sliding-window rate limit
+    python -m bench.server --latency 1 --request-bucket 50/50 --headers    # OpenAI's: a token bucket, headers
 
 Prints the base URL to give a client, then serves until Ctrl-C. Run it from the repository root so
 `pipeline` is importable. Request bodies are not recorded: nobody reads them here.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from pipeline.testing.mock_limits import BucketLimit
 from pipeline.testing.mockserver import Latency, MockServer, lognormal_latency
 
 
@@ -29,8 +31,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed for latency, errors and generated replies")
     parser.add_argument("--rate-limit", type=_rate_limit, metavar="CALLS/SECONDS",
                         help="accept at most CALLS model calls in any SECONDS; answer the rest 429 at once")
+    parser.add_argument("--request-bucket", type=_bucket, metavar="BURST/PER_SECOND",
+                        help="a token bucket of model calls: BURST at once, refilled at PER_SECOND")
+    parser.add_argument("--token-bucket", type=_bucket, metavar="BURST/PER_SECOND",
+                        help="a token bucket of tokens (prompt on arrival, completion on reply)")
     parser.add_argument("--retry-after", action="store_true",
-                        help="with --rate-limit: send Retry-After (seconds until a call leaves the window)")
+                        help="with a limit: send Retry-After on its 429s (seconds until the call would fit)")
+    parser.add_argument("--headers", action="store_true",
+                        help="with a bucket: send OpenAI's x-ratelimit-* headers on every model call's reply")
     args = parser.parse_args(argv)
     if args.latency_dist == "lognormal" and args.latency <= 0:
         parser.error("--latency-dist lognormal needs a positive --latency (its mean)")
@@ -47,6 +55,17 @@ def _rate_limit(text: str) -> tuple[int, float]:
         raise argparse.ArgumentTypeError(f"expected CALLS/SECONDS such as 50/1, got {text!r}") from None
     if limit[0] < 1 or limit[1] <= 0:
         raise argparse.ArgumentTypeError(f"CALLS and SECONDS must be positive, got {text!r}")
+    return limit
+
+
+def _bucket(text: str) -> BucketLimit:
+    burst, _, per_second = text.partition("/")
+    try:
+        limit = BucketLimit(float(burst), float(per_second))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected BURST/PER_SECOND such as 50/50, got {text!r}") from None
+    if limit.burst < 1 or limit.per_second <= 0:
+        raise argparse.ArgumentTypeError(f"BURST must be at least 1 and PER_SECOND positive, got {text!r}")
     return limit
 
 
@@ -68,6 +87,9 @@ def main(argv: list[str] | None = None) -> None:
         record_bodies=False,
         rate_limit=args.rate_limit,
         rate_limit_retry_after=args.retry_after,
+        request_bucket=args.request_bucket,
+        token_bucket=args.token_bucket,
+        rate_limit_headers=args.headers,
     )
     try:
         asyncio.run(serve(server))

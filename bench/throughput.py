@@ -4,7 +4,7 @@
     python -m bench.throughput --cli           # `python -m pipeline grade` end to end: L=1 s, C=128, N=1,280
     python -m bench.throughput --breakdown     # where a transcript's client CPU goes, step by step
     python -m bench.throughput --sdk-share     # L=0 cells with the SDK, and with its request path swapped out
-    python -m bench.throughput --rate-limited  # the CLI against a provider's rate limit (429s, Retry-After)
+    python -m bench.throughput --rate-limited  # the CLI against a provider's token-bucket limits (429s, headers)
 
 Every transcript is graded in all-criteria mode against rubric/ecommerce_cs.yaml (one structured call per
 transcript). Each grid cell runs in a fresh child process, so its CPU and peak RSS are its own; the clock
@@ -95,6 +95,7 @@ async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str, trans
     await client.close()
     return {"wall": wall, "cpu": cpu, "graded": summary.graded, "unscored": summary.unscored,
             "prompt_tokens": summary.prompt_tokens, "cached_tokens": summary.cached_tokens,
+            "completion_tokens": summary.completion_tokens, "slow_down": summary.slow_down,
             "system_tokens_estimate": system_tokens,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -249,27 +250,45 @@ def cli_end_to_end(latency: float = 1.0, concurrency: int = 128, n: int = 1280) 
     )
 
 
-def rate_limited(latency: float = 1.0, concurrency: int = 128, n: int = 1000, calls: int = 50,
-                 seconds: float = 1.0) -> None:
-    """The CLI against a server that takes `calls` model calls per `seconds` and answers the rest 429,
-    with and without Retry-After: the limit, not the client, should set the pace, and no chat should
-    end unscored. The limit's ideal is N/rate (+ one latency for the last wave)."""
+def rate_limited(latency: float = 1.0, concurrency: int = 128, n: int = 1000, per_second: float = 50.0) -> None:
+    """The CLI against a provider's token-bucket limit (a second's burst, then `per_second` requests, or that
+    many requests' worth of tokens), once with OpenAI's `x-ratelimit-*` headers and Retry-After and once with
+    neither: the limit, not the client, should set the pace, and no chat should end unscored. The limit's
+    ideal is N/rate (total tokens/rate for tokens) plus one latency for the last wave. Each limit is met twice,
+    each time by a fresh server: by the CLI (`kefu grade`, process start, service checks and exports
+    included) and by `run_grading` in a fresh process (the grid's library path), which a loaded machine
+    slows less."""
     chats = chats_file(n)
     compile_package()
-    rate = calls / seconds
-    ideal = n / rate + latency
     rows = []
-    for retry_after in (True, False):
-        options = ["--rate-limit", f"{calls}/{seconds:g}", *(["--retry-after"] if retry_after else [])]
-        with mock_server(latency, options=options) as server:
-            cli = run_cli(chats, server, concurrency)
-        run = cli.summary
-        rows.append([f"{latency:g}", concurrency, n, f"{rate:g}/s", "yes" if retry_after else "no", run["graded"],
-                     run["unscored"], run.get("slow_down", 0), run.get("lowest_in_flight") or concurrency,
-                     f"{cli.wall:.2f}", f"{ideal:.1f}", f"{cli.wall / ideal:.2f}", cli.load])
+    tokens_per_chat: float | None = None
+    for kind in ("requests", "tokens"):
+        for headers in (True, False):
+            if kind == "requests":
+                limit, option = f"{per_second:g} req/s", f"--request-bucket={per_second:g}/{per_second:g}"
+            else:
+                assert tokens_per_chat is not None
+                rate = per_second * tokens_per_chat
+                limit, option = f"{rate:,.0f} tok/s", f"--token-bucket={rate:.0f}/{rate:.0f}"
+            options = [option, *(["--headers", "--retry-after"] if headers else [])]
+            with mock_server(latency, options=options) as server:
+                cli = run_cli(chats, server, concurrency)
+            with mock_server(latency, options=options) as server:
+                library = run_cell(latency, concurrency, n, chats, server.base_url, server.cpu_seconds)
+            run = cli.summary
+            tokens = run["prompt_tokens"] + run["completion_tokens"]
+            if tokens_per_chat is None:
+                tokens_per_chat = tokens / max(1, run["graded"])
+            ideal = (n / per_second if kind == "requests" else tokens / (per_second * tokens_per_chat)) + latency
+            rows.append([kind, limit, "yes" if headers else "no", f"{latency:g}", concurrency, n,
+                         f"{run['graded']} / {library['graded']}", f"{run['unscored']} / {library['unscored']}",
+                         f"{run.get('slow_down', 0)} / {library['slow_down']}", f"{ideal:.1f}", f"{cli.wall:.2f}",
+                         f"{cli.wall / ideal:.2f}", f"{library['wall']:.2f}", f"{library['wall'] / ideal:.2f}",
+                         cli.load])
     print(f"Machine: {describe_machine()}\n")
-    print_table(["L (s)", "C", "N", "limit", "Retry-After", "graded", "unscored", "429s", "lowest in flight",
-                 "wall (s)", "limit's ideal (s)", "wall/ideal", "load at start"], rows)
+    print_table(["limit", "rate", "headers + Retry-After", "L (s)", "C", "N", "graded (CLI / library)",
+                 "unscored", "429s", "limit's ideal (s)", "CLI wall (s)", "CLI/ideal", "library wall (s)",
+                 "library/ideal", "load at start"], rows)
 
 
 def _time_command(command: list[str]) -> float:
@@ -367,12 +386,15 @@ def main(argv: list[str] | None = None) -> None:
     mode.add_argument("--cli", action="store_true", help="time the real CLI end to end (L=1, C=128, N=1280)")
     mode.add_argument("--breakdown", action="store_true", help="client CPU per step of a grade")
     mode.add_argument("--rate-limited", action="store_true",
-                      help="the CLI against a 50-a-second rate limit, with and without Retry-After")
+                      help="the CLI against a 50-a-second token-bucket limit of requests, then of tokens, "
+                           "with and without rate-limit headers and Retry-After")
     mode.add_argument("--sdk-share", action="store_true",
                       help="L=0 cells with the SDK and with a plain aiohttp POST, alternately")
     mode.add_argument("--cell", nargs=4, metavar=("CHATS", "N", "C", "URL"), help=argparse.SUPPRESS)
     parser.add_argument("--transport", choices=("sdk", "aiohttp"), default="sdk", help=argparse.SUPPRESS)
     parser.add_argument("--latency", type=float, nargs="*", help="only these latencies of the grid")
+    parser.add_argument("--n", type=int, default=1000, help="--rate-limited: chats (default 1000)")
+    parser.add_argument("--rate", type=float, default=50.0, help="--rate-limited: requests a second (default 50)")
     args = parser.parse_args(argv)
     if args.cell:
         chats, n, concurrency, url = args.cell
@@ -382,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.breakdown:
         breakdown()
     elif args.rate_limited:
-        rate_limited()
+        rate_limited(n=args.n, per_second=args.rate)
     elif args.sdk_share:
         sdk_share()
     else:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,8 +17,17 @@ import pytest
 import uvicorn
 from hypothesis import HealthCheck, settings
 
+from pipeline.grading.grader import Grader
+from pipeline.grading.prompting import PromptSet
+from pipeline.grading.runner import RunOptions, RunSummary, run_grading
 from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.llm.client import Endpoint, LLMClient
+from pipeline.llm.pacing import Pacer
+from pipeline.llm.retry import RetryPolicy
+from pipeline.models.grade import Sampling
 from pipeline.review import create_app
+from pipeline.rubric.model import load_rubric
+from pipeline.store.store import Store
 from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -141,3 +150,37 @@ def live_server(reviewed_run: Path) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(autouse=True)
+def learned_limits_file(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Rate limits learned by a test run (pipeline.llm.learned_limits) go to a file of the test's own, never the
+    user's cache (the CLI helpers pass KEFU_LIMITS_FILE on to the commands they start)."""
+    path = tmp_path_factory.mktemp("limits") / "rate_limits.json"
+    monkeypatch.setenv("KEFU_LIMITS_FILE", str(path))
+    return path
+
+
+GradeChats = Callable[..., Awaitable[RunSummary]]
+"""`grade_chats(base_url, pacer, out, transcripts, concurrency=16, retry=None)`: see the fixture."""
+
+
+@pytest.fixture
+def grade_chats() -> GradeChats:
+    """Grade transcripts with the e-commerce rubric against a loopback server through `run_grading`, with the
+    `Pacer` given (None: unpaced) and `concurrency` workers; the summary."""
+    rubric = load_rubric(Path(__file__).resolve().parent.parent / "rubric" / "ecommerce_cs.yaml")
+
+    async def grade(base_url: str, pacer: Pacer | None, out: Path, transcripts: list[Transcript], *,
+                    concurrency: int = 16, retry: RetryPolicy | None = None) -> RunSummary:
+        client = LLMClient(Endpoint(base_url, "k"), pacer=pacer)
+        grader = Grader(rubric, PromptSet("zh"), client, model="mock-model", sampling=Sampling(),
+                        retry=retry or RetryPolicy())
+        try:
+            with Store.open(out) as store:
+                return await run_grading(transcripts, grader=grader, store=store,
+                                         options=RunOptions(concurrency=concurrency), rejects_path=out / "r.jsonl")
+        finally:
+            await client.close()
+
+    return grade

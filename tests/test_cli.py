@@ -46,7 +46,7 @@ def write_jsonl(path: Path, chats: list[Transcript], extra_lines: dict[int, str]
 
 
 def kefu(*args: str, server: MockServer | None = None, **popen: object) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "KEFU_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "KEFU_")) or k == "KEFU_LIMITS_FILE"}
     if server is not None:
         env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test-secret-123456"}
     return subprocess.Popen([sys.executable, "-c", RUN_AS_FROM_A_TERMINAL, *args], env=env, text=True,

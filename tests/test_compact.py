@@ -274,7 +274,7 @@ def test_switching_mode_regrades_and_default_keys_are_unchanged(
 def test_the_grade_command_takes_compact(tmp_path: Path) -> None:
     src = tmp_path / "chats.jsonl"
     src.write_text(chat().model_dump_json() + "\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "KEFU_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "KEFU_")) or k == "KEFU_LIMITS_FILE"}
     with MockServer() as server:
         env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test"}
         proc = subprocess.run([sys.executable, "-m", "pipeline", "grade", str(src), "--out", str(tmp_path / "o"),

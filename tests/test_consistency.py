@@ -311,7 +311,7 @@ def test_double_grading_is_resumable_and_only_labelled(mock_server: MockServer, 
 
 
 def kefu(*args: str, server: MockServer, module: str = "pipeline") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "KEFU_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "KEFU_")) or k == "KEFU_LIMITS_FILE"}
     env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test-secret-123456"}
     return subprocess.run([sys.executable, "-m", module, *args], env=env, text=True, capture_output=True,
                           cwd=REPO, timeout=300)

@@ -6,23 +6,22 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import GradeChats
 
 from pipeline.errors import LLMError
-from pipeline.grading.grader import Grader
-from pipeline.grading.prompting import PromptSet
-from pipeline.grading.runner import RunOptions, RunSummary, run_grading
+from pipeline.grading.runner import RunSummary
 from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.pacing import Pacer
+from pipeline.llm.rate_gate import RateGate
+from pipeline.llm.ratelimit_headers import LimitKind, LimitReading
 from pipeline.llm.retry import RetryPolicy
-from pipeline.models.grade import Sampling
-from pipeline.rubric.model import Rubric, load_rubric
-from pipeline.store.store import Store
+from pipeline.llm.token_bucket import TokenBucket
+from pipeline.testing.mock_limits import BucketLimit
 from pipeline.testing.mockserver import Fault, MockServer, openai_error
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 class Clock:
@@ -125,7 +124,7 @@ def test_only_a_rate_limit_or_an_overload_slows_the_window(mock_server: MockServ
     mock_server.script(too_large, Fault.server_error(500), Fault.rate_limited(retry_after=None),
                        Fault.server_error(503))
 
-    async def go() -> list[tuple[int, int]]:
+    async def go() -> list[tuple[int, int, bool]]:
         pacer = Pacer(10)
         client = LLMClient(Endpoint(mock_server.base_url, "k"), pacer=pacer)
         seen = []
@@ -135,19 +134,15 @@ def test_only_a_rate_limit_or_an_overload_slows_the_window(mock_server: MockServ
                     await client.chat([{"role": "user", "content": "在吗"}], model="m",
                                       response_format={"type": "json_object"}, temperature=None, seed=None,
                                       max_tokens=None)
-                seen.append((pacer.refusals, pacer.window))
+                seen.append((pacer.refusals, pacer.window, pacer.gates["requests"].rate is not None))
         finally:
             await client.close()
         assert pacer.in_flight == 0
         return seen
 
-    # too large for the TPM limit, and a 500: no change; then a 429 and a 503: one cut each (each sent after the last)
-    assert asyncio.run(go()) == [(0, 10), (0, 10), (1, 7), (2, 4)]
-
-
-@pytest.fixture(scope="module")
-def rubric() -> Rubric:
-    return load_rubric(REPO / "rubric" / "ecommerce_cs.yaml")
+    # too large for the TPM limit, and a 500: no change; a 429: the requests are paced to a rate from now on,
+    # the window stays; a 503 (an overloaded server): the window is cut
+    assert asyncio.run(go()) == [(0, 10, False), (0, 10, False), (1, 10, True), (2, 7, True)]
 
 
 def chats(n: int) -> list[Transcript]:
@@ -158,37 +153,102 @@ def chats(n: int) -> list[Transcript]:
     ]) for i in range(n)]
 
 
-def grade_against_a_rate_limit(rubric: Rubric, out: Path, *, paced: bool) -> tuple[RunSummary, dict[int, int]]:
-    """40 chats at 16 in flight against a server that takes 4 requests per 0.25 s and says Retry-After."""
+def grade_against_a_rate_limit(grade_chats: GradeChats, out: Path, *, paced: bool, pacer: Pacer | None = None,
+                               **limit: Any) -> tuple[RunSummary, dict[int, int]]:
+    """40 chats at 16 in flight against a server that takes 4 requests per 0.25 s and says Retry-After
+    (or has the `limit` given)."""
     async def go() -> tuple[RunSummary, dict[int, int]]:
-        async with MockServer(latency=0.02, rate_limit=(4, 0.25), rate_limit_retry_after=True,
-                              record_bodies=False) as server:
-            client = LLMClient(Endpoint(server.base_url, "k"), pacer=Pacer(16) if paced else None)
+        async with MockServer(latency=0.02, record_bodies=False,
+                              **(limit or {"rate_limit": (4, 0.25), "rate_limit_retry_after": True})) as server:
             # Unpaced is the behaviour before pacing: every refusal counts against the attempts.
             retry = RetryPolicy(attempts=3) if paced else RetryPolicy(attempts=3, slow_down_attempts=0)
-            grader = Grader(rubric, PromptSet("zh"), client, model="mock-model", sampling=Sampling(), retry=retry)
-            try:
-                with Store.open(out) as store:
-                    summary = await run_grading(chats(40), grader=grader, store=store,
-                                                options=RunOptions(concurrency=16), rejects_path=out / "rejects.jsonl")
-            finally:
-                await client.close()
+            summary = await grade_chats(server.base_url, (pacer or Pacer(16)) if paced else None, out, chats(40),
+                                        retry=retry)
             return summary, server.stats().by_status
 
     return asyncio.run(go())
 
 
-def test_a_rate_limited_backlog_is_slowed_down_not_left_unscored(rubric: Rubric, tmp_path: Path) -> None:
-    summary, by_status = grade_against_a_rate_limit(rubric, tmp_path, paced=True)
+def test_a_rate_limited_backlog_is_slowed_down_not_left_unscored(grade_chats: GradeChats, tmp_path: Path) -> None:
+    pacer = Pacer(16)
+    summary, by_status = grade_against_a_rate_limit(grade_chats, tmp_path, paced=True, pacer=pacer)
     assert summary.graded == 40 and summary.unscored == 0
     assert by_status[200] == 40
     assert summary.slow_down == by_status[429] > 0
-    assert summary.lowest_in_flight is not None and summary.lowest_in_flight < 16
+    assert pacer.gates["requests"].rate is not None  # paced to a rate, not by fewer in flight
+    assert summary.lowest_in_flight == 16
 
 
-def test_without_pacing_the_same_limit_leaves_chats_unscored(rubric: Rubric, tmp_path: Path) -> None:
+def test_without_pacing_the_same_limit_leaves_chats_unscored(grade_chats: GradeChats, tmp_path: Path) -> None:
     """The scenario above is one that bites: refusals that each count, at full concurrency, exhaust attempts."""
-    summary, by_status = grade_against_a_rate_limit(rubric, tmp_path, paced=False)
+    summary, by_status = grade_against_a_rate_limit(grade_chats, tmp_path, paced=False)
     assert summary.unscored > 0 and summary.graded + summary.unscored == 40
     assert summary.slow_down == 0  # nothing paced, nothing reported
     assert by_status[429] > 40
+
+
+def serve(bucket: TokenBucket, demand: int, gate: RateGate, *, step: float = 0.001) -> int:
+    """`demand` requests sent through `gate` as fast as it lets them, to an endpoint limited by `bucket`, on a
+    simulated clock (1 ms a tick); returns how many were refused."""
+    now, accepted, refused = 0.0, 0, 0
+    while accepted < demand:
+        now += max(step, gate.reserve(1.0, now))
+        gate.sent(now)
+        if bucket.wait_for(1.0, now) > 0:
+            refused += 1
+            gate.refused(now, now)
+        else:
+            bucket.take(1.0, now)
+            accepted += 1
+    return refused
+
+
+def test_without_headers_the_rate_is_measured_between_refusals() -> None:
+    gate = RateGate()
+    endpoint = TokenBucket(20, 10.0, now=0.0)  # a burst of 20, then 10 a second
+    refused = serve(endpoint, 200, gate)
+    assert gate.rate == pytest.approx(10.0, rel=0.05) and not gate.from_headers
+    # the burst, then the first second's guesses: some dozens of refusals for 200 requests, not one in two
+    assert refused < 100
+
+
+def test_headers_give_the_bucket_and_its_rate() -> None:
+    gate = RateGate()
+    gate.observe(LimitReading(limit=60, remaining=60, reset=0.0), now=0.0)
+    assert gate.bucket is None  # a full bucket says nothing yet: nothing to pace
+    gate.observe(LimitReading(limit=60, remaining=30, reset=30.0), now=1.0)
+    # 30 taken out, full again in 30 s: one a second, give or take the rounding of `remaining`
+    assert gate.from_headers and gate.rate == pytest.approx(1.0, abs=0.02)
+    assert gate.bucket is not None and gate.bucket.capacity == 60
+    waits = [gate.reserve(1.0, 1.0) for _ in range(31)]
+    assert waits[:30] == [0.0] * 30 and waits[30] == pytest.approx(1.0, abs=0.02)  # the 30 left at once, then 1/s
+    gate.observe(LimitReading(limit=60, remaining=5, reset=55.0), now=2.0)  # the endpoint says fewer are left
+    assert gate.bucket.level <= 5
+
+
+def test_a_paced_run_against_a_request_bucket_without_headers_learns_a_rate(grade_chats: GradeChats,
+                                                                            tmp_path: Path) -> None:
+    pacer = Pacer(16)
+    summary, by_status = grade_against_a_rate_limit(grade_chats, tmp_path, paced=True, pacer=pacer,
+                                                    request_bucket=BucketLimit(5, 40.0))
+    assert summary.graded == 40 and summary.unscored == 0 and by_status[200] == 40
+    assert by_status[429] == summary.slow_down > 0
+    assert pacer.gates["requests"].rate is not None and not pacer.gates["requests"].from_headers
+
+
+@pytest.mark.parametrize(("kind", "bucket"), [("requests", BucketLimit(5, 40.0)),
+                                             ("tokens", BucketLimit(60_000, 200_000.0))])
+def test_a_paced_run_against_a_bucket_with_headers_learns_its_rate(grade_chats: GradeChats, tmp_path: Path,
+                                                                   kind: LimitKind, bucket: BucketLimit) -> None:
+    pacer = Pacer(16)
+    summary, by_status = grade_against_a_rate_limit(
+        grade_chats, tmp_path, paced=True, pacer=pacer, rate_limit_headers=True, rate_limit_retry_after=True,
+        **{"request_bucket" if kind == "requests" else "token_bucket": bucket})
+    assert summary.graded == 40 and summary.unscored == 0 and by_status[200] == 40
+    gate, other = pacer.gates[kind], pacer.gates["tokens" if kind == "requests" else "requests"]
+    assert gate.from_headers and gate.rate == pytest.approx(bucket.per_second, rel=0.25)
+    assert other.rate is None  # no such limit, no pacing for it
+    assert pacer.window == 16  # a rate limit is paced, not met by fewer in flight
+    # a request's tokens are estimated from what the endpoint reported
+    assert pacer.tokens.completion == pytest.approx(summary.completion_tokens / 40, rel=0.5)
+    assert pacer.tokens.per_byte != 0.25  # no longer the guess

@@ -52,7 +52,8 @@ NOT_AT_IMPORT = (
 def loaded_by(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[set[str], str]:
     """The modules loaded by `kefu ARGS` run to its end in a fresh interpreter, and its stdout."""
     listing = tmp_path / "modules.json"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "KEFU_"))} | (env or {})
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("OPENAI_", "KEFU_")) or k == "KEFU_LIMITS_FILE"} | (env or {})
     proc = subprocess.run([sys.executable, "-c", RUN_AND_LIST_MODULES, str(listing), *args], cwd=REPO, text=True,
                           capture_output=True, timeout=300, env=clean)
     assert proc.returncode == 0, proc.stderr

@@ -127,8 +127,11 @@ def rate_limit_note(summary: RunSummary) -> str | None:
     """What the endpoint's refusals did to a run (pipeline.llm.pacing), for `grade` and `check` alike; None if none."""
     if not summary.slow_down:
         return None
-    return (f"{summary.slow_down:,} answers 429/503; in flight went down to {summary.lowest_in_flight} "
-            "(a lower --concurrency or an --rpm near the endpoint's limit avoids them)")
+    paced = [f"{rate:,.0f} {unit} a minute" for rate, unit in ((summary.paced_rpm, "requests"),
+                                                                 (summary.paced_tpm, "tokens")) if rate]
+    return (f"{summary.slow_down:,} answers 429/503; in flight went down to {summary.lowest_in_flight}"
+            + (f"; paced at {' and '.join(paced)} (kept for the next run)" if paced else "")
+            + " (an --rpm/--tpm near the endpoint's limit avoids them)")
 
 
 def warn_small_sample(sample: SampleSize) -> None:

@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 
 from pipeline.grading.settings import Settings
-from pipeline.llm.client import DEFAULT_TIMEOUT
 
 _DEFAULTS = Settings()
 """What a job uses when neither a flag, the config nor the environment says otherwise."""
@@ -31,8 +30,10 @@ ConcurrencyOpt = Annotated[int | None, typer.Option(min=1, help="Requests in fli
                                                     show_default=str(_DEFAULTS.concurrency))]
 RpmOpt = Annotated[float | None, typer.Option(help="Requests per minute at most.")]
 TpmOpt = Annotated[float | None, typer.Option(help="Tokens per minute at most.")]
-TimeoutOpt = Annotated[float | None, typer.Option(
-    help=f"Seconds a request may take before it is retried (default {DEFAULT_TIMEOUT:g}).")]
+TimeoutOpt = Annotated[float | None, typer.Option(help=(
+    "Request timeout, seconds. Default: adapts to the endpoint, 10× its recent 95th-percentile latency "
+    "within 30-600 s (120 s until 10 replies); a request in flight over 4× that latency stops holding "
+    "a place in flight meanwhile."))]
 ContextWindowOpt = Annotated[int | None, typer.Option(help="Model context, tokens.")]
 
 RepeatsOpt = Annotated[int, typer.Option(min=1, help="Independent grades per transcript.")]

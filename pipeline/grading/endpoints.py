@@ -92,6 +92,6 @@ def resolve_endpoint(settings: Settings, *, rubric: Rubric, prompts: PromptSet,
     with local_model.LocalServer(model_path, context_size=context) as server:
         # One slot on a CPU: parallel requests only queue, so the runner sends one at a time.
         yield ResolvedEndpoint(
-            Endpoint(server.base_url, None, timeout=max(settings.timeout, 900.0)),
+            Endpoint(server.base_url, None, timeout=max(settings.timeout or 0.0, 900.0)),
             server.model, local=True, max_concurrency=1, context_window=context, max_tokens=cap,
         )

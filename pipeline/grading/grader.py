@@ -263,7 +263,8 @@ class Grader:
                 self.mode = "json_object"
                 return await once()
 
-        kwargs: dict[str, Any] = {"label": label, "served_since": self.client.succeeded_since}
+        kwargs: dict[str, Any] = {"label": label, "served_since": self.client.succeeded_since,
+                                  "paced": self.client.pacer is not None}
         if self._sleep is not None:
             kwargs["sleep"] = self._sleep
         result = await call_with_retries(once, self.retry, outcome, **kwargs)

@@ -25,6 +25,7 @@ from pipeline.grading.runner import ProgressSink, RunOptions, RunSummary, run_gr
 from pipeline.grading.settings import Settings
 from pipeline.inputs.transcripts import Finished, Reject, Transcript, input_size, read_transcripts, read_unfinished
 from pipeline.llm.client import LLMClient
+from pipeline.llm.learned_limits import load_learned_limits, save_learned_limits
 from pipeline.llm.pacing import Pacer
 from pipeline.llm.retry import RetryPolicy
 from pipeline.outputs.exports import refresh_outputs
@@ -162,7 +163,11 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
             include_pending_batch=job.include_pending_batch, rpm=settings.rpm,
             tpm=settings.tpm, context_window=endpoint.context_window or settings.context_window,
         )
-        client = LLMClient(endpoint.endpoint, pacer=Pacer(options.concurrency))
+        # Limits learned by earlier runs against this endpoint, unless --rpm/--tpm set the pace (learned_limits)
+        learn = not endpoint.local and settings.rpm is None and settings.tpm is None
+        start = load_learned_limits(endpoint.endpoint.base_url, endpoint.model) if learn else None
+        pacer = Pacer(options.concurrency, start=start)
+        client = LLMClient(endpoint.endpoint, pacer=pacer)
         compact = use_compact(job, local=endpoint.local)
         sampling = settings.sampling
         if endpoint.max_tokens is not None:
@@ -197,6 +202,8 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
                     outputs = refresh_outputs(store, rubric, job.out_dir)
         finally:
             await client.close()
+            if learn:
+                save_learned_limits(endpoint.endpoint.base_url, endpoint.model, pacer.learned())
     return JobResult(summary, outputs.scores_csv, outputs.grades_jsonl, outputs.checks_jsonl,
                      job.out_dir / "rejects.jsonl", outputs.dimension_means, outputs.needs_review, endpoint.model,
                      endpoint, outputs.judge)

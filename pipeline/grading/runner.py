@@ -91,6 +91,10 @@ class RunSummary(BaseModel):
         default=None,
         description="The fewest requests in flight the run went down to after them (None: never lowered).",
     )
+    paced_rpm: float | None = Field(
+        default=None, description="Requests a minute the endpoint's limit was paced at (None: not known).")
+    paced_tpm: float | None = Field(
+        default=None, description="Tokens a minute the endpoint's limit was paced at (None: not known).")
     redactions: dict[str, int] = Field(
         default_factory=dict,
         description="Personal data replaced per kind (PiiKind value), over the transcripts sent in this run.",
@@ -341,9 +345,13 @@ async def run_grading(
         raise
     finally:
         state.summary.elapsed_s = round(time.monotonic() - state.started, 3)
-        if (pacer := grader.client.pacer) is not None and pacer.refusals:
-            state.summary.slow_down = pacer.refusals
-            state.summary.lowest_in_flight = pacer.lowest
+        if (pacer := grader.client.pacer) is not None:
+            learned = pacer.learned()
+            state.summary.paced_rpm = None if learned.requests is None else round(60 * learned.requests, 1)
+            state.summary.paced_tpm = None if learned.tokens is None else round(60 * learned.tokens)
+            if pacer.refusals:
+                state.summary.slow_down = pacer.refusals
+                state.summary.lowest_in_flight = pacer.lowest
         store.finish_run(run_id, state.summary.model_dump())
         if child is not None:
             await child.close()

@@ -22,7 +22,7 @@ from pydantic_core import ErrorDetails
 
 from pipeline.errors import ConfigError
 from pipeline.grading.redaction import is_loopback
-from pipeline.llm.client import DEFAULT_TIMEOUT, Endpoint
+from pipeline.llm.client import Endpoint
 from pipeline.models.grade import ResponseMode, Sampling
 from pipeline.oserrors import os_problem
 
@@ -43,8 +43,9 @@ class Settings(BaseModel):
                                       description="Sampling temperature (OpenAI's range, 0 to 2).")
     seed: int | None = Field(default=None, description="Sampling seed.")
     max_tokens: int | None = Field(default=4096, ge=1, description="Completion token cap per call.")
-    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, allow_inf_nan=False,
-                           description="Seconds before a request counts as timed out.")
+    timeout: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Seconds before a request counts as timed out; None: adapts to the endpoint's latencies.")
     response_format: ResponseMode = Field(default="auto", description="json_schema, json_object, or auto-detect.")
     concurrency: int = Field(default=16, ge=1, le=4096, description="Requests in flight at most.")
     rpm: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="Requests per minute at most.")
@@ -104,6 +105,8 @@ class Settings(BaseModel):
                 f"(no API key: {self.api_key_env} is not set, and the endpoint is not this machine)"
             )
         key = self.api_key.get_secret_value() if self.api_key is not None else None
+        if self.timeout is None:
+            return Endpoint(self.base_url, key, key_env=self.api_key_env, adaptive_timeout=True)
         return Endpoint(self.base_url, key, self.timeout, key_env=self.api_key_env)
 
     def public(self) -> dict[str, Any]:

@@ -12,7 +12,8 @@ buys nothing here (measured in bench/README.md):
   every connection on every request, which grows with concurrency.
 
 With a `Pacer` (pipeline.llm.pacing), every request, retries included, waits for a place in the run's
-in-flight window, and tells it whether the endpoint asked to slow down (429/503).
+in-flight window and the rate limits it paces, and tells it how the request ended, with the reply's
+headers (OpenAI's `x-ratelimit-*`) and token usage.
 
 The SDK is imported when the first request is made, not at import time: it takes about a second,
 and commands that call no model (help, rubric, export, a resume with nothing left) should not pay it.
@@ -23,11 +24,13 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import LLMError, SchemaUnsupportedError, TransientLLMError
-from pipeline.llm.pacing import Outcome, Pacer
+from pipeline.llm.latencies import TIMEOUT_CAP, TIMEOUT_START
+from pipeline.llm.pacing import Outcome, Pacer, Usage
 from pipeline.llm.status_errors import error_for_status
 
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]+")
@@ -65,7 +68,10 @@ class Endpoint:
 
     base_url: str | None
     api_key: str | None
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float = TIMEOUT_START
+    adaptive_timeout: bool = False
+    """No timeout was set: with a pacer, each chat request's timeout follows the endpoint's recent latencies
+    (`pipeline.llm.latencies`), up to `TIMEOUT_CAP`."""
     key_env: str = "OPENAI_API_KEY"
     """The environment variable the key was read from, for the hint when the endpoint refuses it."""
 
@@ -79,6 +85,7 @@ class LLMClient:
         """With a pacer, every request (retries included) waits for its window; without, none waits."""
         self._api_key = endpoint.api_key or "not-needed"
         self._sdk: openai.AsyncOpenAI | None = None
+        self._adapts = endpoint.adaptive_timeout and pacer is not None
         self._last_success: float | None = None  # time.monotonic() of the last completion received
         # id -> (the dict, kept alive so its id stays unique; its JSON)
         self._formats: dict[int, tuple[dict[str, Any], str]] = {}
@@ -89,13 +96,14 @@ class LLMClient:
         if self._sdk is None:
             import openai
 
+            timeout = TIMEOUT_CAP if self._adapts else self._endpoint.timeout
             self._sdk = openai.AsyncOpenAI(
                 base_url=self._endpoint.base_url,
                 api_key=self._api_key,
-                timeout=self._endpoint.timeout,
+                timeout=timeout,
                 max_retries=0,  # our one retry layer is pipeline.llm.retry
                 # The SDK's defaults (1,000 connections) allow hundreds in flight.
-                http_client=openai.DefaultAioHttpClient(timeout=self._endpoint.timeout),
+                http_client=openai.DefaultAioHttpClient(timeout=timeout),
             )
         return self._sdk
 
@@ -116,26 +124,37 @@ class LLMClient:
     ) -> ChatResult:
         """One chat completion; raises TransientLLMError, FatalLLMError or SchemaUnsupportedError."""
         client = self._client
-        import openai  # loaded by _client already: this is a dictionary look-up
+        import httpx2  # loaded with the SDK by _client already: these are dictionary look-ups
+        import openai
 
         params = chat_request_params(messages, model=model, temperature=temperature, seed=seed,
                                      max_tokens=max_tokens)
         head = _dumps(params)
         body = f'{head[:-1]},"response_format":{self._format_json(response_format)}}}'.encode()
         pacer = self.pacer
-        sent_at = await pacer.acquire() if pacer is not None else 0.0
+        options: dict[str, Any] = {"headers": {"Content-Type": "application/json"}}
+        if self._adapts and pacer is not None:
+            options["timeout"] = pacer.latencies.timeout()
+        sent_at = await pacer.acquire(len(body)) if pacer is not None else 0.0
         outcome: Outcome = "failed"
         retry_after: float | None = None
+        headers: Mapping[str, str] | None = None
+        usage: Usage | None = None
         try:
-            raw = await client.post(
-                "/chat/completions", cast_to=bytes, content=body,
-                options={"headers": {"Content-Type": "application/json"}},
+            # `options` is the SDK's RequestOptions TypedDict, which it does not export
+            response = await client.post(  # type: ignore[call-overload]
+                "/chat/completions", cast_to=httpx2.Response, content=body, options=options,
             )
+            headers = response.headers
+            result = _parse_completion(response.content)
+            usage = Usage(result.prompt_tokens, result.completion_tokens)
             outcome = "ok"
         except openai.APIStatusError as exc:
+            headers = exc.response.headers
             error = self._status_error(exc, response_format)
             if isinstance(error, TransientLLMError) and error.slow_down:
-                outcome, retry_after = "slow_down", error.retry_after
+                outcome = "rate_limited" if error.status == 429 else "slow_down"
+                retry_after = error.retry_after
             raise error from None
         except openai.APITimeoutError:
             raise TransientLLMError("the endpoint did not answer in time") from None
@@ -143,8 +162,7 @@ class LLMClient:
             raise TransientLLMError(f"connection to the endpoint failed: {self._scrub(str(exc))}") from None
         finally:
             if pacer is not None:
-                pacer.release(sent_at, outcome, retry_after)
-        result = _parse_completion(raw)
+                pacer.release(sent_at, outcome, retry_after, headers=headers, body_bytes=len(body), usage=usage)
         self._last_success = time.monotonic()
         return result
 

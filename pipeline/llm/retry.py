@@ -7,7 +7,9 @@ injectable `sleep`, so tests run instantly.
 A 429 or 503 while other requests got through (`served_since`) is a rate limit at work, not a failing
 endpoint: it does not use up the call's `attempts`, so a backlog sent faster than the limit is slowed
 down (pipeline.llm.pacing) rather than left unscored. `slow_down_attempts` still bounds such retries, for
-a request that a limit never lets through while it lets others through.
+a request that a limit never lets through while it lets others through. When a pacer sends the
+retry (`paced`), a 429 waits for the pacer alone: it paces every request to the limit and holds them
+all for a Retry-After, while a backoff of a second or two only leaves the last chats of a run waiting.
 """
 
 from __future__ import annotations
@@ -59,10 +61,12 @@ async def call_with_retries(
     sleep: Sleep = asyncio.sleep,
     label: str = "",
     served_since: Callable[[float], bool] | None = None,
+    paced: bool = False,
 ) -> T:
     """Run `call`, retrying TransientLLMError per `policy`; `outcome.attempts` counts tries even on failure.
 
     `served_since(t)`: whether any request of the endpoint succeeded after time.monotonic() `t`.
+    `paced`: whether `call` waits for a pacer (pipeline.pacing) before it sends.
     """
     previous_sent = sent = 0.0  # when the previous attempt and the latest one were sent
     counted = 0  # failed attempts that count against `policy.attempts`
@@ -85,6 +89,8 @@ async def call_with_retries(
     def wait(state: RetryCallState) -> float:
         judge(state)
         exc = state.outcome.exception() if state.outcome else None
+        if paced and isinstance(exc, TransientLLMError) and exc.status == 429:
+            return 0.0
         server_says = exc.retry_after if isinstance(exc, TransientLLMError) else None
         if server_says is not None:
             return min(server_says, policy.max_wait)

@@ -7,7 +7,9 @@ so thousands of slow requests can be in flight at once.
 How `POST /v1/chat/completions` is answered, in this order:
 
 0. `rate_limit`: past that many model calls in the sliding window, 429 at once, as a provider's
-   per-minute limit answers (rejected calls do not count against the window);
+   per-minute limit answers (rejected calls do not count against the window); `request_bucket` and
+   `token_bucket`: the same for a provider's token-bucket limits (`pipeline.testing.mock_limits`), whose
+   `x-ratelimit-*` headers every reply carries when `rate_limit_headers` is set;
 1. `latency` (every model call sleeps, without blocking other requests);
 2. `api_key`: when set, a request without `Authorization: Bearer <api_key>` gets 401;
 3. the next scripted item, if `script()` queued any (a `Delay` sleeps, then plays its `then`);
@@ -57,6 +59,9 @@ from typing import Any, Literal, NamedTuple, Self, TypeAlias, TypeVar, cast
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.llm.ratelimit_headers import LimitKind
+from pipeline.testing.mock_limits import BucketLimit, BucketLimits
 
 Latency: TypeAlias = float | Callable[[random.Random], float]
 """Seconds to wait before answering: a constant, or a function drawing from the server's seeded generator."""
@@ -117,10 +122,10 @@ class Fault(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict, description="Extra response headers.")
 
     @classmethod
-    def rate_limited(cls, retry_after: float | None = 0) -> Fault:
+    def rate_limited(cls, retry_after: float | None = 0, kind: LimitKind = "requests") -> Fault:
         """429 with `Retry-After` (omitted when None), as OpenAI sends when a quota is hit."""
         headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
-        body = openai_error("Rate limit reached for requests", "requests", code="rate_limit_exceeded")
+        body = openai_error(f"Rate limit reached for {kind}", kind, code="rate_limit_exceeded")
         return cls(status=429, body=body, headers=headers)
 
     @classmethod
@@ -539,6 +544,11 @@ class MockServer:
     - `rate_limit`: None, or (calls, seconds): at most that many model calls accepted in any window of
       that many seconds; the rest get 429 at once, with `Retry-After` (the seconds until a call
       leaves the window) when `rate_limit_retry_after` is set.
+    - `request_bucket`, `token_bucket`: None, or a `BucketLimit(burst, per_second)`: a provider's token
+      bucket for requests or for tokens (prompt tokens taken on arrival, completion tokens on reply); a
+      call that does not fit gets 429 at once, with `Retry-After` (seconds until it fits) when
+      `rate_limit_retry_after` is set. Changing either starts a full bucket.
+    - `rate_limit_headers`: with a bucket, every model call's reply carries OpenAI's `x-ratelimit-*` headers.
     Both batch settings are read when a batch is created, so batches made under different settings coexist.
     """
 
@@ -561,6 +571,9 @@ class MockServer:
         batch_expire_after_lines: int | None = None,
         rate_limit: tuple[int, float] | None = None,
         rate_limit_retry_after: bool = False,
+        request_bucket: BucketLimit | None = None,
+        token_bucket: BucketLimit | None = None,
+        rate_limit_headers: bool = False,
     ) -> None:
         self.port = port
         self.seed = seed
@@ -588,6 +601,10 @@ class MockServer:
         self.rate_limit = rate_limit
         self.rate_limit_retry_after = rate_limit_retry_after
         self._accepted: deque[float] = deque()  # arrival times of the calls in the rate-limit window
+        self.request_bucket = request_bucket
+        self.token_bucket = token_bucket
+        self.rate_limit_headers = rate_limit_headers
+        self._buckets: tuple[tuple[BucketLimit | None, BucketLimit | None], BucketLimits] | None = None
         self._files: dict[str, _StoredFile] = {}
         self._batches: dict[str, _MockBatch] = {}
         self._api_script: dict[str, deque[Fault | Drop]] = {}
@@ -724,6 +741,7 @@ class MockServer:
             self._batches.clear()
             self._api_script.clear()
             self._accepted.clear()
+            self._buckets = None
 
     # -- HTTP plumbing --
 
@@ -807,6 +825,35 @@ class MockServer:
         """Steps 0–4 of the module docstring, shared by every endpoint that stands for a model call."""
         if (limited := self._over_rate_limit()) is not None:
             return limited
+        buckets = self._current_buckets()
+        if buckets is None:
+            return await self._answer_model_call(request, body, answer)
+        refusal = buckets.admit(_prompt_tokens(body), time.monotonic())
+        response: web.StreamResponse
+        if refusal is not None:
+            response = _fault_response(Fault.rate_limited(
+                round(refusal.wait, 3) if self.rate_limit_retry_after else None, refusal.kind))
+        else:
+            response = await self._answer_model_call(request, body, answer)
+            if response.status == 200 and isinstance(response, web.Response) and isinstance(response.body, bytes):
+                usage = json.loads(response.body).get("usage") or {}
+                buckets.charge_completion(int(usage.get("completion_tokens") or 0), time.monotonic())
+        if self.rate_limit_headers:
+            response.headers.update(buckets.headers(time.monotonic()))
+        return response
+
+    def _current_buckets(self) -> BucketLimits | None:
+        """The token buckets for the current `request_bucket`/`token_bucket` settings (new when they change)."""
+        shape = (self.request_bucket, self.token_bucket)
+        if shape == (None, None):
+            return None
+        with self._lock:
+            if self._buckets is None or self._buckets[0] != shape:
+                self._buckets = shape, BucketLimits(*shape, now=time.monotonic())
+            return self._buckets[1]
+
+    async def _answer_model_call(self, request: web.Request, body: Any, answer: _Answer) -> web.StreamResponse:
+        """Steps 1-6 of the module docstring."""
         latency = self.latency
         await asyncio.sleep(latency(self._rng) if callable(latency) else latency)
         if (denied := self._check_key(request)) is not None:
@@ -1190,6 +1237,14 @@ def _message_text(message: Any) -> str:
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
     return ""
+
+
+def _prompt_tokens(body: Any) -> int:
+    """The prompt tokens a chat body's `usage` will report (0 for a body that is not a chat)."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list):
+        return 0
+    return _estimate_tokens(sum(len(_message_text(message)) for message in messages))
 
 
 def _reasoning_padding(chars: int) -> str:
