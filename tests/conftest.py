@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 from hypothesis import HealthCheck, settings
 
-from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.review import create_app
 from pipeline.testing.mockserver import MockServer
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.checks.checker import CHECKS, CheckKind, ServiceChecker, TranscriptChecks
-from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.transcript import Role, Transcript, Turn
 
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 

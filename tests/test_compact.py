@@ -27,9 +27,10 @@ from pipeline.grading.schema import (
     compact_reply_token_bound,
 )
 from pipeline.grading.settings import load_settings
-from pipeline.inputs.transcripts import Role, Transcript, Turn, read_transcripts
+from pipeline.inputs.transcripts import read_transcripts
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.rubric.model import Criterion, Level, Rubric, load_rubric
 from pipeline.store.store import Store, grade_key
 from pipeline.testing.mockserver import Content, MockServer, generate_instance

@@ -20,8 +20,9 @@ from pipeline.grading.costs import (
 )
 from pipeline.grading.grader import Grader, Sampling
 from pipeline.grading.prompting import PromptSet
-from pipeline.inputs.transcripts import Reject, Role, Transcript, Turn, estimate_tokens
+from pipeline.inputs.tokens import estimate_tokens
 from pipeline.llm.client import Endpoint, LLMClient
+from pipeline.models.transcript import Reject, Role, Transcript, Turn
 from pipeline.rubric.model import Criterion, Dimension, Group, Level, Rubric, load_rubric
 from pipeline.testing.mockserver import MockServer
 

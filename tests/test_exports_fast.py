@@ -24,7 +24,7 @@ import pytest
 from pipeline.checks.checker import ServiceChecker
 from pipeline.checks.injection import InjectionHit
 from pipeline.grading.grader import CriterionGrade, Grade, QuotedEvidence
-from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.outputs.exports import export_run, iter_score_rows, refresh_outputs, row_values, score_columns
 from pipeline.rubric.hooks import AdjustedScores
 from pipeline.rubric.model import Rubric, load_rubric, parse_rubric

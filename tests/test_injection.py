@@ -19,7 +19,7 @@ from pipeline.checks.injection import (
     load_injection_patterns,
     normalise,
 )
-from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.transcript import Role, Transcript, Turn
 
 REPO = Path(__file__).resolve().parent.parent
 PATTERNS = load_injection_patterns().patterns

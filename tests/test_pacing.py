@@ -13,10 +13,10 @@ from pipeline.errors import LLMError
 from pipeline.grading.grader import Grader, Sampling
 from pipeline.grading.prompting import PromptSet
 from pipeline.grading.runner import RunOptions, RunSummary, run_grading
-from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.pacing import Pacer
 from pipeline.llm.retry import RetryPolicy
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.rubric.model import Rubric, load_rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import Fault, MockServer, openai_error

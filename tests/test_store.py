@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.checks.checker import CHECKS, ServiceChecker
 from pipeline.grading.grader import CriterionGrade, Grade, QuotedEvidence, Sampling
-from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.outputs.exports import export_run, iter_score_rows, row_values, score_columns, write_checks, write_outputs
 from pipeline.rubric.model import Rubric, load_rubric
 from pipeline.store.store import MIGRATIONS, Store, grade_key

@@ -15,7 +15,7 @@ from pipeline.checks.checker import ServiceChecker
 from pipeline.checks.injection import InjectionHit
 from pipeline.checks.timing import ReplyRateBasis, TimingThresholds
 from pipeline.grading.grader import CriterionGrade, Grade
-from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.outputs.summary import GroupSummary, rate_text, summarize_run, write_summary
 from pipeline.rubric.model import Rubric, load_rubric
 from pipeline.store.store import Store

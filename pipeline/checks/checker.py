@@ -31,7 +31,7 @@ from pipeline.checks.timing import (
     TimingThresholds,
     measure_session,
 )
-from pipeline.inputs.transcripts import Transcript
+from pipeline.models.transcript import Transcript
 from pipeline.paths import RUBRIC_DIR
 
 DEFAULT_LEXICONS = RUBRIC_DIR / "lexicons.yaml"

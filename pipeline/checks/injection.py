@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from pipeline.inputs.transcripts import Transcript
+from pipeline.models.transcript import Transcript
 from pipeline.paths import DATA_DIR
 from pipeline.regexes import Regex
 from pipeline.yamlload import load_yaml

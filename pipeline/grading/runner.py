@@ -31,7 +31,8 @@ from pipeline.grading.grader import Grade, Grader
 from pipeline.grading.prompting import transcript_hash
 from pipeline.grading.redaction import PiiKind, RedactionConfig, redact_transcript
 from pipeline.grading.resume import LineMemo
-from pipeline.inputs.transcripts import Finished, Reject, Transcript, estimate_tokens
+from pipeline.inputs.tokens import estimate_tokens
+from pipeline.models.transcript import Finished, Reject, Transcript
 from pipeline.rubric.model import Criterion
 from pipeline.store.digests import KeySet
 from pipeline.store.store import FinishedLine, Store, TranscriptMeta, grade_key

@@ -32,7 +32,7 @@ from pipeline.consistency.verdict import sentence
 from pipeline.errors import InputError
 from pipeline.grading.fingerprint import fingerprint_differences
 from pipeline.grading.grader import CriterionGrade
-from pipeline.inputs.transcripts import Transcript
+from pipeline.models.transcript import Transcript
 from pipeline.paths import PACKAGE_DIR
 from pipeline.report.messages import Lang, message, number
 from pipeline.store.store import DB_NAME, Store

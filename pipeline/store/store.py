@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from pipeline.checks.injection import INJECTION_HITS
 from pipeline.grading.grader import CRITERION_GRADES, Grade, Sampling
-from pipeline.inputs.transcripts import Transcript
+from pipeline.models.transcript import Transcript
 from pipeline.store.digests import KeySet, LineIds
 
 DB_NAME = "kefu.sqlite"

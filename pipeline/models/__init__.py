@@ -1,0 +1,1 @@
+"""Data only: the models every layer shares; imports nothing from the project but errors."""
