@@ -33,7 +33,8 @@ from bench.harness import REPO, describe_machine, print_table
 from pipeline.checks.checker import DEFAULT_LEXICONS, ServiceChecker
 from pipeline.checks.lexicon import PhraseChecker, load_lexicons
 from pipeline.checks.timing import ShopCalendar, TimingThresholds, measure_session
-from pipeline.inputs.transcripts import Reject, Transcript, read_transcripts
+from pipeline.inputs.transcripts import read_transcripts
+from pipeline.models.transcript import Reject, Transcript
 
 EVAL_SET = REPO / "eval_sets" / "ecommerce_cs.jsonl"
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from bench.chats import iter_chats
 from bench.harness import REPO, describe_machine, print_table
 from pipeline.checks.checker import ServiceChecker
-from pipeline.inputs.transcripts import Role, Transcript
 from pipeline.models.grade import CriterionGrade, Grade, QuotedEvidence
+from pipeline.models.transcript import Role, Transcript
 from pipeline.outputs.exports import refresh_outputs
 from pipeline.rubric.model import Rubric, load_rubric
 from pipeline.store.store import Store

@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.chats import iter_chats
 from bench.harness import REPO, describe_machine, print_table
 from pipeline.checks.injection import find_injection
-from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.transcript import Role, Transcript, Turn
 
 DCH1 = Path("/work/shared/datasets/dch1_stc3")
 

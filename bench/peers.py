@@ -77,7 +77,8 @@ def prepare_work(n: int) -> tuple[Path, Path, Path]:
     from bench.chats import chats_file
     from pipeline.grading.prompting import PromptSet
     from pipeline.grading.schema import build_grade_schema
-    from pipeline.inputs.transcripts import Transcript, read_transcripts
+    from pipeline.inputs.transcripts import read_transcripts
+    from pipeline.models.transcript import Transcript
     from pipeline.rubric.model import load_rubric
 
     rubric = load_rubric(REPO / "rubric/ecommerce_cs.yaml")

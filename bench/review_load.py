@@ -31,7 +31,7 @@ from bench.chats import write_chats
 from bench.exports_speed import RUBRIC, synthetic_grade
 from bench.harness import describe_machine, print_table
 from pipeline.checks.checker import ServiceChecker
-from pipeline.inputs.transcripts import Transcript
+from pipeline.models.transcript import Transcript
 from pipeline.review import create_app
 from pipeline.rubric.model import load_rubric
 from pipeline.store.store import Store

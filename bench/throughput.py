@@ -72,7 +72,8 @@ async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str, trans
     from pipeline.grading.grader import Grader
     from pipeline.grading.prompting import PromptSet
     from pipeline.grading.runner import RunOptions, run_grading
-    from pipeline.inputs.transcripts import estimate_tokens, read_transcripts
+    from pipeline.inputs.tokens import estimate_tokens
+    from pipeline.inputs.transcripts import read_transcripts
     from pipeline.llm.client import Endpoint, LLMClient
     from pipeline.llm.pacing import Pacer
     from pipeline.models.grade import Sampling
@@ -307,7 +308,8 @@ def breakdown(n: int = 1000) -> None:
     from pipeline.grading.grader import _criterion_grades, _validate
     from pipeline.grading.prompting import PromptSet, transcript_hash
     from pipeline.grading.schema import build_grade_schema
-    from pipeline.inputs.transcripts import estimate_tokens, read_transcripts
+    from pipeline.inputs.tokens import estimate_tokens
+    from pipeline.inputs.transcripts import read_transcripts
     from pipeline.llm.client import Endpoint, LLMClient
     from pipeline.models.grade import Grade, Sampling
     from pipeline.rubric.model import load_rubric
@@ -331,7 +333,7 @@ def breakdown(n: int = 1000) -> None:
     cpu0 = time.process_time()
     transcripts = [t for t in read_transcripts([chats]) if not hasattr(t, "reason")]
     read_ms = 1000 * (time.process_time() - cpu0) / n
-    rows.append(["read and validate the JSONL line (pipeline.inputs.transcripts)", f"{read_ms:.3f}"])
+    rows.append(["read and validate the JSONL line (pipeline.inputs.formats.jsonl)", f"{read_ms:.3f}"])
     step("transcript_hash", lambda i: transcript_hash(transcripts[i]))
     sampling = Sampling()
     step("grade_key", lambda i: grade_key(transcript_hash="0" * 64, rubric_hash="1" * 64, template_hash="2" * 64,

@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, settings
 from pipeline.grading.grader import Grader
 from pipeline.grading.prompting import PromptSet
 from pipeline.grading.runner import RunOptions, RunSummary, run_grading
-from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.pacing import Pacer
 from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Sampling
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.review import create_app
 from pipeline.rubric.model import load_rubric
 from pipeline.store.store import Store

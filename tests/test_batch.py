@@ -42,10 +42,10 @@ from pipeline.grading.prompting import PromptSet
 from pipeline.grading.redaction import RedactionConfig
 from pipeline.grading.runner import RunOptions, run_grading
 from pipeline.grading.schema import build_grade_schema
-from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Grade, Sampling
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.rubric.model import Rubric, load_rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import Content, Drop, Fault, MockServer, Reply, generate_instance

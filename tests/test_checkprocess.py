@@ -16,10 +16,11 @@ from pipeline.grading.job import CHECK_PROCESS_MIN_BYTES, CHECK_PROCESS_MIN_TRAN
 from pipeline.grading.prompting import PromptSet, transcript_hash
 from pipeline.grading.redaction import RedactionConfig
 from pipeline.grading.runner import RunOptions, RunSummary, run_grading
-from pipeline.inputs.transcripts import Transcript, read_transcripts
+from pipeline.inputs.transcripts import read_transcripts
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Sampling
+from pipeline.models.transcript import Transcript
 from pipeline.rubric.model import load_rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import MockServer

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.checks.checker import ServiceChecker, TranscriptChecks
-from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.models.checks import CHECKS, CheckKind
+from pipeline.models.transcript import Role, Transcript, Turn
 
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 

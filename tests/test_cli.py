@@ -21,7 +21,7 @@ from openpyxl import load_workbook
 
 from pipeline.grading.prompting import transcript_boundary
 from pipeline.grading.redaction import find_pii
-from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent

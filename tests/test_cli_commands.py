@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from pipeline.checks.lexicon import is_lexicon_file, load_lexicons
 from pipeline.cli.main import app
 from pipeline.grading.dryrun import prompt_file_name
-from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.llm.local import model as local_model
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.oserrors import os_problem
 
 REPO = Path(__file__).resolve().parent.parent

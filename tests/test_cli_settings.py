@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from pipeline.cli.main import app
-from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent

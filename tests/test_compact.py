@@ -27,10 +27,11 @@ from pipeline.grading.schema import (
     compact_reply_token_bound,
 )
 from pipeline.grading.settings import load_settings
-from pipeline.inputs.transcripts import Role, Transcript, Turn, read_transcripts
+from pipeline.inputs.transcripts import read_transcripts
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Grade, Sampling
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.rubric.model import Criterion, Level, Rubric, load_rubric
 from pipeline.store.rows import grade_key
 from pipeline.store.store import Store

@@ -39,7 +39,7 @@ from pipeline.consistency.check import (
 from pipeline.errors import ConfigError, InputError
 from pipeline.grading.settings import load_settings
 from pipeline.inputs.labels import Label, LabelSet
-from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.rubric.model import Rubric, load_rubric, parse_rubric
 from pipeline.testing.mockserver import MockServer
 

@@ -20,9 +20,10 @@ from pipeline.grading.costs import (
 )
 from pipeline.grading.grader import Grader
 from pipeline.grading.prompting import PromptSet
-from pipeline.inputs.transcripts import Reject, Role, Transcript, Turn, estimate_tokens
+from pipeline.inputs.tokens import estimate_tokens
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.models.grade import Sampling
+from pipeline.models.transcript import Reject, Role, Transcript, Turn
 from pipeline.rubric.model import Criterion, Dimension, Group, Level, Rubric, load_rubric
 from pipeline.testing.mockserver import MockServer
 

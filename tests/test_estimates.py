@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pipeline.agreement.ppi import classical_mean, ppi_mean
 from pipeline.cli.main import app
 from pipeline.inputs.labels import Label, LabelSet
-from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.outputs.estimates import estimate_means, sample_warning
 from pipeline.outputs.exports import ScoreRow
 from pipeline.rubric.model import load_rubric

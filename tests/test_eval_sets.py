@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from pipeline.inputs.labels import read_labels
-from pipeline.inputs.transcripts import Transcript, read_transcripts
+from pipeline.inputs.transcripts import read_transcripts
+from pipeline.models.transcript import Transcript
 from pipeline.rubric.model import Rubric, load_rubric
 
 REPO = Path(__file__).resolve().parents[1]

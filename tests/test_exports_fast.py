@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from pipeline.checks.checker import ServiceChecker
-from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.models.grade import CriterionGrade, Grade, InjectionHit, QuotedEvidence
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.outputs.exports import export_run, iter_score_rows, refresh_outputs, row_values, score_columns
 from pipeline.rubric.hooks import AdjustedScores
 from pipeline.rubric.model import Rubric, load_rubric, parse_rubric

@@ -11,7 +11,7 @@ from typer.testing import CliRunner, Result
 
 from pipeline.cli.main import app
 from pipeline.grading.fingerprint import JudgeFingerprint, endpoint_name, fingerprint_differences
-from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,10 +13,10 @@ import pytest
 from pipeline.errors import EndpointDownError, FatalLLMError
 from pipeline.grading.grader import Grader, quote_failure, verify_quote
 from pipeline.grading.prompting import PromptSet
-from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Grade, Sampling
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.rubric.model import Rubric, load_rubric
 from pipeline.testing.mockserver import Content, Delay, Drop, Fault, MockServer, openai_error
 

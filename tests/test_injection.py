@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from pipeline.checks.injection import InjectionPattern, find_in_text, find_injection, load_injection_patterns, normalise
-from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.models.grade import InjectionHit
+from pipeline.models.transcript import Role, Transcript, Turn
 
 REPO = Path(__file__).resolve().parent.parent
 PATTERNS = load_injection_patterns().patterns

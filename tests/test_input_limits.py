@@ -21,7 +21,8 @@ from pipeline.inputs.limits import (
     json_too_deep,
     label_problem,
 )
-from pipeline.inputs.transcripts import Reject, Transcript, read_transcripts
+from pipeline.inputs.transcripts import read_transcripts
+from pipeline.models.transcript import Reject, Transcript
 from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from pipeline.errors import TransientLLMError
 from pipeline.grading.settings import load_settings
-from pipeline.inputs.transcripts import Transcript
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.latencies import HUNG_FLOOR, TIMEOUT_CAP, TIMEOUT_FLOOR, TIMEOUT_START, RecentLatencies
 from pipeline.llm.pacing import Pacer
+from pipeline.models.transcript import Transcript
 from pipeline.testing.mockserver import Delay, MockServer
 
 HUNG = 8.0  # seconds a hung request takes here: far over the 20 ms of the others, even on a loaded machine

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from pipeline.grading.job import GradeJob, run_job
 from pipeline.grading.settings import load_settings
-from pipeline.inputs.transcripts import Transcript
 from pipeline.llm.learned_limits import limits_path, load_learned_limits, save_learned_limits
 from pipeline.llm.pacing import Limits
+from pipeline.models.transcript import Transcript
 from pipeline.testing.mock_limits import BucketLimit
 from pipeline.testing.mockserver import MockServer
 

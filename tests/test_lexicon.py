@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from pipeline.checks.lexicon import MatchKind, PhraseChecker, PhraseGroup, load_lexicons, parse_lexicons
 from pipeline.errors import RubricError
-from pipeline.inputs.transcripts import Role, Transcript, Turn, read_transcripts
+from pipeline.inputs.transcripts import read_transcripts
+from pipeline.models.transcript import Role, Transcript, Turn
 
 LEXICONS = Path(__file__).resolve().parent.parent / "rubric" / "lexicons.yaml"
 

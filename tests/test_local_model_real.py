@@ -14,8 +14,8 @@ from openai import OpenAI
 
 from pipeline.grading.prompting import PromptSet
 from pipeline.grading.schema import build_grade_schema
-from pipeline.inputs.transcripts import Transcript
 from pipeline.llm.local.model import LocalServer, context_size_for, model_identity, prepare_model
+from pipeline.models.transcript import Transcript
 from pipeline.rubric.model import load_rubric
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,13 +13,13 @@ from conftest import GradeChats
 
 from pipeline.errors import LLMError
 from pipeline.grading.runner import RunSummary
-from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.pacing import Pacer
 from pipeline.llm.rate_gate import RateGate
 from pipeline.llm.ratelimit_headers import LimitKind, LimitReading
 from pipeline.llm.retry import RetryPolicy
 from pipeline.llm.token_bucket import TokenBucket
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.testing.mock_limits import BucketLimit
 from pipeline.testing.mockserver import Fault, MockServer, openai_error
 

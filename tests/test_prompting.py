@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError
 from pipeline.grading.prompting import PromptSet, prompt_text, transcript_boundary
-from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.rubric.model import load_rubric
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,7 +21,7 @@ from pipeline.consistency.check import CheckJob, CheckOptions, CheckResult, Chec
 from pipeline.consistency.sample_size import TOO_FEW, SampleSize
 from pipeline.grading.settings import load_settings
 from pipeline.inputs.labels import Label, LabelSet
-from pipeline.inputs.transcripts import Role, Transcript, Turn
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.report.report import (
     _environment,
     compare_results,

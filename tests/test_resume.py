@@ -18,7 +18,7 @@ import pytest
 from pipeline.errors import KefuError
 from pipeline.grading.job import GradeJob, JobResult, run_job
 from pipeline.grading.settings import load_settings
-from pipeline.inputs.transcripts import TranscriptReader
+from pipeline.inputs.formats import jsonl
 from pipeline.store.store import DB_NAME
 from pipeline.testing.mockserver import Content, Fault, MockServer
 
@@ -42,13 +42,13 @@ def write(path: Path, chats: list[dict[str, Any]]) -> Path:
 def parsed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """Line numbers the reader turned into a transcript (or a reject) from JSON, across runs."""
     seen: list[int] = []
-    original = TranscriptReader._transcript_from_json
+    original = jsonl._transcript_from_json
 
-    def counting(self: TranscriptReader, obj: dict[str, Any], file: Any, number: int) -> Any:
+    def counting(obj: dict[str, Any], file: Any, number: int, run: Any) -> Any:
         seen.append(number)
-        return original(self, obj, file, number)
+        return original(obj, file, number, run)
 
-    monkeypatch.setattr(TranscriptReader, "_transcript_from_json", counting)
+    monkeypatch.setattr(jsonl, "_transcript_from_json", counting)
     yield seen
 
 

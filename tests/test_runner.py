@@ -16,10 +16,10 @@ from pipeline.grading.grader import Grader
 from pipeline.grading.prompting import PromptSet, transcript_boundary
 from pipeline.grading.redaction import RedactionConfig, find_pii
 from pipeline.grading.runner import RunOptions, RunSummary, run_grading
-from pipeline.inputs.transcripts import Reject, Role, Transcript, Turn
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Sampling
+from pipeline.models.transcript import Reject, Role, Transcript, Turn
 from pipeline.rubric.model import Rubric, load_rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import Content, MockServer

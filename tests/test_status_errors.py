@@ -17,10 +17,10 @@ from pipeline.checks.checker import ServiceChecker
 from pipeline.cli.main import app
 from pipeline.errors import FatalLLMError, TransientLLMError
 from pipeline.grading.prompting import PromptSet
-from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.status_errors import error_for_status, status_hint
 from pipeline.models.grade import Sampling
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.rubric.model import load_rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import MockServer

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.checks.checker import ServiceChecker
-from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.models.checks import CHECKS
 from pipeline.models.grade import CriterionGrade, Grade, QuotedEvidence, Sampling
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.outputs.exports import export_run, iter_score_rows, row_values, score_columns, write_checks, write_outputs
 from pipeline.outputs.headings import score_headings
 from pipeline.rubric.model import Rubric, load_rubric

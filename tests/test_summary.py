@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from pipeline.checks.checker import ServiceChecker
 from pipeline.checks.timing import ReplyRateBasis, TimingThresholds
-from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.models.grade import CriterionGrade, Grade, InjectionHit
+from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.outputs.headings import summary_headings
 from pipeline.outputs.summary import GroupSummary, rate_text, summarize_run, write_summary
 from pipeline.rubric.model import Rubric, load_rubric

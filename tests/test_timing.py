@@ -15,8 +15,8 @@ from pipeline.checks.timing import (
     aggregate_timing,
     measure_session,
 )
-from pipeline.inputs.transcripts import Role, Transcript, Turn
 from pipeline.models.checks import FirstReply
+from pipeline.models.transcript import Role, Transcript, Turn
 
 CST = timezone(timedelta(hours=8))
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=CST)

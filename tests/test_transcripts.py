@@ -12,19 +12,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pipeline.errors import ConfigError, InputError
-from pipeline.inputs.transcripts import (
-    SNIFF_BYTES,
-    Reject,
-    Role,
-    Transcript,
-    TranscriptReader,
-    _SeenIds,
-    count_jsonl_lines,
-    estimate_tokens,
-    parse_time,
-    read_transcripts,
-    write_rejects,
-)
+from pipeline.inputs.decoding import SNIFF_BYTES
+from pipeline.inputs.files import count_jsonl_lines
+from pipeline.inputs.ids import _SeenIds
+from pipeline.inputs.rejects import write_rejects
+from pipeline.inputs.times import parse_time
+from pipeline.inputs.tokens import estimate_tokens
+from pipeline.inputs.transcripts import TranscriptReader, read_transcripts
+from pipeline.models.transcript import Reject, Role, Transcript
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 FORMATS_DIR = Path(__file__).resolve().parent.parent / "eval_sets" / "formats"

@@ -23,8 +23,10 @@ from hypothesis import strategies as st
 
 from pipeline.grading.job import GradeJob, run_job
 from pipeline.grading.settings import load_settings
+from pipeline.inputs.files import InputFormat
 from pipeline.inputs.limits import id_problem, label_problem
-from pipeline.inputs.transcripts import InputFormat, Reject, Transcript, TranscriptReader
+from pipeline.inputs.transcripts import TranscriptReader
+from pipeline.models.transcript import Reject, Transcript
 from pipeline.outputs.exports import ExportFormat, export_run
 from pipeline.outputs.summary import GROUP_BY, summarize_run, write_summary
 from pipeline.rubric.model import load_rubric

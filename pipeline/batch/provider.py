@@ -34,10 +34,11 @@ from pipeline.grading.grader import grade_from_reply, grade_scopes, response_for
 from pipeline.grading.prompting import PromptSet, transcript_hash
 from pipeline.grading.redaction import RedactionConfig, redact_transcript
 from pipeline.grading.schema import build_grade_schema
-from pipeline.inputs.transcripts import Reject, Transcript, write_rejects
+from pipeline.inputs.rejects import write_rejects
 from pipeline.llm.client import ChatResult, Endpoint, chat_request_body, parse_chat_completion
 from pipeline.llm.status_errors import error_for_status
 from pipeline.models.grade import Grade, Sampling
+from pipeline.models.transcript import Reject, Transcript
 from pipeline.rubric.model import Criterion, Rubric
 from pipeline.store.rows import BatchRequest, grade_key
 from pipeline.store.store import Store

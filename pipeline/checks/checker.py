@@ -23,8 +23,8 @@ from pipeline.checks import lexicon as lexicon_code
 from pipeline.checks import timing as timing_code
 from pipeline.checks.lexicon import Lexicons, PhraseChecker, PhraseGroup, PhraseReport, load_lexicons
 from pipeline.checks.timing import SessionTiming, ShopCalendar, TimingThresholds, measure_session
-from pipeline.inputs.transcripts import Transcript
 from pipeline.models.checks import ColumnValue
+from pipeline.models.transcript import Transcript
 from pipeline.paths import RUBRIC_DIR
 
 DEFAULT_LEXICONS = RUBRIC_DIR / "lexicons.yaml"

@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.inputs.transcripts import Transcript
 from pipeline.models.grade import InjectionHit
+from pipeline.models.transcript import Transcript
 from pipeline.paths import DATA_DIR
 from pipeline.regexes import Regex
 from pipeline.yamlload import load_yaml

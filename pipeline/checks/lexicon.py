@@ -45,7 +45,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import RubricError
-from pipeline.inputs.transcripts import Role, Transcript
+from pipeline.models.transcript import Role, Transcript
 from pipeline.oserrors import os_problem
 from pipeline.yamlload import load_yaml
 

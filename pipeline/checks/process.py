@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.checks.checker import ServiceChecker, record_json
 from pipeline.checks.lexicon import Lexicons
 from pipeline.checks.timing import ShopCalendar, TimingThresholds
-from pipeline.inputs.transcripts import Transcript
+from pipeline.models.transcript import Transcript
 
 log = logging.getLogger(__name__)
 

@@ -44,8 +44,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.inputs.transcripts import Role, Transcript
 from pipeline.models.checks import ColumnValue, FirstReply
+from pipeline.models.transcript import Role, Transcript
 
 
 class _Strict(BaseModel):

@@ -42,7 +42,8 @@ from pipeline.errors import KefuError
 from pipeline.grading.prompting import PromptSet
 from pipeline.grading.redaction import RedactionConfig, is_loopback
 from pipeline.grading.settings import Settings, load_settings
-from pipeline.inputs.transcripts import Reject, Transcript, read_transcripts
+from pipeline.inputs.transcripts import read_transcripts
+from pipeline.models.transcript import Reject, Transcript
 from pipeline.outputs.exports import refresh_outputs
 from pipeline.rubric.model import load_rubric
 from pipeline.store.store import Store

@@ -67,7 +67,7 @@ from pipeline.grading.prompting import PromptSet
 from pipeline.grading.redaction import LABELS, PiiKind
 from pipeline.grading.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, COMPACT_REASONING_CHARS
 from pipeline.grading.settings import Settings, load_settings
-from pipeline.inputs.transcripts import FORMAT_BY_SUFFIX, count_jsonl_lines
+from pipeline.inputs.files import FORMAT_BY_SUFFIX, count_jsonl_lines
 from pipeline.oserrors import os_problem
 from pipeline.outputs.exports import export_run, iter_score_rows, run_judge
 from pipeline.paths import CHECKOUT_DIR as REPO

@@ -57,7 +57,7 @@ from pipeline.grading.job import GradeJob, JobResult, read_job_inputs, run_job
 from pipeline.grading.runner import ProgressSink, RunSummary
 from pipeline.grading.settings import Settings
 from pipeline.inputs.labels import LabelSet, RatingMatrix, read_label_source
-from pipeline.inputs.transcripts import Transcript
+from pipeline.models.transcript import Transcript
 from pipeline.outputs.exports import iter_score_rows
 from pipeline.report.messages import message, number
 from pipeline.rubric.model import Criterion, Rubric, load_rubric

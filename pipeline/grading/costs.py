@@ -1,7 +1,7 @@
 """What a grading job costs: the editable price table, the forecast before a run, the bill after it.
 
 The forecast renders every prompt exactly as the grader will send it and counts tokens with
-`transcripts.estimate_tokens` (conservative for Chinese). Completion tokens cannot be rendered, so
+`pipeline.inputs.tokens.estimate_tokens` (conservative for Chinese). Completion tokens cannot be rendered, so
 they are assumed per criterion (see COMPLETION_TOKENS_PER_CRITERION) unless the caller knows better.
 Prices are per 1M tokens in the table entry's own currency; nothing is converted.
 """
@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline.errors import ConfigError
 from pipeline.grading.grader import grade_scopes
 from pipeline.grading.prompting import PromptSet
-from pipeline.inputs.transcripts import Reject, Transcript, estimate_tokens
+from pipeline.inputs.tokens import estimate_tokens
+from pipeline.models.transcript import Reject, Transcript
 from pipeline.oserrors import os_problem
 from pipeline.paths import DATA_DIR
 from pipeline.rubric.model import Rubric

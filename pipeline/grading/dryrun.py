@@ -6,7 +6,6 @@ A forecast's counts say nothing a rubric designer can read; these files do. They
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from collections.abc import Iterable, Iterator
@@ -16,7 +15,8 @@ from typing import IO
 
 from pipeline.grading.grader import grade_scopes
 from pipeline.grading.prompting import PromptSet
-from pipeline.inputs.transcripts import Reject, Transcript
+from pipeline.inputs.rejects import reject_line
+from pipeline.models.transcript import Reject, Transcript
 from pipeline.rubric.model import Rubric
 
 DRY_RUN_DIR = "dry_run"
@@ -69,7 +69,7 @@ class DryRunFiles:
 
     def _write_reject(self, reject: Reject) -> None:
         assert self._rejects is not None, "record() outside the with block"
-        self._rejects.write(json.dumps(reject.model_dump(), ensure_ascii=False) + "\n")
+        self._rejects.write(reject_line(reject))
         self.rejected += 1
         if len(self.first_rejects) < REJECTS_SHOWN:
             self.first_rejects.append(reject)

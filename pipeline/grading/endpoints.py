@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 from pipeline.errors import ConfigError
 from pipeline.grading.schema import compact_reply_token_bound
 from pipeline.grading.settings import Settings
-from pipeline.inputs.transcripts import Transcript, estimate_tokens
+from pipeline.inputs.tokens import estimate_tokens
 from pipeline.llm.client import Endpoint
+from pipeline.models.transcript import Transcript
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

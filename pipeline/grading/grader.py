@@ -32,7 +32,6 @@ from pipeline.errors import (
 )
 from pipeline.grading.prompting import PromptSet
 from pipeline.grading.schema import GradeSchema, build_grade_schema
-from pipeline.inputs.transcripts import Transcript
 from pipeline.llm.client import ChatResult, LLMClient
 from pipeline.llm.retry import RetryOutcome, RetryPolicy, Sleep, call_with_retries
 from pipeline.models.grade import (
@@ -44,6 +43,7 @@ from pipeline.models.grade import (
     Sampling,
     VerifyFailure,
 )
+from pipeline.models.transcript import Transcript
 from pipeline.rubric.model import Criterion, Rubric, Speaker
 
 log = logging.getLogger("kefu.grader")

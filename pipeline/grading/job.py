@@ -23,11 +23,13 @@ from pipeline.grading.redaction import RedactionConfig, is_loopback
 from pipeline.grading.resume import LineMemo
 from pipeline.grading.runner import ProgressSink, RunOptions, RunSummary, run_grading
 from pipeline.grading.settings import Settings
-from pipeline.inputs.transcripts import Finished, Reject, Transcript, input_size, read_transcripts, read_unfinished
+from pipeline.inputs.files import input_size
+from pipeline.inputs.transcripts import read_transcripts, read_unfinished
 from pipeline.llm.client import LLMClient
 from pipeline.llm.learned_limits import load_learned_limits, save_learned_limits
 from pipeline.llm.pacing import Pacer
 from pipeline.llm.retry import RetryPolicy
+from pipeline.models.transcript import Finished, Reject, Transcript
 from pipeline.outputs.exports import refresh_outputs
 from pipeline.outputs.provenance import JudgeProvenance
 from pipeline.rubric.model import Rubric, load_rubric

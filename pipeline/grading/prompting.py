@@ -30,7 +30,7 @@ import jinja2
 from pipeline.checks.injection import find_injection
 from pipeline.errors import ConfigError
 from pipeline.grading.schema import reply_limits
-from pipeline.inputs.transcripts import Transcript, Turn
+from pipeline.models.transcript import Transcript, Turn
 from pipeline.paths import PROMPTS_DIR
 from pipeline.rubric.model import Criterion, Rubric
 

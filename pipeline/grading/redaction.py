@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from pipeline.inputs.transcripts import Transcript
+from pipeline.models.transcript import Transcript
 from pipeline.regexes import Regex
 
 

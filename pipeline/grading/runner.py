@@ -31,8 +31,9 @@ from pipeline.grading.grader import Grader
 from pipeline.grading.prompting import transcript_hash
 from pipeline.grading.redaction import PiiKind, RedactionConfig, redact_transcript
 from pipeline.grading.resume import LineMemo
-from pipeline.inputs.transcripts import Finished, Reject, Transcript, estimate_tokens
+from pipeline.inputs.tokens import estimate_tokens
 from pipeline.models.grade import Grade
+from pipeline.models.transcript import Finished, Reject, Transcript
 from pipeline.rubric.model import Criterion
 from pipeline.store.digests import KeySet
 from pipeline.store.rows import FinishedLine, TranscriptMeta, grade_key

@@ -11,7 +11,7 @@ reads a run folder as it reads a CSV, with the same checks (the store's row id s
 
 Files come from QA teams' spreadsheets, so UTF-8 (with or without BOM) and GBK are both read.
 A bad line never stops the import: it becomes a Reject naming file, line and reason, and the rest
-is used. labelled_at takes the same forms as chat timestamps (`transcripts.parse_time`); one
+is used. labelled_at takes the same forms as chat timestamps (`pipeline.inputs.times.parse_time`); one
 without a zone is Beijing time unless the caller says otherwise, and all are stored in UTC.
 """
 
@@ -30,7 +30,8 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.errors import InputError
-from pipeline.inputs.transcripts import SHANGHAI, Reject, parse_time
+from pipeline.inputs.times import SHANGHAI, parse_time
+from pipeline.models.transcript import Reject
 from pipeline.oserrors import os_problem
 from pipeline.rubric.model import Criterion, Rubric
 from pipeline.store.store import DB_NAME, Store

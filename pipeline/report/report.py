@@ -32,8 +32,8 @@ from pipeline.consistency.sample_size import MIN_LABELLED, TOO_FEW, SampleSize, 
 from pipeline.consistency.verdict import sentence
 from pipeline.errors import InputError
 from pipeline.grading.fingerprint import fingerprint_differences
-from pipeline.inputs.transcripts import Transcript
 from pipeline.models.grade import CriterionGrade
+from pipeline.models.transcript import Transcript
 from pipeline.paths import PACKAGE_DIR
 from pipeline.report.messages import Lang, message, number
 from pipeline.store.store import DB_NAME, Store

@@ -12,7 +12,9 @@ import threading
 from array import array
 from pathlib import Path
 
-from pipeline.inputs.transcripts import FORMAT_BY_SUFFIX, Transcript, TranscriptReader, read_transcripts
+from pipeline.inputs.files import FORMAT_BY_SUFFIX
+from pipeline.inputs.transcripts import TranscriptReader, read_transcripts
+from pipeline.models.transcript import Transcript
 
 
 class ChatSource:

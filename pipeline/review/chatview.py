@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from itertools import groupby, pairwise
 from typing import Any
 
-from pipeline.inputs.transcripts import Transcript
 from pipeline.models.checks import ColumnValue
+from pipeline.models.transcript import Transcript
 from pipeline.outputs.exports import load_decisions, stored_check_columns
 from pipeline.review.runs import ReviewRun
 from pipeline.rubric.hooks import Decision, apply_hooks

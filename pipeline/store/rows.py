@@ -6,8 +6,8 @@ import hashlib
 import json
 from typing import Any, NamedTuple
 
-from pipeline.inputs.transcripts import Transcript
 from pipeline.models.grade import Sampling
+from pipeline.models.transcript import Transcript
 
 Checks = dict[str, Any] | str | None
 """A transcript's checks record (pipeline/checks/checker.py), or its JSON text as `checks.record_json` writes it."""

@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.inputs.transcripts import Transcript
 from pipeline.models.grade import CRITERION_GRADES, INJECTION_HITS, Grade
+from pipeline.models.transcript import Transcript
 from pipeline.store.batches import BatchTables
 from pipeline.store.database import now
 from pipeline.store.digests import KeySet, LineIds
