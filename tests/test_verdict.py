@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.agreement import metrics as ag
 from pipeline.agreement.baselines import BaselineAgreement
-from pipeline.consistency.check import CheckOptions, CriterionCheck, assess
+from pipeline.consistency.assess import assess
+from pipeline.consistency.results import CheckOptions, CriterionCheck
 from pipeline.consistency.verdict import Reason, VerdictPolicy, judge_verdict, sentence
 from pipeline.inputs.labels import Label, LabelSet
 from pipeline.report.messages import catalogue
