@@ -1,4 +1,4 @@
-"""The check job: reading its labels, grading the labelled transcripts and reading their stored scores back.
+"""The check job: from a label file and the inputs to the stored, graded scores a check compares.
 
 `run_check` reads the human labels, has every labelled transcript graded `repeats` times (through
 the resumable grading job, so a rerun sends no request), and `assess` (pipeline/consistency/assess.py)
