@@ -50,10 +50,12 @@ from pipeline.agreement.alpha import krippendorff_alpha  # noqa: E402
 from pipeline.agreement.baselines import constant_judge, prior_judge  # noqa: E402
 from pipeline.agreement.correlation import spearman  # noqa: E402
 from pipeline.agreement.raters import rater_vs_consensus  # noqa: E402
-from pipeline.consistency.check import CheckJob, CheckOptions, CheckRun, assess, run_check  # noqa: E402
+from pipeline.consistency.assess import assess  # noqa: E402
+from pipeline.consistency.job import CheckJob, CheckRun, run_check  # noqa: E402
+from pipeline.consistency.results import CheckOptions  # noqa: E402
 from pipeline.grading.settings import load_settings  # noqa: E402
 from pipeline.inputs.labels import Label, LabelSet, read_labels  # noqa: E402
-from pipeline.report.report import write_report  # noqa: E402
+from pipeline.report.render import write_report  # noqa: E402
 from pipeline.rubric.model import Rubric, load_rubric  # noqa: E402
 from pipeline.testing.mockserver import MockServer  # noqa: E402
 

@@ -24,18 +24,10 @@ from pipeline.agreement.raters import pairwise_human_agreement
 from pipeline.agreement.results import CI, PairedDelta
 from pipeline.agreement.verdict import VerdictThresholds
 from pipeline.cli import check as cli_check
-from pipeline.consistency.check import (
-    CheckJob,
-    CheckOptions,
-    CheckRun,
-    achievable_sums,
-    assess,
-    check_graded,
-    compare_rubrics,
-    criteria_below,
-    rubric_folders,
-    run_check,
-)
+from pipeline.consistency.assess import achievable_sums, assess
+from pipeline.consistency.job import CheckJob, CheckRun, check_graded, run_check
+from pipeline.consistency.results import CheckOptions, criteria_below
+from pipeline.consistency.wordings import compare_rubrics, rubric_folders
 from pipeline.errors import ConfigError, InputError
 from pipeline.grading.settings import load_settings
 from pipeline.inputs.labels import Label, LabelSet
@@ -435,7 +427,7 @@ def test_wordings_compared_on_every_metric_with_a_sentence_and_grouped_flips(dch
 
 
 def test_shift_sentence_by_hand() -> None:
-    from pipeline.consistency.check import shift_sentence
+    from pipeline.consistency.wordings import shift_sentence
 
     def d(metric: str, a: float, b: float, low: float, high: float) -> PairedDelta:
         return PairedDelta(metric=metric, a=a, b=b, delta=CI(estimate=b - a, low=low, high=high, confidence=0.95,

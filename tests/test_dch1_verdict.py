@@ -16,7 +16,8 @@ import pytest
 
 from bench.dch1_agreement import DATASET, label_rows
 from pipeline.agreement.baselines import constant_judge
-from pipeline.consistency.check import CheckOptions, CriterionCheck, assess
+from pipeline.consistency.assess import assess
+from pipeline.consistency.results import CheckOptions, CriterionCheck
 from pipeline.inputs.labels import Label, LabelSet
 from pipeline.rubric.model import load_rubric
 

@@ -9,9 +9,10 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from pipeline.cli import check as cli_check
-from pipeline.consistency.check import CheckOptions, CheckResult, assess
+from pipeline.consistency.assess import assess
+from pipeline.consistency.results import CheckOptions, CheckResult
 from pipeline.inputs.labels import Label, LabelSet
-from pipeline.report.report import write_report
+from pipeline.report.render import write_report
 from pipeline.rubric.model import load_rubric
 
 REPO = Path(__file__).resolve().parent.parent

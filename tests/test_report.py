@@ -17,20 +17,19 @@ from markupsafe import escape
 from typer.testing import CliRunner, Result
 
 from pipeline.cli import check as cli_check
-from pipeline.consistency.check import CheckJob, CheckOptions, CheckResult, CheckRun, assess, compare_rubrics, run_check
+from pipeline.consistency.assess import assess
+from pipeline.consistency.job import CheckJob, CheckRun, run_check
+from pipeline.consistency.results import CheckOptions, CheckResult
 from pipeline.consistency.sample_size import TOO_FEW, SampleSize
+from pipeline.consistency.wordings import compare_rubrics
 from pipeline.grading.settings import load_settings
 from pipeline.inputs.labels import Label, LabelSet
 from pipeline.models.transcript import Role, Transcript, Turn
-from pipeline.report.report import (
-    _environment,
-    compare_results,
-    heatmap,
-    load_result,
-    marked_turns,
-    write_report,
-    write_rubric_comparison,
-)
+from pipeline.report.charts import heatmap
+from pipeline.report.compare import compare_results
+from pipeline.report.render import _environment, write_report, write_rubric_comparison
+from pipeline.report.result_file import load_result
+from pipeline.report.views import marked_turns
 from pipeline.rubric.model import Rubric, load_rubric
 from pipeline.store.store import DB_NAME, Store
 from pipeline.testing.mockserver import Content, MockServer

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from test_report import HUMAN, JUDGE, REPO, UNITS, check_result
 
 from pipeline.consistency.sample_size import MIN_LABELLED, TOO_FEW, SampleSize
-from pipeline.report.report import write_report
+from pipeline.report.render import write_report
 from pipeline.testing.mockserver import MockServer
 
 # 12 chats where judge and human agree exactly: κw is 1 on every resample, which would be "trusted".

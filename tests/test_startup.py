@@ -36,8 +36,10 @@ NOT_FOR_GRADE = (
     "pipeline.batch.provider",  # kefu batch
     "pipeline.grading.costs",  # --dry-run, kefu batch estimate
     "pipeline.outputs.summary",  # kefu summary
-    "pipeline.consistency.check", "pipeline.agreement.compare", "pipeline.agreement.results",  # kefu check
-    "pipeline.inputs.labels", "pipeline.report.report",  # kefu check, report
+    "pipeline.consistency.results", "pipeline.consistency.job", "pipeline.consistency.assess",  # kefu check
+    "pipeline.consistency.wordings", "pipeline.agreement.compare", "pipeline.agreement.results",  # kefu check
+    "pipeline.inputs.labels", "pipeline.report.render", "pipeline.report.compare",  # kefu check, report
+    "pipeline.report.charts", "pipeline.report.views", "pipeline.report.result_file",  # kefu check, report
     "pandas", "scipy", "sklearn", "krippendorff", "pingouin", "statsmodels", "openpyxl", "pyarrow",
 )
 """Modules that only other commands use."""

@@ -12,7 +12,8 @@ import pytest
 from pipeline.agreement.baselines import BaselineAgreement
 from pipeline.agreement.results import CI, HumanAgreement, Metrics, PairAgreement, RaterComparison
 from pipeline.agreement.verdict import VerdictThresholds
-from pipeline.consistency.check import CheckOptions, CriterionCheck, assess
+from pipeline.consistency.assess import assess
+from pipeline.consistency.results import CheckOptions, CriterionCheck
 from pipeline.consistency.verdict import Reason, VerdictPolicy, judge_verdict, sentence
 from pipeline.inputs.labels import Label, LabelSet
 from pipeline.report.messages import catalogue

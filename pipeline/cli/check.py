@@ -63,7 +63,9 @@ from pipeline.grading.settings import load_settings
 # `kefu --help` should not pay for them at start-up.
 if TYPE_CHECKING:
     from pipeline.agreement.results import CI
-    from pipeline.consistency.check import CheckResult, CheckRun, RubricComparison
+    from pipeline.consistency.job import CheckRun
+    from pipeline.consistency.results import CheckResult
+    from pipeline.consistency.wordings import RubricComparison
 
 from pipeline.paths import CHECKOUT_DIR as REPO
 
@@ -98,7 +100,7 @@ def _num(value: float) -> str:
 
 
 def _print_result(result: CheckResult, folder: Path, sample: SampleSize) -> None:
-    from pipeline.consistency.check import LABEL_REJECTS
+    from pipeline.consistency.job import LABEL_REJECTS
 
     table = Table(title=f"kefu check — {result.rubric_name} ({result.rubric_id} v{result.rubric_version}), "
                         f"model {result.model}")
@@ -193,15 +195,11 @@ def check(
 ) -> None:
     """Grade labelled transcripts twice and measure the judge against itself and the humans."""
     from pipeline.agreement.verdict import VerdictThresholds
-    from pipeline.consistency.check import (
-        CheckJob,
-        CheckOptions,
-        criteria_below,
-        read_chats,
-        run_check,
-        run_comparison,
-    )
-    from pipeline.report.report import load_result, write_report, write_rubric_comparison
+    from pipeline.consistency.job import CheckJob, read_chats, run_check
+    from pipeline.consistency.results import CheckOptions, criteria_below
+    from pipeline.consistency.wordings import run_comparison
+    from pipeline.report.render import write_report, write_rubric_comparison
+    from pipeline.report.result_file import load_result
 
     rubrics = rubric or [REPO / "rubric/ecommerce_cs.yaml"]
     if len(rubrics) > 2:
@@ -285,7 +283,8 @@ def report(
 ) -> None:
     """Rewrite a check's agreement.md and report.html, optionally with the changes since a previous check."""
     from pipeline.report.history import write_history
-    from pipeline.report.report import AGREEMENT_JSON, load_result, write_report
+    from pipeline.report.render import write_report
+    from pipeline.report.result_file import AGREEMENT_JSON, load_result
 
     try:
         result = load_result(out_dir / AGREEMENT_JSON)

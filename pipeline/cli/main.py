@@ -125,7 +125,7 @@ def _print_summary(result: JobResult, out_dir: Path) -> None:
 def _vouched(check_dir: Path, job: GradeJob, settings: Settings) -> Callable[[ResolvedEndpoint], None]:
     """An endpoint callback that refuses (ConfigError) a judge other than the one the check in `check_dir` measured."""
     from pipeline.grading.fingerprint import JudgeFingerprint, endpoint_name, fingerprint_differences
-    from pipeline.report.report import AGREEMENT_JSON, load_result
+    from pipeline.report.result_file import AGREEMENT_JSON, load_result
 
     checked = load_result(check_dir / AGREEMENT_JSON).judge
     if checked is None:
@@ -265,8 +265,8 @@ def demo(
     Uses whatever endpoint is configured, else the embedded offline model. Three chats show the
     pipeline working end to end; they are far too few to say anything about the model's quality.
     """
-    from pipeline.consistency.check import CheckJob, check_graded  # the statistics: only for the commands that report
-    from pipeline.report.report import write_report
+    from pipeline.consistency.job import CheckJob, check_graded  # the statistics: only for the commands that report
+    from pipeline.report.render import write_report
 
     chats, rubric = REPO / "eval_sets/ecommerce_cs.jsonl", REPO / "rubric/ecommerce_cs.yaml"
     demo_ids = read_ids(REPO / "eval_sets/demo_ids.txt")

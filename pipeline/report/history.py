@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from pipeline.consistency.check import CheckResult
+from pipeline.consistency.results import CheckResult
 from pipeline.grading.fingerprint import fingerprint_differences
-from pipeline.report.report import IntervalChart, IntervalRow, Scale, load_result, render
+from pipeline.report.charts import IntervalChart, IntervalRow, Scale
+from pipeline.report.render import render
+from pipeline.report.result_file import load_result
 
 HISTORY = "history"
 
@@ -34,7 +36,7 @@ class HistoryColumn(NamedTuple):
 
 def history_columns(folders: Sequence[Path]) -> list[HistoryColumn]:
     """The checks in these folders, oldest first, each with what changed in its judge."""
-    from pipeline.report.report import AGREEMENT_JSON
+    from pipeline.report.result_file import AGREEMENT_JSON
 
     loaded = sorted(((str(f), load_result(f / AGREEMENT_JSON)) for f in folders), key=lambda x: x[1].created_at)
     columns = []
