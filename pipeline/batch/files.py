@@ -20,13 +20,14 @@ from pipeline.batch.limits import MAX_BYTES, MAX_REQUESTS
 from pipeline.checks.checker import ServiceChecker
 from pipeline.errors import ConfigError
 from pipeline.grading.grader import Sampling, grade_scopes, response_format_for
-from pipeline.grading.prompting import PromptSet, transcript_hash
-from pipeline.grading.redaction import RedactionConfig, redact_transcript
+from pipeline.grading.plan import GradePlanner
+from pipeline.grading.prompting import PromptSet
+from pipeline.grading.redaction import RedactionConfig
 from pipeline.grading.schema import build_grade_schema
 from pipeline.inputs.transcripts import Reject, Transcript, write_rejects
 from pipeline.llm.client import chat_request_body
 from pipeline.rubric.model import Rubric
-from pipeline.store.store import BatchRequest, Store, grade_key
+from pipeline.store.store import BatchRequest, Store
 
 BATCH_ENDPOINT: Final = "/v1/chat/completions"
 BATCH_DIR = "batch"
@@ -135,19 +136,21 @@ def write_batch_files(
     A key is skipped when the store has its grade (only a scored one with `retry_failed`) or an
     earlier file already holds it uncollected. Files are split before `max_requests` lines or
     `max_bytes` bytes. Rejects go to OUT/rejects.jsonl, as in online grading; so does a single
-    request too large for any file. `redaction`, `checker` and `key_options` work as in
-    `runner.run_grading`, so a transcript gets the same resume keys either way.
+    request too large for any file. The keys are planned as online grading plans them
+    (`grading.plan`), so a transcript gets the same resume keys either way.
     """
     if max_requests < 1 or max_bytes < 1:
         raise ConfigError(f"batch file limits must be positive (max_requests={max_requests}, max_bytes={max_bytes})")
-    if redaction is not None:
-        key_options = {**(key_options or {}), "redact": True}
+    scopes = grade_scopes(rubric, per_criterion)
+    planner = GradePlanner(rubric_hash=rubric.content_hash, template_hash=prompts.template_hash, model=model,
+                           sampling=sampling, scopes=scopes, repeats=repeats, key_options=key_options,
+                           redaction=redaction)
     run_id = store.start_run(
         rubric_id=rubric.id, rubric_version=rubric.version, rubric_hash=rubric.content_hash,
         template_hash=prompts.template_hash, model=model,
         settings={**(settings_record or {}), "batch": True, "per_criterion": per_criterion, "repeats": repeats,
                   "response_mode": response_mode, "sampling": sampling.model_dump(mode="json"),
-                  "key_options": key_options or {}, "rubric": rubric.model_dump(mode="json", by_alias=True)},
+                  "key_options": planner.key_options or {}, "rubric": rubric.model_dump(mode="json", by_alias=True)},
     )
 
     def record(local_file: str, size: int, requests: list[Any], transcripts: dict[str, str]) -> None:
@@ -158,7 +161,7 @@ def write_batch_files(
     result = BatchWriteResult(redacted=redaction is not None)
     done = store.finished_keys(include_unscored=not retry_failed, pending_batches=True)
     sent: set[str] = set()  # keys written by this call: the same transcript twice in the input is one request
-    scopes = grade_scopes(rubric, per_criterion)
+    order = {scope: n for n, (scope, _) in enumerate(scopes)}
     formats = {scope: response_format_for(build_grade_schema(crits), response_mode) for scope, crits in scopes}
     rejects_path = out_dir / "rejects.jsonl"
     rejects_path.write_text("", encoding="utf-8")
@@ -169,33 +172,34 @@ def write_batch_files(
                 result.rejected += write_rejects([item], rejects_path)
                 continue
             result.transcripts += 1
-            redacted = redact_transcript(item, redaction) if redaction is not None else None
-            transcript = redacted.transcript if redacted is not None else item
-            thash = transcript_hash(transcript)
+            plan = planner.plan(item)
+            transcript, thash, redacted = plan.transcript, plan.content_hash, plan.redacted
             store.save_transcript(item, thash, checker.check(item).record() if checker is not None else None)
             as_json = transcript.model_dump_json()
             written = result.requests
-            for scope, crits in scopes:
-                messages: list[dict[str, str]] | None = None
-                for repeat in range(repeats):
-                    key = grade_key(transcript_hash=thash, rubric_hash=rubric.content_hash,
-                                    template_hash=prompts.template_hash, model=model, sampling=sampling,
-                                    repeat=repeat, scope=scope, options=key_options)
-                    if key in done or key in sent:
-                        result.skipped += 1
-                        continue
-                    sent.add(key)
-                    messages = messages or prompts.messages(rubric, crits, transcript)
-                    body = chat_request_body(messages, model=model, response_format=formats[scope],
-                                             temperature=sampling.temperature, seed=sampling.seed,
-                                             max_tokens=sampling.max_tokens)
-                    custom_id = _custom_id(key, store.batch_writes(key))
-                    line = _encode_line(custom_id, body)
-                    if not writer.fits(line):
-                        result.rejected += write_rejects([_too_big(item, len(line), max_bytes)], rejects_path)
-                        break
-                    writer.add(line, BatchRequest(custom_id, transcript.id, thash, repeat, scope, key), as_json)
-                    result.requests += 1
+            messages: dict[str, list[dict[str, str]]] = {}  # rendered once per scope, for all its repeats
+            too_big: set[str] = set()  # scopes whose request fits no file: their later repeats are not tried
+            for planned in sorted(plan.grades, key=lambda g: order[g.scope]):  # a scope's repeats in a row
+                scope, key = planned.scope, planned.key
+                if scope in too_big:
+                    continue
+                if key in done or key in sent:
+                    result.skipped += 1
+                    continue
+                sent.add(key)
+                if scope not in messages:
+                    messages[scope] = prompts.messages(rubric, planned.criteria, transcript)
+                body = chat_request_body(messages[scope], model=model, response_format=formats[scope],
+                                         temperature=sampling.temperature, seed=sampling.seed,
+                                         max_tokens=sampling.max_tokens)
+                custom_id = _custom_id(key, store.batch_writes(key))
+                line = _encode_line(custom_id, body)
+                if not writer.fits(line):
+                    result.rejected += write_rejects([_too_big(item, len(line), max_bytes)], rejects_path)
+                    too_big.add(scope)
+                    continue
+                writer.add(line, BatchRequest(custom_id, transcript.id, thash, planned.repeat, scope, key), as_json)
+                result.requests += 1
             if redacted is not None and result.requests > written:
                 for kind, n in redacted.counts.items():
                     if n:
