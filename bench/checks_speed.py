@@ -31,7 +31,8 @@ from typing import Any
 from bench.chats import iter_chats
 from bench.harness import REPO, describe_machine, print_table
 from pipeline.checks.checker import DEFAULT_LEXICONS, ServiceChecker
-from pipeline.checks.lexicon import PhraseChecker, load_lexicons
+from pipeline.checks.lexicons import load_lexicons
+from pipeline.checks.phrases import PhraseChecker
 from pipeline.checks.timing import ShopCalendar, TimingThresholds, measure_session
 from pipeline.inputs.transcripts import read_transcripts
 from pipeline.models.transcript import Reject, Transcript

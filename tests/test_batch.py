@@ -22,19 +22,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from pipeline.batch.files import BatchWriteResult, write_batch_files
+from pipeline.batch.ingest import CollectResult, _outcome
 from pipeline.batch.limits import MAX_BYTES, MAX_REQUESTS, over_limits
-from pipeline.batch.provider import (
-    BatchStatus,
-    BatchWriteResult,
-    CollectResult,
-    _outcome,
-    batch_client,
-    collect,
-    collect_local,
-    status,
-    submit,
-    write_batch_files,
-)
+from pipeline.batch.provider import BatchStatus, batch_client, collect, collect_local, status, submit
 from pipeline.cli.batch import batch_app
 from pipeline.errors import TransientLLMError
 from pipeline.grading.grader import Grader, grade_from_reply

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from pipeline.checks.lexicon import is_lexicon_file, load_lexicons
+from pipeline.checks.lexicons import is_lexicon_file, load_lexicons
 from pipeline.cli.main import app
 from pipeline.grading.dryrun import prompt_file_name
 from pipeline.llm.local import model as local_model

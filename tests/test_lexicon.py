@@ -1,4 +1,4 @@
-"""Tests for pipeline/checks/lexicon.py against rubric/lexicons.yaml and small lexicons built in the test."""
+"""Tests for pipeline/checks/lexicons.py and phrases.py against rubric/lexicons.yaml and lexicons built in the test."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.checks.lexicon import MatchKind, PhraseChecker, PhraseGroup, load_lexicons, parse_lexicons
+from pipeline.checks.lexicons import MatchKind, PhraseGroup, load_lexicons, parse_lexicons
+from pipeline.checks.phrases import PhraseChecker
 from pipeline.errors import RubricError
 from pipeline.inputs.transcripts import read_transcripts
 from pipeline.models.transcript import Role, Transcript, Turn

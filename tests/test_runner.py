@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.checks.checker import DEFAULT_LEXICONS, ServiceChecker, TranscriptChecks
-from pipeline.checks.lexicon import load_lexicons
+from pipeline.checks.lexicons import load_lexicons
 from pipeline.checks.timing import TimingThresholds
 from pipeline.grading.grader import Grader
 from pipeline.grading.prompting import PromptSet, transcript_boundary

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.batch.provider import write_batch_files
+from pipeline.batch.files import write_batch_files
 from pipeline.checks.checker import DEFAULT_LEXICONS
-from pipeline.checks.lexicon import load_lexicons, parse_lexicons
+from pipeline.checks.lexicons import load_lexicons, parse_lexicons
 from pipeline.errors import RubricError
 from pipeline.testing.mockserver import MockServer
 from pipeline.yamlload import load_yaml
@@ -33,7 +33,7 @@ RUN_AND_LIST_MODULES = (
 )
 
 NOT_FOR_GRADE = (
-    "pipeline.batch.provider",  # kefu batch
+    "pipeline.batch.files", "pipeline.batch.ingest", "pipeline.batch.provider",  # kefu batch
     "pipeline.grading.costs",  # --dry-run, kefu batch estimate
     "pipeline.outputs.summary",  # kefu summary
     "pipeline.consistency.results", "pipeline.consistency.job", "pipeline.consistency.assess",  # kefu check

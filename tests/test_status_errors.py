@@ -12,7 +12,8 @@ import click
 import pytest
 import typer
 
-from pipeline.batch.provider import batch_client, submit, write_batch_files
+from pipeline.batch.files import write_batch_files
+from pipeline.batch.provider import batch_client, submit
 from pipeline.checks.checker import ServiceChecker
 from pipeline.cli.main import app
 from pipeline.errors import FatalLLMError, TransientLLMError

@@ -1,6 +1,6 @@
 """Service-standard checks of one transcript: timing and phrase reports, the record stored per transcript.
 
-The checks are deterministic code (pipeline/checks/timing.py, pipeline/checks/lexicon.py), run once per
+The checks are deterministic code (pipeline/checks/timing.py, pipeline/checks/phrases.py), run once per
 transcript on the ORIGINAL text before any redaction, and stored in the store's
 `transcripts.checks` column. Their flat columns (`TranscriptChecks.columns`) are what scores.csv
 shows and what rubric hooks (`caps`, `critical`) may name; `CHECKS` is that vocabulary with the
@@ -19,9 +19,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.checks import lexicon as lexicon_code
+from pipeline.checks import lexicons as lexicons_code
+from pipeline.checks import normalization as normalization_code
+from pipeline.checks import phrases as phrases_code
 from pipeline.checks import timing as timing_code
-from pipeline.checks.lexicon import Lexicons, PhraseChecker, PhraseGroup, PhraseReport, load_lexicons
+from pipeline.checks.lexicons import Lexicons, PhraseGroup, load_lexicons
+from pipeline.checks.phrases import PhraseChecker, PhraseReport
 from pipeline.checks.timing import SessionTiming, ShopCalendar, TimingThresholds, measure_session
 from pipeline.models.checks import ColumnValue
 from pipeline.models.transcript import Transcript
@@ -84,7 +87,8 @@ class ServiceChecker:
         self.calendar = calendar or ShopCalendar()
         setup = [m.model_dump(mode="json") for m in (lexicons, self.thresholds, self.calendar)]
         digest = hashlib.sha256(json.dumps(setup, sort_keys=True).encode())
-        for module in (timing_code, lexicon_code, sys.modules[__name__]):  # the code that makes a record, too
+        code = (timing_code, lexicons_code, normalization_code, phrases_code, sys.modules[__name__])
+        for module in code:  # the code that makes a record, too
             digest.update(Path(module.__file__ or "").read_bytes())
         self.fingerprint = digest.hexdigest()[:16]
         """Changes with any lexicon entry, threshold, time zone or line of the checking code: stored

@@ -21,7 +21,7 @@ from collections import deque
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.checks.checker import ServiceChecker, record_json
-from pipeline.checks.lexicon import Lexicons
+from pipeline.checks.lexicons import Lexicons
 from pipeline.checks.timing import ShopCalendar, TimingThresholds
 from pipeline.models.transcript import Transcript
 

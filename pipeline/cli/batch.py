@@ -51,7 +51,9 @@ from pipeline.store.store import Store
 # The batch machinery and the price tables are imported by the commands that use them: `kefu` registers
 # these commands at every start-up, and `kefu grade` needs neither.
 if TYPE_CHECKING:
-    from pipeline.batch.provider import BatchMode, BatchStatus, BatchWriteResult, CollectResult
+    from pipeline.batch.files import BatchMode, BatchWriteResult
+    from pipeline.batch.ingest import CollectResult
+    from pipeline.batch.provider import BatchStatus
     from pipeline.grading.costs import CostEstimate
 
 from pipeline.paths import CHECKOUT_DIR as REPO
@@ -82,7 +84,7 @@ def _write(inputs: Sequence[Path], *, rubric_path: Path, out_dir: Path, settings
            per_criterion: bool, retry_failed: bool, redact: bool | None, lexicons: Path,
            shop_speaker: list[str] | None, bot_speaker: list[str] | None, shop_prefix: list[str] | None,
            max_requests: int, max_bytes: int) -> BatchWriteResult:
-    from pipeline.batch.provider import write_batch_files
+    from pipeline.batch.files import write_batch_files
 
     rubric = load_rubric(rubric_path)
     prompts = PromptSet(rubric.language)
@@ -174,7 +176,7 @@ def _export(result: CollectResult, out_dir: Path, rubric_path: Path | None) -> N
     """Rewrite the run folder's contract files (scores.csv, grades.jsonl, checks.jsonl), as `kefu grade` does."""
     if not (result.scored or result.unscored):
         return
-    from pipeline.batch.provider import batch_rubric
+    from pipeline.batch.ingest import batch_rubric
 
     with Store.open(out_dir) as store:
         rubric = load_rubric(rubric_path) if rubric_path else batch_rubric(store)

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from pipeline.checks.checker import DEFAULT_LEXICONS
-from pipeline.checks.lexicon import is_lexicon_file, load_lexicons
+from pipeline.checks.lexicons import is_lexicon_file, load_lexicons
 from pipeline.cli.batch import batch_app, print_estimate
 from pipeline.cli.check import check, report
 from pipeline.cli.console import (

@@ -28,15 +28,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.checks.checker import ServiceChecker
 from pipeline.checks.process import CheckProcess
 from pipeline.grading.grader import Grader
+from pipeline.grading.plan import GradePlanner
 from pipeline.grading.prompting import transcript_hash
-from pipeline.grading.redaction import PiiKind, RedactionConfig, redact_transcript
+from pipeline.grading.redaction import PiiKind, RedactionConfig
 from pipeline.grading.resume import LineMemo
 from pipeline.inputs.tokens import estimate_tokens
 from pipeline.models.grade import Grade
 from pipeline.models.transcript import Finished, Reject, Transcript
 from pipeline.rubric.model import Criterion
 from pipeline.store.digests import KeySet
-from pipeline.store.rows import FinishedLine, TranscriptMeta, grade_key
+from pipeline.store.rows import FinishedLine, TranscriptMeta
 from pipeline.store.store import Store
 
 Clock = Callable[[], float]
@@ -226,15 +227,16 @@ async def run_grading(
     state = _State(RunSummary(redacted=redaction is not None),
                    store.finished_keys(include_unscored=not options.retry_failed),
                    None if options.include_pending_batch else store.pending_batch_keys())
-    if redaction is not None:
-        key_options = {**(key_options or {}), "redact": True}
     scopes = grader.scopes(options.per_criterion)
+    planner = GradePlanner(rubric_hash=rubric_hash, template_hash=grader.prompts.template_hash, model=grader.model,
+                           sampling=grader.sampling, scopes=scopes, repeats=options.repeats,
+                           key_options=key_options, redaction=redaction)
     calls_per_transcript = options.repeats * len(scopes)
     if memo is not None:
         memo.open(store, {
             "rubric": rubric_hash, "templates": grader.prompts.template_hash, "model": grader.model,
             "sampling": grader.sampling.model_dump(mode="json"), "repeats": options.repeats,
-            "scopes": [scope for scope, _ in scopes], "options": key_options or {},
+            "scopes": [scope for scope, _ in scopes], "options": planner.key_options or {},
             "checker": checker.fingerprint if checker is not None else None,
         }, skip=not options.retry_failed)
     system_tokens = {scope: estimate_tokens(grader.prompts.system(rubric, crits)) for scope, crits in scopes}
@@ -256,28 +258,21 @@ async def run_grading(
                         progress.skip(calls_per_transcript)
                     continue
                 line = memo.line_of(item.source, item.id) if memo is not None else None
-                redacted = redact_transcript(item, redaction) if redaction is not None else None
-                transcript = redacted.transcript if redacted is not None else item
-                thash = transcript_hash(transcript)
+                plan = planner.plan(item)
+                transcript, thash, redacted = plan.transcript, plan.content_hash, plan.redacted
                 pending = []
                 in_batch = state.summary.pending_batch
-                for repeat in range(options.repeats):
-                    for scope, crits in scopes:
-                        key = grade_key(
-                            transcript_hash=thash, rubric_hash=rubric_hash,
-                            template_hash=grader.prompts.template_hash, model=grader.model,
-                            sampling=grader.sampling, repeat=repeat, scope=scope, options=key_options,
-                        )
-                        if key in state.done:
-                            state.summary.skipped += 1
-                            if progress is not None:
-                                progress.skip(1)
-                        elif state.pending is not None and key in state.pending:
-                            state.summary.pending_batch += 1  # sent already; grading it here would pay twice
-                            if progress is not None:
-                                progress.skip(1)
-                        else:
-                            pending.append((repeat, scope, crits, key))
+                for planned in plan.grades:
+                    if planned.key in state.done:
+                        state.summary.skipped += 1
+                        if progress is not None:
+                            progress.skip(1)
+                    elif state.pending is not None and planned.key in state.pending:
+                        state.summary.pending_batch += 1  # sent already; grading it here would pay twice
+                        if progress is not None:
+                            progress.skip(1)
+                    else:
+                        pending.append(planned)
                 if state.summary.pending_batch != in_batch:
                     line = None  # not finished before its batch is collected
                 checks = stored = None
@@ -309,9 +304,9 @@ async def run_grading(
                 future = await child.submit(item, original_hash) if child is not None and offload else None
                 outstanding = _Outstanding(TranscriptMeta(item, thash, checks), line, len(pending), future,
                                            original_hash)
-                for repeat, scope, crits, key in pending:
-                    await queue.put(_Unit(transcript, repeat, scope, crits, key, system_tokens[scope] + user_tokens,
-                                          outstanding))
+                for p in pending:
+                    await queue.put(_Unit(transcript, p.repeat, p.scope, p.criteria, p.key,
+                                          system_tokens[p.scope] + user_tokens, outstanding))
                 if redacted is not None:
                     _count_redactions(state.summary, redacted.counts)
         for _ in range(options.concurrency):

@@ -1,6 +1,6 @@
-"""Phrase lexicons: the YAML models, and the checks of agent replies against them.
+"""Phrase checks: agent replies matched against the lexicons, reported with the original text.
 
-The lexicons (rubric/lexicons.yaml) are data; this module loads them, matches them and reports
+The lexicons (rubric/lexicons.yaml, `checks.lexicons`) are data; this module matches them and reports
 hits with the original text, so a QA lead sees exactly what the agent wrote.
 
 Matching rules (why each exists):
@@ -29,270 +29,31 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from bisect import bisect_right
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
-from functools import cache, cached_property, partial
 from itertools import accumulate
 from operator import itemgetter
-from pathlib import Path
-from typing import Annotated, Any, TypeVar, cast
+from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.errors import RubricError
+from pipeline.checks.lexicons import LexiconEntry, LexiconGroup, Lexicons, MatchKind, PhraseGroup
+from pipeline.checks.normalization import View, normalize
 from pipeline.models.transcript import Role, Transcript
-from pipeline.oserrors import os_problem
-from pipeline.yamlload import load_yaml
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-_Phrase = Annotated[str, Field(min_length=1)]
-_T = TypeVar("_T")
-
-
-class MatchKind(StrEnum):
-    """How an entry's pattern is compared with a reply."""
-
-    substring = "substring"
-    whole = "whole"
-    regex = "regex"
-
-
-class PhraseGroup(StrEnum):
-    """The lexicon groups; `honorifics`, `greetings` and `closings` are things the agent should say."""
-
-    banned = "banned"
-    negation_refusal = "negation_refusal"
-    negative_language = "negative_language"
-    but_words = "but_words"
-    honorifics = "honorifics"
-    greetings = "greetings"
-    closings = "closings"
-
-
-class LexiconEntry(_Strict):
-    """One phrase to look for."""
-
-    pattern: str = Field(min_length=1, description="The phrase, or a regular expression for `match: regex`.")
-    match: MatchKind = Field(default=MatchKind.substring, description="How the pattern is compared with a reply.")
-    source: str = Field(min_length=1, description="The seed file and section the phrase comes from.")
-    suggestion: str | None = Field(default=None, description="What the agent should write instead.")
-    exceptions: list[_Phrase] = Field(
-        default_factory=list,
-        description="Longer allowed words containing the pattern; a match inside one is no hit.",
-    )
-    note: str | None = Field(default=None, description="Why the entry or its exceptions are as they are.")
-
-    @model_validator(mode="after")
-    def _check_pattern(self) -> LexiconEntry:
-        if self.match is MatchKind.regex:
-            try:
-                compiled = re.compile(_normalize(self.pattern))
-            except re.error as exc:
-                raise ValueError(f"pattern {self.pattern!r} is not a valid regular expression: {exc}") from None
-            useless = [e for e in self.exceptions if not compiled.search(_normalize(e))]
-        elif self.match is MatchKind.whole:
-            if self.exceptions:
-                raise ValueError(f"pattern {self.pattern!r}: a whole-reply entry cannot have exceptions")
-            useless = []
-        else:
-            useless = [e for e in self.exceptions if _normalize(self.pattern) not in _normalize(e)]
-        if useless:
-            raise ValueError(f"pattern {self.pattern!r}: exceptions {useless} do not contain it, so never apply")
-        return self
-
-
-class LexiconGroup(_Strict):
-    """A group of entries with the exceptions they share."""
-
-    description: str = Field(min_length=1, description="What the group checks and on which seed rule.")
-    exceptions: list[_Phrase] = Field(
-        default_factory=list,
-        description="Allowed longer words applying to every entry of the group they contain.",
-    )
-    entries: list[LexiconEntry] = Field(min_length=1, description="The phrases.")
-
-    @model_validator(mode="after")
-    def _check_entries(self) -> LexiconGroup:
-        counts = Counter(_normalize(e.pattern) for e in self.entries)
-        duplicates = sorted(p for p, n in counts.items() if n > 1)
-        if duplicates:
-            raise ValueError(f"patterns listed twice: {duplicates}")
-        literal = [_normalize(e.pattern) for e in self.entries if e.match is MatchKind.substring]
-        useless = [e for e in self.exceptions if not any(p in _normalize(e) for p in literal)]
-        if useless:
-            raise ValueError(f"group exceptions {useless} contain none of the group's substring patterns")
-        return self
-
-
-class EmoticonPattern(_Strict):
-    """A regular expression for 表情 codes or emoji, masked before matching."""
-
-    pattern: str = Field(min_length=1, description="Python regular expression.")
-    note: str = Field(min_length=1, description="What it catches, with examples.")
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
-
-
-class RefusalRule(_Strict):
-    """Seed rule: when the agent cannot meet a request, the reply's first words are 非常抱歉."""
-
-    source: str = Field(min_length=1, description="Seed file and section.")
-    rule: str = Field(min_length=1, description="The rule as the seed states it.")
-    openers: list[_Phrase] = Field(min_length=1, description="Accepted first words of a refusal.")
-    address_prefixes: list[_Phrase] = Field(
-        default_factory=list, description="Forms of address allowed before the opener (亲,非常抱歉…)."
-    )
-    triggers: list[_Phrase] = Field(
-        default_factory=list,
-        description="Phrases besides negation_refusal hits that make a reply a refusal (无法…).",
-    )
-    note: str | None = Field(default=None, description="How the rule is applied.")
-
-
-class Lexicons(_Strict):
-    """The whole lexicon file."""
-
-    version: str = Field(min_length=1, description="Bumped whenever an entry changes.")
-    emoticons: list[EmoticonPattern] = Field(description="表情 codes and emoji to mask before matching.")
-    refusal_rule: RefusalRule = Field(description="The first-words rule for refusals.")
-    groups: dict[PhraseGroup, LexiconGroup] = Field(description="Every group, keyed by its name.")
-
-    @model_validator(mode="after")
-    def _all_groups(self) -> Lexicons:
-        missing = [g.value for g in PhraseGroup if g not in self.groups]
-        if missing:
-            raise ValueError(f"groups missing: {missing}")
-        return self
-
-
-class _CharTable(dict[int, _T]):
-    """A `str.translate` table that computes a character's value on first sight and keeps it.
-
-    The Unicode database is then consulted once per distinct character per process rather than once
-    per character of every reply; it holds at most one value per code point.
-    """
-
-    def __init__(self, value_of: Callable[[str], _T]) -> None:
-        super().__init__()
-        self._value_of = value_of
-
-    def __missing__(self, code: int) -> _T:
-        value = self[code] = self._value_of(chr(code))
-        return value
-
-
-def _letter_or_digit(ch: str) -> str | None:
-    return ch if unicodedata.category(ch)[0] in "LN" else None
-
-
-@cache
-def _to_simplified() -> Callable[[str], str]:
-    """OpenCC's traditional-to-simplified converter, loaded on first use (its dictionaries take a moment)."""
-    import opencc  # the only module that uses OpenCC
-
-    return cast(Callable[[str], str], opencc.OpenCC("t2s").convert)
-
-
-def _simplified_char(ch: str) -> str:
-    """One character to simplified, or itself: a lone surrogate (OpenCC cannot encode it) or a character
-    that would not stay one character (offsets must still map)."""
-    if "\ud800" <= ch <= "\udfff":
-        return ch
-    simple = _to_simplified()(ch)
-    return simple if len(simple) == 1 else ch
-
-
-_NFKC: _CharTable[str] = _CharTable(partial(unicodedata.normalize, "NFKC"))
-"""Each character's NFKC form. No code point's form is empty, so a reply whose normalised text is as
-long as itself has normalised every character to exactly one character."""
-_SIMPLIFIED: _CharTable[str] = _CharTable(_simplified_char)
-"""Each character's simplified form, without OpenCC's phrase table (the fallback of `_normalize`)."""
-_LETTERS: _CharTable[str | None] = _CharTable(_letter_or_digit)
-"""Keeps letters and digits (categories L*, N*) and deletes everything else."""
-
-_MASK = "\x01"
-"""Replaces every character of an emoticon: neither a letter nor a gap (`_GAP`), so a code never joins a phrase."""
 _GAP = r"[^\w\x00\x01]*"
 """What a listed phrase may hold between two of its characters: spaces and punctuation (自己，选吧), never a
 letter or digit, a masked emoticon or the separator between two replies."""
 
 
-def _normalize(text: str) -> str:
-    """NFKC (character by character, so that offsets can be mapped back: see `_View`), then traditional
-    to simplified (問 → 问, 回覆 → 回复).
-
-    OpenCC converts the whole text, with its phrase table, when that keeps every character in place
-    (it does for Chinese text), so the offsets still map; otherwise, and for text OpenCC cannot
-    encode (a lone surrogate), each character is converted on its own.
-    """
-    normal = text.translate(_NFKC)
-    try:
-        simple = _to_simplified()(normal)
-    except UnicodeEncodeError:
-        simple = ""
-    return simple if len(simple) == len(normal) else normal.translate(_SIMPLIFIED)
-
-
 def _gapped(phrase: str, gap: str) -> str:
     """A regular expression for the phrase with `gap` allowed between any two of its characters."""
     return gap.join(map(re.escape, phrase))
-
-
-def _blank(match: re.Match[str]) -> str:
-    return _MASK * (match.end() - match.start())
-
-
-@dataclass
-class _View:
-    """A reply normalised and with emoticons masked, built once per reply and shared by every group.
-
-    NFKC is applied per character rather than to the whole string: for Chinese chat text the result
-    is the same, and it keeps an exact map from every normalised character to its source character.
-    `origin[i]` is the original index of character i; None when every character normalised to one
-    character (nearly every reply), since offsets are then unchanged.
-    """
-
-    text: str
-    origin: list[int] | None
-
-    @classmethod
-    def of(cls, text: str, emoticons: re.Pattern[str]) -> _View:
-        """Normalise a reply and mask its emoticons, keeping the map to original offsets."""
-        normal = _normalize(text)
-        origin = None if len(normal) == len(text) else [i for i, ch in enumerate(text) for _ in _NFKC[ord(ch)]]
-        return cls(emoticons.sub(_blank, normal), origin)
-
-    def span(self, start: int, end: int) -> tuple[int, int]:
-        """The original [start, end) covering normalised characters start..end-1."""
-        if self.origin is None:
-            return start, end
-        return self.origin[start], self.origin[end - 1] + 1
-
-    @cached_property
-    def letters(self) -> str:
-        """Letters and digits only (no punctuation, spaces or masked emoticons)."""
-        return self.text.translate(_LETTERS)
-
-    def letters_span(self) -> tuple[int, int]:
-        """The normalised [start, end) from the first to the last letter or digit (of a reply that has one)."""
-        positions = [i for i, ch in enumerate(self.text) if _LETTERS[ord(ch)] is not None]
-        return positions[0], positions[-1] + 1
 
 
 class PhraseHit(_Strict):
@@ -411,7 +172,7 @@ class _Replies:
 
     turns: list[int]
     originals: list[str]
-    views: list[_View]
+    views: list[View]
     starts: list[int]
     """Offset of each reply in `text`."""
     text: str
@@ -420,7 +181,7 @@ class _Replies:
     def of(cls, replies: list[tuple[int, str]], emoticons: re.Pattern[str]) -> _Replies:
         """`replies` are (turn number, original text) pairs."""
         originals = [text for _, text in replies]
-        views = [_View.of(text, emoticons) for text in originals]
+        views = [View.of(text, emoticons) for text in originals]
         starts = list(accumulate((len(v.text) + 1 for v in views), initial=0))[: len(views)]
         joined = _SEPARATOR.join(v.text for v in views)
         return cls([n for n, _ in replies], originals, views, starts, joined)
@@ -439,21 +200,21 @@ class PhraseChecker:
         self._emoticons = re.compile("|".join(f"(?:{e.pattern})" for e in lexicons.emoticons))
         self._groups = {group: self._compile(lexicons.groups[group]) for group in PhraseGroup}
         rule = lexicons.refusal_rule
-        self._openers = tuple(_normalize(o) for o in rule.openers)
-        self._prefixes = tuple(sorted((_normalize(p) for p in rule.address_prefixes), key=len, reverse=True))
-        self._triggers = tuple(_normalize(t) for t in rule.triggers)
+        self._openers = tuple(normalize(o) for o in rule.openers)
+        self._prefixes = tuple(sorted((normalize(p) for p in rule.address_prefixes), key=len, reverse=True))
+        self._triggers = tuple(normalize(t) for t in rule.triggers)
 
     @staticmethod
     def _compile(spec: LexiconGroup) -> _Group:
         searched = []
         whole = []
         for index, entry in enumerate(spec.entries):
-            pattern = _normalize(entry.pattern)
+            pattern = normalize(entry.pattern)
             if entry.match is MatchKind.whole:
                 whole.append((index, entry, pattern))
                 continue
             literal = entry.match is MatchKind.substring
-            exceptions = [_normalize(e) for e in (*entry.exceptions, *spec.exceptions)]
+            exceptions = [normalize(e) for e in (*entry.exceptions, *spec.exceptions)]
             if literal:  # a substring match is the pattern itself, so only exceptions containing it can hold it
                 exceptions = [e for e in exceptions if pattern in e]
             searched.append(
@@ -528,7 +289,7 @@ class PhraseChecker:
         found = self._find(self._groups[group], replies)
         return [PhraseHit.model_validate(self._hit(group, replies, *f)) for f in found]
 
-    def _refusal(self, turn: int, view: _View, refusal_trigger: str | None) -> dict[str, Any] | None:
+    def _refusal(self, turn: int, view: View, refusal_trigger: str | None) -> dict[str, Any] | None:
         """RefusalCheck's fields, or None when the reply refuses nothing."""
         trigger = refusal_trigger
         if trigger is None:
@@ -579,39 +340,3 @@ class PhraseChecker:
             "refusals": refusals,
         })
 
-
-def parse_lexicons(data: Any, path: str) -> Lexicons:
-    """Validate already-parsed YAML; raise RubricError listing every problem with its location."""
-    try:
-        return Lexicons.model_validate(data)
-    except ValidationError as exc:
-        problems = [f"{' › '.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()]
-        raise RubricError(path, problems) from None
-
-
-LEXICON_ONLY_KEYS = frozenset({"emoticons", "refusal_rule", "groups"})
-"""Top-level keys of a lexicon file that no rubric has: how `kefu rubric check rubric/*.yaml` tells them apart."""
-
-
-def is_lexicon_file(path: Path) -> bool:
-    """Whether `path` holds lexicons rather than a rubric. A file that cannot be read or parsed is not
-    one: the rubric loader then reports it, with the line."""
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False
-    return isinstance(data, dict) and "dimensions" not in data and bool(LEXICON_ONLY_KEYS & set(data))
-
-
-def load_lexicons(path: str | Path) -> Lexicons:
-    """Load and validate a lexicon YAML file (rubric/lexicons.yaml)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RubricError(str(p), [f"无法读取 (cannot read)：{os_problem(exc)}"]) from None
-    try:
-        data = load_yaml(text)
-    except yaml.YAMLError as exc:
-        raise RubricError(str(p), [f"not valid YAML: {exc}"]) from None
-    return parse_lexicons(data, str(p))
