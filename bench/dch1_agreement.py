@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import csv
 import json
-import os
 import random
 import sys
 import tempfile
@@ -55,22 +54,12 @@ from pipeline.consistency.job import CheckJob, CheckRun, run_check  # noqa: E402
 from pipeline.consistency.results import CheckOptions  # noqa: E402
 from pipeline.grading.settings import load_settings  # noqa: E402
 from pipeline.inputs.labels import Label, LabelSet, read_labels  # noqa: E402
+from pipeline.paths import DCH1_DIR  # noqa: E402
 from pipeline.report.render import write_report  # noqa: E402
 from pipeline.rubric.model import Rubric, load_rubric  # noqa: E402
 from pipeline.testing.mockserver import MockServer  # noqa: E402
 
-
-def _find_dataset() -> Path:
-    """$KEFU_DCH1, else shared/datasets/dch1_stc3 beside the checkout or one of its parents (a worktree)."""
-    if os.environ.get("KEFU_DCH1"):
-        return Path(os.environ["KEFU_DCH1"])
-    for parent in ROOT.parents:
-        if (parent / "shared" / "datasets" / "dch1_stc3").is_dir():
-            return parent / "shared" / "datasets" / "dch1_stc3"
-    return ROOT.parent / "shared" / "datasets" / "dch1_stc3"
-
-
-DATASET = _find_dataset()
+DATASET = DCH1_DIR
 
 RUBRIC = ROOT / "rubric" / "dch1_quality.yaml"
 CRITERIA = {"A": "accomplishment", "S": "satisfaction", "E": "efficiency"}

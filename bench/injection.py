@@ -18,14 +18,14 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Iterable
-from pathlib import Path
 
 from bench.chats import iter_chats
 from bench.harness import REPO, describe_machine, print_table
 from pipeline.checks.injection import find_injection
 from pipeline.models.transcript import Role, Transcript, Turn
+from pipeline.paths import DCH1_DIR
 
-DCH1 = Path("/work/shared/datasets/dch1_stc3")
+DCH1 = DCH1_DIR
 
 
 def _dch1(name: str) -> list[Transcript]:

@@ -14,12 +14,13 @@ from pydantic import ValidationError
 from pipeline.checks.injection import InjectionPattern, find_in_text, find_injection, load_injection_patterns, normalise
 from pipeline.models.grade import InjectionHit
 from pipeline.models.transcript import Role, Transcript, Turn
+from pipeline.paths import DCH1_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 PATTERNS = load_injection_patterns().patterns
 EXAMPLES = [(p, e) for p in PATTERNS for e in p.examples]
 COUNTER_EXAMPLES = [e for p in PATTERNS for e in p.counter_examples]
-DCH1 = Path("/work/shared/datasets/dch1_stc3")
+DCH1 = DCH1_DIR
 
 
 def _own(pattern: InjectionPattern, text: str) -> bool:

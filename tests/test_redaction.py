@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -18,6 +17,7 @@ from pipeline.grading.redaction import (
     redact_transcript,
 )
 from pipeline.models.transcript import Role, Transcript, Turn
+from pipeline.paths import DCH1_DIR
 
 # GB 11643 worked example. Weights 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2 on 11010519491231002:
 # 7+9+0+5+0+20+2+9+24+27+7+18+30+5+0+0+4 = 167; 167 mod 11 = 2; "10X98765432"[2] = X.
@@ -198,7 +198,7 @@ def test_is_loopback(url: str, loopback: bool) -> None:
     assert is_loopback(url) is loopback
 
 
-DCH1 = Path("/work/shared/datasets/dch1_stc3/train_data_cn.json")
+DCH1 = DCH1_DIR / "train_data_cn.json"
 
 
 @pytest.mark.skipif(not DCH1.exists(), reason="DCH-1 training data not present on this machine")

@@ -12,12 +12,13 @@ import pytest
 import yaml
 
 from pipeline.errors import RubricError
+from pipeline.paths import SEEDS_DIR
 from pipeline.rubric.model import Rubric, load_rubric, rubric_json_schema
 
 REPO = Path(__file__).resolve().parents[1]
 RUBRIC_DIR = REPO / "rubric"
 SEED_RUBRIC = RUBRIC_DIR / "ecommerce_cs.yaml"
-SEED_TEXT = REPO.parent / "shared" / "seeds" / "000_63ce76fe06ed44e9.txt"
+SEED_TEXT = SEEDS_DIR / "000_63ce76fe06ed44e9.txt"
 SCHEMA_COMMENT = "# yaml-language-server: $schema=rubric.schema.json"
 
 
