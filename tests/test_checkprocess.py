@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from pipeline.checks.checker import ServiceChecker, record_json
 from pipeline.checks.process import CheckProcess
+from pipeline.cli.console import log_to
 from pipeline.grading.grader import Grader
 from pipeline.grading.job import CHECK_PROCESS_MIN_BYTES, CHECK_PROCESS_MIN_TRANSCRIPTS, use_check_process
 from pipeline.grading.prompting import PromptSet, transcript_hash
@@ -59,8 +61,13 @@ def test_child_records_are_byte_identical(chats: list[Transcript], checker: Serv
 
 
 def test_a_dead_child_is_replaced_by_in_process_checks(chats: list[Transcript], checker: ServiceChecker,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
-    """Killed mid-run: what it had not answered, and everything after, is checked here, with the same bytes."""
+                                                       tmp_path: Path) -> None:
+    """Killed mid-run: what it had not answered, and everything after, is checked here, with the same bytes;
+    the warning lands in OUT/kefu.log, as the CLI sets it up."""
+    kefu_log = logging.getLogger("kefu")
+    saved = (kefu_log.handlers[:], kefu_log.level, kefu_log.propagate)
+    log_to(tmp_path)
+
     async def go() -> list[str]:
         child = CheckProcess(checker)
         try:
@@ -75,8 +82,14 @@ def test_a_dead_child_is_replaced_by_in_process_checks(chats: list[Transcript], 
         finally:
             await child.close()
 
-    assert asyncio.run(go()) == in_process(checker, chats)
-    assert "the check process stopped (exit code -9)" in caplog.text  # SIGKILL, named
+    try:
+        assert asyncio.run(go()) == in_process(checker, chats)
+    finally:
+        for handler in kefu_log.handlers:
+            handler.close()
+        kefu_log.handlers[:], kefu_log.level, kefu_log.propagate = saved
+    logged = (tmp_path / "kefu.log").read_text(encoding="utf-8")
+    assert "kefu.checks" in logged and "the check process stopped (exit code -9)" in logged  # SIGKILL, named
 
 
 def test_closing_without_a_submission_starts_no_process(checker: ServiceChecker) -> None:

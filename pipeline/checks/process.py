@@ -25,7 +25,7 @@ from pipeline.checks.lexicons import Lexicons
 from pipeline.checks.timing import ShopCalendar, TimingThresholds
 from pipeline.models.transcript import Transcript
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("kefu.checks")  # under "kefu", so its warnings reach OUT/kefu.log
 
 _LINE_LIMIT = 1 << 26  # a record line may be long (every phrase hit of a long chat); 64 MiB is never reached
 _FAILED = b"!"
