@@ -21,6 +21,7 @@ from pipeline.grading.job import GradeJob, JobResult, read_job_inputs, run_job
 from pipeline.grading.runner import ProgressSink
 from pipeline.grading.settings import Settings
 from pipeline.inputs.labels import LabelSet, read_label_source
+from pipeline.inputs.rejects import reject_line
 from pipeline.models.transcript import Transcript
 from pipeline.outputs.exports import iter_score_rows
 from pipeline.rubric.model import Rubric, load_rubric
@@ -84,7 +85,7 @@ def read_check_labels(job: CheckJob, rubric: Rubric) -> LabelSet:
     job.out_dir.mkdir(parents=True, exist_ok=True)
     with (job.out_dir / LABEL_REJECTS).open("w", encoding="utf-8") as fh:
         for reject in labels.rejects:
-            fh.write(reject.model_dump_json() + "\n")
+            fh.write(reject_line(reject))
     if not labels.labels:
         raise InputError(
             str(job.labels_path),

@@ -32,6 +32,7 @@ from pipeline.grading.plan import GradePlanner
 from pipeline.grading.prompting import transcript_hash
 from pipeline.grading.redaction import PiiKind, RedactionConfig
 from pipeline.grading.resume import LineMemo
+from pipeline.inputs.rejects import reject_line
 from pipeline.inputs.tokens import estimate_tokens
 from pipeline.models.grade import Grade
 from pipeline.models.transcript import Finished, Reject, Transcript
@@ -383,7 +384,7 @@ def _count_redactions(summary: RunSummary, counts: Mapping[PiiKind, int]) -> Non
 
 def _write_reject(handle: object, reject: Reject, state: _State) -> None:
     state.summary.rejected += 1
-    handle.write(reject.model_dump_json() + "\n")  # type: ignore[attr-defined]
+    handle.write(reject_line(reject))  # type: ignore[attr-defined]
     handle.flush()  # type: ignore[attr-defined]
 
 

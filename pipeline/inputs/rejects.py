@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,8 +9,12 @@ from pipeline.models.transcript import Reject
 
 
 def reject_line(reject: Reject) -> str:
-    """One line of a rejects file, newline included: the Reject as JSON, Chinese kept readable."""
-    return json.dumps(reject.model_dump(), ensure_ascii=False) + "\n"
+    """One line of a rejects file, newline included: the Reject as compact JSON, Chinese kept readable.
+
+    Every rejects file (rejects.jsonl of grade, batch and dry runs, label_rejects.jsonl) is written
+    through here, so they all have the same bytes for the same reject.
+    """
+    return reject.model_dump_json() + "\n"
 
 
 def write_rejects(rejects: Iterable[Reject], path: Path) -> int:
