@@ -116,7 +116,8 @@ def test_an_endpoint_off_this_machine_without_a_key_is_refused_before_any_reques
 def test_the_request_timeout_and_the_config_table_are_shown_in_help() -> None:
     for command in ("grade", "check"):
         text = run(command, "--help", env={"COLUMNS": "400"}).output
-        assert "retried (default 120)" in text and "with a [kefu] table" in text, text
+        assert "Request timeout, seconds. Default: adapts to the endpoint" in text and "120 s until 10 replies" in text
+        assert "with a [kefu] table" in text, text
 
 
 def test_good_settings_still_grade(server: MockServer, chats: Path, tmp_path: Path) -> None:

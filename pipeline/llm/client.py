@@ -44,8 +44,6 @@ _FORMAT_CACHE_SIZE = 64
 if TYPE_CHECKING:
     import openai
 
-DEFAULT_TIMEOUT = 120.0
-"""Seconds a request may take before it counts as timed out (and is retried), unless a setting says otherwise."""
 
 
 @dataclass(frozen=True)
