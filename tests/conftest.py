@@ -26,11 +26,17 @@ from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Sampling
 from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.review import create_app
-from pipeline.rubric.model import load_rubric
+from pipeline.rubric.model import Rubric, load_rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def rubric() -> Rubric:
+    """The seed rubric, rubric/ecommerce_cs.yaml (76 points, 13 criteria); a module on another one overrides it."""
+    return load_rubric(REPO / "rubric" / "ecommerce_cs.yaml")
 
 
 @pytest.fixture
@@ -75,7 +81,7 @@ def pii_everywhere() -> Transcript:
 
 
 # Hypothesis budgets: "ci" (the default) keeps the property tests to seconds; "bench" is the long fuzz run,
-# HYPOTHESIS_PROFILE=bench pytest -q tests/test_transcripts_properties.py (README, Development).
+# HYPOTHESIS_PROFILE=bench pytest -q tests/inputs/test_transcripts_properties.py (README, Development).
 settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("bench", max_examples=5000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

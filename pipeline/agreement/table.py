@@ -3,8 +3,8 @@
 Adding a metric is one `MetricSpec` here, its two functions in the module of its family, and its field
 in `results.Metrics` (pydantic needs the field named so that code and templates can read it, typed).
 The bundle below, the bootstrap (`bootstrap.resampled_metrics`) and `compare.compare_scores` iterate
-this table; tests/test_agreement_table.py checks it against `Metrics` and each resampled form against
-its scalar form, tests/test_agreement.py the bootstrap against the libraries on identical resamples.
+this table; tests/agreement/test_agreement_table.py checks it against `Metrics` and each resampled form against
+its scalar form, tests/agreement/test_agreement.py the bootstrap against the libraries on identical resamples.
 """
 
 from __future__ import annotations

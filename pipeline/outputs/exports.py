@@ -13,7 +13,7 @@ check that could not be measured (no timestamps) is an empty cell beside its rea
 The contract files are written from the stored rows without validating them into models: criteria
 are decoded with json.loads, grades.jsonl lines are assembled from JSON fragments, and checks.jsonl
 splices the stored checks text. Each writes exactly what `json.dumps(..., ensure_ascii=False)` of
-the model-based line would (tests/test_exports_fast.py compares them byte for byte), for a quarter
+the model-based line would (tests/outputs/test_exports_fast.py compares them byte for byte), for a quarter
 to a third of the CPU per row (bench/exports_speed.py). `iter_score_rows` and `row_values` stay
 model-based for the summary and the consistency checks, which read whole check records.
 """
