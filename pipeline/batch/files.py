@@ -21,7 +21,7 @@ from pipeline.checks.checker import ServiceChecker
 from pipeline.errors import ConfigError
 from pipeline.grading.grader import grade_scopes, response_format_for
 from pipeline.grading.plan import GradePlanner
-from pipeline.grading.prompting import PromptSet
+from pipeline.grading.prompting import PromptSet, transcript_hash
 from pipeline.grading.redaction import RedactionConfig
 from pipeline.grading.schema import build_grade_schema
 from pipeline.inputs.rejects import write_rejects
@@ -177,7 +177,11 @@ def write_batch_files(
             result.transcripts += 1
             plan = planner.plan(item)
             transcript, thash, redacted = plan.transcript, plan.content_hash, plan.redacted
-            store.save_transcript(item, thash, checker.check(item).record() if checker is not None else None)
+            # As the online runner does: checks keyed by the original chat's hash, kept when still current, so
+            # a later `kefu grade` in this folder does not check these chats again.
+            checks = (checker.record_for(item, thash if transcript is item else transcript_hash(item),
+                                         store.transcript_checks(item.id)) if checker is not None else None)
+            store.save_transcript(item, thash, checks)
             as_json = transcript.model_dump_json()
             written = result.requests
             messages: dict[str, list[dict[str, str]]] = {}  # rendered once per scope, for all its repeats

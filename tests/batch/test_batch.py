@@ -26,10 +26,12 @@ from pipeline.batch.files import BatchWriteResult, write_batch_files
 from pipeline.batch.ingest import CollectResult, _outcome
 from pipeline.batch.limits import MAX_BYTES, MAX_REQUESTS, over_limits
 from pipeline.batch.provider import BatchStatus, batch_client, collect, collect_local, status, submit
+from pipeline.checks.checker import DEFAULT_LEXICONS, ServiceChecker
+from pipeline.checks.lexicons import load_lexicons
 from pipeline.cli.batch import batch_app
 from pipeline.errors import TransientLLMError
 from pipeline.grading.grader import Grader, grade_from_reply
-from pipeline.grading.prompting import PromptSet
+from pipeline.grading.prompting import PromptSet, transcript_hash
 from pipeline.grading.redaction import RedactionConfig
 from pipeline.grading.runner import RunOptions, run_grading
 from pipeline.grading.schema import build_grade_schema
@@ -604,3 +606,17 @@ def test_kefu_grade_says_what_a_pending_batch_holds_and_grades_it_only_when_aske
     both = runner.invoke(app, ["grade", str(inputs), *common, "--include-pending-batch"], env=env)
     assert both.exit_code == 0, both.output
     assert set(grades(out)) == {"a", "b"} and "pending in a batch" not in both.output
+
+
+@pytest.mark.parametrize("redact", [False, True])
+def test_batch_written_checks_are_current_for_a_later_online_run(rubric: Rubric, tmp_path: Path, redact: bool) -> None:
+    # The checks a batch write stores carry the original chat's hash, as the runner's do, so `kefu grade`
+    # in the same folder finds them current and checks nothing again.
+    checker = ServiceChecker(load_lexicons(DEFAULT_LEXICONS))
+    items = chats("a", "b")
+    write(rubric, tmp_path, items, checker=checker, redaction=RedactionConfig() if redact else None)
+    with Store.open(tmp_path) as store:
+        for chat in items:
+            stored = store.transcript_checks(chat.id)
+            assert stored is not None and stored["transcript_hash"] == transcript_hash(chat)
+            assert checker.is_current(stored, transcript_hash(chat))
