@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.errors import ConfigError, LLMError
 from pipeline.grading.grader import grade_from_reply, grade_scopes
 from pipeline.llm.client import ChatResult, parse_chat_completion
-from pipeline.models.grade import Grade
+from pipeline.models.grade import Grade, add_tokens
 from pipeline.models.transcript import Transcript
 from pipeline.rubric.model import Criterion, Rubric
 from pipeline.store.store import Store
@@ -131,9 +131,7 @@ class Ingest:
             r.scored += 1
         else:
             r.unscored += 1
-        r.prompt_tokens += grade.prompt_tokens
-        r.cached_tokens += grade.cached_tokens or 0
-        r.completion_tokens += grade.completion_tokens
+        add_tokens(r, grade)
 
     def _scopes(self, batch: dict[str, Any]) -> dict[str, list[Criterion]]:
         wanted = batch["rubric_hash"]

@@ -16,9 +16,10 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from pipeline.models.grade import InjectionHit
+from pipeline.models.strict import StrictModel
 from pipeline.models.transcript import Transcript
 from pipeline.paths import DATA_DIR
 from pipeline.regexes import Regex
@@ -32,11 +33,7 @@ _SPACES = re.compile(r"[^\S\n]+")
 _SPACE_BY_WIDE = re.compile(r"(?<=[^\x00-\x7f]) (?=[^\x00-\x7f])")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InjectionPattern(_Strict):
+class InjectionPattern(StrictModel):
     """One kind of grader-addressed text, with the examples that pin what it finds."""
 
     id: str = Field(pattern=r"^[a-z_]+$", description="Stable id shown in the hits.")
@@ -46,7 +43,7 @@ class InjectionPattern(_Strict):
     counter_examples: list[str] = Field(default_factory=list, description="Texts no pattern may find.")
 
 
-class InjectionPatterns(_Strict):
+class InjectionPatterns(StrictModel):
     """The file data/injection.yaml."""
 
     version: str = Field(description="Bumped with every change to the patterns.")

@@ -14,17 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pipeline.checks.normalization import normalize
 from pipeline.errors import RubricError
+from pipeline.models.strict import StrictModel
 from pipeline.oserrors import os_problem
 from pipeline.yamlload import load_yaml
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 _Phrase = Annotated[str, Field(min_length=1)]
 
@@ -49,7 +45,7 @@ class PhraseGroup(StrEnum):
     closings = "closings"
 
 
-class LexiconEntry(_Strict):
+class LexiconEntry(StrictModel):
     """One phrase to look for."""
 
     pattern: str = Field(min_length=1, description="The phrase, or a regular expression for `match: regex`.")
@@ -81,7 +77,7 @@ class LexiconEntry(_Strict):
         return self
 
 
-class LexiconGroup(_Strict):
+class LexiconGroup(StrictModel):
     """A group of entries with the exceptions they share."""
 
     description: str = Field(min_length=1, description="What the group checks and on which seed rule.")
@@ -104,7 +100,7 @@ class LexiconGroup(_Strict):
         return self
 
 
-class EmoticonPattern(_Strict):
+class EmoticonPattern(StrictModel):
     """A regular expression for 表情 codes or emoji, masked before matching."""
 
     pattern: str = Field(min_length=1, description="Python regular expression.")
@@ -120,7 +116,7 @@ class EmoticonPattern(_Strict):
         return value
 
 
-class RefusalRule(_Strict):
+class RefusalRule(StrictModel):
     """Seed rule: when the agent cannot meet a request, the reply's first words are 非常抱歉."""
 
     source: str = Field(min_length=1, description="Seed file and section.")
@@ -136,7 +132,7 @@ class RefusalRule(_Strict):
     note: str | None = Field(default=None, description="How the rule is applied.")
 
 
-class Lexicons(_Strict):
+class Lexicons(StrictModel):
     """The whole lexicon file."""
 
     version: str = Field(min_length=1, description="Bumped whenever an entry changes.")

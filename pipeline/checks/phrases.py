@@ -35,16 +35,12 @@ from itertools import accumulate
 from operator import itemgetter
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from pipeline.checks.lexicons import LexiconEntry, LexiconGroup, Lexicons, MatchKind, PhraseGroup
 from pipeline.checks.normalization import View, normalize
+from pipeline.models.strict import StrictModel
 from pipeline.models.transcript import Role, Transcript
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 _GAP = r"[^\w\x00\x01]*"
 """What a listed phrase may hold between two of its characters: spaces and punctuation (自己，选吧), never a
@@ -56,7 +52,7 @@ def _gapped(phrase: str, gap: str) -> str:
     return gap.join(map(re.escape, phrase))
 
 
-class PhraseHit(_Strict):
+class PhraseHit(StrictModel):
     """One occurrence of a lexicon phrase in an agent reply."""
 
     turn: int = Field(ge=1, description="1-based position of the turn in the transcript, counting every role.")
@@ -68,7 +64,7 @@ class PhraseHit(_Strict):
     suggestion: str | None = Field(default=None, description="The lexicon's suggested replacement.")
 
 
-class RefusalCheck(_Strict):
+class RefusalCheck(StrictModel):
     """One refusal and whether it opened with the apology the seed prescribes."""
 
     turn: int = Field(ge=1, description="1-based turn number of the refusing reply.")
@@ -77,7 +73,7 @@ class RefusalCheck(_Strict):
     triggered_by: str = Field(description="The refusal phrase that made this reply a refusal, as written.")
 
 
-class PhraseReport(_Strict):
+class PhraseReport(StrictModel):
     """Phrase checks of one transcript. Booleans are None when the transcript has no agent reply."""
 
     transcript_id: str = Field(description="The transcript checked.")

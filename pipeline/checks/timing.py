@@ -42,16 +42,11 @@ from statistics import fmean
 from typing import TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 
 from pipeline.models.checks import ColumnValue, FirstReply
+from pipeline.models.strict import StrictModel
 from pipeline.models.transcript import Role, Transcript
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 
 
 class ReplyRateBasis(StrEnum):
@@ -72,7 +67,7 @@ REPLY_RATE_DEFINITIONS = {
 """The definition printed beside the rate, per basis (the limit shown is the seed's default)."""
 
 
-class TimingThresholds(_Strict):
+class TimingThresholds(StrictModel):
     """Service-standard limits; the defaults are the seeds' values."""
 
     greet_within_s: float = Field(
@@ -100,7 +95,7 @@ class TimingThresholds(_Strict):
     )
 
 
-class ShopCalendar(_Strict):
+class ShopCalendar(StrictModel):
     """Which time zone each shop keeps: it reads naive timestamps and decides a session's day."""
 
     default_timezone: str = Field(default="Asia/Shanghai", description="IANA zone of shops not listed below.")
@@ -131,7 +126,7 @@ def _zone(name: str) -> ZoneInfo:
         raise ValueError(f"unknown time zone {name!r}") from None
 
 
-class MessageWait(_Strict):
+class MessageWait(StrictModel):
     """One customer message and the agent reply it waited for."""
 
     turn: int = Field(ge=1, description="1-based turn number of the customer message.")
@@ -139,7 +134,7 @@ class MessageWait(_Strict):
     wait_s: float | None = Field(description="Seconds from this message to that reply; None if unanswered.")
 
 
-class BurstWait(_Strict):
+class BurstWait(StrictModel):
     """Consecutive customer messages answered by the same agent turn, timed from the first of them."""
 
     first_turn: int = Field(ge=1, description="1-based turn number of the burst's first message.")
@@ -148,7 +143,7 @@ class BurstWait(_Strict):
     wait_s: float | None = Field(description="Seconds from the burst's first message to the reply; None if unanswered.")
 
 
-class SessionTiming(_Strict):
+class SessionTiming(StrictModel):
     """Timing of one transcript. Every time is None, never 0, when it cannot be measured."""
 
     transcript_id: str = Field(description="The transcript measured.")
@@ -239,7 +234,7 @@ class SessionTiming(_Strict):
         }
 
 
-class TimingGroupReport(_Strict):
+class TimingGroupReport(StrictModel):
     """Douyin-style rates of one agent in one shop on one day, with pass/fail against the thresholds."""
 
     agent: str | None = Field(description="The agent; None groups sessions with no known agent.")

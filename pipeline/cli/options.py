@@ -41,6 +41,7 @@ PerCriterionOpt = Annotated[bool, typer.Option(help="One request per criterion."
 RetryFailedOpt = Annotated[bool, typer.Option(help="Re-attempt unscored grades.")]
 TemperatureOpt = Annotated[float | None, typer.Option(help="Sampling temperature.",
                                                       show_default=str(_DEFAULTS.temperature))]
+SeedOpt = Annotated[int | None, typer.Option(help="Sampling seed.")]
 MaxTokensOpt = Annotated[int | None, typer.Option(help="Completion token cap.",
                                                   show_default=str(_DEFAULTS.max_tokens))]
 ResponseFormatOpt = Annotated[str | None, typer.Option(help="auto, json_schema or json_object.")]

@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from pipeline.agreement.alt_test import AltTestResult
 from pipeline.agreement.baselines import BaselineAgreement
@@ -18,6 +18,7 @@ from pipeline.agreement.verdict import DEFAULT_THRESHOLDS, Verdict, VerdictThres
 from pipeline.consistency.verdict import CriterionVerdict
 from pipeline.grading.fingerprint import JudgeFingerprint
 from pipeline.grading.runner import RunSummary
+from pipeline.models.strict import StrictModel
 
 FloatArray = npt.NDArray[np.float64]
 JudgeScores = Mapping[str, Mapping[int, Mapping[str, int | None]]]
@@ -28,11 +29,7 @@ HUMAN_SCORE_RULE = f"the single rater's score; with several raters their consens
 SCHEMA_VERSION: Literal[1] = 1
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CheckOptions(_Model):
+class CheckOptions(StrictModel):
     """How the statistics are computed; recorded in agreement.json."""
 
     n_resamples: int = Field(default=1000, ge=10, description="Bootstrap resamples per interval.")
@@ -58,7 +55,7 @@ class CheckOptions(_Model):
 DEFAULT_OPTIONS = CheckOptions()
 
 
-class SelfConsistency(_Model):
+class SelfConsistency(StrictModel):
     """How well the judge agrees with itself across independent repeats of the same grade."""
 
     repeats: int = Field(description="Repeats requested per transcript.")
@@ -71,14 +68,14 @@ class SelfConsistency(_Model):
     reason: str | None = Field(default=None, description="Why there is nothing to measure, when there is not.")
 
 
-class HumanCeiling(_Model):
+class HumanCeiling(StrictModel):
     """Agreement among the human raters: the best a judge can be expected to reach."""
 
     pairwise: HumanAgreement = Field(description="Every pair of raters on the transcripts both scored.")
     vs_consensus: HumanAgreement = Field(description="Each rater against the consensus of the others.")
 
 
-class CriterionCheck(_Model):
+class CriterionCheck(StrictModel):
     """Everything the check found for one criterion."""
 
     criterion_id: str = Field(description="Rubric criterion id.")
@@ -99,7 +96,7 @@ class CriterionCheck(_Model):
     )
 
 
-class SumCheck(_Model):
+class SumCheck(StrictModel):
     """Judge versus human on a group's, a dimension's or the rubric's total."""
 
     sum_id: str = Field(description="Group or dimension id, or 'total'.")
@@ -110,7 +107,7 @@ class SumCheck(_Model):
     icc: IccResult = Field(description="ICC(A,1) of judge and human sums.")
 
 
-class CriterionGap(_Model):
+class CriterionGap(StrictModel):
     """One criterion where judge and human gave different points."""
 
     criterion_id: str = Field(description="Rubric criterion id.")
@@ -118,7 +115,7 @@ class CriterionGap(_Model):
     human: float = Field(description="The human points (consensus with several raters).")
 
 
-class Difference(_Model):
+class Difference(StrictModel):
     """A transcript where judge and human disagree, for the report's "differ most" list."""
 
     transcript_id: str = Field(description="The transcript.")
@@ -128,7 +125,7 @@ class Difference(_Model):
     criteria: list[CriterionGap] = Field(description="The criteria that differ, in rubric order.")
 
 
-class CheckResult(_Model):
+class CheckResult(StrictModel):
     """The outcome of one check: what agreement.json holds."""
 
     schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Bumped when this layout changes.")

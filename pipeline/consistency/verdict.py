@@ -26,20 +26,17 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from pipeline.agreement.baselines import BaselineAgreement
 from pipeline.agreement.results import HumanAgreement, PairAgreement
 from pipeline.agreement.verdict import DEFAULT_THRESHOLDS, Verdict, VerdictThresholds
 from pipeline.agreement.verdict import verdict as kappa_verdict
+from pipeline.models.strict import StrictModel
 from pipeline.report.messages import Lang, message, number
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class VerdictPolicy(_Model):
+class VerdictPolicy(StrictModel):
     """The configurable parts of the verdict."""
 
     thresholds: VerdictThresholds = Field(
@@ -53,14 +50,14 @@ class VerdictPolicy(_Model):
 DEFAULT_POLICY = VerdictPolicy()
 
 
-class Reason(_Model):
+class Reason(StrictModel):
     """One part of the verdict's sentence: a message id with its figures."""
 
     key: str = Field(description="Message id in templates/messages.yaml, e.g. 'reason.at_ceiling'.")
     fields: dict[str, str] = Field(description="The figures the message quotes, formatted.")
 
 
-class CriterionVerdict(_Model):
+class CriterionVerdict(StrictModel):
     """The verdict of one criterion, the figures it rests on and the sentence that explains it."""
 
     verdict: Verdict = Field(description="Trusted, review or not trusted.")

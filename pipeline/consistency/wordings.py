@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from pipeline.agreement.compare import paired_deltas
 from pipeline.agreement.results import CI, PairedDelta
@@ -23,6 +23,7 @@ from pipeline.consistency.results import DEFAULT_OPTIONS, SCHEMA_VERSION, CheckO
 from pipeline.grading.endpoints import ResolvedEndpoint
 from pipeline.grading.runner import ProgressSink
 from pipeline.grading.settings import Settings
+from pipeline.models.strict import StrictModel
 from pipeline.report.messages import message, number
 from pipeline.rubric.model import Rubric, load_rubric
 
@@ -32,11 +33,7 @@ HIGHER_IS_BETTER = {"weighted_kappa": True, "exact": True, "spearman": True, "ma
 FlipDirection = Literal["towards", "away", "both wrong"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RubricRef(_Model):
+class RubricRef(StrictModel):
     """One rubric of a comparison."""
 
     rubric_id: str = Field(description="Rubric id.")
@@ -48,7 +45,7 @@ class RubricRef(_Model):
     folder: str = Field(description="The sub-folder holding this rubric's store and reports.")
 
 
-class Flip(_Model):
+class Flip(StrictModel):
     """A transcript whose judge grade changed between the two wordings."""
 
     transcript_id: str = Field(description="The transcript.")
@@ -63,7 +60,7 @@ class Flip(_Model):
     level_b: str = Field(default="", description="Rubric B's description of the level B gave.")
 
 
-class CriterionShift(_Model):
+class CriterionShift(StrictModel):
     """How one criterion's agreement with the humans moved from wording A to wording B."""
 
     criterion_id: str = Field(description="Criterion id, the same in both rubrics.")
@@ -83,7 +80,7 @@ class CriterionShift(_Model):
     flips: list[Flip] = Field(description="Of the n transcripts, those graded differently, largest move first.")
 
 
-class RubricComparison(_Model):
+class RubricComparison(StrictModel):
     """Rubric A against rubric B on the same labelled transcripts."""
 
     schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Bumped when this layout changes.")

@@ -101,25 +101,11 @@ def grade_from_reply(
             error = f"the model's reply did not match the schema (batch request: no re-ask): {exc}"
     elif result is None and failure is None:
         error = "no reply"
-    injection = find_injection(transcript)
-    return Grade(
-        key=key,
-        transcript_id=transcript.id,
-        repeat=repeat,
-        scope=scope,
-        status="scored" if parsed is not None else "unscored",
-        criteria=_criterion_grades(parsed, criteria, transcript, injection),
-        model=model,
-        attempts=attempts,
-        prompt_tokens=result.prompt_tokens if result else 0,
-        cached_tokens=result.cached_tokens if result else None,
-        completion_tokens=result.completion_tokens if result else 0,
-        error=error,
-        raw=raw if parsed is None else None,
-        response_mode=response_mode,
+    return _finished_grade(
+        transcript, parsed, criteria, raw=raw, key=key, repeat=repeat, scope=scope, model=model, attempts=attempts,
+        prompt_tokens=result.prompt_tokens if result else 0, cached_tokens=result.cached_tokens if result else None,
+        completion_tokens=result.completion_tokens if result else 0, error=error, response_mode=response_mode,
         latency_s=0.0,  # a batch request's own duration is not reported by the provider
-        created_at=datetime.now(UTC),
-        injection=injection,
     )
 
 
@@ -210,25 +196,11 @@ class Grader:
             error = f"gave up after {outcome.attempts} attempts: {exc}"
             gave_up = exc if isinstance(exc, TransientLLMError) else None
         self._count_gave_up(gave_up)
-        injection = find_injection(transcript)
-        return Grade(
-            key=key,
-            transcript_id=transcript.id,
-            repeat=repeat,
-            scope=scope,
-            status="scored" if parsed is not None else "unscored",
-            criteria=_criterion_grades(parsed, criteria, transcript, injection),
-            model=self.model,
-            attempts=outcome.attempts,
-            prompt_tokens=usage.prompt,
-            cached_tokens=usage.cached,
-            completion_tokens=usage.completion,
-            error=error,
-            raw=reply if parsed is None else None,
-            response_mode=self.mode,
+        return _finished_grade(
+            transcript, parsed, criteria, raw=reply, key=key, repeat=repeat, scope=scope, model=self.model,
+            attempts=outcome.attempts, prompt_tokens=usage.prompt, cached_tokens=usage.cached,
+            completion_tokens=usage.completion, error=error, response_mode=self.mode,
             latency_s=round(time.monotonic() - started, 4),
-            created_at=datetime.now(UTC),
-            injection=injection,
         )
 
     def _count_gave_up(self, gave_up: TransientLLMError | None) -> None:
@@ -339,6 +311,17 @@ def quote_failure(transcript: Transcript, turn: int, quote: str, judges: Speaker
     if judges != "any" and transcript.turns[turn - 1].role.value != judges:
         return "wrong_speaker"
     return None
+
+
+def _finished_grade(transcript: Transcript, parsed: BaseModel | None, criteria: Sequence[Criterion], *,
+                    raw: str | None, **call: Any) -> Grade:
+    """The Grade of one call, online or batch: scored if its reply validated, each quote checked the same way."""
+    injection = find_injection(transcript)
+    return Grade(
+        transcript_id=transcript.id, status="scored" if parsed is not None else "unscored",
+        criteria=_criterion_grades(parsed, criteria, transcript, injection), raw=raw if parsed is None else None,
+        created_at=datetime.now(UTC), injection=injection, **call,
+    )
 
 
 def _criterion_grades(parsed: BaseModel | None, criteria: Sequence[Criterion], transcript: Transcript,

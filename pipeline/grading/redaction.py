@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from pipeline.models.strict import StrictModel
 from pipeline.models.transcript import Transcript
 from pipeline.regexes import Regex
 
@@ -76,18 +77,14 @@ DEFAULT_WAYBILL_PATTERNS = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExtraPattern(_Strict):
+class ExtraPattern(StrictModel):
     """A shop's own pattern for one kind, tried after that kind's built-in detectors."""
 
     kind: PiiKind = Field(description="What the pattern finds.")
     pattern: Regex = Field(min_length=1, description="Python regular expression, matched as a whole token.")
 
 
-class RedactionConfig(_Strict):
+class RedactionConfig(StrictModel):
     """Which kinds to redact and the shop-specific number formats."""
 
     kinds: list[PiiKind] = Field(default_factory=lambda: list(PiiKind), description="The kinds to redact.")
@@ -106,7 +103,7 @@ class RedactionConfig(_Strict):
     extra_patterns: list[ExtraPattern] = Field(default_factory=list, description="More patterns for any kind.")
 
 
-class PiiMatch(_Strict):
+class PiiMatch(StrictModel):
     """One piece of personal data found in a text."""
 
     kind: PiiKind = Field(description="What it is.")

@@ -34,7 +34,7 @@ from pipeline.grading.redaction import PiiKind, RedactionConfig
 from pipeline.grading.resume import LineMemo
 from pipeline.inputs.rejects import reject_line
 from pipeline.inputs.tokens import estimate_tokens
-from pipeline.models.grade import Grade
+from pipeline.models.grade import Grade, add_tokens
 from pipeline.models.transcript import Finished, Reject, Transcript
 from pipeline.rubric.model import Criterion
 from pipeline.store.digests import KeySet
@@ -371,9 +371,7 @@ def _count(summary: RunSummary, grade: Grade) -> None:
         summary.graded += 1
     else:
         summary.unscored += 1
-    summary.prompt_tokens += grade.prompt_tokens
-    summary.cached_tokens += grade.cached_tokens or 0
-    summary.completion_tokens += grade.completion_tokens
+    add_tokens(summary, grade)
 
 
 def _count_redactions(summary: RunSummary, counts: Mapping[PiiKind, int]) -> None:

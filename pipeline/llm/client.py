@@ -224,15 +224,8 @@ def chat_request_params(
     return params
 
 
-def chat_request_body(
-    messages: list[dict[str, str]],
-    *,
-    model: str,
-    response_format: dict[str, Any],
-    temperature: float | None,
-    seed: int | None,
-    max_tokens: int | None,
-) -> dict[str, Any]:
+def chat_request_body(messages: list[dict[str, str]], *, model: str, response_format: dict[str, Any],
+                      temperature: float | None, seed: int | None, max_tokens: int | None) -> dict[str, Any]:
     """The JSON body `LLMClient.chat` sends, key for key and in the same order: what batch files carry."""
     params = chat_request_params(messages, model=model, temperature=temperature, seed=seed, max_tokens=max_tokens)
     return {**params, "response_format": response_format}

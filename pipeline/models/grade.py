@@ -6,7 +6,7 @@ The store, the outputs and the grader all read these; they hold validation only,
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -102,3 +102,18 @@ class Grade(BaseModel):
     injection: list[InjectionHit] = Field(
         default_factory=list, description="Fields of the chat as sent that address the grader: a reason to review."
     )
+
+
+class TokenTally(Protocol):
+    """A running count of the tokens some grades used: a run's summary, a batch collect's result."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+
+
+def add_tokens(tally: TokenTally, grade: Grade) -> None:
+    """Add the tokens `grade` used to `tally` (a grade that reports no cached tokens adds none)."""
+    tally.prompt_tokens += grade.prompt_tokens
+    tally.cached_tokens += grade.cached_tokens or 0
+    tally.completion_tokens += grade.completion_tokens

@@ -13,21 +13,18 @@ import math
 from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from pipeline.agreement.ppi import MeanEstimate, classical_mean, ppi_mean
 from pipeline.inputs.labels import LabelSet
+from pipeline.models.strict import StrictModel
 from pipeline.outputs.exports import ScoreRow
 from pipeline.rubric.model import Rubric
 
 TOTAL = "total"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GroupMean(_Model):
+class GroupMean(StrictModel):
     """One group's mean of one item three ways."""
 
     group: str | None = Field(description="The group; None when unknown; '*' for every chat of the run.")
@@ -50,7 +47,7 @@ def _round(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 4)
 
 
-class RunEstimates(_Model):
+class RunEstimates(StrictModel):
     """The three means per group and item, and whether the labelled chats allow PPI."""
 
     by: str = Field(description="What the groups are (agent, shop, platform, day).")

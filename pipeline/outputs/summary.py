@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from pipeline.checks.timing import TIMING_COUNTS, SessionTiming, TimingGroupReport, TimingThresholds, aggregate_timing
 from pipeline.models.checks import ColumnValue
+from pipeline.models.strict import StrictModel
 from pipeline.outputs.cells import csv_cells
 from pipeline.outputs.exports import ScoreRow, iter_score_rows, row_values
 from pipeline.outputs.headings import summary_headings, yes_no
@@ -47,11 +48,7 @@ WEAKEST = 3
 _CHUNK = 4096  # sessions aggregated at once per group
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class WeakCriterion(_Strict):
+class WeakCriterion(StrictModel):
     """A criterion and its mean share of the maximum in a group."""
 
     criterion_id: str = Field(description="The criterion.")
@@ -59,7 +56,7 @@ class WeakCriterion(_Strict):
     share: float = Field(ge=0, le=1, description="Mean score over the criterion's maximum.")
 
 
-class GroupSummary(_Strict):
+class GroupSummary(StrictModel):
     """One group's scores and service rates."""
 
     group: str | None = Field(description="The agent, shop, platform or day (ISO date); None when unknown.")

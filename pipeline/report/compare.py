@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from pipeline.agreement.results import CI, PairAgreement
 from pipeline.consistency.results import CheckResult
 from pipeline.grading.fingerprint import fingerprint_differences
+from pipeline.models.strict import StrictModel
 
 COMPARED_METRICS = ("weighted_kappa", "exact", "alpha_ordinal", "spearman", "mae", "bias")
 CHANGE_RULE = (
@@ -26,11 +27,7 @@ CHANGE_RULE = (
 Kind = Literal["criterion", "group", "dimension", "total"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MetricChange(_Model):
+class MetricChange(StrictModel):
     """One metric of one criterion or sum, before and now."""
 
     metric: str = Field(description="Metric name, as in agreement.Metrics.")
@@ -42,7 +39,7 @@ class MetricChange(_Model):
     cis_overlap: bool = Field(description="The previous and current intervals overlap.")
 
 
-class ItemChange(_Model):
+class ItemChange(StrictModel):
     """The changes of one criterion or sum."""
 
     item_id: str = Field(description="Criterion, group or dimension id, or 'total'.")
@@ -52,7 +49,7 @@ class ItemChange(_Model):
     changes: list[MetricChange] = Field(description="One entry per compared metric.")
 
 
-class ResultComparison(_Model):
+class ResultComparison(StrictModel):
     """The current check against a previous one, item by item."""
 
     previous_created_at: str = Field(description="When the previous check was computed.")

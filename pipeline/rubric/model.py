@@ -29,7 +29,6 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Discriminator,
     Field,
@@ -42,17 +41,14 @@ from pydantic import (
 
 from pipeline.errors import RubricError
 from pipeline.models.checks import CHECKS, CheckKind, ColumnValue
+from pipeline.models.strict import StrictModel
 from pipeline.oserrors import os_problem
 from pipeline.yamlload import load_yaml
 
 _ID_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Level(_Strict):
+class Level(StrictModel):
     """One scoring level of a criterion."""
 
     points: int = Field(description="Points awarded at this level; one of the criterion's allowed scores.")
@@ -68,7 +64,7 @@ _NOT_SEEN: dict[str, Any] = {"__all__": {"groups": {"__all__": {"criteria": {"__
 """The criterion fields the model never sees, left out of the content hash."""
 
 
-class Criterion(_Strict):
+class Criterion(StrictModel):
     """One gradable item, scored at exactly one of its levels."""
 
     id: str = Field(pattern=_ID_PATTERN, description="Stable ascii id; grades are matched by it, never by name.")
@@ -93,7 +89,7 @@ class Criterion(_Strict):
         return sorted(self.levels, key=lambda level: level.points)
 
 
-class Group(_Strict):
+class Group(StrictModel):
     """A subtotal: a named set of criteria (服务用语, 服务态度, …)."""
 
     id: str = Field(pattern=_ID_PATTERN, description="Stable ascii id.")
@@ -102,7 +98,7 @@ class Group(_Strict):
     criteria: list[Criterion] = Field(min_length=1, description="The criteria in this group.")
 
 
-class Dimension(_Strict):
+class Dimension(StrictModel):
     """A top-level part of the rubric (服务亲和力, 营销能力, …)."""
 
     id: str = Field(pattern=_ID_PATTERN, description="Stable ascii id.")
@@ -115,7 +111,7 @@ def _check_names(*kinds: CheckKind) -> list[str]:
     return [name for name, spec in CHECKS.items() if spec.kind in kinds]
 
 
-class _Comparison(_Strict):
+class _Comparison(StrictModel):
     """A condition on one check column; subclasses say which kinds of column they can compare."""
 
     kinds: ClassVar[tuple[CheckKind, ...]]
@@ -235,7 +231,7 @@ class Equals(_Comparison):
         return checks.get(self.check) == self.equals
 
 
-class AnyOf(_Strict):
+class AnyOf(StrictModel):
     """Holds when at least one of its conditions holds."""
 
     any: list[Condition] = Field(min_length=1, description="The alternatives.")
@@ -245,7 +241,7 @@ class AnyOf(_Strict):
         return any(c.holds(checks) for c in self.any)
 
 
-class AllOf(_Strict):
+class AllOf(StrictModel):
     """Holds when every one of its conditions holds."""
 
     all: list[Condition] = Field(min_length=1, description="The conditions that must all hold.")
@@ -280,7 +276,7 @@ Condition = Annotated[
 """A condition on a chat's checks (the language is in the module docstring)."""
 
 
-class Cap(_Strict):
+class Cap(StrictModel):
     """When the condition holds, the criterion's score is at most `cap` (the LLM's own score is kept too)."""
 
     criterion: str = Field(pattern=_ID_PATTERN, description="The criterion capped.")
@@ -290,7 +286,7 @@ class Cap(_Strict):
     note: str | None = Field(default=None, description="The seed rule the hook comes from.")
 
 
-class CriticalScore(_Strict):
+class CriticalScore(StrictModel):
     """A 致命项 on the LLM's score: the chat fails (total 0) when the criterion scores `at_or_below` or less."""
 
     criterion: str = Field(pattern=_ID_PATTERN, description="The criterion whose LLM score is read.")
@@ -299,7 +295,7 @@ class CriticalScore(_Strict):
     note: str | None = Field(default=None, description="The seed rule the hook comes from.")
 
 
-class CriticalCheck(_Strict):
+class CriticalCheck(StrictModel):
     """A 致命项 on the checks: the chat fails (total 0) when the condition holds."""
 
     when: Condition = Field(description="When the chat fails.")
@@ -324,7 +320,7 @@ Critical = Annotated[
 ]
 
 
-class Rubric(_Strict):
+class Rubric(StrictModel):
     """A whole rubric, as loaded from one YAML file."""
 
     id: str = Field(pattern=_ID_PATTERN, description="Stable ascii id of the rubric.")
