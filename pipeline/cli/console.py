@@ -29,6 +29,7 @@ from rich.progress import (
 from pipeline.cli.progress_lines import (
     DEFAULT_EVERY,
     PROGRESS_EVERY_ENV,
+    GeneratedTokens,
     PlainProgress,
     RunRateColumn,
     TimeLeftColumn,
@@ -155,6 +156,7 @@ class RichProgress:
         self._task = progress.add_task("grading", total=None)
         self._total: int | None = None
         self._shown = 0.0
+        self._tokens = GeneratedTokens()
 
     def start(self, total: int | None) -> None:
         # A second pass on the same bar (kefu check with two wordings) adds to what is already done.
@@ -163,7 +165,9 @@ class RichProgress:
         self._progress.update(self._task, total=self._total, since=self._progress.get_time())
 
     def advance(self, grade: Grade) -> None:
-        self._progress.update(self._task, total=self._total, advance=1)
+        self._tokens.add(grade)
+        self._progress.update(self._task, total=self._total, advance=1,
+                              description=f"grading · {self._tokens.text()}")
 
     def skip(self, calls: int) -> None:
         # Finished calls leave the total rather than count as done, so the rate and ETA are of real work.

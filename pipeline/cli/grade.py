@@ -176,9 +176,10 @@ def grade(
     redact: RedactFlag = None,
     compact: Annotated[bool | None, typer.Option(
         "--compact/--no-compact",
-        help=f"Short replies for small models: per criterion {COMPACT_MAX_EVIDENCE} quote of at most "
-             f"{COMPACT_QUOTE_CHARS} characters and reasoning of at most {COMPACT_REASONING_CHARS}, enforced by the "
-             "JSON schema. Default: on for the embedded offline model only. Switching it regrades.")
+        help=f"Short replies for small models: per criterion the score first, alone at the maximum, else with "
+             f"{COMPACT_MAX_EVIDENCE} quote of at most {COMPACT_QUOTE_CHARS} characters and reasoning of at most "
+             f"{COMPACT_REASONING_CHARS}, enforced by the JSON schema. Default: on for the embedded offline model "
+             "only. Switching it regrades.")
     ] = None,
     lexicons: LexiconsOpt = DEFAULT_LEXICONS,
     dry_run: Annotated[bool, typer.Option(

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
@@ -62,6 +63,26 @@ class TimeLeftColumn(ProgressColumn):
         return Text(clock_text(time_left(_since_start(task), int(task.completed), total)), style="progress.remaining")
 
 
+class GeneratedTokens:
+    """The chat graded last and the completion tokens so far, from the endpoint's usage.
+
+    On a CPU a chat takes a minute or more, so the count of grades alone moves too seldom to show
+    that work goes on; tokens are what the user is waiting for.
+    """
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+        self.tokens = 0
+
+    def add(self, grade: Grade) -> None:
+        self.last = grade.transcript_id
+        self.tokens += grade.completion_tokens
+
+    def text(self) -> str:
+        """`刚评完 (done) demo-024 · 已生成 (generated) 312 tokens`; chat ids are data, so escape them for rich."""
+        return f"刚评完 (done) {escape(self.last or '—')} · 已生成 (generated) {self.tokens:,} tokens"
+
+
 class PlainProgress:
     """The runner's ProgressSink as plain lines on a console that is not a terminal."""
 
@@ -72,6 +93,7 @@ class PlainProgress:
         self._clock = clock
         self._total: int | None = None
         self._done = 0
+        self._tokens = GeneratedTokens()
         self._since = self._shown_at = clock()
         self._shown_share = 0.0
 
@@ -81,6 +103,7 @@ class PlainProgress:
 
     def advance(self, grade: Grade) -> None:
         self._done += 1
+        self._tokens.add(grade)
         now = self._clock()
         share = self._done / self._total if self._total else 0.0
         if now - self._shown_at >= self._every or share >= self._shown_share + STEP or share >= 1:
@@ -100,4 +123,5 @@ class PlainProgress:
         share = f" ({self._done / self._total:.0%})" if self._total else ""
         rate = f"{self._done / elapsed:.2f}/s" if elapsed > 0 else "—"
         self._console.print(f"评分进度 (grading) {self._done}/{total}{share} · {rate} · 剩余约 (left) "
-                            f"{clock_text(time_left(elapsed, self._done, self._total))}", highlight=False)
+                            f"{clock_text(time_left(elapsed, self._done, self._total))} · {self._tokens.text()}",
+                            highlight=False)

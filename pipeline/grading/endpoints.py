@@ -41,6 +41,11 @@ LOCAL_MODEL_NOTICE = (
 )
 
 
+LOCAL_SEED = 0
+"""The embedded model's seed unless one is configured: with temperature 0 (greedy) and a fixed thread count
+(`pipeline.llm.local.model.generation_threads`) the same chats get the same scores on every run."""
+
+
 @dataclass(frozen=True)
 class ResolvedEndpoint:
     """The endpoint a job uses, with limits the local server imposes."""
@@ -52,6 +57,8 @@ class ResolvedEndpoint:
     context_window: int | None = None
     max_tokens: int | None = None
     """The completion cap the local server's context was sized for, which the job sends; None: the settings'."""
+    seed: int | None = None
+    """The sampling seed the job sends when the settings name none; None: the settings'."""
 
 
 def local_completion_cap(settings: Settings, criteria: Sequence[Criterion], *, compact: bool) -> int:
@@ -95,4 +102,5 @@ def resolve_endpoint(settings: Settings, *, rubric: Rubric, prompts: PromptSet,
         yield ResolvedEndpoint(
             Endpoint(server.base_url, None, timeout=max(settings.timeout or 0.0, 900.0)),
             server.model, local=True, max_concurrency=1, context_window=context, max_tokens=cap,
+            seed=LOCAL_SEED,
         )

@@ -29,6 +29,7 @@ from pipeline.llm.client import LLMClient
 from pipeline.llm.learned_limits import load_learned_limits, save_learned_limits
 from pipeline.llm.pacing import Pacer
 from pipeline.llm.retry import RetryPolicy
+from pipeline.models.grade import Sampling
 from pipeline.models.transcript import Finished, Reject, Transcript
 from pipeline.outputs.exports import refresh_outputs
 from pipeline.outputs.provenance import JudgeProvenance
@@ -139,6 +140,16 @@ def use_check_process(expected_transcripts: int | None, *, input_bytes: int, cpu
     return cpus >= 2 and large and not local
 
 
+def local_sampling(settings: Settings, endpoint: ResolvedEndpoint) -> Sampling:
+    """The settings' sampling, with the cap and seed the local server was started for where those are unset."""
+    update: dict[str, int] = {}
+    if endpoint.max_tokens is not None:
+        update["max_tokens"] = endpoint.max_tokens
+    if endpoint.seed is not None and settings.seed is None:
+        update["seed"] = endpoint.seed
+    return settings.sampling.model_copy(update=update)
+
+
 def use_compact(job: GradeJob, *, local: bool) -> bool:
     """The job's choice, else on for the embedded local model, which writes a few tokens a second on a CPU."""
     return job.compact if job.compact is not None else local
@@ -171,9 +182,7 @@ async def run_job(job: GradeJob, settings: Settings, *, progress: ProgressSink |
         pacer = Pacer(options.concurrency, start=start)
         client = LLMClient(endpoint.endpoint, pacer=pacer)
         compact = use_compact(job, local=endpoint.local)
-        sampling = settings.sampling
-        if endpoint.max_tokens is not None:
-            sampling = sampling.model_copy(update={"max_tokens": endpoint.max_tokens})
+        sampling = local_sampling(settings, endpoint)
         try:
             grader = Grader(
                 rubric, prompts, client, model=endpoint.model, sampling=sampling,

@@ -137,6 +137,7 @@ class PromptSet:
             by_ids[key] = self._render(
                 "system.j2", rubric=rubric, criteria=list(criteria), max_evidence=limits.evidence,
                 max_quote_chars=limits.quote_chars, max_reasoning_chars=limits.reasoning_chars,
+                score_first=limits.score_first,
             )
         return by_ids[key]
 

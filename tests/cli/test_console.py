@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.progress import Progress
 
 from pipeline.cli.console import RichProgress, rate_limit_note
 from pipeline.grading.runner import RunSummary
+from pipeline.models.grade import Grade
+
+GRADE = Grade(key="k", transcript_id="demo-024", repeat=0, scope="all", status="scored", criteria=[], model="m",
+              attempts=1, completion_tokens=150, created_at=datetime(2026, 12, 7, tzinfo=UTC))
 
 
 def test_skipped_calls_leave_the_total_and_the_last_skips_are_shown() -> None:
@@ -25,7 +30,7 @@ def test_skipped_calls_leave_the_total_and_the_last_skips_are_shown() -> None:
     sink.show_total()  # ...until the end of the run (grading_progress calls this on exit)
     assert task.total == 5 and task.completed == 0
     sink.skip(1)
-    sink.advance(None)  # type: ignore[arg-type]  # a grade carries the current total with it
+    sink.advance(GRADE)  # a grade carries the current total with it
     assert (task.total, task.completed) == (4, 1)
 
 
@@ -59,6 +64,7 @@ def test_a_second_pass_adds_to_the_progress_total() -> None:
         for _ in range(2):
             sink.start(3)
             for _ in range(3):
-                sink.advance(None)  # type: ignore[arg-type]  # the sink ignores the grade
+                sink.advance(GRADE)
         task = progress.tasks[0]
         assert (task.completed, task.total) == (6, 6)
+        assert task.description == "grading · 刚评完 (done) demo-024 · 已生成 (generated) 900 tokens"

@@ -6,8 +6,9 @@ import io
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,7 +21,8 @@ from pipeline.models.grade import Grade
 from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parents[2]
-GRADE = cast(Grade, None)  # the sinks only count grades
+GRADE = Grade(key="k", transcript_id="demo-[b]024", repeat=0, scope="all", status="scored", criteria=[], model="m",
+              attempts=1, completion_tokens=150, created_at=datetime(2026, 12, 7, tzinfo=UTC))
 
 
 def test_time_left_shows_after_the_first_grade_of_a_slow_run() -> None:
@@ -52,8 +54,11 @@ def test_plain_lines_at_every_interval_and_every_five_percent() -> None:
     sink.advance(GRADE)  # the interval
     lines = buffer.getvalue().splitlines()
     # 10 s for 10: 190 left at 1 s = 3:10; then 21 s for 11: 189 × 21/11 = 360.8 s = 6:00.
-    assert lines == ["评分进度 (grading) 10/200 (5%) · 1.00/s · 剩余约 (left) 0:03:10",
-                     "评分进度 (grading) 11/200 (6%) · 0.52/s · 剩余约 (left) 0:06:00"]
+    # The chat id is data: rich markup in it is shown as written, not applied.
+    assert lines == ["评分进度 (grading) 10/200 (5%) · 1.00/s · 剩余约 (left) 0:03:10 · "
+                     "刚评完 (done) demo-[b]024 · 已生成 (generated) 1,500 tokens",
+                     "评分进度 (grading) 11/200 (6%) · 0.52/s · 剩余约 (left) 0:06:00 · "
+                     "刚评完 (done) demo-[b]024 · 已生成 (generated) 1,650 tokens"]
 
 
 @given(st.just(0.0) | st.floats(min_value=1e-3, max_value=1e7), st.integers(min_value=0, max_value=10**6),

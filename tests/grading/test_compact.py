@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pipeline.grading.endpoints import local_completion_cap
+from pipeline.grading.endpoints import LOCAL_SEED, ResolvedEndpoint, local_completion_cap
 from pipeline.grading.grader import Grader
-from pipeline.grading.job import GradeJob, JobResult, run_job, use_compact
+from pipeline.grading.job import GradeJob, JobResult, local_sampling, run_job, use_compact
 from pipeline.grading.prompting import PromptSet, transcript_hash
 from pipeline.grading.schema import (
     COMPACT_QUOTE_CHARS,
@@ -26,7 +26,7 @@ from pipeline.grading.schema import (
     build_grade_schema,
     compact_reply_token_bound,
 )
-from pipeline.grading.settings import load_settings
+from pipeline.grading.settings import Settings, load_settings
 from pipeline.inputs.transcripts import read_transcripts
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
@@ -78,17 +78,40 @@ def test_the_default_schema_is_unchanged() -> None:
     assert "maxLength" not in json.dumps(default.json_schema)  # OpenAI strict mode rejects it
 
 
+def branches(schema: GradeSchema, cid: str) -> dict[str, dict[str, Any]]:
+    """A compact criterion's reply definitions by name: the score alone at the maximum, the full reply below."""
+    root = schema.json_schema
+    refs = [b["$ref"] for b in root["properties"][cid]["anyOf"]]
+    return {ref.rsplit("/", 1)[1]: root["$defs"][ref.rsplit("/", 1)[1]] for ref in refs}
+
+
 def test_the_compact_schema_carries_the_limits_and_says_them(rubric: Rubric) -> None:
     schema = build_grade_schema(rubric.criteria(), compact=True)
     assert schema.schema_hash != build_grade_schema(rubric.criteria()).schema_hash
-    for props in (d["properties"] for d in criterion_defs(schema)):
-        assert list(props) == ["evidence", "reasoning", "score"]
+    for c in rubric.criteria():
+        full, below = branches(schema, c.id).values()
+        assert full["properties"]["score"]["const"] == c.max and list(full["properties"]) == ["score"]
+        props = below["properties"]
+        assert list(props) == ["score", "evidence", "reasoning"]  # the score first: the grammar then knows
+        assert props["score"]["enum"] == [p for p in c.points if p != c.max]
         assert props["evidence"]["maxItems"] == 1
-        assert props["reasoning"]["maxLength"] == COMPACT_REASONING_CHARS == 30
+        assert props["reasoning"]["maxLength"] == COMPACT_REASONING_CHARS == 20
         assert str(COMPACT_REASONING_CHARS) in props["reasoning"]["description"]
         quote = schema.json_schema["$defs"][props["evidence"]["items"]["$ref"].rsplit("/", 1)[1]]["properties"]["quote"]
-        assert quote["maxLength"] == COMPACT_QUOTE_CHARS == 24
+        assert quote["maxLength"] == COMPACT_QUOTE_CHARS == 16
         assert str(COMPACT_QUOTE_CHARS) in quote["description"]
+        assert schema.scores_allowed(c.id) == sorted(c.points)
+
+
+def test_a_criterion_at_its_maximum_is_the_score_alone() -> None:
+    model = build_grade_schema(CRITERIA, compact=True).model
+    parsed = model.model_validate_json('{"greeting": {"score": 3}, "closing": {"score": 2}}')
+    assert (parsed.greeting.evidence, parsed.greeting.reasoning) == ([], "")  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError):  # below the maximum the evidence and reasoning are owed
+        model.model_validate_json('{"greeting": {"score": 0}, "closing": {"score": 2}}')
+    with pytest.raises(ValidationError):  # and at it they are not written
+        model.model_validate_json('{"greeting": {"score": 3, "evidence": [], "reasoning": "好"}, '
+                                  '"closing": {"score": 2}}')
 
 
 def reply(criteria: list[Criterion], quotes: list[str], reasoning: str) -> str:
@@ -97,9 +120,9 @@ def reply(criteria: list[Criterion], quotes: list[str], reasoning: str) -> str:
 
 
 @pytest.mark.parametrize(("quotes", "reasoning", "field"), [
-    (["字" * 25], "短", "quote"),
+    (["字" * 17], "短", "quote"),
     (["一", "二"], "短", "evidence"),
-    (["字" * 24], "理" * 31, "reasoning"),
+    (["字" * 16], "理" * 21, "reasoning"),
 ])
 def test_validation_enforces_the_compact_limits(quotes: list[str], reasoning: str, field: str) -> None:
     with pytest.raises(ValidationError, match=field):
@@ -108,7 +131,7 @@ def test_validation_enforces_the_compact_limits(quotes: list[str], reasoning: st
 
 
 def test_replies_at_the_limits_are_valid() -> None:
-    build_grade_schema(CRITERIA, compact=True).model.model_validate_json(reply(CRITERIA, ["字" * 24], "理" * 30))
+    build_grade_schema(CRITERIA, compact=True).model.model_validate_json(reply(CRITERIA, ["字" * 16], "理" * 20))
 
 
 @pytest.mark.parametrize("path", RUBRICS, ids=lambda p: p.name)
@@ -120,10 +143,10 @@ def test_the_mock_server_generates_valid_compact_replies(path: Path) -> None:
 
 def test_the_reply_token_bound_is_the_longest_indented_reply() -> None:
     # The longest reply for `greeting` (points 0/3, so a one-digit score), indented by 2, line by line:
-    # {  1 | "greeting": { 2+10+3=15 | "evidence": [ 4+10+3=17 | { 7 | "turn": 9999, 8+6+2+5=21 |
-    # "quote": 24 字 8+7+2+26=43 | } 7 | ], 6 | "reasoning": 30 字, 4+11+2+32+1=50 | "score": 0 4+7+2+1=14 |
-    # } 3 | } 1  → 185 characters on 12 lines, plus 11 newlines = 196.
-    assert compact_reply_token_bound(CRITERIA[:1]) == 196
+    # {  1 | "greeting": { 2+10+3=15 | "score": 0, 4+7+2+1+1=15 | "evidence": [ 4+10+3=17 | { 7 |
+    # "turn": 9999, 8+6+2+5=21 | "quote": 16 字 8+7+2+18=35 | } 7 | ], 6 | "reasoning": 20 字 4+11+2+22=39 |
+    # } 3 | } 1  → 167 characters on 12 lines, plus 11 newlines = 178.
+    assert compact_reply_token_bound(CRITERIA[:1]) == 178
     assert compact_reply_token_bound(CRITERIA) > compact_reply_token_bound(CRITERIA[:1])
 
 
@@ -151,7 +174,8 @@ def test_the_compact_system_prompt_states_the_compact_limits(rubric: Rubric) -> 
     default = prompts.system(rubric, rubric.criteria())
     compact = prompts.system(rubric, rubric.criteria(), compact=True)
     assert "最多 3 条证据" in default and "每条不超过 40 字" in default and "不超过 80 字" in default
-    assert "最多 1 条证据" in compact and "每条不超过 24 字" in compact and "不超过 30 字" in compact
+    assert "最多 1 条证据" in compact and "不超过 16 字" in compact and "不超过 20 字" in compact
+    assert "满分的项只写分数" in compact and "满分的项只写分数" not in default
     assert prompts.system(rubric, rubric.criteria()) == default  # each mode cached on its own
     assert prompts.system(rubric, rubric.criteria(), compact=True) == compact
 
@@ -183,7 +207,7 @@ def test_a_compact_grade_sends_the_limits_in_schema_and_prompt(mock_server: Mock
                                                                                   compact=True).json_schema
     sent = json.dumps(body["response_format"])
     assert f'"maxLength": {COMPACT_QUOTE_CHARS}' in sent and f'"maxLength": {COMPACT_REASONING_CHARS}' in sent
-    assert "每条不超过 24 字" in body["messages"][0]["content"]
+    assert "不超过 16 字" in body["messages"][0]["content"]
     assert grade.status == "scored"
     for cg in grade.criteria:
         assert len(cg.evidence) <= 1 and len(cg.reasoning) <= COMPACT_REASONING_CHARS
@@ -205,6 +229,16 @@ def test_an_endpoint_ignoring_the_limits_gets_the_re_ask(mock_server: MockServer
 
 
 # --- the job: mode choice, completion cap, resume keys --------------------------------------------
+
+
+@pytest.mark.parametrize(("configured", "expected"), [(None, LOCAL_SEED), (7, 7)])
+def test_the_local_model_samples_with_a_fixed_seed_unless_one_is_configured(configured: int | None,
+                                                                            expected: int) -> None:
+    settings = Settings(seed=configured)
+    local = ResolvedEndpoint(Endpoint("http://127.0.0.1:1/v1", None), "m", local=True, max_tokens=300, seed=LOCAL_SEED)
+    assert local_sampling(settings, local) == Sampling(temperature=0.0, seed=expected, max_tokens=300)
+    remote = ResolvedEndpoint(Endpoint("http://127.0.0.1:1/v1", None), "m", local=False)
+    assert local_sampling(settings, remote) == settings.sampling  # another endpoint gets what was configured
 
 
 @pytest.mark.parametrize(("forced", "local", "expected"), [

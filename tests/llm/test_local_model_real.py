@@ -84,3 +84,32 @@ def test_kefu_grade_without_an_endpoint_uses_the_offline_model(tmp_path: Path) -
     for cg in grade.criteria:
         assert cg.score in rubric.criterion(cg.criterion_id).points
     assert row["total"] != ""
+
+
+def test_the_same_demo_chat_gets_the_same_scores_twice(tmp_path: Path) -> None:
+    """Greedy sampling, a fixed seed and a fixed thread count: two runs of the demo's rubric agree score for score.
+
+    Each run starts its own server, as two `kefu demo` runs do, so nothing is shared between them but the input.
+    """
+    import subprocess
+    import sys
+
+    from pipeline.store.store import Store
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("demo-024\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "KEFU_MODEL"))}
+    runs: list[dict[str, int | None]] = []
+    for name in ("first", "second"):
+        out = tmp_path / name
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline", "grade", str(ROOT / "eval_sets" / "ecommerce_cs.jsonl"), "--ids",
+             str(ids), "--rubric", str(ROOT / "rubric" / "ecommerce_cs.yaml"), "--out", str(out)],
+            env=env, capture_output=True, text=True, timeout=1800, check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        with Store.open(out) as store:
+            [grade] = list(store.iter_grades())
+        assert grade.status == "scored", grade.error
+        runs.append({cg.criterion_id: cg.score for cg in grade.criteria})
+    assert runs[0] == runs[1]

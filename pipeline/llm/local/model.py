@@ -203,8 +203,7 @@ class LocalServer:
         self.model_path = model_path
         self.context_size = context_size
         self.model = alias if alias is not None else model_identity(model_path)
-        self.threads = threads if threads is not None else generation_threads(usable_cpus(), idle_cpus())
-        self.batch_threads = max(self.threads, usable_cpus())
+        self.threads = threads if threads is not None else generation_threads()
         self.log_path = log_path if log_path is not None else _default_log_path()
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
@@ -231,7 +230,7 @@ class LocalServer:
             "--host", "127.0.0.1",
             "--port", str(port),
             "-t", str(self.threads),
-            "-tb", str(self.batch_threads),
+            "-tb", str(self.threads),
             "-c", str(self.context_size),
             "-np", "1",
             "--cache-prompt",
@@ -371,34 +370,16 @@ def _default_log_path() -> Path:
     return cache_root() / "logs" / f"llama-server-{stamp}-{os.getpid()}.log"
 
 
-def generation_threads(cores: int, idle: float | None) -> int:
-    """Threads for generation: every core when the machine is idle, else leave one core free.
+def generation_threads() -> int:
+    """Threads for generation and prompt batches: every usable core, whatever else is running.
 
-    llama.cpp's generation threads wait for each other at every step. Measured on 2 cores with
-    Qwen2.5-Coder-1.5B: idle, 2 threads made 13.4 tokens/s and 1 made 6.7; with one core busy
-    elsewhere, 2 threads fell to 4.5 while 1 kept 6.9. So all cores only when (nearly) all are idle;
-    `idle` None (not measurable) counts as busy.
+    A fixed count, not one that follows the load: llama.cpp's sums depend on how the work is split
+    between threads, and greedy decoding turns a last-digit difference into another token, so a
+    thread count that changed with the load gave the same chats other scores on another run. Measured
+    on 2 cores with Qwen2.5-Coder-1.5B: idle, 2 threads made 13.4 tokens/s and 1 made 6.7; with one
+    core busy elsewhere 2 threads fell to 4.5 (1 kept 6.9), the price of the same scores every run.
     """
-    if idle is not None and idle >= cores - 0.5:
-        return cores
-    return max(1, cores - 1)
-
-
-def idle_cpus(window: float = 0.5, stat: Path = Path("/proc/stat")) -> float | None:
-    """How many CPUs were idle over `window` seconds (Linux /proc/stat), or None where unreadable."""
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(window)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    if total1 <= total0:
-        return None
-    return (os.cpu_count() or 1) * (idle1 - idle0) / (total1 - total0)
+    return usable_cpus()
 
 
 def usable_cpus() -> int:
