@@ -15,7 +15,8 @@ import pytest
 from pipeline.inputs.labels import read_labels
 from pipeline.inputs.transcripts import read_transcripts
 from pipeline.models.transcript import Transcript
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO / "eval_sets"

@@ -17,7 +17,8 @@ from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Grade, Sampling
 from pipeline.models.transcript import Role, Transcript, Turn
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.testing.mockserver import Content, Delay, Drop, Fault, MockServer, openai_error
 
 REPO = Path(__file__).resolve().parent.parent

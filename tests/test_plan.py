@@ -21,7 +21,8 @@ from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Sampling
 from pipeline.models.transcript import Role, Transcript, Turn
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.rows import grade_key
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import MockServer

@@ -30,7 +30,8 @@ from pipeline.report.compare import compare_results
 from pipeline.report.render import _environment, write_report, write_rubric_comparison
 from pipeline.report.result_file import load_result
 from pipeline.report.views import marked_turns
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.store import DB_NAME, Store
 from pipeline.testing.mockserver import Content, MockServer
 

@@ -174,7 +174,7 @@ def test_a_line_is_finished_only_with_its_last_grade(
 
 
 def valid_reply() -> dict[str, Any]:
-    from pipeline.rubric.model import load_rubric
+    from pipeline.rubric.load import load_rubric
 
     return {c.id: {"evidence": [], "reasoning": "无", "score": c.points[0]} for c in load_rubric(RUBRIC).criteria()}
 
@@ -182,7 +182,7 @@ def valid_reply() -> dict[str, Any]:
 def test_exports_are_rewritten_when_a_file_is_missing_or_the_rubric_changed(
         mock_server: MockServer, tmp_path: Path) -> None:
     from pipeline.outputs.exports import refresh_outputs
-    from pipeline.rubric.model import load_rubric
+    from pipeline.rubric.load import load_rubric
     from pipeline.store.store import Store
 
     inputs = write(tmp_path / "chats.jsonl", [chat(0), chat(1)])

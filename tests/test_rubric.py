@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from pipeline.errors import RubricError
-from pipeline.rubric.model import Rubric, load_rubric, rubric_json_schema
+from pipeline.rubric.load import load_rubric, rubric_json_schema
+from pipeline.rubric.model import Rubric
 
 REPO = Path(__file__).resolve().parents[1]
 RUBRIC_DIR = REPO / "rubric"

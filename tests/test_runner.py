@@ -20,7 +20,8 @@ from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Sampling
 from pipeline.models.transcript import Reject, Role, Transcript, Turn
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import Content, MockServer
 

@@ -16,7 +16,8 @@ from pipeline.models.grade import CriterionGrade, Grade, QuotedEvidence, Samplin
 from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.outputs.exports import export_run, iter_score_rows, row_values, score_columns, write_checks, write_outputs
 from pipeline.outputs.headings import score_headings
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.migrations import MIGRATIONS
 from pipeline.store.rows import grade_key
 from pipeline.store.store import Store

@@ -71,7 +71,8 @@ from pipeline.inputs.files import FORMAT_BY_SUFFIX, count_jsonl_lines
 from pipeline.oserrors import os_problem
 from pipeline.outputs.exports import export_run, iter_score_rows, run_judge
 from pipeline.paths import CHECKOUT_DIR as REPO
-from pipeline.rubric.model import Rubric, load_rubric, rubric_json_schema
+from pipeline.rubric.load import load_rubric, rubric_json_schema
+from pipeline.rubric.model import Rubric
 from pipeline.store.store import DB_NAME, Store
 
 if TYPE_CHECKING:

@@ -23,7 +23,8 @@ from pipeline.grading.settings import Settings
 from pipeline.inputs.labels import LabelSet, read_label_source
 from pipeline.models.transcript import Transcript
 from pipeline.outputs.exports import iter_score_rows
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.store import DB_NAME, Store
 
 LABEL_REJECTS = "label_rejects.jsonl"
