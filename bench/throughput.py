@@ -315,7 +315,7 @@ def breakdown(n: int = 1000) -> None:
     from pipeline.rubric.load import load_rubric
     from pipeline.store.rows import TranscriptMeta, grade_key
     from pipeline.store.store import Store
-    from pipeline.testing.mockserver import generate_instance
+    from pipeline.testing.instances import generate_instance
 
     rubric = load_rubric(RUBRIC)
     prompts = PromptSet(rubric.language)

@@ -40,7 +40,9 @@ from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.rubric.load import load_rubric
 from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
-from pipeline.testing.mockserver import Content, Drop, Fault, MockServer, Reply, generate_instance
+from pipeline.testing.instances import generate_instance
+from pipeline.testing.mockserver import MockServer
+from pipeline.testing.script import Content, Drop, Fault, Reply
 
 REPO = Path(__file__).resolve().parent.parent
 

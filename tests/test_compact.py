@@ -36,7 +36,9 @@ from pipeline.rubric.load import load_rubric
 from pipeline.rubric.model import Criterion, Level, Rubric
 from pipeline.store.rows import grade_key
 from pipeline.store.store import Store
-from pipeline.testing.mockserver import Content, MockServer, generate_instance
+from pipeline.testing.instances import generate_instance
+from pipeline.testing.mockserver import MockServer
+from pipeline.testing.script import Content
 
 REPO = Path(__file__).resolve().parent.parent
 RUBRIC = REPO / "rubric" / "ecommerce_cs.yaml"

@@ -33,7 +33,8 @@ from pipeline.report.views import marked_turns
 from pipeline.rubric.load import load_rubric
 from pipeline.rubric.model import Rubric
 from pipeline.store.store import DB_NAME, Store
-from pipeline.testing.mockserver import Content, MockServer
+from pipeline.testing.mockserver import MockServer
+from pipeline.testing.script import Content
 
 REPO = Path(__file__).resolve().parent.parent
 ECOMMERCE = REPO / "rubric" / "ecommerce_cs.yaml"

@@ -20,7 +20,8 @@ from pipeline.grading.job import GradeJob, JobResult, run_job
 from pipeline.grading.settings import load_settings
 from pipeline.inputs.formats import jsonl
 from pipeline.store.store import DB_NAME
-from pipeline.testing.mockserver import Content, Fault, MockServer
+from pipeline.testing.mockserver import MockServer
+from pipeline.testing.script import Content, Fault
 
 REPO = Path(__file__).resolve().parent.parent
 RUBRIC = REPO / "rubric" / "ecommerce_cs.yaml"
