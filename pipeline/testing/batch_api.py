@@ -2,7 +2,15 @@
 
 `POST /v1/files` (multipart upload), `GET /v1/files` (list, newest first), `GET /v1/files/{id}`,
 `/v1/files/{id}/content` and `DELETE /v1/files/{id}`, `POST /v1/batches`, `GET /v1/batches` (list, newest
-first), `GET /v1/batches/{id}` and `POST /v1/batches/{id}/cancel`, as pipeline/testing/mockserver.py describes.
+first), `GET /v1/batches/{id}` and `POST /v1/batches/{id}/cancel`. `MockServer.script_api()` queues faults
+for these calls: a `Fault` is answered instead of the call, a `Drop` closes the connection after the call was
+done (the provider did it, the client never hears: a lost response).
+A batch runs when it is polled for the `batch_complete_after_polls`-th time: each line goes through
+steps 3-6 of the server (pipeline/testing/mockserver.py: scripted items and `error_rate` included, no
+latency), a 200 lands in the output file and anything else in the error file. With
+`batch_expire_after_lines` set, only that many lines run and the batch ends "expired", the rest in the
+error file as `batch_expired`, as OpenAI reports them. A file with an unreadable line fails validation as
+a whole ("failed", nothing runs).
 """
 
 from __future__ import annotations

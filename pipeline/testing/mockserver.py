@@ -23,16 +23,7 @@ Choices the schema leaves open (enum values, branches, lengths) are drawn from a
 `seed` and a hash of the messages, so an identical request gets an identical reply; `choice="random"`
 draws from one seeded stream instead, so repeats differ but a run is still reproducible.
 
-The Batch API is served too: `POST /v1/files` (multipart upload), `GET /v1/files` (list, newest first),
-`GET /v1/files/{id}`, `/v1/files/{id}/content` and `DELETE /v1/files/{id}`, `POST /v1/batches`, `GET /v1/batches`
-(list, newest first), `GET /v1/batches/{id}` and `POST /v1/batches/{id}/cancel`. `script_api()` queues faults
-for these calls: a `Fault` is answered instead of the call, a `Drop` closes the connection after the call was
-done (the provider did it, the client never hears: a lost response).
-A batch runs when it is polled for the `batch_complete_after_polls`-th time: each line goes through
-steps 3-6 above (scripted items and `error_rate` included, no latency), a 200 lands in the output
-file and anything else in the error file. With `batch_expire_after_lines` set, only that many lines
-run and the batch ends "expired", the rest in the error file as `batch_expired`, as OpenAI reports
-them. A file with an unreadable line fails validation as a whole ("failed", nothing runs).
+The Batch API is served too (`pipeline.testing.batch_api`): files, batches and `script_api()` faults.
 """
 
 from __future__ import annotations
@@ -43,7 +34,6 @@ import hashlib
 import itertools
 import json
 import random
-import re
 import threading
 import time
 from collections import Counter, deque
@@ -54,6 +44,7 @@ from typing import Any, Literal, Self, TypeAlias, cast
 from aiohttp import web
 
 from pipeline.testing.batch_api import BatchApi, Handler
+from pipeline.testing.chat import estimate_tokens, message_text, prompt_tokens_of, reasoning_padding, schema_for
 from pipeline.testing.instances import InstanceUnsupportedError, JSONSchema, generate_instance
 from pipeline.testing.mock_limits import BucketLimit, BucketLimits
 from pipeline.testing.prefix_cache import PrefixCache
@@ -71,9 +62,7 @@ from pipeline.testing.script import (
     openai_error,
 )
 
-_EMBEDDED_SCHEMA = re.compile(r"<json_schema>(.*?)</json_schema>", re.DOTALL)
 _PLAIN_REPLY = "好的，已收到。"
-_PADDING = "先看顾客的问题，再看客服的回答。"
 
 
 _Answer: TypeAlias = Callable[[Any, str | None], web.StreamResponse]
@@ -387,7 +376,7 @@ class MockServer:
         buckets = self._current_buckets()
         if buckets is None:
             return await self._answer_model_call(request, body, answer)
-        refusal = buckets.admit(_prompt_tokens(body), time.monotonic())
+        refusal = buckets.admit(prompt_tokens_of(body), time.monotonic())
         response: web.StreamResponse
         if refusal is not None:
             response = fault_response(Fault.rate_limited(
@@ -477,14 +466,14 @@ class MockServer:
                 content = self._generate_content(messages, response_format)
             except InstanceUnsupportedError as exc:
                 return fault_response(Fault.bad_request(str(exc), param="response_format"))
-        texts = [_message_text(message) for message in messages]
+        texts = [message_text(message) for message in messages]
         with self._lock:
             cached_chars = self._prefixes.match_and_add(texts[0]) if texts else 0
-        prompt_tokens = _estimate_tokens(sum(len(text) for text in texts))
+        prompt_tokens = estimate_tokens(sum(len(text) for text in texts))
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if self.pad_chars > 0:
-            message["reasoning_content"] = _reasoning_padding(self.pad_chars)
-        completion_tokens = _estimate_tokens(len(content) + self.pad_chars)
+            message["reasoning_content"] = reasoning_padding(self.pad_chars)
+        completion_tokens = estimate_tokens(len(content) + self.pad_chars)
         return web.json_response(
             {
                 "id": f"chatcmpl-mock-{next(self._ids)}",
@@ -502,7 +491,7 @@ class MockServer:
         )
 
     def _generate_content(self, messages: list[Any], response_format: Mapping[str, Any]) -> str:
-        schema = self._schema_for(messages, response_format)
+        schema = schema_for(messages, response_format, self.fallback_schema)
         if schema is None:
             return "{}" if response_format.get("type") == "json_object" else _PLAIN_REPLY
         if self.choice == "random":
@@ -513,25 +502,6 @@ class MockServer:
             ).digest()
             rng = random.Random(int.from_bytes(digest, "big"))
         return json.dumps(generate_instance(schema, rng), ensure_ascii=False)
-
-    def _schema_for(self, messages: list[Any], response_format: Mapping[str, Any]) -> JSONSchema | None:
-        if response_format.get("type") == "json_schema":
-            schema = (response_format.get("json_schema") or {}).get("schema")
-            if not isinstance(schema, Mapping):
-                raise InstanceUnsupportedError("response_format.json_schema.schema is missing")
-            return schema
-        embedded = [
-            match for message in messages for match in _EMBEDDED_SCHEMA.findall(_message_text(message))
-        ]
-        if embedded:
-            try:
-                schema = json.loads(embedded[-1])
-            except json.JSONDecodeError as exc:
-                raise InstanceUnsupportedError(f"the <json_schema> in the prompt is not JSON: {exc}") from exc
-            if not isinstance(schema, Mapping):
-                raise InstanceUnsupportedError("the <json_schema> in the prompt is not a JSON object")
-            return schema
-        return self.fallback_schema
 
 
     def _answer_batch_line(self, body: Any) -> tuple[int, Any]:
@@ -559,30 +529,3 @@ async def _read_json(request: web.Request) -> Any:
     with contextlib.suppress(ValueError):
         return json.loads(await request.read())
     return None
-
-
-def _message_text(message: Any) -> str:
-    """The text of one chat message, whether its content is a string or a list of parts."""
-    content = message.get("content") if isinstance(message, dict) else None
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return ""
-
-
-def _prompt_tokens(body: Any) -> int:
-    """The prompt tokens a chat body's `usage` will report (0 for a body that is not a chat)."""
-    messages = body.get("messages") if isinstance(body, dict) else None
-    if not isinstance(messages, list):
-        return 0
-    return _estimate_tokens(sum(len(_message_text(message)) for message in messages))
-
-
-def _reasoning_padding(chars: int) -> str:
-    return (_PADDING * (chars // len(_PADDING) + 1))[:chars]
-
-
-def _estimate_tokens(chars: int) -> int:
-    """Two characters a token: close enough for mixed Chinese and ASCII, and stated in the docs."""
-    return (chars + 1) // 2
