@@ -56,7 +56,8 @@ from pipeline.grading.settings import load_settings  # noqa: E402
 from pipeline.inputs.labels import Label, LabelSet, read_labels  # noqa: E402
 from pipeline.paths import DCH1_DIR  # noqa: E402
 from pipeline.report.render import write_report  # noqa: E402
-from pipeline.rubric.model import Rubric, load_rubric  # noqa: E402
+from pipeline.rubric.load import load_rubric  # noqa: E402
+from pipeline.rubric.model import Rubric  # noqa: E402
 from pipeline.testing.mockserver import MockServer  # noqa: E402
 
 DATASET = DCH1_DIR

@@ -27,7 +27,8 @@ from pipeline.checks.checker import ServiceChecker
 from pipeline.models.grade import CriterionGrade, Grade, QuotedEvidence
 from pipeline.models.transcript import Role, Transcript
 from pipeline.outputs.exports import refresh_outputs
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
 
 RUBRIC = REPO / "rubric" / "ecommerce_cs.yaml"

@@ -28,7 +28,7 @@ from pipeline.grading.prompting import PromptSet  # noqa: E402
 from pipeline.grading.schema import GradeSchema, build_grade_schema  # noqa: E402
 from pipeline.llm.local.model import LocalServer, context_size_for, model_identity, prepare_model  # noqa: E402
 from pipeline.models.transcript import Transcript  # noqa: E402
-from pipeline.rubric.model import load_rubric  # noqa: E402
+from pipeline.rubric.load import load_rubric  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -79,7 +79,7 @@ def prepare_work(n: int) -> tuple[Path, Path, Path]:
     from pipeline.grading.schema import build_grade_schema
     from pipeline.inputs.transcripts import read_transcripts
     from pipeline.models.transcript import Transcript
-    from pipeline.rubric.model import load_rubric
+    from pipeline.rubric.load import load_rubric
 
     rubric = load_rubric(REPO / "rubric/ecommerce_cs.yaml")
     prompts = PromptSet(rubric.language)

@@ -33,7 +33,7 @@ from bench.harness import describe_machine, print_table
 from pipeline.checks.checker import ServiceChecker
 from pipeline.models.transcript import Transcript
 from pipeline.review import create_app
-from pipeline.rubric.model import load_rubric
+from pipeline.rubric.load import load_rubric
 from pipeline.store.store import Store
 
 

@@ -14,7 +14,8 @@ import argparse
 import asyncio
 
 from pipeline.testing.mock_limits import BucketLimit
-from pipeline.testing.mockserver import Latency, MockServer, lognormal_latency
+from pipeline.testing.mockserver import MockServer
+from pipeline.testing.script import Latency, lognormal_latency
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

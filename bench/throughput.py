@@ -77,7 +77,7 @@ async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str, trans
     from pipeline.llm.client import Endpoint, LLMClient
     from pipeline.llm.pacing import Pacer
     from pipeline.models.grade import Sampling
-    from pipeline.rubric.model import load_rubric
+    from pipeline.rubric.load import load_rubric
     from pipeline.store.store import Store
 
     rubric = load_rubric(RUBRIC)
@@ -312,10 +312,10 @@ def breakdown(n: int = 1000) -> None:
     from pipeline.inputs.transcripts import read_transcripts
     from pipeline.llm.client import Endpoint, LLMClient
     from pipeline.models.grade import Grade, Sampling
-    from pipeline.rubric.model import load_rubric
+    from pipeline.rubric.load import load_rubric
     from pipeline.store.rows import TranscriptMeta, grade_key
     from pipeline.store.store import Store
-    from pipeline.testing.mockserver import generate_instance
+    from pipeline.testing.instances import generate_instance
 
     rubric = load_rubric(RUBRIC)
     prompts = PromptSet(rubric.language)

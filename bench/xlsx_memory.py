@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.exports_speed import RUBRIC, build_store
 from bench.harness import REPO, command_env, compile_package, describe_machine, print_table
-from pipeline.rubric.model import load_rubric
+from pipeline.rubric.load import load_rubric
 
 
 def export_xlsx(out_dir: Path) -> tuple[float, float]:

@@ -26,7 +26,8 @@ from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Sampling
 from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.review import create_app
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import MockServer
 

@@ -46,7 +46,7 @@ from pipeline.grading.settings import Settings, load_settings
 from pipeline.inputs.transcripts import read_transcripts
 from pipeline.models.transcript import Reject, Transcript
 from pipeline.outputs.exports import refresh_outputs
-from pipeline.rubric.model import load_rubric
+from pipeline.rubric.load import load_rubric
 from pipeline.store.store import Store
 
 # The batch machinery and the price tables are imported by the commands that use them: `kefu` registers

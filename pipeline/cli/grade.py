@@ -64,7 +64,7 @@ from pipeline.grading.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, C
 from pipeline.grading.settings import Settings, load_settings
 from pipeline.inputs.files import FORMAT_BY_SUFFIX, count_jsonl_lines
 from pipeline.paths import CHECKOUT_DIR as REPO
-from pipeline.rubric.model import load_rubric
+from pipeline.rubric.load import load_rubric
 from pipeline.store.store import DB_NAME
 
 

@@ -13,7 +13,7 @@ from pipeline.checks.lexicons import is_lexicon_file, load_lexicons
 from pipeline.cli.console import console, fail, out
 from pipeline.errors import RubricError
 from pipeline.paths import CHECKOUT_DIR as REPO
-from pipeline.rubric.model import load_rubric, rubric_json_schema
+from pipeline.rubric.load import load_rubric, rubric_json_schema
 
 rubric_app = typer.Typer(help="Check and show rubric files.", no_args_is_help=True)
 

@@ -24,7 +24,8 @@ from pipeline.inputs.labels import LabelSet, read_label_source
 from pipeline.inputs.rejects import reject_line
 from pipeline.models.transcript import Transcript
 from pipeline.outputs.exports import iter_score_rows
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.store import DB_NAME, Store
 
 LABEL_REJECTS = "label_rejects.jsonl"

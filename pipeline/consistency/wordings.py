@@ -25,7 +25,8 @@ from pipeline.grading.runner import ProgressSink
 from pipeline.grading.settings import Settings
 from pipeline.models.strict import StrictModel
 from pipeline.report.messages import message, number
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 
 COMPARED_METRICS = ("weighted_kappa", "exact", "mae", "bias", "spearman")
 HIGHER_IS_BETTER = {"weighted_kappa": True, "exact": True, "spearman": True, "mae": False}

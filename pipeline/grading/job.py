@@ -33,7 +33,8 @@ from pipeline.models.grade import Sampling
 from pipeline.models.transcript import Finished, Reject, Transcript
 from pipeline.outputs.exports import refresh_outputs
 from pipeline.outputs.provenance import JudgeProvenance
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
 
 

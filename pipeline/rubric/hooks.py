@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from pipeline.models.checks import ColumnValue
-from pipeline.rubric.model import CriticalScore, Rubric
+from pipeline.rubric.conditions import CriticalScore
+from pipeline.rubric.model import Rubric
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,12 @@ from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Grade, Sampling
 from pipeline.models.transcript import Role, Transcript, Turn
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
-from pipeline.testing.mockserver import Content, Drop, Fault, MockServer, Reply, generate_instance
+from pipeline.testing.instances import generate_instance
+from pipeline.testing.mockserver import MockServer
+from pipeline.testing.script import Content, Drop, Fault, Reply
 
 REPO = Path(__file__).resolve().parents[2]
 

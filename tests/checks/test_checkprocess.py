@@ -23,7 +23,7 @@ from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Sampling
 from pipeline.models.transcript import Transcript
-from pipeline.rubric.model import load_rubric
+from pipeline.rubric.load import load_rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import MockServer
 

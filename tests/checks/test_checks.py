@@ -127,7 +127,7 @@ def test_records_stored_before_the_greeting_rename_still_read(checker: ServiceCh
 def test_no_check_column_shares_a_name_with_a_score_column_of_the_repository_rubrics() -> None:
     # scores.csv puts score and check columns side by side: one name for both would hide one of them
     # (dch1_quality has a criterion called satisfaction, hence the check's satisfaction_stars).
-    from pipeline.rubric.model import load_rubric
+    from pipeline.rubric.load import load_rubric
 
     repo_rubrics = sorted((Path(__file__).resolve().parents[2] / "rubric").glob("*.yaml"))
     for path in [p for p in repo_rubrics if p.name != "lexicons.yaml"]:

@@ -378,7 +378,7 @@ def test_summary_command_writes_the_table_and_the_file(tmp_path: Path, monkeypat
 
 
 def test_summary_of_a_run_without_finished_grades_says_so(tmp_path: Path) -> None:
-    from pipeline.rubric.model import load_rubric
+    from pipeline.rubric.load import load_rubric
     from pipeline.store.store import Store
 
     rubric = load_rubric(REPO / "rubric" / "ecommerce_cs.yaml")

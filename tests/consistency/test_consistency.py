@@ -32,7 +32,8 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.grading.settings import load_settings
 from pipeline.inputs.labels import Label, LabelSet
 from pipeline.models.transcript import Role, Transcript, Turn
-from pipeline.rubric.model import Rubric, load_rubric, parse_rubric
+from pipeline.rubric.load import load_rubric, parse_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parents[2]

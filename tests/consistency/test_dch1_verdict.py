@@ -19,7 +19,7 @@ from pipeline.agreement.baselines import constant_judge
 from pipeline.consistency.assess import assess
 from pipeline.consistency.results import CheckOptions, CriterionCheck
 from pipeline.inputs.labels import Label, LabelSet
-from pipeline.rubric.model import load_rubric
+from pipeline.rubric.load import load_rubric
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not (DATASET / "train_data_cn.json").is_file(),

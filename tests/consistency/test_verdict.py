@@ -17,7 +17,7 @@ from pipeline.consistency.results import CheckOptions, CriterionCheck
 from pipeline.consistency.verdict import Reason, VerdictPolicy, judge_verdict, sentence
 from pipeline.inputs.labels import Label, LabelSet
 from pipeline.report.messages import catalogue
-from pipeline.rubric.model import load_rubric
+from pipeline.rubric.load import load_rubric
 
 REPO = Path(__file__).resolve().parents[2]
 CRITERIA = ("accomplishment", "satisfaction", "efficiency")

@@ -32,10 +32,13 @@ from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Grade, Sampling
 from pipeline.models.transcript import Role, Transcript, Turn
-from pipeline.rubric.model import Criterion, Level, Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Criterion, Level, Rubric
 from pipeline.store.rows import grade_key
 from pipeline.store.store import Store
-from pipeline.testing.mockserver import Content, MockServer, generate_instance
+from pipeline.testing.instances import generate_instance
+from pipeline.testing.mockserver import MockServer
+from pipeline.testing.script import Content
 
 REPO = Path(__file__).resolve().parents[2]
 RUBRIC = REPO / "rubric" / "ecommerce_cs.yaml"

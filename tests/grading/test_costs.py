@@ -24,7 +24,8 @@ from pipeline.inputs.tokens import estimate_tokens
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.models.grade import Sampling
 from pipeline.models.transcript import Reject, Role, Transcript, Turn
-from pipeline.rubric.model import Criterion, Dimension, Group, Level, Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Criterion, Dimension, Group, Level, Rubric
 from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,8 @@ from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Grade, Sampling
 from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.rubric.model import Rubric
-from pipeline.testing.mockserver import Content, Delay, Drop, Fault, MockServer, openai_error
+from pipeline.testing.mockserver import MockServer
+from pipeline.testing.script import Content, Delay, Drop, Fault, openai_error
 
 REPO = Path(__file__).resolve().parents[2]
 RUBRIC = REPO / "rubric" / "ecommerce_cs.yaml"

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pipeline.errors import ConfigError
 from pipeline.grading.prompting import PromptSet, prompt_text, transcript_boundary
 from pipeline.models.transcript import Role, Transcript, Turn
-from pipeline.rubric.model import load_rubric
+from pipeline.rubric.load import load_rubric
 
 REPO = Path(__file__).resolve().parents[2]
 RUBRICS = sorted(p for p in (REPO / "rubric").glob("*.yaml") if "dimensions" in yaml.safe_load(p.read_text("utf-8")))

@@ -20,7 +20,8 @@ from pipeline.grading.job import GradeJob, JobResult, run_job
 from pipeline.grading.settings import load_settings
 from pipeline.inputs.formats import jsonl
 from pipeline.store.store import DB_NAME
-from pipeline.testing.mockserver import Content, Fault, MockServer
+from pipeline.testing.mockserver import MockServer
+from pipeline.testing.script import Content, Fault
 
 REPO = Path(__file__).resolve().parents[2]
 RUBRIC = REPO / "rubric" / "ecommerce_cs.yaml"
@@ -174,7 +175,7 @@ def test_a_line_is_finished_only_with_its_last_grade(
 
 
 def valid_reply() -> dict[str, Any]:
-    from pipeline.rubric.model import load_rubric
+    from pipeline.rubric.load import load_rubric
 
     return {c.id: {"evidence": [], "reasoning": "无", "score": c.points[0]} for c in load_rubric(RUBRIC).criteria()}
 
@@ -182,7 +183,7 @@ def valid_reply() -> dict[str, Any]:
 def test_exports_are_rewritten_when_a_file_is_missing_or_the_rubric_changed(
         mock_server: MockServer, tmp_path: Path) -> None:
     from pipeline.outputs.exports import refresh_outputs
-    from pipeline.rubric.model import load_rubric
+    from pipeline.rubric.load import load_rubric
     from pipeline.store.store import Store
 
     inputs = write(tmp_path / "chats.jsonl", [chat(0), chat(1)])

@@ -20,7 +20,8 @@ from pipeline.models.grade import Sampling
 from pipeline.models.transcript import Reject, Role, Transcript, Turn
 from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
-from pipeline.testing.mockserver import Content, MockServer
+from pipeline.testing.mockserver import MockServer
+from pipeline.testing.script import Content
 
 REPO = Path(__file__).resolve().parents[2]
 

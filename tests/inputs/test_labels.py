@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from pipeline.errors import InputError
 from pipeline.inputs.labels import Label, LabelSet, read_labels
-from pipeline.rubric.model import Rubric, parse_rubric
+from pipeline.rubric.load import parse_rubric
+from pipeline.rubric.model import Rubric
 
 
 def _levels(*points: int) -> list[dict[str, object]]:

@@ -29,7 +29,7 @@ from pipeline.inputs.transcripts import TranscriptReader
 from pipeline.models.transcript import Reject, Transcript
 from pipeline.outputs.exports import ExportFormat, export_run
 from pipeline.outputs.summary import GROUP_BY, summarize_run, write_summary
-from pipeline.rubric.model import load_rubric
+from pipeline.rubric.load import load_rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import MockServer
 

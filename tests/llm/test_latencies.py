@@ -16,7 +16,8 @@ from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.latencies import HUNG_FLOOR, TIMEOUT_CAP, TIMEOUT_FLOOR, TIMEOUT_START, RecentLatencies
 from pipeline.llm.pacing import Pacer
 from pipeline.models.transcript import Transcript
-from pipeline.testing.mockserver import Delay, MockServer
+from pipeline.testing.mockserver import MockServer
+from pipeline.testing.script import Delay
 
 HUNG = 8.0  # seconds a hung request takes here: far over the 20 ms of the others, even on a loaded machine
 

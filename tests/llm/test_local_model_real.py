@@ -16,7 +16,7 @@ from pipeline.grading.prompting import PromptSet
 from pipeline.grading.schema import build_grade_schema
 from pipeline.llm.local.model import LocalServer, context_size_for, model_identity, prepare_model
 from pipeline.models.transcript import Transcript
-from pipeline.rubric.model import load_rubric
+from pipeline.rubric.load import load_rubric
 
 ROOT = Path(__file__).resolve().parents[2]
 

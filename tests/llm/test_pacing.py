@@ -21,7 +21,8 @@ from pipeline.llm.retry import RetryPolicy
 from pipeline.llm.token_bucket import TokenBucket
 from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.testing.mock_limits import BucketLimit
-from pipeline.testing.mockserver import Fault, MockServer, openai_error
+from pipeline.testing.mockserver import MockServer
+from pipeline.testing.script import Fault, openai_error
 
 
 class Clock:

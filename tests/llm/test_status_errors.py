@@ -22,7 +22,7 @@ from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.status_errors import error_for_status, status_hint
 from pipeline.models.grade import Sampling
 from pipeline.models.transcript import Role, Transcript, Turn
-from pipeline.rubric.model import load_rubric
+from pipeline.rubric.load import load_rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import MockServer
 

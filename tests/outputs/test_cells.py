@@ -18,7 +18,8 @@ from pipeline.models.grade import CriterionGrade, Grade, QuotedEvidence
 from pipeline.outputs.cells import csv_cell, looks_like_formula, original_text
 from pipeline.outputs.exports import export_run, write_outputs
 from pipeline.outputs.summary import GROUP_BY, summarize_run, write_summary
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
 
 DATA = Path(__file__).resolve().parents[1] / "data"

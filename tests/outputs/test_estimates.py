@@ -18,7 +18,7 @@ from pipeline.inputs.labels import Label, LabelSet
 from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.outputs.estimates import estimate_means, sample_warning
 from pipeline.outputs.exports import ScoreRow
-from pipeline.rubric.model import load_rubric
+from pipeline.rubric.load import load_rubric
 from pipeline.testing.mockserver import MockServer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,7 +26,8 @@ from pipeline.models.grade import CriterionGrade, Grade, InjectionHit, QuotedEvi
 from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.outputs.exports import export_run, iter_score_rows, refresh_outputs, row_values, score_columns
 from pipeline.rubric.hooks import AdjustedScores
-from pipeline.rubric.model import Rubric, load_rubric, parse_rubric
+from pipeline.rubric.load import load_rubric, parse_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,7 +19,8 @@ from test_summary import MAR2, fill
 from pipeline.models.grade import CriterionGrade, Grade, QuotedEvidence
 from pipeline.outputs.spreadsheet import evidence_text, write_spreadsheet
 from pipeline.outputs.workbook import Book, Column
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -17,7 +17,8 @@ from pipeline.models.grade import CriterionGrade, Grade, InjectionHit
 from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.outputs.headings import summary_headings
 from pipeline.outputs.summary import GroupSummary, rate_text, summarize_run, write_summary
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
 
 DATA = Path(__file__).resolve().parents[1] / "data"

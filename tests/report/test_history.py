@@ -13,7 +13,7 @@ from pipeline.consistency.assess import assess
 from pipeline.consistency.results import CheckOptions, CheckResult
 from pipeline.inputs.labels import Label, LabelSet
 from pipeline.report.render import write_report
-from pipeline.rubric.model import load_rubric
+from pipeline.rubric.load import load_rubric
 
 REPO = Path(__file__).resolve().parents[2]
 DCH1 = REPO / "rubric" / "dch1_quality.yaml"

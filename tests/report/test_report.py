@@ -30,9 +30,11 @@ from pipeline.report.compare import compare_results
 from pipeline.report.render import _environment, write_report, write_rubric_comparison
 from pipeline.report.result_file import load_result
 from pipeline.report.views import marked_turns
-from pipeline.rubric.model import Rubric, load_rubric
+from pipeline.rubric.load import load_rubric
+from pipeline.rubric.model import Rubric
 from pipeline.store.store import DB_NAME, Store
-from pipeline.testing.mockserver import Content, MockServer
+from pipeline.testing.mockserver import MockServer
+from pipeline.testing.script import Content
 
 REPO = Path(__file__).resolve().parents[2]
 ECOMMERCE = REPO / "rubric" / "ecommerce_cs.yaml"

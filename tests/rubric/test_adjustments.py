@@ -8,7 +8,8 @@ import pytest
 
 from pipeline.models.checks import ColumnValue
 from pipeline.rubric.hooks import apply_hooks
-from pipeline.rubric.model import Rubric, load_rubric, parse_rubric
+from pipeline.rubric.load import load_rubric, parse_rubric
+from pipeline.rubric.model import Rubric
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 FULL = {"polite": 4, "greet": 2, "pitch": 4}

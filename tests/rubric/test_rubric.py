@@ -13,7 +13,8 @@ import yaml
 
 from pipeline.errors import RubricError
 from pipeline.paths import SEEDS_DIR
-from pipeline.rubric.model import Rubric, load_rubric, rubric_json_schema
+from pipeline.rubric.load import load_rubric, rubric_json_schema
+from pipeline.rubric.model import Rubric
 
 REPO = Path(__file__).resolve().parents[2]
 RUBRIC_DIR = REPO / "rubric"

@@ -14,17 +14,9 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.testing.mockserver import (
-    Content,
-    Delay,
-    Drop,
-    Fault,
-    MockServer,
-    Reply,
-    SchemaUnsupportedError,
-    generate_instance,
-    lognormal_latency,
-)
+from pipeline.testing.instances import InstanceUnsupportedError, generate_instance
+from pipeline.testing.mockserver import MockServer
+from pipeline.testing.script import Content, Delay, Drop, Fault, Reply, lognormal_latency
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "顾客：发货了吗？ 客服：亲，今天发。"}]
 
@@ -129,7 +121,7 @@ def test_generator_honours_keywords_pydantic_does_not_emit() -> None:
 def test_unsupported_keyword_is_a_400_not_an_invalid_reply(
     mock_server: MockServer, llm: openai.OpenAI
 ) -> None:
-    with pytest.raises(SchemaUnsupportedError, match="pattern"):
+    with pytest.raises(InstanceUnsupportedError, match="pattern"):
         generate_instance({"type": "string", "pattern": "^[0-9]+$"}, random.Random(0))
     pattern_format = {
         "type": "json_schema",
