@@ -28,7 +28,8 @@ from pipeline.report.messages import message, number
 from pipeline.rubric.load import load_rubric
 from pipeline.rubric.model import Rubric
 
-COMPARED_METRICS = ("weighted_kappa", "exact", "mae", "bias", "spearman")
+WORDING_METRICS = ("weighted_kappa", "exact", "mae", "bias", "spearman")
+"""The metrics two wordings of a rubric are compared on, each with a paired interval."""
 HIGHER_IS_BETTER = {"weighted_kappa": True, "exact": True, "spearman": True, "mae": False}
 """Metrics where one direction is better; bias is read by its distance from 0 and only reported."""
 FlipDirection = Literal["towards", "away", "both wrong"]
@@ -160,7 +161,7 @@ def compare_rubrics(a: CheckRun, b: CheckRun, options: CheckOptions = DEFAULT_OP
         mean_b = b.scores.human_mean.get(cid, b.scores.human[cid])[ib]
         keep = ~(np.isnan(ja) | np.isnan(ha) | np.isnan(jb) | np.isnan(hb))
         n, deltas = paired_deltas(ja, jb, np.where(keep, hb, np.nan), a.scores.levels[cid], b.scores.levels[cid],
-                                     COMPARED_METRICS, human_numeric=mean_b, n_resamples=options.n_resamples,
+                                     WORDING_METRICS, human_numeric=mean_b, n_resamples=options.n_resamples,
                                      seed=options.seed, confidence=options.confidence)
         kappa = deltas[0]
         texts = (_level_texts(rubrics[0], cid), _level_texts(rubrics[1], cid)) if rubrics else ({}, {})

@@ -17,7 +17,8 @@ from pipeline.consistency.results import CheckResult
 from pipeline.grading.fingerprint import fingerprint_differences
 from pipeline.models.strict import StrictModel
 
-COMPARED_METRICS = ("weighted_kappa", "exact", "alpha_ordinal", "spearman", "mae", "bias")
+CHANGE_METRICS = ("weighted_kappa", "exact", "alpha_ordinal", "spearman", "mae", "bias")
+"""The metrics whose change since a previous check `kefu report --compare` shows."""
 CHANGE_RULE = (
     "a change is marked when |Δ| exceeds the half-width of the current interval (the previous estimate "
     "lies outside it); 'overlap' says whether the two intervals overlap"
@@ -93,7 +94,7 @@ def compare_results(current: CheckResult, previous: CheckResult) -> ResultCompar
         _, old, old_verdict = before[item_id]
         changes.append(ItemChange(
             item_id=item_id, kind=kind, verdict_before=old_verdict, verdict_now=verdict,
-            changes=[_metric_change(m, getattr(old.metrics, m), getattr(pair.metrics, m)) for m in COMPARED_METRICS],
+            changes=[_metric_change(m, getattr(old.metrics, m), getattr(pair.metrics, m)) for m in CHANGE_METRICS],
         ))
     return ResultComparison(
         previous_created_at=previous.created_at.isoformat(), previous_model=previous.model,
