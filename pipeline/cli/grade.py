@@ -105,11 +105,9 @@ def _print_summary(result: JobResult, out_dir: Path) -> None:
 def _vouched(check_dir: Path, job: GradeJob, settings: Settings) -> Callable[[ResolvedEndpoint], None]:
     """An endpoint callback that refuses (ConfigError) a judge other than the one the check in `check_dir` measured."""
     from pipeline.grading.fingerprint import JudgeFingerprint, endpoint_name, fingerprint_differences
-    from pipeline.report.result_file import AGREEMENT_JSON, load_result
+    from pipeline.report.result_file import load_judge
 
-    checked = load_result(check_dir / AGREEMENT_JSON).judge
-    if checked is None:
-        raise ConfigError(f"{check_dir} records no judge fingerprint: run `kefu check` again to vouch for a judge")
+    checked = load_judge(check_dir)
     rubric = load_rubric(job.rubric_path)
     template_hash = PromptSet(rubric.language, job.prompts_dir).template_hash
 

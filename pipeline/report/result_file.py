@@ -11,7 +11,8 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from pipeline.consistency.results import CheckResult
-from pipeline.errors import InputError
+from pipeline.errors import ConfigError, InputError
+from pipeline.grading.fingerprint import JudgeFingerprint
 
 AGREEMENT_JSON = "agreement.json"
 
@@ -34,12 +35,45 @@ def _restore_nan(annotation: Any, value: Any) -> Any:
     return value
 
 
-def load_result(path: Path) -> CheckResult:
-    """Read an agreement.json written by `write_report`, with its NaNs restored."""
+def _read_json(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(str(path), f"cannot read agreement.json: {exc}") from None
+
+
+def load_judge(check_dir: Path) -> JudgeFingerprint:
+    """The judge a check measured, for `kefu grade --checked-by`.
+
+    Read before the rest of agreement.json is validated: a check made before fingerprints were recorded
+    must be refused for that reason, plainly, whatever else its layout lacks.
+    """
+    path = check_dir / AGREEMENT_JSON
+    if not path.is_file():
+        raise InputError(str(check_dir), f"不是检查文件夹：其中没有 {AGREEMENT_JSON}（由 kefu check 生成） "
+                                         f"(not a check folder: no {AGREEMENT_JSON})")
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(str(path), "not an agreement.json: not a JSON object")
+    if (judge := data.get("judge")) is None:
+        raise ConfigError(
+            f"检查 {check_dir} 没有记录评判模型指纹（它做于 kefu 记录指纹之前），"
+            "无法确认本次评分的评判模型就是它测过的，拒绝评分。"
+            "要生成指纹，请用同样的模型、端点、评分表和采样设置重新运行 kefu check"
+            "（用同一个 --out 文件夹时会重用已存的评分，不再发请求），"
+            "再用 --checked-by 指向它 "
+            "(the check has no judge fingerprint: rerun `kefu check` to make one)"
+        )
+    try:
+        return JudgeFingerprint.model_validate(judge)
+    except ValidationError as exc:
+        raise InputError(str(path), f"评判模型指纹无法读取 (unreadable judge fingerprint): "
+                                    f"{exc.errors()[0]['msg']}") from None
+
+
+def load_result(path: Path) -> CheckResult:
+    """Read an agreement.json written by `write_report`, with its NaNs restored."""
+    data = _read_json(path)
     try:
         return CheckResult.model_validate(_restore_nan(CheckResult, data))
     except ValidationError as exc:

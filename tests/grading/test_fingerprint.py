@@ -85,3 +85,37 @@ def test_a_check_vouches_for_its_judge_only(tmp_path: Path) -> None:
     assert compared.exit_code == 0, compared.output
     md = (tmp_path / "check2" / "agreement.md").read_text(encoding="utf-8")
     assert "评判模型已变更" in md and "模型：judge-a → judge-b" in md
+
+
+def test_a_check_without_a_fingerprint_is_refused_and_says_how_to_make_one(tmp_path: Path) -> None:
+    # A check made before fingerprints were recorded: its agreement.json is today's without the "judge" key
+    # (checked against one written by the code of d81a25e^: the same keys but that one).
+    src, labels = _write_inputs(tmp_path)
+    runner = CliRunner()
+    check = [str(src), "--rubric", str(DCH1), "--resamples", "20", "--labels", str(labels), "--repeats", "1",
+             "--out", str(tmp_path / "check"), "--model", "judge-a"]
+    with MockServer() as server:
+        env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test"}
+        assert runner.invoke(app, ["check", *check], env=env).exit_code == 0
+        path = tmp_path / "check" / "agreement.json"
+        old = json.loads(path.read_text(encoding="utf-8"))
+        del old["judge"], old["criteria"][0]["baselines"]  # an older layout fails validation too: still this reason
+        path.write_text(json.dumps(old), encoding="utf-8")
+
+        def grade() -> Result:
+            return runner.invoke(app, ["grade", str(src), "--rubric", str(DCH1), "--out", str(tmp_path / "run"),
+                                       "--checked-by", str(tmp_path / "check"), "--model", "judge-a"], env=env)
+
+        server.reset()
+        refused = grade()
+        assert refused.exit_code == 2
+        said = "".join(refused.output.split())
+        assert "没有记录评判模型指纹" in said and "重新运行kefucheck" in said and "--checked-by" in said
+        assert server.requests == []
+        # Doing what it says makes one: the rerun reuses the stored grades, and the check then vouches.
+        assert runner.invoke(app, ["check", *check], env=env).exit_code == 0
+        assert server.requests == []
+        assert grade().exit_code == 0
+    not_a_check = runner.invoke(app, ["grade", str(src), "--rubric", str(DCH1), "--out", str(tmp_path / "run2"),
+                                      "--checked-by", str(tmp_path)], env={"OPENAI_API_KEY": "sk-test"})
+    assert not_a_check.exit_code == 2 and "不是检查文件夹" in "".join(not_a_check.output.split())
