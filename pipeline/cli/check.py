@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.console import (
@@ -132,6 +133,11 @@ def _print_result(result: CheckResult, folder: Path, sample: SampleSize) -> None
         out.print(f"[yellow]{result.label_rejects} label line(s) rejected[/yellow]: {folder / LABEL_REJECTS}")
     for note in result.notes:
         out.print(f"[yellow]note:[/yellow] {note}")
+    if result.needs_review:
+        from pipeline.report.messages import message
+
+        ids = ", ".join(result.needs_review)
+        out.print(f"[yellow]{escape(message('rpt.needs_review', n=len(result.needs_review), ids=ids))}[/yellow]")
     warn_small_sample(sample)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
@@ -76,8 +76,17 @@ def assess(
     model: str,
     rubric_path: str,
     grading: RunSummary | None = None,
+    needs_review: Collection[str] = (),
 ) -> Assessment:
-    """Every statistic of the check from the labels and the stored judge scores; no I/O."""
+    """Every statistic of the check from the labels and the stored judge scores; no I/O.
+
+    Labelled transcripts in `needs_review` (a field of the chat addresses the grader) are left out of
+    every statistic, as `kefu summary` leaves them out of its means: their grades are not trusted.
+    """
+    held = sorted(set(needs_review) & set(labels.transcripts()))
+    if held:
+        labels = LabelSet(labels=[x for x in labels.labels if x.transcript_id not in needs_review],
+                          rejects=labels.rejects)
     units = labels.transcripts()
     row = {u: i for i, u in enumerate(units)}
     scores = UnitScores(units=units, judge={}, human={}, levels={})
@@ -110,7 +119,7 @@ def assess(
         labels=len(labels.labels), label_rejects=len(labels.rejects), raters=labels.raters(),
         transcripts_labelled=len(units), transcripts_graded=len(graded), grading=grading, criteria=criteria,
         sums=_sum_checks(rubric, scores, options), differences=_differences(rubric, scores, options.top_differences),
-        notes=notes,
+        notes=notes, needs_review=held,
     )
     return Assessment(result, scores)
 

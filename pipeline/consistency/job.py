@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from pipeline.consistency.assess import assess
 from pipeline.consistency.results import DEFAULT_OPTIONS, CheckOptions, CheckResult, JudgeScores, UnitScores
@@ -125,8 +126,9 @@ def check_graded(job: CheckJob, *, model: str, options: CheckOptions = DEFAULT_O
     labels = labels if labels is not None else read_check_labels(job, rubric)
     _require_one_model(job.out_dir, rubric, model)
     judge = stored_scores(job.out_dir, rubric, set(labels.transcripts()))
-    result, scores = assess(rubric, labels, judge, options=options, repeats=job.repeats, model=model,
-                            rubric_path=str(job.rubric_path), grading=grading.summary if grading else None)
+    result, scores = assess(rubric, labels, judge.scores, options=options, repeats=job.repeats, model=model,
+                            rubric_path=str(job.rubric_path), grading=grading.summary if grading else None,
+                            needs_review=judge.needs_review)
     result = result.model_copy(update={"judge": stored_fingerprint(job.out_dir)})
     return CheckRun(result=result, scores=scores, out_dir=job.out_dir, grading=grading)
 
@@ -147,14 +149,25 @@ def read_chats(job: CheckJob, wanted: Collection[str]) -> dict[str, Transcript]:
     return {t.id: t for t in read_job_inputs(job.grade_job(wanted)) if isinstance(t, Transcript) and t.id in wanted}
 
 
-def stored_scores(out_dir: Path, rubric: Rubric, transcript_ids: Collection[str]) -> JudgeScores:
+class StoredScores(NamedTuple):
+    """A check folder's judge scores, and which of the chats need review."""
+
+    scores: JudgeScores
+    needs_review: set[str]
+    """Transcripts a grade of which has prompt-injection hits (`needs_review` in scores.csv)."""
+
+
+def stored_scores(out_dir: Path, rubric: Rubric, transcript_ids: Collection[str]) -> StoredScores:
     """The run folder's grades of `rubric` for these transcripts, by transcript and repeat."""
     scores: dict[str, dict[int, dict[str, int | None]]] = {}
+    needs_review: set[str] = set()
     with Store.open(out_dir) as store:
         for row in iter_score_rows(store, rubric):
             if row.transcript_id in transcript_ids:
                 scores.setdefault(row.transcript_id, {})[row.repeat] = dict(row.scores)
-    return scores
+                if row.injection:
+                    needs_review.add(row.transcript_id)
+    return StoredScores(scores, needs_review)
 
 
 def _require_one_model(out_dir: Path, rubric: Rubric, model: str) -> None:

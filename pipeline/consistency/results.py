@@ -153,6 +153,10 @@ class CheckResult(StrictModel):
     sums: list[SumCheck] = Field(description="Per group, per dimension, and the total.")
     differences: list[Difference] = Field(description="Transcripts where judge and human differ most, largest first.")
     notes: list[str] = Field(description="Things a reader should know about this check.")
+    needs_review: list[str] = Field(
+        default=[], description="Labelled transcripts left out of every statistic: a field of the chat addresses the "
+                                "grader (prompt injection suspected), so the judge's grade is not trusted."
+    )
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ def test_kefu_check_on_three_chats_says_so_on_the_console(mock_server: MockServe
         "--base-url", mock_server.base_url, "--model", "mock-model"])
     text = " ".join(result.output.split())
     assert result.exit_code == 0, text
-    assert "⚠ 只有 3 个带标注的对话，少于 30 个" in text and " trusted " not in text
+    # demo-007 addresses the grader: it is left out, so 2 of the 3 count.
+    assert "⚠ 只有 2 个带标注的对话，少于 30 个" in text and " trusted " not in text
     md = (out / "agreement.md").read_text(encoding="utf-8")
-    assert "由 `kefu check` 生成" in md and "只有 3 个带标注的对话" in md
+    assert "由 `kefu check` 生成" in md and "只有 2 个带标注的对话" in md
