@@ -90,7 +90,7 @@ def stopped(exc: KeyboardInterrupt, where: Path) -> NoReturn:
 
 
 def read_ids(path: Path | None) -> set[str] | None:
-    """The transcript ids listed one per line in `path` (for --ids), or None for no filter."""
+    """The transcript ids listed one per line in `path` (for --ids), or None for no filter; "# " lines are comments."""
     if path is None:
         return None
     try:
@@ -99,7 +99,7 @@ def read_ids(path: Path | None) -> set[str] | None:
         console.print(f"[red]错误 (error)：[/red]无法读取 id 列表 {escape(str(path))}：{os_problem(exc)} "
                       "(cannot read the --ids list)", soft_wrap=True)
         raise typer.Exit(2) from None
-    return {line.strip() for line in text.splitlines() if line.strip()}
+    return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("# ")}
 
 
 def fail_run_folder(out_dir: Path, exc: OSError) -> NoReturn:

@@ -121,17 +121,26 @@ def _print_means(out_dir: Path, labels_path: Path, sample_ids: Path | None, by: 
     """The three means per group from the labelled chats, written beside the summary."""
     import pandas as pd
 
+    from pipeline.consistency.sampling import sample_strata
     from pipeline.inputs.labels import read_labels
     from pipeline.outputs.estimates import estimate_columns, estimate_means
-    from pipeline.outputs.summary import transcript_groups
+    from pipeline.outputs.summary import GROUP_BY, transcript_groups
 
+    sample = read_ids(sample_ids)
+    stratified_by = sample_strata(sample_ids.read_text(encoding="utf-8")) if sample_ids is not None else None
     try:
+        if stratified_by is not None and stratified_by not in GROUP_BY:
+            raise InputError(str(sample_ids), f"抽样清单的分层 {stratified_by} 不是 {'|'.join(GROUP_BY)} 之一")
         with Store.open(out_dir) as store:
             rubric = _run_rubric(store, out_dir)
             groups = transcript_groups(iter_score_rows(store, rubric), by)
+            strata = None
+            if stratified_by is not None:
+                strata = groups if stratified_by == by else transcript_groups(
+                    iter_score_rows(store, rubric), stratified_by)
             labels = read_labels(labels_path, rubric, known_transcripts=set(groups))
             result = estimate_means(iter_score_rows(store, rubric), rubric, labels, groups, by,
-                                    sample=read_ids(sample_ids))
+                                    sample=sample, strata=strata, stratified_by=stratified_by)
     except KefuError as exc:
         fail(exc)
     path = out_dir / f"means_by_{by}.csv"
@@ -144,6 +153,9 @@ def _print_means(out_dir: Path, labels_path: Path, sample_ids: Path | None, by: 
             table.add_row("(全部)" if m.group == "*" else m.group or "(unknown)", str(m.chats), str(m.ppi.n_labelled),
                           *(_interval(e) for e in (m.judge_only, m.ppi, m.labelled_only)))
     out.print(table)
+    if result.stratified_by is not None:
+        out.print(f"抽样按 {result.stratified_by} 分层：PPI 与只用人工标注的均值按各层在本批对话中的占比加权"
+                  "（分层估计，区间同样按层合成）")
     if result.warning:
         console.print(f"[yellow]注意：[/yellow]{result.warning}")
     out.print(str(path))
@@ -163,7 +175,7 @@ def sample_cmd(
     dest: Annotated[Path, typer.Option("--to", help="Where to write the ids, one per line.")] = Path("sample_ids.txt"),
 ) -> None:
     """Draw a seeded random sample of a run's chats, stratified by group, for people to label (for PPI means)."""
-    from pipeline.consistency.sampling import draw_sample
+    from pipeline.consistency.sampling import draw_sample, sample_text
     from pipeline.outputs.summary import GROUP_BY, transcript_groups
 
     if by not in GROUP_BY:
@@ -174,7 +186,7 @@ def sample_cmd(
     except KefuError as exc:
         fail(exc)
     ids = draw_sample(groups, n, seed)
-    dest.write_text("".join(f"{t}\n" for t in ids), encoding="utf-8")
+    dest.write_text(sample_text(ids, by, seed), encoding="utf-8")
     out.print(f"抽取了 {len(ids)} 条对话（共 {len(groups)} 条，按 {by} 分层，seed {seed}）：{dest}")
 
 

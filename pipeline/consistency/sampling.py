@@ -3,13 +3,19 @@
 Allocation is proportional to each group's size, rounded by largest remainder (ties by group name), so
 the sample is close to self-weighting and each group's part is a simple random sample of that group:
 what prediction-powered means (`pipeline.agreement.ppi`) need. The same seed and run give the same sample.
+The sample file says what it was stratified by in a first comment line, so that `kefu summary
+--sample-ids` can weight the strata by their share of the run (`pipeline.agreement.ppi.stratified_mean`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 
 import numpy as np
+
+_HEADER = "# kefu sample: strata={by} seed={seed}"
+_HEADER_RE = re.compile(r"^# kefu sample: strata=(\w+)")
 
 
 def allocate(sizes: Mapping[str, int], n: int) -> dict[str, int]:
@@ -38,3 +44,15 @@ def draw_sample(groups: Mapping[str, str | None], n: int, seed: int) -> list[str
         ids = sorted(members[g])
         chosen += [ids[i] for i in rng.choice(len(ids), counts[g], replace=False)]
     return sorted(chosen)
+
+
+def sample_text(ids: Iterable[str], by: str, seed: int) -> str:
+    """The sample file: a comment line naming the strata, then one id a line (id readers skip "# " lines)."""
+    return _HEADER.format(by=by, seed=seed) + "\n" + "".join(f"{t}\n" for t in ids)
+
+
+def sample_strata(text: str) -> str | None:
+    """What a sample file's chats were stratified by; None for a list of ids without the header (taken as a
+    simple random sample)."""
+    match = _HEADER_RE.match(text)
+    return match[1] if match else None

@@ -4,7 +4,10 @@ Scores are the judge's repeat 0, raw per criterion (labels are per criterion, so
 which `kefu summary`'s own columns apply, are left out here); the total is the plain sum of the criteria,
 empty when any is missing, on both sides. A chat's human score is the mean of its raters. PPI needs the
 labelled chats to be a uniform random sample of each group (`kefu sample` draws one); when it cannot be
-shown that they are, `warning` says so and the PPI figures are not to be trusted.
+shown that they are, `warning` says so and the PPI figures are not to be trusted. When the sample was
+stratified (`strata`), every row's PPI and labelled-only means weight the strata by their share of the
+row's chats (`agreement.ppi.stratified_mean`): the whole run's row then stays right even where the strata
+were sampled at different rates; a plain random sample is pooled as one.
 """
 
 from __future__ import annotations
@@ -13,15 +16,18 @@ import math
 from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import Field
 
-from pipeline.agreement.ppi import MeanEstimate, classical_mean, ppi_mean
+from pipeline.agreement.ppi import MeanEstimate, Stratum, classical_mean, ppi_mean, stratified_mean
 from pipeline.inputs.labels import LabelSet
 from pipeline.models.strict import StrictModel
 from pipeline.outputs.exports import ScoreRow
 from pipeline.rubric.model import Rubric
 
 TOTAL = "total"
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 class GroupMean(StrictModel):
@@ -53,6 +59,8 @@ class RunEstimates(StrictModel):
     by: str = Field(description="What the groups are (agent, shop, platform, day).")
     labelled: int = Field(description="Chats of the run with at least one human score.")
     random_sample: bool = Field(description="The labelled chats are known to be a random sample (from `kefu sample`).")
+    stratified_by: str | None = Field(
+        default=None, description="What the sample was stratified by (its strata weighted); None: pooled as one.")
     warning: str | None = Field(description="Why the PPI figures may not hold, in Chinese; None when they do.")
     means: list[GroupMean] = Field(description="Per group (the run as a whole first, '*'), total then criteria.")
 
@@ -97,11 +105,27 @@ def sample_warning(labelled: Collection[str], sample: Collection[str] | None) ->
     return None
 
 
+def _strata(ids: list[str], strata: Mapping[str, str | None], f: FloatArray, y: FloatArray,
+            is_labelled: BoolArray) -> list[Stratum]:
+    """The row's chats split by the sample's strata, each as labelled (human, judge) and unlabelled judge scores."""
+    cells: dict[str | None, list[int]] = {}
+    for i, tid in enumerate(ids):
+        cells.setdefault(strata.get(tid), []).append(i)
+    out = []
+    for members in cells.values():
+        at = np.array(members)
+        mine = is_labelled[at]
+        out.append(Stratum(y[at][mine], f[at][mine], f[at][~mine]))
+    return out
+
+
 def estimate_means(
     rows: Iterable[ScoreRow], rubric: Rubric, labels: LabelSet, groups: Mapping[str, str | None], by: str,
-    *, sample: Collection[str] | None = None, confidence: float = 0.95,
+    *, sample: Collection[str] | None = None, strata: Mapping[str, str | None] | None = None,
+    stratified_by: str | None = None, confidence: float = 0.95,
 ) -> RunEstimates:
-    """The three means per group (and for the whole run) of the total and each criterion."""
+    """The three means per group (and for the whole run) of the total and each criterion; `strata` (transcript
+    → the stratum `kefu sample --by stratified_by` drew it from) weights the PPI and labelled-only means."""
     judge = _judge_scores(rows, rubric)
     human = _human_scores(labels, rubric)
     labelled = {t for t in human if t in judge}
@@ -115,11 +139,18 @@ def estimate_means(
             f = np.array([judge[t][item] for t in ids])
             is_labelled = np.array([t in labelled for t in ids], dtype=bool)
             y = np.array([human[t].get(item, math.nan) if t in labelled else math.nan for t in ids])
+            if strata is None:
+                ppi = ppi_mean(y[is_labelled], f[is_labelled], f[~is_labelled], confidence=confidence)
+                labelled_only = classical_mean(y, method="labelled only", confidence=confidence)
+            else:
+                cells = _strata(ids, strata, f, y, is_labelled)
+                ppi = stratified_mean(cells, method="ppi", confidence=confidence)
+                labelled_only = stratified_mean(cells, method="labelled only", confidence=confidence)
             means.append(GroupMean(
                 group=group, item=item, chats=int(np.sum(~np.isnan(f))),
                 judge_only=classical_mean(f, method="judge only", confidence=confidence),
-                ppi=ppi_mean(y[is_labelled], f[is_labelled], f[~is_labelled], confidence=confidence),
-                labelled_only=classical_mean(y, method="labelled only", confidence=confidence),
+                ppi=ppi, labelled_only=labelled_only,
             ))
     warning = sample_warning(labelled, sample)
-    return RunEstimates(by=by, labelled=len(labelled), random_sample=warning is None, warning=warning, means=means)
+    return RunEstimates(by=by, labelled=len(labelled), random_sample=warning is None,
+                        stratified_by=stratified_by if strata is not None else None, warning=warning, means=means)

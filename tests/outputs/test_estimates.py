@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.agreement.ppi import classical_mean, ppi_mean
+from pipeline.agreement.ppi import Stratum, classical_mean, ppi_mean, stratified_mean
 from pipeline.cli.main import app
 from pipeline.inputs.labels import Label, LabelSet
 from pipeline.models.transcript import Role, Transcript, Turn
@@ -51,6 +51,36 @@ def test_three_means_per_group_and_item() -> None:
     assert math.isnan(by[("a", "total")].ppi.estimate) and by[("b", "total")].ppi.n_labelled == 1
 
 
+def test_a_stratified_sample_weights_its_strata_in_every_row() -> None:
+    # Stratum a: 8 chats, 2 labelled; stratum b: 4 chats, 3 labelled. The judge scores 4 in a and 1 in b and
+    # is one point high in a, exact in b, so pooling the labelled chats as one sample (a rectifier of −2/5
+    # where the run's is −8/12) is off, and the stratified row is each stratum's estimate, weighted 8/12, 4/12.
+    rubric = load_rubric(DCH1)
+    judge = {f"a{i}": 4 for i in range(8)} | {f"b{i}": 1 for i in range(4)}
+    rows = [ScoreRow(transcript_id=t, repeat=0, scores=dict.fromkeys(CRITERIA, s), model="m", status="ok")
+            for t, s in judge.items()]
+    strata = {t: t[0] for t in judge}
+    sampled = ["a0", "a1", "b0", "b1", "b2"]
+    labels = LabelSet(labels=[Label(transcript_id=t, criterion_id=c, score=judge[t] - (t[0] == "a") * (1 + i % 2),
+                                    rater_id="x") for i, t in enumerate(sampled) for c in CRITERIA])
+    by_team = dict.fromkeys(judge, "team")
+    plain = estimate_means(rows, rubric, labels, by_team, "shop", sample=sampled)
+    weighted = estimate_means(rows, rubric, labels, by_team, "shop", sample=sampled, strata=strata,
+                              stratified_by="agent")
+    assert plain.stratified_by is None and weighted.stratified_by == "agent"
+    row = {(m.group, m.item): m for m in weighted.means}[("*", "accomplishment")]
+    human = {t: judge[t] - (t[0] == "a") * (1 + i % 2) for i, t in enumerate(sampled)}
+    a = Stratum([human["a0"], human["a1"]], [4, 4], [4] * 6)
+    b = Stratum([human[t] for t in ("b0", "b1", "b2")], [1, 1, 1], [1])
+    # b has one unlabelled chat, too few for its own PPI interval: pooled, and that pool into a, the larger.
+    assert row.ppi == stratified_mean([a, b], method="ppi")
+    assert row.labelled_only == stratified_mean([a, b], method="labelled only")
+    # Labelled only, by hand: a's labels 3, 2 (mean 2.5) and b's 1, 1, 1 (mean 1) weighted 8/12, 4/12 = 2.
+    assert row.labelled_only.estimate == pytest.approx(2.0) and row.labelled_only.strata == 2
+    pooled = {(m.group, m.item): m for m in plain.means}[("*", "accomplishment")]
+    assert pooled.labelled_only.estimate == pytest.approx((3 + 2 + 1 + 1 + 1) / 5)  # 1.6: b over-represented
+
+
 def test_the_sample_warning() -> None:
     assert sample_warning({"a"}, None) is not None and "随机" in (sample_warning({"a"}, None) or "")
     assert "1 条已标注的对话不在抽样清单中" in (sample_warning({"a", "b"}, {"a", "c"}) or "")
@@ -80,7 +110,9 @@ def test_sample_then_summary_with_labels(tmp_path: Path) -> None:
     sample = tmp_path / "sample_ids.txt"
     drawn = runner.invoke(app, ["sample", str(out), "--n", "8", "--seed", "3", "--by", "agent", "--to", str(sample)])
     assert drawn.exit_code == 0, drawn.output
-    ids = sample.read_text(encoding="utf-8").split()
+    text = sample.read_text(encoding="utf-8")
+    assert text.startswith("# kefu sample: strata=agent seed=3\n")  # what the sample was stratified by
+    ids = text.split("\n", 1)[1].split()
     assert len(ids) == 8 and sum(int(t[1:]) % 2 for t in ids) == 4  # 4 chats of each agent
     # Labels: the judge's own repeat-0 scores minus one where it can, for the sampled chats.
     scores = {r["transcript_id"]: r for r in csv.DictReader((out / "scores.csv").open(encoding="utf-8-sig"))
@@ -93,6 +125,7 @@ def test_sample_then_summary_with_labels(tmp_path: Path) -> None:
     summary = runner.invoke(app, ["summary", str(out), "--labels", str(labels), "--sample-ids", str(sample)])
     assert summary.exit_code == 0, summary.output
     assert "PPI" in summary.output and "注意" not in summary.output
+    assert "抽样按agent分层" in "".join(summary.output.split())
     frame = pd.read_csv(out / "means_by_agent.csv", encoding="utf-8-sig")
     row = frame[(frame["agent"] == "kf-0") & (frame["item"] == "total")].iloc[0]
     assert row["chats"] == 10 and row["labelled"] == 4
