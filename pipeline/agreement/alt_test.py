@@ -12,6 +12,7 @@ import numpy.typing as npt
 from pydantic import Field
 
 from pipeline.agreement.levels import FloatArray, rater_columns, ratings_matrix
+from pipeline.agreement.reasons import reason
 from pipeline.agreement.results import Result
 
 
@@ -162,11 +163,11 @@ def alt_test(
     advantage = float(np.mean([a.llm_advantage for a in annotators])) if annotators else math.nan
     enough = len(annotators) >= 3
     ranks = rho_p < q
-    reason = None
+    why = None
     if not enough:
-        reason = f"needs at least 3 annotators with {min_units}+ units; {len(annotators)} had"
+        why = reason("alt_few", min_units=min_units, n=len(annotators))
     elif not ranks:
-        reason = f"the judge does not rank the chats like the annotators (Spearman {rho:.2f}, p {rho_p:.3f})"
+        why = reason("alt_rank", rho=f"{rho:.2f}", p=f"{rho_p:.3f}")
     return AltTestResult(
         alignment=alignment,
         epsilon=epsilon,
@@ -178,7 +179,7 @@ def alt_test(
         discrimination=rho,
         discrimination_p=rho_p,
         passed=enough and ranks and omega >= 0.5,
-        reason=reason,
+        reason=why,
     )
 
 

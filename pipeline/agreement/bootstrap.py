@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from pipeline.agreement.confusions import resampled_confusions
 from pipeline.agreement.levels import FloatArray, IntArray
+from pipeline.agreement.reasons import reason
 from pipeline.agreement.results import CI
 from pipeline.agreement.table import METRICS
 
@@ -74,7 +75,7 @@ def bootstrap_ci(
     if any(c.shape[0] != n_rows for c in columns):
         raise ValueError("bootstrap arrays differ in length")
     if n_rows == 0:
-        return percentile_ci(math.nan, np.array([]), confidence, reason="no data")
+        return percentile_ci(math.nan, np.array([]), confidence, reason=reason("no_data"))
     estimate = float(metric_fn(*columns))
     rows = np.arange(n_rows)
     weights = resample_weights(n_rows, unit_index, n_resamples, seed)

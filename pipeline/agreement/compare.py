@@ -11,19 +11,20 @@ import numpy.typing as npt
 from pipeline.agreement.bootstrap import percentile_ci, resample_weights, resampled_metrics
 from pipeline.agreement.counts import confusion
 from pipeline.agreement.levels import FloatArray, IntArray, level_indices, level_points, require_levels
+from pipeline.agreement.reasons import reason
 from pipeline.agreement.results import CI, CONSENSUS_RULE, SCORE_AS_GIVEN, Metrics, PairAgreement, PairedDelta
 from pipeline.agreement.table import METRICS, MetricSpec, metric_bundle
 
 
 def _undefined_reason(metric: MetricSpec, x: FloatArray, y: FloatArray) -> str:
     if x.size == 0:
-        return "no transcript has both a judge and a human score"
+        return reason("no_pairs")
     if x.size == 1 and not metric.defined_for_one:
-        return "only one transcript has both scores"
+        return reason("one_pair")
     if metric.ranks:
-        constant = [side for side, s in (("judge", x), ("human", y)) if np.ptp(s) == 0]
-        return f"the {' and '.join(constant)} scores are all the same, so there is no ranking to correlate"
-    return "every score on both sides is the same level, so there is no variation to agree on"
+        judge, human = np.ptp(x) == 0, np.ptp(y) == 0
+        return reason("both_constant" if judge and human else "judge_constant" if judge else "human_constant")
+    return reason("one_level")
 
 
 def _side(

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.agreement.levels import paired
+from pipeline.agreement.reasons import reason
 from pipeline.agreement.results import IccResult
 
 
@@ -24,11 +25,11 @@ def icc_totals(judge_totals: npt.ArrayLike, human_totals: npt.ArrayLike) -> IccR
     n = int(x.size)
     if n < 3:  # pingouin asserts on two units rather than returning NaN
         return IccResult(
-            estimate=math.nan, low=math.nan, high=math.nan, n=n, reason="fewer than three paired totals"
+            estimate=math.nan, low=math.nan, high=math.nan, n=n, reason=reason("icc_few")
         )
     if np.ptp(np.concatenate([x, y])) == 0:
         return IccResult(
-            estimate=math.nan, low=math.nan, high=math.nan, n=n, reason="every total is the same: no variance"
+            estimate=math.nan, low=math.nan, high=math.nan, n=n, reason=reason("icc_constant")
         )
     import pandas as pd
 
@@ -47,7 +48,5 @@ def icc_totals(judge_totals: npt.ArrayLike, human_totals: npt.ArrayLike) -> IccR
     row = table.set_index("Type").loc["ICC(A,1)"]
     low, high = (float(v) for v in row["CI95"])
     estimate = float(row["ICC"])
-    reason = (
-        "pingouin returned NaN: too little variation between transcripts" if math.isnan(estimate) else None
-    )
-    return IccResult(estimate=estimate, low=low, high=high, n=n, reason=reason)
+    why = reason("icc_nan") if math.isnan(estimate) else None
+    return IccResult(estimate=estimate, low=low, high=high, n=n, reason=why)

@@ -20,6 +20,7 @@ from pipeline.agreement.levels import (
     ratings_matrix,
     require_levels,
 )
+from pipeline.agreement.reasons import reason
 from pipeline.agreement.results import CONSENSUS_RULE, HumanAgreement, Metrics, RaterComparison
 from pipeline.agreement.table import METRICS, metric_bundle
 
@@ -34,10 +35,9 @@ def _summarise(
         values = np.array([getattr(c.metrics, name) for c in comparisons], dtype=np.float64)
         values = np.abs(values) if name == "bias" else values
         means[name] = float(np.mean(values[~np.isnan(values)])) if np.any(~np.isnan(values)) else math.nan
-    reason = None if comparisons else "no two raters scored the same transcript"
     return HumanAgreement(
         method=method, consensus=consensus, n_raters=n_raters, mean=Metrics[float](**means),
-        comparisons=comparisons, reason=reason,
+        comparisons=comparisons, reason=None if comparisons else reason("no_overlap"),
     )
 
 

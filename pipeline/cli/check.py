@@ -102,6 +102,7 @@ def _num(value: float) -> str:
 
 def _print_result(result: CheckResult, folder: Path, sample: SampleSize) -> None:
     from pipeline.consistency.job import LABEL_REJECTS
+    from pipeline.report.messages import message
 
     table = Table(title=f"kefu check — {result.rubric_name} ({result.rubric_id} v{result.rubric_version}), "
                         f"model {result.model}")
@@ -113,7 +114,8 @@ def _print_result(result: CheckResult, folder: Path, sample: SampleSize) -> None
         typical = _num(detail.typical_rater) if detail and detail.typical_rater is not None else "—"
         alt = "—" if c.alt_test is None else ("passed" if c.alt_test.passed else "not passed")
         exact = c.self_consistency.exact
-        table.add_row(c.criterion_id, sample.verdict(c.verdict) or "not labelled", str(c.judge_vs_human.n),
+        shown = message(f"verdict.{sample.verdict(c.verdict) or 'none'}")
+        table.add_row(c.criterion_id, shown, str(c.judge_vs_human.n),
                       _ci(c.judge_vs_human.metrics.weighted_kappa), typical,
                       _num(detail.baseline) if detail else "—", "—" if exact != exact else f"{exact:.0%}", alt)
     out.print(table)
@@ -132,10 +134,8 @@ def _print_result(result: CheckResult, folder: Path, sample: SampleSize) -> None
     if result.label_rejects:
         out.print(f"[yellow]{result.label_rejects} label line(s) rejected[/yellow]: {folder / LABEL_REJECTS}")
     for note in result.notes:
-        out.print(f"[yellow]note:[/yellow] {note}")
+        out.print(f"[yellow]注意 (note):[/yellow] {escape(note.text())}")
     if result.needs_review:
-        from pipeline.report.messages import message
-
         ids = ", ".join(result.needs_review)
         out.print(f"[yellow]{escape(message('rpt.needs_review', n=len(result.needs_review), ids=ids))}[/yellow]")
     warn_small_sample(sample)
@@ -264,7 +264,7 @@ def check(
         out.print(f"report: {files.report_html}\nsummary: {files.agreement_md}\nnumbers: {files.agreement_json}")
     if comparison is not None:
         flipped = {f.transcript_id for s in comparison.criteria for f in s.flips}
-        paths = write_rubric_comparison(comparison, out_dir, chats=read_chats(job, flipped))
+        paths = write_rubric_comparison(comparison, out_dir, chats=read_chats(job, flipped), lang=lang.value)
         _print_comparison(comparison)
         out.print("comparison: " + ", ".join(str(p) for p in paths))
     if fail_under is not None:
@@ -304,7 +304,7 @@ def report(
             out.print(str(path))
     if history:
         try:
-            paths = write_history([*history, out_dir], out_dir)
+            paths = write_history([*history, out_dir], out_dir, lang=lang.value)
         except KefuError as exc:
             fail(exc)
         out.print("\n".join(str(p) for p in paths))

@@ -137,8 +137,9 @@ def rate_limit_note(summary: RunSummary) -> str | None:
 
 def warn_small_sample(sample: SampleSize) -> None:
     """Say on the console, after the tables and where it cannot be missed, that a check is too small for a verdict."""
-    if sample.notice is not None:
-        console.print(f"[bold yellow]⚠ {escape(sample.notice)}[/bold yellow]", soft_wrap=True)
+    if (notice := sample.notice()) is not None:
+        console.print(f"[bold yellow]⚠ {escape(notice)} ({escape(sample.notice('en') or '')})[/bold yellow]",
+                      soft_wrap=True)
 
 
 def announce(endpoint: ResolvedEndpoint) -> None:

@@ -39,6 +39,7 @@ from pipeline.agreement.baselines import baseline_agreements
 from pipeline.agreement.compare import compare_scores
 from pipeline.agreement.icc import icc_totals
 from pipeline.agreement.raters import consensus_levels, pairwise_human_agreement, rater_vs_consensus
+from pipeline.agreement.reasons import reason
 from pipeline.consistency.results import (
     DEFAULT_OPTIONS,
     CheckOptions,
@@ -56,6 +57,7 @@ from pipeline.consistency.results import (
 from pipeline.consistency.verdict import VerdictPolicy, judge_verdict
 from pipeline.grading.runner import RunSummary
 from pipeline.inputs.labels import LabelSet, RatingMatrix
+from pipeline.report.messages import Message, note
 from pipeline.rubric.model import Criterion, Rubric
 
 
@@ -91,7 +93,7 @@ def assess(
     row = {u: i for i, u in enumerate(units)}
     scores = UnitScores(units=units, judge={}, human={}, levels={})
     criteria: list[CriterionCheck] = []
-    notes: list[str] = []
+    notes: list[Message] = []
     for c in rubric.criteria():
         matrix = labels.matrix(c.id)
         human_matrix = np.full((len(units), len(matrix.raters)), np.nan)
@@ -106,13 +108,12 @@ def assess(
         criteria.append(_criterion_check(c, matrix, human_matrix, human, human_mean, repeat_matrix, units, row,
                                          options))
         if not matrix.units:
-            notes.append(f"nobody labelled {c.id} ({c.name}): it has no verdict")
+            notes.append(note("note.unlabelled", criterion=c.id, name=c.name))
     graded = [u for u in units if any(v is not None for v in judge.get(u, {}).get(0, {}).values())]
     if len(graded) < len(units):
         missing = sorted(set(units) - set(graded))
         shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
-        notes.append(f"{len(missing)} labelled transcript(s) have no scored judge grade (unscored or rejected "
-                     f"as input; see rejects.jsonl): {shown}")
+        notes.append(note("note.ungraded", n=len(missing), ids=shown))
     result = CheckResult(
         created_at=datetime.now(UTC), rubric_id=rubric.id, rubric_version=rubric.version, rubric_name=rubric.name,
         rubric_hash=rubric.content_hash, rubric_path=rubric_path, model=model, repeats=repeats, options=options,
@@ -177,10 +178,9 @@ def _self_consistency(repeat_matrix: FloatArray, levels: list[int], units: list[
     repeats = repeat_matrix.shape[1]
     scored = np.sum(~np.isnan(repeat_matrix), axis=1) >= 2
     if repeats < 2 or not np.any(scored):
-        reason = ("one repeat per transcript: grade with --repeats 2 or more to measure it" if repeats < 2
-                  else "no transcript has two scored repeats")
         return SelfConsistency(repeats=repeats, n=0, exact=math.nan, weighted_kappa=math.nan,
-                               alpha_ordinal=math.nan, differ_share=math.nan, differ_ids=[], reason=reason)
+                               alpha_ordinal=math.nan, differ_share=math.nan, differ_ids=[],
+                               reason=reason("one_repeat" if repeats < 2 else "no_repeats"))
     pairwise = pairwise_human_agreement(repeat_matrix, levels)
     both = repeat_matrix[scored]
     differ = np.nanmax(both, axis=1) != np.nanmin(both, axis=1)

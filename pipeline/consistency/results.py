@@ -19,6 +19,7 @@ from pipeline.consistency.verdict import CriterionVerdict
 from pipeline.grading.fingerprint import JudgeFingerprint
 from pipeline.grading.runner import RunSummary
 from pipeline.models.strict import StrictModel
+from pipeline.report.messages import Message
 
 FloatArray = npt.NDArray[np.float64]
 JudgeScores = Mapping[str, Mapping[int, Mapping[str, int | None]]]
@@ -152,7 +153,7 @@ class CheckResult(StrictModel):
     criteria: list[CriterionCheck] = Field(description="Per criterion, in rubric order.")
     sums: list[SumCheck] = Field(description="Per group, per dimension, and the total.")
     differences: list[Difference] = Field(description="Transcripts where judge and human differ most, largest first.")
-    notes: list[str] = Field(description="Things a reader should know about this check.")
+    notes: list[Message] = Field(description="Things a reader should know about this check, as messages.")
     needs_review: list[str] = Field(
         default=[], description="Labelled transcripts left out of every statistic: a field of the chat addresses the "
                                 "grader (prompt injection suspected), so the judge's grade is not trusted."

@@ -33,7 +33,10 @@ from pipeline.agreement.results import HumanAgreement, PairAgreement
 from pipeline.agreement.verdict import DEFAULT_THRESHOLDS, Verdict, VerdictThresholds
 from pipeline.agreement.verdict import verdict as kappa_verdict
 from pipeline.models.strict import StrictModel
-from pipeline.report.messages import Lang, message, number
+from pipeline.report.messages import Lang, Message, message, number
+
+Reason = Message
+"""One part of the verdict's sentence: a message id with its figures."""
 
 
 class VerdictPolicy(StrictModel):
@@ -48,13 +51,6 @@ class VerdictPolicy(StrictModel):
 
 
 DEFAULT_POLICY = VerdictPolicy()
-
-
-class Reason(StrictModel):
-    """One part of the verdict's sentence: a message id with its figures."""
-
-    key: str = Field(description="Message id in templates/messages.yaml, e.g. 'reason.at_ceiling'.")
-    fields: dict[str, str] = Field(description="The figures the message quotes, formatted.")
 
 
 class CriterionVerdict(StrictModel):

@@ -24,7 +24,7 @@ from pipeline.grading.endpoints import ResolvedEndpoint
 from pipeline.grading.runner import ProgressSink
 from pipeline.grading.settings import Settings
 from pipeline.models.strict import StrictModel
-from pipeline.report.messages import message, number
+from pipeline.report.messages import Lang, Message, message, note, number
 from pipeline.rubric.load import load_rubric
 from pipeline.rubric.model import Rubric
 
@@ -94,7 +94,7 @@ class RubricComparison(StrictModel):
     criteria: list[CriterionShift] = Field(description="Criteria present in both rubrics, in A's order.")
     only_in_a: list[str] = Field(description="Criterion ids only A has.")
     only_in_b: list[str] = Field(description="Criterion ids only B has.")
-    notes: list[str] = Field(description="Things a reader should know about this comparison.")
+    notes: list[Message] = Field(description="Things a reader should know about this comparison, as messages.")
 
 
 def rubric_folders(out_dir: Path, rubric_paths: Sequence[Path]) -> list[Path]:
@@ -116,28 +116,29 @@ def _level_texts(rubric: Rubric | None, cid: str) -> dict[int, str]:
     return {lv.points: lv.description for lv in rubric.criterion(cid).levels_ascending()}
 
 
-def shift_sentence(deltas: Sequence[PairedDelta], label_a: str, label_b: str) -> str:
-    """Which wording is better on the metrics whose interval excludes 0, and where they disagree (Chinese)."""
+def shift_sentence(deltas: Sequence[PairedDelta], label_a: str, label_b: str, lang: Lang = "zh") -> str:
+    """Which wording is better on the metrics whose interval excludes 0, and where they disagree (in `lang`)."""
     def detail(d: PairedDelta) -> str:
-        return message("ab.detail", metric=message(f"metric.{d.metric}"), delta=number(d.delta.estimate, signed=True),
-                       low=number(d.delta.low, signed=True), high=number(d.delta.high, signed=True))
+        return message("ab.detail", lang, metric=message(f"metric.{d.metric}", lang),
+                       delta=number(d.delta.estimate, signed=True), low=number(d.delta.low, signed=True),
+                       high=number(d.delta.high, signed=True))
 
     better = [d for d in deltas if d.metric in HIGHER_IS_BETTER
               and (d.delta.low > 0 if HIGHER_IS_BETTER[d.metric] else d.delta.high < 0)]
     worse = [d for d in deltas if d.metric in HIGHER_IS_BETTER
              and (d.delta.high < 0 if HIGHER_IS_BETTER[d.metric] else d.delta.low > 0)]
     if better and worse:
-        head = message("ab.mixed", better="、".join(detail(d) for d in better),
+        head = message("ab.mixed", lang, better="、".join(detail(d) for d in better),
                        worse="、".join(detail(d) for d in worse))
     elif better or worse:
-        head = message("ab.better", wording=label_b if better else label_a,
+        head = message("ab.better", lang, wording=label_b if better else label_a,
                        details="、".join(detail(d) for d in better or worse))
     else:
         kappa = next((d for d in deltas if d.metric == "weighted_kappa"), None)
-        head = message("ab.no_difference", details=detail(kappa) if kappa else "")
+        head = message("ab.no_difference", lang, details=detail(kappa) if kappa else "")
     bias = next((d for d in deltas if d.metric == "bias"), None)
     if bias is not None and not math.isnan(bias.a):
-        head += message("ab.bias", a=number(bias.a, signed=True), b=number(bias.b, signed=True))
+        head += message("ab.bias", lang, a=number(bias.a, signed=True), b=number(bias.b, signed=True))
     return head
 
 
@@ -174,10 +175,9 @@ def compare_rubrics(a: CheckRun, b: CheckRun, options: CheckOptions = DEFAULT_OP
             sentence=shift_sentence(deltas, label_a, label_b), flips=flips,
         ))
     compared = max((s.n for s in shifts), default=0)
-    notes = [f"only transcripts labelled for both wordings and graded under both are compared: {compared} "
-             f"(per criterion n; left-out transcripts are listed per criterion)"]
+    notes = [note("note.compared", n=compared)]
     if a.result.model != b.result.model:
-        notes.append(f"the two rubrics were graded by different models ({a.result.model}, {b.result.model})")
+        notes.append(note("note.two_models", a=a.result.model, b=b.result.model))
     return RubricComparison(
         created_at=datetime.now(UTC), model=b.result.model, a=_ref(a), b=_ref(b), options=options, notes=notes,
         criteria=shifts, only_in_a=[c for c in a.scores.judge if c not in b.scores.judge],

@@ -11,7 +11,7 @@ from typing import NamedTuple
 from pipeline.agreement.results import PairAgreement
 from pipeline.agreement.verdict import VerdictThresholds
 from pipeline.consistency.results import CriterionCheck
-from pipeline.report.messages import number
+from pipeline.report.messages import Lang, message, number
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class Distribution(NamedTuple):
     labels: list[tuple[int, str]]
 
 
-def kappa_chart(criteria: Sequence[CriterionCheck], thresholds: VerdictThresholds) -> IntervalChart:
+def kappa_chart(criteria: Sequence[CriterionCheck], thresholds: VerdictThresholds, lang: Lang = "zh") -> IntervalChart:
     """Weighted kappa with its interval per criterion, the human ceiling marked beside it."""
     left, width, step = 170, 640, 26
     scale = Scale(-1.0, 1.0, left, width - 30)
@@ -117,11 +117,12 @@ def kappa_chart(criteria: Sequence[CriterionCheck], thresholds: VerdictThreshold
             high=_x(scale, wk.high), markers=markers,
             title=f"{c.criterion_id}: κw {number(wk.estimate)} [{number(wk.low)}, {number(wk.high)}]",
         ))
-    lines = [(scale.x(thresholds.trusted_estimate), "trusted"), (scale.x(thresholds.not_trusted_below), "not trusted")]
+    lines = [(scale.x(thresholds.trusted_estimate), message("verdict.trusted", lang)),
+             (scale.x(thresholds.not_trusted_below), message("verdict.not trusted", lang))]
     return IntervalChart(width, 40 + len(criteria) * step, left, rows, scale.ticks(0.5), lines)
 
 
-def bias_chart(criteria: Sequence[CriterionCheck]) -> IntervalChart:
+def bias_chart(criteria: Sequence[CriterionCheck], lang: Lang = "zh") -> IntervalChart:
     """Mean judge − human per criterion as a share of the criterion's maximum, with its interval."""
     left, width, step = 170, 640, 26
     extent = 0.25
@@ -138,8 +139,8 @@ def bias_chart(criteria: Sequence[CriterionCheck]) -> IntervalChart:
         rows.append(IntervalRow(
             label=c.name, y=30 + i * step, estimate=_x(scale, share[0]), low=_x(scale, share[1]),
             high=_x(scale, share[2]), markers=[],
-            title=f"{c.criterion_id}: bias {number(b.estimate)} points [{number(b.low)}, {number(b.high)}] "
-                  f"of {c.max_points}",
+            title=message("chart.bias_title", lang, item=c.criterion_id, bias=number(b.estimate), low=number(b.low),
+                          high=number(b.high), max=c.max_points),
         ))
     ticks = scale.ticks(extent / 2 if extent >= 0.5 else extent)
     return IntervalChart(width, 40 + len(criteria) * step, left, rows, ticks, [(scale.x(0), "0")])

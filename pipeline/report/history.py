@@ -10,6 +10,7 @@ from typing import NamedTuple
 from pipeline.consistency.results import CheckResult
 from pipeline.grading.fingerprint import fingerprint_differences
 from pipeline.report.charts import IntervalChart, IntervalRow, Scale
+from pipeline.report.messages import Lang
 from pipeline.report.render import render
 from pipeline.report.result_file import load_result
 
@@ -85,8 +86,8 @@ def history_chart(columns: Sequence[HistoryColumn], cells: Sequence[HistoryCell 
     return IntervalChart(width, 40 + len(columns) * step, left, rows, scale.ticks(0.5), [(scale.x(0), "0")])
 
 
-def write_history(folders: Sequence[Path], out_dir: Path) -> list[Path]:
-    """history.md and history.html in `out_dir` for the checks in `folders`."""
+def write_history(folders: Sequence[Path], out_dir: Path, lang: Lang = "zh") -> list[Path]:
+    """history.md and history.html in `out_dir` for the checks in `folders`, in `lang`."""
     columns = history_columns(folders)
     cells = history_cells(columns)
     charts = {cid: history_chart(columns, row) for cid, row in cells.items()}
@@ -94,6 +95,6 @@ def write_history(folders: Sequence[Path], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{HISTORY}.md", out_dir / f"{HISTORY}.html"]
     for path in paths:
-        path.write_text(render(path.name, columns=columns, cells=cells, kappa_charts=charts, names=names),
-                        encoding="utf-8")
+        path.write_text(render(path.name, columns=columns, cells=cells, kappa_charts=charts, names=names,
+                               lang=lang), encoding="utf-8")
     return paths

@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jinja2
 
-from pipeline.agreement.results import CI, CONSENSUS_RULE
+from pipeline.agreement.results import CI
 from pipeline.consistency.results import CheckResult, CriterionCheck, SumCheck
 from pipeline.consistency.sample_size import MIN_LABELLED, TOO_FEW, SampleSize, kappa_reason
 from pipeline.consistency.verdict import sentence
-from pipeline.consistency.wordings import RubricComparison
+from pipeline.consistency.wordings import CriterionShift, RubricComparison, shift_sentence
 from pipeline.models.transcript import Transcript
 from pipeline.paths import PACKAGE_DIR
 from pipeline.report.charts import bias_chart, distribution, heatmap, kappa_chart
 from pipeline.report.compare import compare_results
-from pipeline.report.messages import Lang, message, number
+from pipeline.report.messages import Lang, message, number, reason_text
 from pipeline.report.result_file import AGREEMENT_JSON
 from pipeline.report.views import difference_views, marked_turns
 
@@ -52,6 +53,11 @@ def _ci(ci: CI | None, digits: int = 2) -> str:
     return f"{_num(ci.estimate, digits)} [{_num(ci.low, digits)}, {_num(ci.high, digits)}]"
 
 
+def _when(iso: str) -> str:
+    """An ISO time (agreement.json's) as people read it: minutes, UTC."""
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def _pct(value: float | None) -> str:
     return "—" if value is None or math.isnan(value) else f"{value:.0%}"
 
@@ -74,8 +80,8 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(num=_num, signed=_signed, ci=_ci, pct=_pct, md=_md)
-    env.globals.update(t=_t, why=_why, glossary=GLOSSARY)
+    env.filters.update(num=_num, signed=_signed, ci=_ci, pct=_pct, md=_md, when=_when)
+    env.globals.update(t=_t, why=_why, reason=_reason, shift=_shift, glossary=GLOSSARY, too_few=TOO_FEW)
     return env
 
 
@@ -83,6 +89,18 @@ def _environment() -> jinja2.Environment:
 def _t(context: jinja2.runtime.Context, key: str, **fields: object) -> str:
     """A message of templates/messages.yaml in the render's `lang` (Chinese when not given)."""
     return message(key, context.get("lang", "zh"), **fields)
+
+
+@jinja2.pass_context
+def _reason(context: jinja2.runtime.Context, text: str) -> str:
+    """A statistic's recorded reason in the render's `lang`."""
+    return reason_text(text, context.get("lang", "zh"))
+
+
+@jinja2.pass_context
+def _shift(context: jinja2.runtime.Context, c: RubricComparison, s: CriterionShift) -> str:
+    """A criterion's wording sentence in the render's `lang`."""
+    return shift_sentence(s.metrics, c.a.label, c.b.label, context.get("lang", "zh"))
 
 
 @jinja2.pass_context
@@ -96,7 +114,7 @@ def _why(context: jinja2.runtime.Context, c: CriterionCheck) -> str:
 
 def render(template: str, **variables: Any) -> str:
     """Render one of pipeline/report/templates/ (HTML autoescaped, Markdown not)."""
-    return _environment().get_template(template).render(**variables)
+    return _environment().get_template(template).render(**{"lang": "zh", **variables})
 
 
 class ReportFiles(NamedTuple):
@@ -136,8 +154,8 @@ def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | 
         "criteria": result.criteria,
         "sums": _sums_by_kind(result.sums),
         "comparison": comparison,
-        "kappa": kappa_chart(labelled, result.options.thresholds),
-        "bias": bias_chart(labelled),
+        "kappa": kappa_chart(labelled, result.options.thresholds, lang),
+        "bias": bias_chart(labelled, lang),
         "heatmaps": [(c, heatmap(c.judge_vs_human), distribution(c.judge_vs_human)) for c in labelled],
         # Only the total's: group and dimension sums are often the same sum again (one group per dimension).
         "sum_heatmaps": [(s, heatmap(s.judge_vs_human)) for s in result.sums
@@ -146,10 +164,8 @@ def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | 
         "lang": lang,
         "alt_tests": [c for c in result.criteria if c.alt_test is not None],
         "baselines": {c.criterion_id: {b.name: b for b in c.baselines} for c in result.criteria},
-        "consensus_rule": CONSENSUS_RULE,
         "ceilings": any(c.human_ceiling is not None for c in result.criteria),
         "sample": SampleSize(n=result.transcripts_graded, minimum=min_labelled),
-        "too_few": TOO_FEW,
         "kappa_reason": kappa_reason,
         "command": command,
     }
@@ -164,13 +180,13 @@ def write_report(result: CheckResult, out_dir: Path, *, previous: CheckResult | 
 
 
 def write_rubric_comparison(comparison: RubricComparison, out_dir: Path,
-                            chats: Mapping[str, Transcript] | None = None) -> list[Path]:
-    """Write rubric_compare.json, .md and .html for a two-rubric check into `out_dir`; the page shows each
-    flipped chat's text from `chats`, when given."""
+                            chats: Mapping[str, Transcript] | None = None, lang: Lang = "zh") -> list[Path]:
+    """Write rubric_compare.json, .md and .html for a two-rubric check into `out_dir`, in `lang`; the page shows
+    each flipped chat's text from `chats`, when given."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{RUBRIC_COMPARE}.{ext}" for ext in ("json", "md", "html")]
     paths[0].write_text(comparison.model_dump_json(indent=2) + "\n", encoding="utf-8")
     texts = {tid: marked_turns(t, []) for tid, t in (chats or {}).items()}
     for path in paths[1:]:
-        path.write_text(render(path.name, c=comparison, chats=texts), encoding="utf-8")
+        path.write_text(render(path.name, c=comparison, chats=texts, lang=lang), encoding="utf-8")
     return paths

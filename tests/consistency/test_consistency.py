@@ -110,7 +110,7 @@ def test_sums_and_their_levels(dch1: Rubric) -> None:
     assert total.judge_vs_human.levels == [0, 1, 2, 3, 4, 5, 6]
     assert total.icc == icc_totals([0, 0, 3, 3, 6, math.nan], [0, 3, 3, 6, 6, 6])
     assert [s.kind for s in result.sums] == ["group", "dimension", "total"]
-    assert "1 labelled transcript(s)" not in " ".join(result.notes)  # t5 has other scores, so it is graded
+    assert not any(n.key == "note.ungraded" for n in result.notes)  # t5 has other scores, so it is graded
     assert result.transcripts_graded == 6
 
 
@@ -167,7 +167,7 @@ def test_verdicts_follow_the_thresholds_and_fail_under(dch1: Rubric) -> None:
     assert wk.estimate == pytest.approx(0.75) and wk.low < 0.4  # six transcripts: a wide interval
     assert by_id["accomplishment"].verdict == "review"
     assert by_id["satisfaction"].verdict == "review"  # κw undefined: every score the same
-    assert by_id["efficiency"].verdict is None and any("efficiency" in n for n in default.notes)
+    assert by_id["efficiency"].verdict is None and any("efficiency" in n.text() for n in default.notes)
     lenient = check(trusted_estimate=0.7, trusted_low=-1.0, not_trusted_below=0.3)
     # Six chats: κw's interval reaches 0, so no threshold makes it trusted (pipeline.consistency.verdict, rule 1).
     assert lenient.criteria[0].verdict == "review"

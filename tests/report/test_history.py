@@ -40,10 +40,10 @@ def test_history_lists_checks_oldest_first_and_marks_a_new_judge(tmp_path: Path)
                                                 "--history", str(tmp_path / "jan")])
     assert result.exit_code == 0, result.output
     md = (tmp_path / "march" / "history.md").read_text(encoding="utf-8")
-    header = next(line for line in md.splitlines() if line.startswith("| criterion"))
-    assert header == "| criterion | 2026-01-05 | 2026-01-12 | 2026-01-20 * |"
+    header = next(line for line in md.splitlines() if line.startswith("| 评分项"))
+    assert header == "| 评分项 | 2026-01-05 | 2026-01-12 | 2026-01-20 * |"
     row = next(line for line in md.splitlines() if line.startswith("| accomplishment"))
-    assert row.count("0.75 [") == 2 and "1.00 [1.00, 1.00] trusted" in row  # κw 0.75 (hand-derived), then 1
+    assert row.count("0.75 [") == 2 and "1.00 [1.00, 1.00] 可信" in row  # κw 0.75 (hand-derived), then 1
     assert "模型：m1 → m2" in md
     html = (tmp_path / "march" / "history.html").read_text(encoding="utf-8")
     assert html.count("<svg") == 3 and "评判模型已变更" in html

@@ -96,7 +96,7 @@ def test_chat_text_in_the_report_is_escaped(mock_server: MockServer, tmp_path: P
     assert "&amp; &lt;b&gt;粗体&lt;/b&gt;" in html
     assert "banned_hits" in html and "closing</dt>" not in html  # null checks are left out
     # The quote is verbatim in demo-008's first turn, but that is the customer's: no evidence of the agent's greeting.
-    assert "(unverified)" in html
+    assert "（未核实）" in html
     assert not EXTERNAL.search(html)
     assert html.count("<svg") >= 3
 
@@ -126,7 +126,7 @@ def test_markdown_escapes_data() -> None:
     assert result.differences and {d.transcript_id for d in result.differences} == {"t1", "t3"}
     md = _environment().get_template("agreement.md").render(
         r=result, criteria=[], sums=[], comparison=None, differences=[], alt_tests=[], ceilings=False,
-        sample=SampleSize(n=6, minimum=30), too_few=TOO_FEW, command="kefu check")
+        sample=SampleSize(n=6, minimum=30), too_few=TOO_FEW, command="kefu check", lang="zh")
     assert "评判模型一致性检查" in md
     assert _environment().filters["md"]("a|b*c\n<x>") == "a\\|b\\*c \\<x\\>"
 
@@ -161,7 +161,7 @@ def test_kefu_report_rewrites_with_changes(tmp_path: Path) -> None:
     assert proc.exit_code == 0, proc.output
     assert (tmp_path / "april" / "comparison.json").is_file()
     assert "与上一次检查相比" in (tmp_path / "april" / "report.html").read_text(encoding="utf-8")
-    assert "| accomplishment | review → trusted | +0.25 *" in (tmp_path / "april" / "agreement.md").read_text(
+    assert "| accomplishment | 需复核 → 可信 | +0.25 *" in (tmp_path / "april" / "agreement.md").read_text(
         encoding="utf-8")
     missing = report_cmd(str(tmp_path / "nowhere"))
     assert missing.exit_code == 2 and "agreement.json" in missing.output
@@ -204,13 +204,13 @@ def test_reports_show_the_baselines_the_verdict_sentence_and_one_total(tmp_path:
     result = check_result(JUDGE, HUMAN, raters=3)
     files = write_report(result, tmp_path)
     md = files.agreement_md.read_text(encoding="utf-8")
-    assert "total total" not in md and "| total | " in md
+    assert "total total" not in md and "| 总分 | " in md
     assert "常数基线 κw" in md and "随机抽取基线 κw" in md
     for c in result.criteria:
         assert c.verdict_detail is not None and c.verdict_detail.sentence in md
     html = files.report_html.read_text(encoding="utf-8")
     assert "常数基线 κw" in html and result.criteria[0].verdict_detail.sentence in html  # type: ignore[union-attr]
-    assert "raters&#39; mean" in html  # the consensus definitions are named
+    assert "评分员的中位等级" in html and "评分员的平均分" in html  # the consensus definitions are named
 
 
 # --- language and the chat beside the differences ---------------------------------------------------
@@ -221,7 +221,7 @@ def test_reports_are_chinese_by_default_and_english_on_request(tmp_path: Path) -
     write_report(result, tmp_path / "zh")
     md = (tmp_path / "zh" / "agreement.md").read_text(encoding="utf-8")
     assert md.startswith("# 评判模型一致性检查") and "## 各评分项" in md and "这些数字是什么意思" in md
-    assert "置信区间：" in md and "加权κ（加权 Kappa）" in md and "ICC（组内相关系数）" in md
+    assert "置信区间：" in md and "加权κ：" in md and "ICC（组内相关系数）" in md
     html = (tmp_path / "zh" / "report.html").read_text(encoding="utf-8")
     assert '<html lang="zh">' in html and "模型与人工分歧最大的对话" in html
     proc = CliRunner().invoke(cli_check.app, ["report", str(tmp_path / "zh"), "--lang", "en"])

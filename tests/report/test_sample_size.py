@@ -31,14 +31,14 @@ def test_below_the_minimum_the_report_says_so_first_and_gives_no_verdict(
         assert notice not in md and notice not in html and "| 可信 |" in md and "verdict v-trusted" in html
     else:
         assert md.index(notice) < md.index("## 各评分项") and "| 可信 |" not in md
-        assert f"| {TOO_FEW} |" in md
+        assert TOO_FEW == "too few" and "| 样本太少 |" in md
         assert html.index(notice) < html.index("<h2>") and "verdict v-trusted" not in html and 'role="alert"' in html
         assert "ICC 在这么小的样本上没有意义" in md and "ICC 在这么小的样本上没有意义" in html
     assert "由 `kefu demo` 生成" in md and "由 kefu demo 生成" in html
 
 
 @pytest.mark.parametrize("judge, human, why", [
-    ([2] * 6, [2] * 6, "every score on both sides is the same level"),  # undefined: the statistic's own reason
+    ([2] * 6, [2] * 6, "两边的分数全是同一个等级"),  # undefined: the statistic's own reason, in Chinese
     (JUDGE, [2] * 6, "人工评分只用了一个等级"),  # defined as 0, and meaningless
     ([2] * 6, JUDGE, "评分模型只给了一个等级"),
 ])
@@ -56,7 +56,7 @@ def test_a_check_of_six_chats_shows_the_reason_instead_of_the_icc(tmp_path: Path
     total = next(s for s in result.sums if s.kind == "total")
     assert total.icc.reason is None  # pingouin gives a number for six chats; the report must not show it
     md = write_report(result, tmp_path).agreement_md.read_text(encoding="utf-8")
-    row = next(line for line in md.splitlines() if line.startswith("| total"))
+    row = next(line for line in md.splitlines() if line.startswith("| 总分"))
     assert "只有 6 个对话，少于 30" in row and f"{total.icc.estimate:.2f} [" not in row
 
 
@@ -66,7 +66,7 @@ def test_no_verdict_below_the_minimum_and_the_check_s_own_above(n: int, minimum:
     sample = SampleSize(n=n, minimum=minimum)
     shown = sample.verdict(verdict)
     assert shown == (verdict if n >= minimum or verdict is None else TOO_FEW)
-    assert (sample.notice is None) == (n >= minimum)
+    assert (sample.notice() is None) == (n >= minimum)
     assert (sample.icc_reason(None) is None) == (n >= minimum)
 
 
