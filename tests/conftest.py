@@ -12,26 +12,55 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 import uvicorn
 from hypothesis import HealthCheck, settings
 
+from pipeline.consistency.assess import assess
+from pipeline.consistency.job import CheckRun
+from pipeline.consistency.results import CheckOptions, CheckResult
+from pipeline.consistency.wordings import compare_rubrics
 from pipeline.grading.grader import Grader
 from pipeline.grading.prompting import PromptSet
 from pipeline.grading.runner import RunOptions, RunSummary, run_grading
+from pipeline.inputs.labels import Label, LabelSet
 from pipeline.llm.client import Endpoint, LLMClient
 from pipeline.llm.pacing import Pacer
 from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Sampling
 from pipeline.models.transcript import Role, Transcript, Turn
+from pipeline.report.history import write_history
+from pipeline.report.messages import Lang
+from pipeline.report.render import write_report, write_rubric_comparison
 from pipeline.review import create_app
-from pipeline.rubric.load import load_rubric
+from pipeline.rubric.load import load_rubric, parse_rubric
 from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import MockServer
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
 REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's headless chromium under Playwright; skips without it, fails in CI (`.ci/run` installs it)."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} not found: apt-get install chromium fonts-noto-cjk (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield launched
+        launched.close()
 
 
 @pytest.fixture(scope="session")
@@ -191,3 +220,81 @@ def grade_chats() -> GradeChats:
             await client.close()
 
     return grade
+
+
+# --- report pages of every kind (tests/report) ------------------------------------------------------
+
+REPORT_OPTIONS = CheckOptions(n_resamples=50)
+REPORT_UNITS = [f"t{i}" for i in range(8)]
+REPORT_HUMAN = [1, 2, 2, 3, 1, 2, 3, 2]
+
+
+class ReportPages(NamedTuple):
+    """The pages written in one language, and the data strings (ids, paths, names) they quote."""
+
+    paths: list[Path]
+    data: list[str]
+
+
+def _labels(rubric: Rubric, raters: int, skip: str | None = None) -> LabelSet:
+    return LabelSet(labels=[Label(transcript_id=u, criterion_id=c.id, score=min(h + r % 2, 4), rater_id=f"qa{r}")
+                            for r in range(raters) for c in rubric.criteria() if c.id != skip
+                            for u, h in zip(REPORT_UNITS, REPORT_HUMAN, strict=True)])
+
+
+def _run(rubric: Rubric, judge: list[int], folder: Path, raters: int = 3, skip: str | None = None,
+         model: str = "m", repeats: int = 2) -> CheckRun:
+    scores = {u: {r: {c.id: j for c in rubric.criteria()} for r in range(repeats)}
+              for u, j in zip(REPORT_UNITS, judge, strict=True)}
+    result, per_unit = assess(rubric, _labels(rubric, raters, skip), scores, options=REPORT_OPTIONS, repeats=repeats,
+                              model=model, rubric_path=str(folder / rubric.id), needs_review=["t7"])
+    return CheckRun(result=result, scores=per_unit, out_dir=folder)
+
+
+def _chats() -> dict[str, Transcript]:
+    t0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+    return {u: Transcript(id=u, turns=[Turn(role=Role.customer, text=f"订单到哪了？{HOSTILE}", time=t0),
+                                       Turn(role=Role.agent, text="亲，已经发货了。", time=t0 + timedelta(seconds=9))])
+            for u in REPORT_UNITS}
+
+
+def _data(*results: CheckResult) -> list[str]:
+    """Every id, path and name a report quotes from its data."""
+    out = [HOSTILE, *REPORT_UNITS, "m0"]
+    for r in results:
+        out += [r.rubric_id, r.rubric_path, r.rubric_name, r.model, *r.raters]
+        out += [c.criterion_id for c in r.criteria] + [c.name for c in r.criteria]
+        out += [s.sum_id for s in r.sums] + [s.name for s in r.sums]
+    return out
+
+
+@pytest.fixture(scope="session")
+def report_pages(tmp_path_factory: pytest.TempPathFactory) -> dict[Lang, ReportPages]:
+    """Per language: a January check (one rater, one repeat, a criterion nobody labelled), a February one
+    (three raters) reported twice against January (too few for a verdict, and with verdicts), the history
+    of the two, and a comparison of two wordings; chats hold hostile text."""
+    dch1 = load_rubric(REPO / "rubric" / "dch1_quality.yaml")
+    data = dch1.model_dump(mode="json")
+    data["version"] = "2"
+    data["dimensions"][0]["groups"][0]["criteria"][0]["description"] = "换一种说法：客户的问题解决了多少。"
+    reworded = parse_rubric(data, "reworded.yaml")
+    out: dict[Lang, ReportPages] = {}
+    for lang in ("zh", "en"):
+        root = tmp_path_factory.mktemp(lang)
+        # January: one rater, one repeat, a criterion nobody labelled, another judge model; February: three raters.
+        before = _run(dch1, [1, 2, 1, 3, 0, 2, 2, 2], root / "jan", raters=1, skip="efficiency", model="m0",
+                      repeats=1)
+        now = _run(dch1, [1, 2, 2, 3, 2, 2, 3, 0], root / "feb")
+        paths: list[Path] = []
+        files = write_report(before.result, before.out_dir, lang=lang, chats=_chats())
+        paths += [files.agreement_md, files.report_html]
+        for minimum in (30, 1):  # too few for a verdict, and one with verdicts and their sentences
+            files = write_report(now.result, now.out_dir / str(minimum), previous=before.result, lang=lang,
+                                 chats=_chats(), min_labelled=minimum)
+            paths += [files.agreement_md, files.report_html]
+        paths += write_history([before.out_dir, now.out_dir / "1"], root / "history", lang=lang)
+        b = _run(reworded, [1, 3, 2, 3, 0, 2, 3, 1], root / "b")
+        comparison = compare_rubrics(now, b, REPORT_OPTIONS, rubrics=(dch1, reworded))
+        paths += write_rubric_comparison(comparison, root / "ab", chats=_chats(), lang=lang)[1:]
+        out[lang] = ReportPages(paths, [*_data(before.result, now.result, b.result), str(root)])
+    return out

@@ -18,27 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import REPO, review_chats
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from pipeline.outputs.exports import export_run
 from pipeline.review.runs import ReviewRun
 from pipeline.store.store import Store
 from pipeline.testing.mockserver import MockServer
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} not found: apt-get install chromium fonts-noto-cjk (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
