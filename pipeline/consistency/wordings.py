@@ -128,11 +128,11 @@ def shift_sentence(deltas: Sequence[PairedDelta], label_a: str, label_b: str, la
     worse = [d for d in deltas if d.metric in HIGHER_IS_BETTER
              and (d.delta.high < 0 if HIGHER_IS_BETTER[d.metric] else d.delta.low > 0)]
     if better and worse:
-        head = message("ab.mixed", lang, better="、".join(detail(d) for d in better),
-                       worse="、".join(detail(d) for d in worse))
+        head = message("ab.mixed", lang, better=message("join.list", lang).join(detail(d) for d in better),
+                       worse=message("join.list", lang).join(detail(d) for d in worse))
     elif better or worse:
         head = message("ab.better", lang, wording=label_b if better else label_a,
-                       details="、".join(detail(d) for d in better or worse))
+                       details=message("join.list", lang).join(detail(d) for d in better or worse))
     else:
         kappa = next((d for d in deltas if d.metric == "weighted_kappa"), None)
         head = message("ab.no_difference", lang, details=detail(kappa) if kappa else "")
