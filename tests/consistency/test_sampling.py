@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.consistency.sampling import allocate, draw_sample
+from pipeline.cli.console import read_ids
+from pipeline.consistency.sampling import allocate, draw_sample, sample_strata, sample_text
 
 
 def test_allocation_by_hand() -> None:
@@ -33,3 +35,23 @@ def test_sample_properties(groups: dict[str, str | None], n: int, seed: int) -> 
         size = sum(v == g for v in groups.values())
         taken = sum(groups[t] == g for t in sample)
         assert abs(taken - min(n, len(groups)) * size / len(groups)) < 1 + 1e-9
+
+
+_IDS = st.lists(st.text(st.characters(blacklist_categories=["Cs", "Cc", "Zs", "Zl", "Zp"]), min_size=1)
+                .filter(lambda t: not t.startswith("#")), max_size=20, unique=True)
+
+
+@given(ids=_IDS, by=st.sampled_from(["agent", "shop", "platform", "day"]), seed=st.integers(0, 2**32))
+def test_a_sample_file_names_its_strata_and_reads_back_as_its_ids(
+        tmp_path_factory: pytest.TempPathFactory, ids: list[str], by: str, seed: int) -> None:
+    text = sample_text(ids, by, seed)
+    assert text.startswith(f"# kefu sample: strata={by} seed={seed}\n") and sample_strata(text) == by
+    path = tmp_path_factory.getbasetemp() / "sample_ids.txt"
+    path.write_text(text, encoding="utf-8")
+    assert read_ids(path) == set(ids)  # the comment line is not an id
+
+
+@given(st.text())
+def test_any_other_text_has_no_strata(text: str) -> None:
+    # A plain list of ids (or anything else) is taken for a simple random sample.
+    assert sample_strata(text) is None or text.startswith("# kefu sample: strata=")
