@@ -284,6 +284,12 @@ class LocalServer:
                 returncode=returncode,
             )
 
+    def serve(self) -> str:
+        """The base URL, starting the server first unless it is running: for a start on the first request."""
+        if self.port is None:
+            self.start()
+        return self.base_url
+
     def stop(self) -> None:
         """Terminate the server, and kill it if it has not exited after the grace period."""
         process, self.process, self.port = self.process, None, None
