@@ -128,11 +128,11 @@ def rate_limit_note(summary: RunSummary) -> str | None:
     """What the endpoint's refusals did to a run (pipeline.llm.pacing), for `grade` and `check` alike; None if none."""
     if not summary.slow_down:
         return None
-    paced = [f"{rate:,.0f} {unit} a minute" for rate, unit in ((summary.paced_rpm, "requests"),
-                                                                 (summary.paced_tpm, "tokens")) if rate]
-    return (f"{summary.slow_down:,} answers 429/503; in flight went down to {summary.lowest_in_flight}"
-            + (f"; paced at {' and '.join(paced)} (kept for the next run)" if paced else "")
-            + " (an --rpm/--tpm near the endpoint's limit avoids them)")
+    paced = [f"每分钟 {rate:,.0f} {unit}" for rate, unit in ((summary.paced_rpm, "个请求"),
+                                                              (summary.paced_tpm, "个令牌")) if rate]
+    return (f"{summary.slow_down:,} 次 429/503 应答；同时在途的请求降到 {summary.lowest_in_flight}"
+            + (f"；按{'、'.join(paced)}限速（下次运行沿用）" if paced else "")
+            + "（把 --rpm/--tpm 设在端点的限额附近可以避免）")
 
 
 def warn_small_sample(sample: SampleSize) -> None:
