@@ -24,7 +24,9 @@ from pipeline.cli.console import (
     out,
     rate_limit_note,
     read_ids,
+    redaction_text,
     stopped,
+    tokens_text,
     warn_small_sample,
 )
 from pipeline.cli.options import (
@@ -59,7 +61,6 @@ from pipeline.grading.dryrun import DRY_RUN_DIR, PROMPT_SAMPLE, DryRunFiles
 from pipeline.grading.endpoints import ResolvedEndpoint
 from pipeline.grading.job import GradeJob, JobResult, read_job_inputs, run_job, select
 from pipeline.grading.prompting import PromptSet
-from pipeline.grading.redaction import LABELS, PiiKind
 from pipeline.grading.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, COMPACT_REASONING_CHARS
 from pipeline.grading.settings import Settings, load_settings
 from pipeline.inputs.files import FORMAT_BY_SUFFIX, count_jsonl_lines
@@ -82,13 +83,11 @@ def _print_summary(result: JobResult, job: GradeJob) -> None:
                       f"{s.pending_batch}  (已跳过，不重复付费；用 kefu batch collect 收取，"
                       "或加 --include-pending-batch 在线评分)")
     table.add_row("拒收", str(s.rejected) + (f"  （见 {result.rejects_jsonl}）" if s.rejected else ""))
-    cached = f"（其中缓存 {s.cached_tokens:,}）" if s.cached_tokens else ""
-    table.add_row("令牌数", f"提示 {s.prompt_tokens:,}{cached}，回复 {s.completion_tokens:,}")
+    table.add_row("令牌数", tokens_text(s.prompt_tokens, s.cached_tokens, s.completion_tokens))
     table.add_row("用时", f"{s.elapsed_s:.1f} 秒")
     if (limited := rate_limit_note(s)) is not None:
         table.add_row("限流", limited)
-    replaced = "，".join(f"{LABELS[PiiKind(k)]} {n}" for k, n in s.redactions.items())
-    table.add_row("隐私脱敏", ("开" if s.redacted else "关") + (f"  （{replaced}）" if replaced else ""))
+    table.add_row("隐私脱敏", redaction_text(s.redacted, s.redactions))
     if result.needs_review:
         table.add_row("待复核", f"{result.needs_review}  {NEEDS_REVIEW_NOTE}")
     headings = summary_headings(load_rubric(job.rubric_path), "agent")  # the words of `kefu summary`

@@ -424,5 +424,5 @@ def test_dry_run_forecasts_and_sends_nothing(tmp_path: Path) -> None:
         stdout, stderr = proc.communicate(timeout=120)
         assert server.requests == []
     assert proc.returncode == 0, stderr
-    assert "transcripts" in stdout and "4 (0 rejected)" in stdout and "USD" in stdout
+    assert "会话" in stdout and "4（拒收 0）" in stdout and "USD" in stdout
     assert not (tmp_path / "o" / "kefu.sqlite").exists()

@@ -67,7 +67,7 @@ def test_dry_run_writes_its_rejects_and_the_prompts_the_model_would_see(tmp_path
     result = CliRunner().invoke(app, ["grade", str(src), "--out", str(out), "--dry-run", "--model", "gpt-4o-mini"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "7 (2 rejected)" in text and "gpt-4o-mini" in text and "2025-06-01" in text
+    assert "7（拒收 2）" in text and "gpt-4o-mini" in text and "2025-06-01" in text
     rejects = [json.loads(line) for line in (out / "dry_run/rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["line"] for r in rejects] == [8, 9] and all(r["reason"] for r in rejects)
     assert f"{src}:8" in text  # which, and why, on the console too
