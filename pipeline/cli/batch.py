@@ -18,27 +18,8 @@ from rich.table import Table
 
 from pipeline.batch.limits import MAX_BYTES, MAX_REQUESTS, over_limits
 from pipeline.checks.checker import DEFAULT_LEXICONS, ServiceChecker
+from pipeline.cli import options
 from pipeline.cli.console import NEEDS_REVIEW_NOTE, console, fail, log_to, out, redaction_text, tokens_text
-from pipeline.cli.options import (
-    BaseUrlOpt,
-    BotSpeakerOpt,
-    ConfigOpt,
-    Inputs,
-    KeyEnvOpt,
-    LexiconsOpt,
-    MaxTokensOpt,
-    ModelOpt,
-    PerCriterionOpt,
-    PricesOpt,
-    RedactFlag,
-    RepeatsOpt,
-    RubricOpt,
-    RunFolderOpt,
-    SeedOpt,
-    ShopPrefixOpt,
-    ShopSpeakerOpt,
-    TemperatureOpt,
-)
 from pipeline.errors import KefuError
 from pipeline.grading.prompting import PromptSet
 from pipeline.grading.redaction import RedactionConfig, is_loopback
@@ -188,26 +169,26 @@ def _export(result: CollectResult, out_dir: Path, rubric_path: Path | None) -> N
 
 @batch_app.command("write")
 def write_cmd(
-    inputs: Inputs,
-    rubric: RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
-    out_dir: RunFolderOpt = Path("out"),
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
-    repeats: RepeatsOpt = 1,
-    per_criterion: PerCriterionOpt = False,
+    inputs: options.Inputs,
+    rubric: options.RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
+    out_dir: options.RunFolderOpt = Path("out"),
+    model: options.ModelOpt = None,
+    base_url: options.BaseUrlOpt = None,
+    repeats: options.RepeatsOpt = 1,
+    per_criterion: options.PerCriterionOpt = False,
     retry_failed: Annotated[bool, typer.Option(help="Write unscored grades' requests again.")] = False,
-    temperature: TemperatureOpt = None,
-    seed: SeedOpt = None,
-    max_tokens: MaxTokensOpt = None,
+    temperature: options.TemperatureOpt = None,
+    seed: options.SeedOpt = None,
+    max_tokens: options.MaxTokensOpt = None,
     response_format: Annotated[str | None, typer.Option(help="json_schema (auto) or json_object.")] = None,
-    redact: RedactFlag = None,
-    lexicons: LexiconsOpt = DEFAULT_LEXICONS,
-    shop_speaker: ShopSpeakerOpt = None,
-    bot_speaker: BotSpeakerOpt = None,
-    shop_prefix: ShopPrefixOpt = None,
+    redact: options.RedactFlag = None,
+    lexicons: options.LexiconsOpt = DEFAULT_LEXICONS,
+    shop_speaker: options.ShopSpeakerOpt = None,
+    bot_speaker: options.BotSpeakerOpt = None,
+    shop_prefix: options.ShopPrefixOpt = None,
     max_requests: Annotated[int, typer.Option(min=1, help="Requests per file at most.")] = MAX_REQUESTS,
     max_bytes: Annotated[int, typer.Option(min=1, help="Bytes per file at most.")] = MAX_BYTES,
-    config: ConfigOpt = None,
+    config: options.ConfigOpt = None,
 ) -> None:
     """Write batch request files into OUT/batch/ for `kefu batch submit` or vLLM's run_batch; skips what is done."""
     log_to(out_dir)
@@ -229,9 +210,9 @@ def write_cmd(
 @batch_app.command("submit")
 def submit_cmd(
     out_dir: Annotated[Path, typer.Argument(help="A run folder with files from `kefu batch write`.")],
-    base_url: BaseUrlOpt = None,
-    api_key_env: KeyEnvOpt = None,
-    config: ConfigOpt = None,
+    base_url: options.BaseUrlOpt = None,
+    api_key_env: options.KeyEnvOpt = None,
+    config: options.ConfigOpt = None,
 ) -> None:
     """Upload every request file not yet submitted and start its batch (24 h window)."""
     from pipeline.batch.provider import submit
@@ -242,9 +223,9 @@ def submit_cmd(
 @batch_app.command("status")
 def status_cmd(
     out_dir: Annotated[Path, typer.Argument(help="A run folder with submitted batches.")],
-    base_url: BaseUrlOpt = None,
-    api_key_env: KeyEnvOpt = None,
-    config: ConfigOpt = None,
+    base_url: options.BaseUrlOpt = None,
+    api_key_env: options.KeyEnvOpt = None,
+    config: options.ConfigOpt = None,
 ) -> None:
     """Ask the provider where every batch of the run folder stands."""
     from pipeline.batch.provider import status
@@ -273,10 +254,10 @@ def collect_cmd(
     out_dir: Annotated[Path, typer.Argument(help="A run folder with submitted batches.")],
     rubric: Annotated[Path | None, typer.Option("--rubric", "-r", help="Rubric YAML (default: as written).")]
     = None,
-    base_url: BaseUrlOpt = None,
-    api_key_env: KeyEnvOpt = None,
-    prices: PricesOpt = None,
-    config: ConfigOpt = None,
+    base_url: options.BaseUrlOpt = None,
+    api_key_env: options.KeyEnvOpt = None,
+    prices: options.PricesOpt = None,
+    config: options.ConfigOpt = None,
 ) -> None:
     """Download and store the results of every finished batch; rerun it until nothing is still running."""
     from pipeline.batch.provider import batch_client, collect
@@ -315,16 +296,16 @@ def collect_local_cmd(
 
 @batch_app.command("estimate")
 def estimate_cmd(
-    inputs: Inputs,
-    rubric: RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
-    model: ModelOpt = None,
-    repeats: RepeatsOpt = 1,
-    per_criterion: PerCriterionOpt = False,
+    inputs: options.Inputs,
+    rubric: options.RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
+    model: options.ModelOpt = None,
+    repeats: options.RepeatsOpt = 1,
+    per_criterion: options.PerCriterionOpt = False,
     completion_tokens: Annotated[int | None, typer.Option(
         help="Completion tokens per request (default: 120 per criterion graded).")] = None,
     online: Annotated[bool, typer.Option(help="Price online requests instead of the batch discount.")] = False,
-    prices: PricesOpt = None,
-    config: ConfigOpt = None,
+    prices: options.PricesOpt = None,
+    config: options.ConfigOpt = None,
 ) -> None:
     """Forecast a job's tokens and cost before sending anything (prompts rendered as they would be sent)."""
     from pipeline.grading.costs import estimate_job, load_prices

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.checks.checker import DEFAULT_LEXICONS
+from pipeline.cli import options
 from pipeline.cli.batch import print_estimate
 from pipeline.cli.console import (
     NEEDS_REVIEW_NOTE,
@@ -28,32 +29,6 @@ from pipeline.cli.console import (
     stopped,
     tokens_text,
     warn_small_sample,
-)
-from pipeline.cli.options import (
-    BaseUrlOpt,
-    BotSpeakerOpt,
-    ConcurrencyOpt,
-    ConfigOpt,
-    ContextWindowOpt,
-    Inputs,
-    KeyEnvOpt,
-    LexiconsOpt,
-    MaxTokensOpt,
-    ModelOpt,
-    PerCriterionOpt,
-    RedactFlag,
-    RepeatsOpt,
-    ResponseFormatOpt,
-    RetryFailedOpt,
-    RpmOpt,
-    RubricOpt,
-    RunFolderOpt,
-    SeedOpt,
-    ShopPrefixOpt,
-    ShopSpeakerOpt,
-    TemperatureOpt,
-    TimeoutOpt,
-    TpmOpt,
 )
 from pipeline.consistency.sample_size import MIN_LABELLED, SampleSize
 from pipeline.errors import ConfigError, KefuError
@@ -148,33 +123,33 @@ def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> Job
 
 
 def grade(
-    inputs: Inputs,
-    rubric: RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
-    out_dir: RunFolderOpt = Path("out"),
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
-    api_key_env: KeyEnvOpt = None,
-    repeats: RepeatsOpt = 1,
-    concurrency: ConcurrencyOpt = None,
-    per_criterion: PerCriterionOpt = False,
-    retry_failed: RetryFailedOpt = False,
+    inputs: options.Inputs,
+    rubric: options.RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
+    out_dir: options.RunFolderOpt = Path("out"),
+    model: options.ModelOpt = None,
+    base_url: options.BaseUrlOpt = None,
+    api_key_env: options.KeyEnvOpt = None,
+    repeats: options.RepeatsOpt = 1,
+    concurrency: options.ConcurrencyOpt = None,
+    per_criterion: options.PerCriterionOpt = False,
+    retry_failed: options.RetryFailedOpt = False,
     include_pending_batch: Annotated[bool, typer.Option(
         help="Also grade online the requests of a batch not yet collected (they are then paid twice).")] = False,
-    rpm: RpmOpt = None,
-    tpm: TpmOpt = None,
-    temperature: TemperatureOpt = None,
-    seed: SeedOpt = None,
-    max_tokens: MaxTokensOpt = None,
-    timeout: TimeoutOpt = None,
-    response_format: ResponseFormatOpt = None,
-    context_window: ContextWindowOpt = None,
-    shop_speaker: ShopSpeakerOpt = None,
-    bot_speaker: BotSpeakerOpt = None,
-    shop_prefix: ShopPrefixOpt = None,
+    rpm: options.RpmOpt = None,
+    tpm: options.TpmOpt = None,
+    temperature: options.TemperatureOpt = None,
+    seed: options.SeedOpt = None,
+    max_tokens: options.MaxTokensOpt = None,
+    timeout: options.TimeoutOpt = None,
+    response_format: options.ResponseFormatOpt = None,
+    context_window: options.ContextWindowOpt = None,
+    shop_speaker: options.ShopSpeakerOpt = None,
+    bot_speaker: options.BotSpeakerOpt = None,
+    shop_prefix: options.ShopPrefixOpt = None,
     ids: Annotated[Path | None, typer.Option(help="File of transcript ids to grade (one per line).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Grade at most this many transcripts.")] = None,
-    config: ConfigOpt = None,
-    redact: RedactFlag = None,
+    config: options.ConfigOpt = None,
+    redact: options.RedactFlag = None,
     compact: Annotated[bool | None, typer.Option(
         "--compact/--no-compact",
         help=f"Short replies for small models: per criterion the score first, alone at the maximum, else with "
@@ -182,7 +157,7 @@ def grade(
              f"{COMPACT_REASONING_CHARS}, enforced by the JSON schema. Default: on for the embedded offline model "
              "only. Switching it regrades.")
     ] = None,
-    lexicons: LexiconsOpt = DEFAULT_LEXICONS,
+    lexicons: options.LexiconsOpt = DEFAULT_LEXICONS,
     dry_run: Annotated[bool, typer.Option(
         help=f"Send nothing: forecast tokens and cost, and write OUT/{DRY_RUN_DIR}/rejects.jsonl and the prompts "
              f"of the first {PROMPT_SAMPLE} transcripts (OUT/{DRY_RUN_DIR}/prompts/*.txt) as the model would see them.")
