@@ -18,27 +18,8 @@ from rich.table import Table
 
 from pipeline.batch.limits import MAX_BYTES, MAX_REQUESTS, over_limits
 from pipeline.checks.checker import DEFAULT_LEXICONS, ServiceChecker
-from pipeline.cli.console import NEEDS_REVIEW_NOTE, console, fail, log_to, out
-from pipeline.cli.options import (
-    BaseUrlOpt,
-    BotSpeakerOpt,
-    ConfigOpt,
-    Inputs,
-    KeyEnvOpt,
-    LexiconsOpt,
-    MaxTokensOpt,
-    ModelOpt,
-    PerCriterionOpt,
-    PricesOpt,
-    RedactFlag,
-    RepeatsOpt,
-    RubricOpt,
-    RunFolderOpt,
-    SeedOpt,
-    ShopPrefixOpt,
-    ShopSpeakerOpt,
-    TemperatureOpt,
-)
+from pipeline.cli import options
+from pipeline.cli.console import NEEDS_REVIEW_NOTE, console, fail, log_to, out, redaction_text, tokens_text
 from pipeline.errors import KefuError
 from pipeline.grading.prompting import PromptSet
 from pipeline.grading.redaction import RedactionConfig, is_loopback
@@ -105,12 +86,11 @@ def _write(inputs: Sequence[Path], *, rubric_path: Path, out_dir: Path, settings
 
 def _print_written(result: BatchWriteResult) -> None:
     table = Table(title="kefu batch write", show_header=False)
-    table.add_row("transcripts read", str(result.transcripts))
-    table.add_row("requests written", f"{result.requests} in {len(result.files)} file(s)")
-    table.add_row("already done or pending", str(result.skipped))
-    table.add_row("rejected", str(result.rejected) + ("  (see rejects.jsonl)" if result.rejected else ""))
-    replaced = ", ".join(f"{kind} {n}" for kind, n in result.redactions.items())
-    table.add_row("PII redaction", ("on" if result.redacted else "off") + (f"  ({replaced})" if replaced else ""))
+    table.add_row("读入会话", str(result.transcripts))
+    table.add_row("写出请求", f"{result.requests}，共 {len(result.files)} 个文件")
+    table.add_row("已完成或在批次中", str(result.skipped))
+    table.add_row("拒收", str(result.rejected) + ("  （见 rejects.jsonl）" if result.rejected else ""))
+    table.add_row("隐私脱敏", redaction_text(result.redacted, result.redactions))
     out.print(table)
     for path in result.files:
         out.print(str(path))
@@ -118,12 +98,12 @@ def _print_written(result: BatchWriteResult) -> None:
 
 def _print_statuses(statuses: list[BatchStatus], title: str) -> None:
     table = Table(title=title)
-    for column in ("file", "batch", "status", "requests", "completed", "failed", "collected"):
+    for column in ("文件", "批次", "状态", "请求数", "已完成", "失败", "已收取"):
         table.add_column(column)
     for s in statuses:
         table.add_row(s.local_file, s.batch_id or "—", s.status, str(s.requests),
                       "—" if s.completed is None else str(s.completed), "—" if s.failed is None else str(s.failed),
-                      "yes" if s.collected else "no")
+                      "是" if s.collected else "否")
     out.print(table)
     for s in statuses:
         if s.problem and not s.collected:
@@ -132,29 +112,28 @@ def _print_statuses(statuses: list[BatchStatus], title: str) -> None:
 
 def _print_collected(result: CollectResult, prices_path: Path | None, batch: bool) -> None:
     table = Table(title="kefu batch collect", show_header=False)
-    table.add_row("scored", str(result.scored))
-    table.add_row("unscored", str(result.unscored) + ("  (kefu grade --retry-failed regrades them online)"
-                                                        if result.unscored else ""))
-    table.add_row("already collected", str(result.already_collected))
+    table.add_row("已评分", str(result.scored))
+    table.add_row("未评分", str(result.unscored) + ("  （kefu grade --retry-failed 可在线重评）"
+                                                    if result.unscored else ""))
+    table.add_row("此前已收取", str(result.already_collected))
     if result.unknown or result.unreadable:
-        table.add_row("lines skipped", f"{result.unknown} unknown custom_id, {result.unreadable} unreadable "
-                                       "(see kefu.log)")
+        table.add_row("跳过的行", f"custom_id 不认识 {result.unknown} 行，无法读取 {result.unreadable} 行"
+                                 "（见 kefu.log）")
     if result.waiting:
-        table.add_row("still running", ", ".join(result.waiting))
+        table.add_row("仍在运行", ", ".join(result.waiting))
     if result.superseded:
-        table.add_row("not stored", f"{result.superseded}  (保留了已有的评分 (the stored grade is scored or newer))")
-    cached = f", {result.cached_tokens:,} from cache" if result.cached_tokens else ""
-    table.add_row("tokens", f"{result.prompt_tokens:,} prompt{cached}, {result.completion_tokens:,} completion")
+        table.add_row("未存入", f"{result.superseded}  （保留了已有的评分：它已评分或更新）")
+    table.add_row("令牌数", tokens_text(result.prompt_tokens, result.cached_tokens, result.completion_tokens))
     if batch and len(result.models) == 1:
-        from pipeline.grading.costs import actual_cost, load_prices
+        from pipeline.grading.costs import UNKNOWN_MODEL, actual_cost, load_prices
 
         prices = load_prices(prices_path)
         model = result.models[0]
         cost = actual_cost(result.prompt_tokens, result.cached_tokens, result.completion_tokens, model, prices,
                            batch=True)
         entry = prices.price(model)
-        table.add_row("cost", "unknown model: no price" if cost is None or entry is None
-                      else f"{_money(cost)} {entry.currency} at batch prices as of {prices.as_of} (check them)")
+        table.add_row("费用", UNKNOWN_MODEL if cost is None or entry is None
+                      else f"{_money(cost)} {entry.currency}，按 {prices.as_of} 的批量价格（请核对）")
     out.print(table)
     _print_problems(result)
 
@@ -183,32 +162,33 @@ def _export(result: CollectResult, out_dir: Path, rubric_path: Path | None) -> N
         rubric = load_rubric(rubric_path) if rubric_path else batch_rubric(store)
         outputs = refresh_outputs(store, rubric, out_dir)
     if outputs.needs_review:
-        out.print(f"needs review: {outputs.needs_review}  {NEEDS_REVIEW_NOTE}")
-    out.print(f"scores: {outputs.scores_csv}\ngrades: {outputs.grades_jsonl}\nchecks: {outputs.checks_jsonl}")
+        out.print(f"待复核：{outputs.needs_review}  {NEEDS_REVIEW_NOTE}")
+    out.print(f"评分 scores: {outputs.scores_csv}\n逐项 grades: {outputs.grades_jsonl}\n"
+              f"检查 checks: {outputs.checks_jsonl}")
 
 
 @batch_app.command("write")
 def write_cmd(
-    inputs: Inputs,
-    rubric: RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
-    out_dir: RunFolderOpt = Path("out"),
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
-    repeats: RepeatsOpt = 1,
-    per_criterion: PerCriterionOpt = False,
+    inputs: options.Inputs,
+    rubric: options.RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
+    out_dir: options.RunFolderOpt = Path("out"),
+    model: options.ModelOpt = None,
+    base_url: options.BaseUrlOpt = None,
+    repeats: options.RepeatsOpt = 1,
+    per_criterion: options.PerCriterionOpt = False,
     retry_failed: Annotated[bool, typer.Option(help="Write unscored grades' requests again.")] = False,
-    temperature: TemperatureOpt = None,
-    seed: SeedOpt = None,
-    max_tokens: MaxTokensOpt = None,
+    temperature: options.TemperatureOpt = None,
+    seed: options.SeedOpt = None,
+    max_tokens: options.MaxTokensOpt = None,
     response_format: Annotated[str | None, typer.Option(help="json_schema (auto) or json_object.")] = None,
-    redact: RedactFlag = None,
-    lexicons: LexiconsOpt = DEFAULT_LEXICONS,
-    shop_speaker: ShopSpeakerOpt = None,
-    bot_speaker: BotSpeakerOpt = None,
-    shop_prefix: ShopPrefixOpt = None,
+    redact: options.RedactFlag = None,
+    lexicons: options.LexiconsOpt = DEFAULT_LEXICONS,
+    shop_speaker: options.ShopSpeakerOpt = None,
+    bot_speaker: options.BotSpeakerOpt = None,
+    shop_prefix: options.ShopPrefixOpt = None,
     max_requests: Annotated[int, typer.Option(min=1, help="Requests per file at most.")] = MAX_REQUESTS,
     max_bytes: Annotated[int, typer.Option(min=1, help="Bytes per file at most.")] = MAX_BYTES,
-    config: ConfigOpt = None,
+    config: options.ConfigOpt = None,
 ) -> None:
     """Write batch request files into OUT/batch/ for `kefu batch submit` or vLLM's run_batch; skips what is done."""
     log_to(out_dir)
@@ -230,9 +210,9 @@ def write_cmd(
 @batch_app.command("submit")
 def submit_cmd(
     out_dir: Annotated[Path, typer.Argument(help="A run folder with files from `kefu batch write`.")],
-    base_url: BaseUrlOpt = None,
-    api_key_env: KeyEnvOpt = None,
-    config: ConfigOpt = None,
+    base_url: options.BaseUrlOpt = None,
+    api_key_env: options.KeyEnvOpt = None,
+    config: options.ConfigOpt = None,
 ) -> None:
     """Upload every request file not yet submitted and start its batch (24 h window)."""
     from pipeline.batch.provider import submit
@@ -243,9 +223,9 @@ def submit_cmd(
 @batch_app.command("status")
 def status_cmd(
     out_dir: Annotated[Path, typer.Argument(help="A run folder with submitted batches.")],
-    base_url: BaseUrlOpt = None,
-    api_key_env: KeyEnvOpt = None,
-    config: ConfigOpt = None,
+    base_url: options.BaseUrlOpt = None,
+    api_key_env: options.KeyEnvOpt = None,
+    config: options.ConfigOpt = None,
 ) -> None:
     """Ask the provider where every batch of the run folder stands."""
     from pipeline.batch.provider import status
@@ -274,10 +254,10 @@ def collect_cmd(
     out_dir: Annotated[Path, typer.Argument(help="A run folder with submitted batches.")],
     rubric: Annotated[Path | None, typer.Option("--rubric", "-r", help="Rubric YAML (default: as written).")]
     = None,
-    base_url: BaseUrlOpt = None,
-    api_key_env: KeyEnvOpt = None,
-    prices: PricesOpt = None,
-    config: ConfigOpt = None,
+    base_url: options.BaseUrlOpt = None,
+    api_key_env: options.KeyEnvOpt = None,
+    prices: options.PricesOpt = None,
+    config: options.ConfigOpt = None,
 ) -> None:
     """Download and store the results of every finished batch; rerun it until nothing is still running."""
     from pipeline.batch.provider import batch_client, collect
@@ -316,16 +296,16 @@ def collect_local_cmd(
 
 @batch_app.command("estimate")
 def estimate_cmd(
-    inputs: Inputs,
-    rubric: RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
-    model: ModelOpt = None,
-    repeats: RepeatsOpt = 1,
-    per_criterion: PerCriterionOpt = False,
+    inputs: options.Inputs,
+    rubric: options.RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
+    model: options.ModelOpt = None,
+    repeats: options.RepeatsOpt = 1,
+    per_criterion: options.PerCriterionOpt = False,
     completion_tokens: Annotated[int | None, typer.Option(
         help="Completion tokens per request (default: 120 per criterion graded).")] = None,
     online: Annotated[bool, typer.Option(help="Price online requests instead of the batch discount.")] = False,
-    prices: PricesOpt = None,
-    config: ConfigOpt = None,
+    prices: options.PricesOpt = None,
+    config: options.ConfigOpt = None,
 ) -> None:
     """Forecast a job's tokens and cost before sending anything (prompts rendered as they would be sent)."""
     from pipeline.grading.costs import estimate_job, load_prices
@@ -344,19 +324,19 @@ def estimate_cmd(
 
 def print_estimate(estimate: CostEstimate, *, online: bool) -> None:
     """The forecast as a table (shared by `kefu batch estimate` and `kefu grade --dry-run`)."""
-    table = Table(title=f"kefu cost estimate — {estimate.model}", show_header=False)
-    table.add_row("定价模型 model priced", estimate.model)
-    table.add_row("transcripts", f"{estimate.transcripts:,} ({estimate.rejected:,} rejected)")
-    table.add_row("requests", f"{estimate.requests:,}")
-    table.add_row("prompt tokens", f"{estimate.prompt_tokens:,} ({estimate.shared_prefix_share:.0%} system prompt)")
-    table.add_row("completion tokens", f"{estimate.completion_tokens:,} (assumed)")
+    table = Table(title=f"kefu 费用估算 — {estimate.model}", show_header=False)
+    table.add_row("定价模型", estimate.model)
+    table.add_row("会话", f"{estimate.transcripts:,}（拒收 {estimate.rejected:,}）")
+    table.add_row("请求数", f"{estimate.requests:,}")
+    table.add_row("提示令牌", f"{estimate.prompt_tokens:,}（系统提示占 {estimate.shared_prefix_share:.0%}）")
+    table.add_row("回复令牌", f"{estimate.completion_tokens:,}（假设值）")
     if estimate.cost is not None and estimate.cost_with_caching is not None:
-        mode = "online" if online else "batch"
-        table.add_row(f"cost, {mode}", f"{_money(estimate.cost)} {estimate.currency}; "
-                                       f"{_money(estimate.cost_with_caching)} if the system prompt is cached")
-    table.add_row("价格表日期 prices as of", f"{estimate.prices_as_of}（请核对 check it）")
+        table.add_row("费用（在线）" if online else "费用（批量）",
+                      f"{_money(estimate.cost)} {estimate.currency}；系统提示走缓存则为 "
+                      f"{_money(estimate.cost_with_caching)}")
+    table.add_row("价格表日期", f"{estimate.prices_as_of}（请核对）")
     for note in estimate.notes:
-        table.add_row("note", note)
+        table.add_row("说明", note)
     out.print(table)
 
 

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.cli import options
 from pipeline.cli.console import (
     announce,
     console,
@@ -33,28 +34,6 @@ from pipeline.cli.console import (
     read_ids,
     stopped,
     warn_small_sample,
-)
-from pipeline.cli.options import (
-    BaseUrlOpt,
-    BotSpeakerOpt,
-    ConcurrencyOpt,
-    ConfigOpt,
-    ContextWindowOpt,
-    Inputs,
-    KeyEnvOpt,
-    MaxTokensOpt,
-    MinLabelledOpt,
-    ModelOpt,
-    PerCriterionOpt,
-    RedactFlag,
-    ResponseFormatOpt,
-    RetryFailedOpt,
-    RpmOpt,
-    ShopPrefixOpt,
-    ShopSpeakerOpt,
-    TemperatureOpt,
-    TimeoutOpt,
-    TpmOpt,
 )
 from pipeline.consistency.sample_size import MIN_LABELLED, SampleSize
 from pipeline.errors import KefuError
@@ -157,7 +136,7 @@ def _print_comparison(comparison: RubricComparison) -> None:
 
 
 def check(
-    inputs: Inputs,
+    inputs: options.Inputs,
     labels: Annotated[Path, typer.Option(
         help="Human labels: a CSV (long or wide layout), or a run folder whose labels were saved by `kefu review`.")],
     rubric: Annotated[list[Path] | None, typer.Option(
@@ -173,30 +152,30 @@ def check(
     trusted_low: Annotated[float, typer.Option(help="…and its interval's lower end at least this.")] = 0.4,
     not_trusted_below: Annotated[float, typer.Option(help="Verdict: not trusted when κw is below this.")] = 0.4,
     alt_min_units: Annotated[int, typer.Option(min=2, help="Alt-test: transcripts an annotator needs.")] = 30,
-    min_labelled: MinLabelledOpt = MIN_LABELLED,
+    min_labelled: options.MinLabelledOpt = MIN_LABELLED,
     top: Annotated[int, typer.Option(min=0, help="Transcripts to list where judge and human differ most.")] = 10,
     compare: Annotated[Path | None, typer.Option(help="A previous agreement.json to report changes against.")] = None,
     ids: Annotated[Path | None, typer.Option(help="Check only these transcript ids (one per line).")] = None,
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
-    api_key_env: KeyEnvOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    per_criterion: PerCriterionOpt = False,
-    retry_failed: RetryFailedOpt = False,
-    rpm: RpmOpt = None,
-    tpm: TpmOpt = None,
-    temperature: TemperatureOpt = None,
+    model: options.ModelOpt = None,
+    base_url: options.BaseUrlOpt = None,
+    api_key_env: options.KeyEnvOpt = None,
+    concurrency: options.ConcurrencyOpt = None,
+    per_criterion: options.PerCriterionOpt = False,
+    retry_failed: options.RetryFailedOpt = False,
+    rpm: options.RpmOpt = None,
+    tpm: options.TpmOpt = None,
+    temperature: options.TemperatureOpt = None,
     sampling_seed: Annotated[int | None, typer.Option(
         help="Sampling seed sent to the model (--seed is the bootstrap's).")] = None,
-    max_tokens: MaxTokensOpt = None,
-    timeout: TimeoutOpt = None,
-    response_format: ResponseFormatOpt = None,
-    context_window: ContextWindowOpt = None,
-    shop_speaker: ShopSpeakerOpt = None,
-    bot_speaker: BotSpeakerOpt = None,
-    shop_prefix: ShopPrefixOpt = None,
-    config: ConfigOpt = None,
-    redact: RedactFlag = None,
+    max_tokens: options.MaxTokensOpt = None,
+    timeout: options.TimeoutOpt = None,
+    response_format: options.ResponseFormatOpt = None,
+    context_window: options.ContextWindowOpt = None,
+    shop_speaker: options.ShopSpeakerOpt = None,
+    bot_speaker: options.BotSpeakerOpt = None,
+    shop_prefix: options.ShopPrefixOpt = None,
+    config: options.ConfigOpt = None,
+    redact: options.RedactFlag = None,
     lang: LangOpt = ReportLang.zh,
 ) -> None:
     """Grade labelled transcripts twice and measure the judge against itself and the humans."""
@@ -285,7 +264,7 @@ def report(
         help="Earlier check folders (repeat the option): writes OUT/history.md and .html, each criterion over time.")]
     = None,
     lang: LangOpt = ReportLang.zh,
-    min_labelled: MinLabelledOpt = MIN_LABELLED,
+    min_labelled: options.MinLabelledOpt = MIN_LABELLED,
 ) -> None:
     """Rewrite a check's agreement.md and report.html, optionally with the changes since a previous check."""
     from pipeline.report.history import write_history

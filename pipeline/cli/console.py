@@ -36,6 +36,7 @@ from pipeline.cli.progress_lines import (
 )
 from pipeline.errors import FatalLLMError, KefuError, RubricError, TransientLLMError
 from pipeline.grading.endpoints import LOCAL_MODEL_NOTICE, ResolvedEndpoint
+from pipeline.grading.redaction import LABELS, PiiKind
 from pipeline.models.grade import Grade
 from pipeline.oserrors import os_problem
 
@@ -128,11 +129,22 @@ def rate_limit_note(summary: RunSummary) -> str | None:
     """What the endpoint's refusals did to a run (pipeline.llm.pacing), for `grade` and `check` alike; None if none."""
     if not summary.slow_down:
         return None
-    paced = [f"{rate:,.0f} {unit} a minute" for rate, unit in ((summary.paced_rpm, "requests"),
-                                                                 (summary.paced_tpm, "tokens")) if rate]
-    return (f"{summary.slow_down:,} answers 429/503; in flight went down to {summary.lowest_in_flight}"
-            + (f"; paced at {' and '.join(paced)} (kept for the next run)" if paced else "")
-            + " (an --rpm/--tpm near the endpoint's limit avoids them)")
+    paced = [f"每分钟 {rate:,.0f} {unit}" for rate, unit in ((summary.paced_rpm, "个请求"),
+                                                              (summary.paced_tpm, "个令牌")) if rate]
+    return (f"{summary.slow_down:,} 次 429/503 应答；同时在途的请求降到 {summary.lowest_in_flight}"
+            + (f"；按{'、'.join(paced)}限速（下次运行沿用）" if paced else "")
+            + "（把 --rpm/--tpm 设在端点的限额附近可以避免）")
+
+
+def tokens_text(prompt: int, cached: int | None, completion: int) -> str:
+    """A run's token usage for its closing table (`kefu grade`, `kefu batch collect`)."""
+    return f"提示 {prompt:,}" + (f"（其中缓存 {cached:,}）" if cached else "") + f"，回复 {completion:,}"
+
+
+def redaction_text(on: bool, counts: dict[str, int]) -> str:
+    """Whether personal data was replaced before sending, and how much of each kind (`PiiKind` values)."""
+    replaced = "，".join(f"{LABELS[PiiKind(kind)]} {n}" for kind, n in counts.items())
+    return ("开" if on else "关") + (f"  （{replaced}）" if replaced else "")
 
 
 def warn_small_sample(sample: SampleSize) -> None:

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.checks.checker import DEFAULT_LEXICONS
+from pipeline.cli import options
 from pipeline.cli.batch import print_estimate
 from pipeline.cli.console import (
     NEEDS_REVIEW_NOTE,
@@ -24,34 +25,10 @@ from pipeline.cli.console import (
     out,
     rate_limit_note,
     read_ids,
+    redaction_text,
     stopped,
+    tokens_text,
     warn_small_sample,
-)
-from pipeline.cli.options import (
-    BaseUrlOpt,
-    BotSpeakerOpt,
-    ConcurrencyOpt,
-    ConfigOpt,
-    ContextWindowOpt,
-    Inputs,
-    KeyEnvOpt,
-    LexiconsOpt,
-    MaxTokensOpt,
-    ModelOpt,
-    PerCriterionOpt,
-    RedactFlag,
-    RepeatsOpt,
-    ResponseFormatOpt,
-    RetryFailedOpt,
-    RpmOpt,
-    RubricOpt,
-    RunFolderOpt,
-    SeedOpt,
-    ShopPrefixOpt,
-    ShopSpeakerOpt,
-    TemperatureOpt,
-    TimeoutOpt,
-    TpmOpt,
 )
 from pipeline.consistency.sample_size import MIN_LABELLED, SampleSize
 from pipeline.errors import ConfigError, KefuError
@@ -59,47 +36,46 @@ from pipeline.grading.dryrun import DRY_RUN_DIR, PROMPT_SAMPLE, DryRunFiles
 from pipeline.grading.endpoints import ResolvedEndpoint
 from pipeline.grading.job import GradeJob, JobResult, read_job_inputs, run_job, select
 from pipeline.grading.prompting import PromptSet
-from pipeline.grading.redaction import LABELS, PiiKind
 from pipeline.grading.schema import COMPACT_MAX_EVIDENCE, COMPACT_QUOTE_CHARS, COMPACT_REASONING_CHARS
 from pipeline.grading.settings import Settings, load_settings
 from pipeline.inputs.files import FORMAT_BY_SUFFIX, count_jsonl_lines
+from pipeline.outputs.headings import summary_headings
 from pipeline.paths import CHECKOUT_DIR as REPO
 from pipeline.rubric.load import load_rubric
 from pipeline.store.store import DB_NAME
 
 
-def _print_summary(result: JobResult, out_dir: Path) -> None:
+def _print_summary(result: JobResult, job: GradeJob) -> None:
     s = result.summary
     table = Table(title="kefu grade", show_header=False)
-    table.add_row("model", result.model)
-    table.add_row("transcripts read", str(s.transcripts))
-    table.add_row("graded now", str(s.graded))
-    table.add_row("unscored", str(s.unscored) + ("  (rerun with --retry-failed)" if s.unscored else ""))
-    table.add_row("already done (resumed)", str(s.skipped))
+    table.add_row("评分模型", result.model)
+    table.add_row("读入会话", str(s.transcripts))
+    table.add_row("本次评分", str(s.graded))
+    table.add_row("未评分", str(s.unscored) + ("  （加 --retry-failed 重试）" if s.unscored else ""))
+    table.add_row("已完成（续跑跳过）", str(s.skipped))
     if s.pending_batch:
-        table.add_row("在未收取的批次中 (pending in a batch)",
+        table.add_row("在未收取的批次中",
                       f"{s.pending_batch}  (已跳过，不重复付费；用 kefu batch collect 收取，"
                       "或加 --include-pending-batch 在线评分)")
-    table.add_row("rejected", str(s.rejected) + (f"  (see {result.rejects_jsonl})" if s.rejected else ""))
-    cached = f", {s.cached_tokens:,} from cache" if s.cached_tokens else ""
-    table.add_row("tokens", f"{s.prompt_tokens:,} prompt{cached}, {s.completion_tokens:,} completion")
-    table.add_row("elapsed", f"{s.elapsed_s:.1f} s")
+    table.add_row("拒收", str(s.rejected) + (f"  （见 {result.rejects_jsonl}）" if s.rejected else ""))
+    table.add_row("令牌数", tokens_text(s.prompt_tokens, s.cached_tokens, s.completion_tokens))
+    table.add_row("用时", f"{s.elapsed_s:.1f} 秒")
     if (limited := rate_limit_note(s)) is not None:
-        table.add_row("rate limited", limited)
-    replaced = ", ".join(f"{LABELS[PiiKind(k)]} {n}" for k, n in s.redactions.items())
-    table.add_row("PII redaction", ("on" if s.redacted else "off") + (f"  ({replaced})" if replaced else ""))
+        table.add_row("限流", limited)
+    table.add_row("隐私脱敏", redaction_text(s.redacted, s.redactions))
     if result.needs_review:
-        table.add_row("needs review", f"{result.needs_review}  {NEEDS_REVIEW_NOTE}")
+        table.add_row("待复核", f"{result.needs_review}  {NEEDS_REVIEW_NOTE}")
+    headings = summary_headings(load_rubric(job.rubric_path), "agent")  # the words of `kefu summary`
     for dim, mean in result.dimension_means.items():
-        table.add_row(f"mean {dim}", "—" if mean is None else f"{mean:.2f}")
+        table.add_row(headings.get(f"mean_{dim}", dim), "—" if mean is None else f"{mean:.2f}")
     out.print(table)
-    out.print(f"scores: {result.scores_csv}\ngrades: {result.grades_jsonl}\nchecks: {result.checks_jsonl}\n"
-              f"store:  {out_dir / DB_NAME}")
+    out.print(f"评分 scores: {result.scores_csv}\n逐项 grades: {result.grades_jsonl}\n"
+              f"检查 checks: {result.checks_jsonl}\n存储 store:  {job.out_dir / DB_NAME}")
     if result.judge is not None:
         out.print(escape(result.judge.note))
     if not s.transcripts and not s.rejected:  # a wrong folder or extension: say so rather than report a clean run
-        console.print(f"[yellow]nothing to grade:[/yellow] no conversation in the inputs (files read: "
-                      f"{', '.join(FORMAT_BY_SUFFIX)}; folders are searched recursively)")
+        console.print(f"[yellow]没有可评分的对话 (nothing to grade):[/yellow] 输入中没有会话（读取的文件类型："
+                      f"{', '.join(FORMAT_BY_SUFFIX)}；文件夹会递归查找）")
 
 
 def _vouched(check_dir: Path, job: GradeJob, settings: Settings) -> Callable[[ResolvedEndpoint], None]:
@@ -140,38 +116,38 @@ def _grade(job: GradeJob, overrides: dict[str, Any], config: Path | None) -> Job
         stopped(exc, job.out_dir / DB_NAME)
     except KefuError as exc:
         fail(exc)
-    _print_summary(result, job.out_dir)
+    _print_summary(result, job)
     return result
 
 
 def grade(
-    inputs: Inputs,
-    rubric: RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
-    out_dir: RunFolderOpt = Path("out"),
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
-    api_key_env: KeyEnvOpt = None,
-    repeats: RepeatsOpt = 1,
-    concurrency: ConcurrencyOpt = None,
-    per_criterion: PerCriterionOpt = False,
-    retry_failed: RetryFailedOpt = False,
+    inputs: options.Inputs,
+    rubric: options.RubricOpt = REPO / "rubric/ecommerce_cs.yaml",
+    out_dir: options.RunFolderOpt = Path("out"),
+    model: options.ModelOpt = None,
+    base_url: options.BaseUrlOpt = None,
+    api_key_env: options.KeyEnvOpt = None,
+    repeats: options.RepeatsOpt = 1,
+    concurrency: options.ConcurrencyOpt = None,
+    per_criterion: options.PerCriterionOpt = False,
+    retry_failed: options.RetryFailedOpt = False,
     include_pending_batch: Annotated[bool, typer.Option(
         help="Also grade online the requests of a batch not yet collected (they are then paid twice).")] = False,
-    rpm: RpmOpt = None,
-    tpm: TpmOpt = None,
-    temperature: TemperatureOpt = None,
-    seed: SeedOpt = None,
-    max_tokens: MaxTokensOpt = None,
-    timeout: TimeoutOpt = None,
-    response_format: ResponseFormatOpt = None,
-    context_window: ContextWindowOpt = None,
-    shop_speaker: ShopSpeakerOpt = None,
-    bot_speaker: BotSpeakerOpt = None,
-    shop_prefix: ShopPrefixOpt = None,
+    rpm: options.RpmOpt = None,
+    tpm: options.TpmOpt = None,
+    temperature: options.TemperatureOpt = None,
+    seed: options.SeedOpt = None,
+    max_tokens: options.MaxTokensOpt = None,
+    timeout: options.TimeoutOpt = None,
+    response_format: options.ResponseFormatOpt = None,
+    context_window: options.ContextWindowOpt = None,
+    shop_speaker: options.ShopSpeakerOpt = None,
+    bot_speaker: options.BotSpeakerOpt = None,
+    shop_prefix: options.ShopPrefixOpt = None,
     ids: Annotated[Path | None, typer.Option(help="File of transcript ids to grade (one per line).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Grade at most this many transcripts.")] = None,
-    config: ConfigOpt = None,
-    redact: RedactFlag = None,
+    config: options.ConfigOpt = None,
+    redact: options.RedactFlag = None,
     compact: Annotated[bool | None, typer.Option(
         "--compact/--no-compact",
         help=f"Short replies for small models: per criterion the score first, alone at the maximum, else with "
@@ -179,7 +155,7 @@ def grade(
              f"{COMPACT_REASONING_CHARS}, enforced by the JSON schema. Default: on for the embedded offline model "
              "only. Switching it regrades.")
     ] = None,
-    lexicons: LexiconsOpt = DEFAULT_LEXICONS,
+    lexicons: options.LexiconsOpt = DEFAULT_LEXICONS,
     dry_run: Annotated[bool, typer.Option(
         help=f"Send nothing: forecast tokens and cost, and write OUT/{DRY_RUN_DIR}/rejects.jsonl and the prompts "
              f"of the first {PROMPT_SAMPLE} transcripts (OUT/{DRY_RUN_DIR}/prompts/*.txt) as the model would see them.")

@@ -35,7 +35,7 @@ reasoning (30-60), the score, keys and punctuation (about 20): some 120 tokens. 
 real figure (completion tokens ÷ criteria graded); pass it as `max_completion_tokens_estimate`.
 """
 
-UNKNOWN_MODEL = "unknown model: no price"
+UNKNOWN_MODEL = "价格表中没有这个模型，无法估价"
 
 
 class ModelPrice(BaseModel):
@@ -175,9 +175,9 @@ def estimate_job(
     if price is None:
         notes.append(UNKNOWN_MODEL)
     elif batch and price.batch_discount is None:
-        notes.append(f"{model} has no batch discount in the price table: priced as online requests")
+        notes.append(f"价格表中 {model} 没有批量折扣：按在线请求估价")
     if price is not None and price.cached_input is None:
-        notes.append(f"{model} has no cached-input price in the table: caching saves nothing here")
+        notes.append(f"价格表中 {model} 没有缓存输入价：此处缓存不省钱")
     return CostEstimate(
         model=model,
         batch=batch,

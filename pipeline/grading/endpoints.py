@@ -1,9 +1,12 @@
 """Which endpoint a job talks to: the configured one, or the embedded local model when none is.
 
 The local model goes through exactly the production path: a real llama-server on 127.0.0.1 and
-the real `openai` client. Without the `local` extra and without an endpoint, the job stops with a
-message naming both ways forward. In compact mode (the local model's default) the server's context
-is sized for the longest compact reply rather than for the settings' default completion cap.
+the real `openai` client. Its server is started by the first request, not before: its name (the model
+file's identity) and its context size are known without it, so a rerun whose grades are all stored
+finds that out, and rewrites its outputs, without the seconds the model takes to load. Without the
+`local` extra and without an endpoint, the job stops with a message naming both ways forward. In
+compact mode (the local model's default) the server's context is sized for the longest compact reply
+rather than for the settings' default completion cap.
 """
 
 from __future__ import annotations
@@ -79,7 +82,8 @@ def local_completion_cap(settings: Settings, criteria: Sequence[Criterion], *, c
 @contextlib.contextmanager
 def resolve_endpoint(settings: Settings, *, rubric: Rubric, prompts: PromptSet,
                      job_inputs: GradeJob) -> Iterator[ResolvedEndpoint]:
-    """Yield the configured endpoint, or start the embedded local server for the job's duration."""
+    """Yield the configured endpoint, or the embedded local server, started on the first request and stopped
+    when the job ends."""
     if settings.endpoint_configured:
         yield ResolvedEndpoint(settings.endpoint(), settings.model, local=False)
         return
@@ -99,10 +103,14 @@ def resolve_endpoint(settings: Settings, *, rubric: Rubric, prompts: PromptSet,
         default=0,
     )
     context = local_model.context_size_for(system_tokens + longest, cap)
-    with local_model.LocalServer(model_path, context_size=context) as server:
-        # One slot on a CPU: parallel requests only queue, so the runner sends one at a time.
+    server = local_model.LocalServer(model_path, context_size=context)
+    try:
+        # One slot on a CPU: parallel requests only queue, so the runner sends one at a time. The server starts
+        # on the first request (`Endpoint.serve`): a rerun with nothing left to grade never starts it.
         yield ResolvedEndpoint(
-            Endpoint(server.base_url, None, timeout=max(settings.timeout or 0.0, 900.0)),
+            Endpoint(None, None, timeout=max(settings.timeout or 0.0, 900.0), serve=server.serve),
             server.model, local=True, max_concurrency=1, context_window=context, max_tokens=cap,
             seed=LOCAL_SEED,
         )
+    finally:
+        server.stop()

@@ -151,6 +151,7 @@ class Grader:
         EndpointDownError when no request has succeeded since this grade started (see pipeline.errors) or
         when half of the run's latest 100 grades ran out of retries: an endpoint that fails nine requests in
         ten would otherwise leave most of a backlog unscored, ~30 s of retries a chat."""
+        self.client.open()  # an endpoint served on demand starts here, outside this grade's latency
         started = time.monotonic()
         schema = build_grade_schema(criteria, compact=self.compact)
         messages = self.prompts.messages(self.rubric, criteria, transcript, compact=self.compact)

@@ -122,7 +122,7 @@ def should_redact(job: GradeJob, endpoint: ResolvedEndpoint) -> bool:
     """The job's choice, else on for every endpoint that is not this machine (the default URL is OpenAI's)."""
     if job.redact is not None:
         return job.redact
-    return not is_loopback(endpoint.endpoint.base_url or "")
+    return not (endpoint.local or is_loopback(endpoint.endpoint.base_url or ""))
 
 
 CHECK_PROCESS_MIN_TRANSCRIPTS = 200

@@ -17,6 +17,8 @@ headers (OpenAI's `x-ratelimit-*`) and token usage.
 
 The SDK is imported when the first request is made, not at import time: it takes about a second,
 and commands that call no model (help, rubric, export, a resume with nothing left) should not pay it.
+An endpoint served on demand (`Endpoint.serve`, the embedded model's llama-server) is started then too,
+so a resume with nothing left does not pay its start either.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +74,9 @@ class Endpoint:
     (`pipeline.llm.latencies`), up to `TIMEOUT_CAP`."""
     key_env: str = "OPENAI_API_KEY"
     """The environment variable the key was read from, for the hint when the endpoint refuses it."""
+    serve: Callable[[], str] | None = None
+    """A server started on demand (the embedded model): called once, before the first request, it starts the
+    server and returns the base URL to call, which replaces `base_url`. A run that sends nothing never calls it."""
 
 
 class LLMClient:
@@ -82,21 +87,25 @@ class LLMClient:
         self.pacer = pacer
         """With a pacer, every request (retries included) waits for its window; without, none waits."""
         self._api_key = endpoint.api_key or "not-needed"
+        self._base_url = endpoint.base_url
         self._sdk: openai.AsyncOpenAI | None = None
         self._adapts = endpoint.adaptive_timeout and pacer is not None
         self._last_success: float | None = None  # time.monotonic() of the last completion received
         # id -> (the dict, kept alive so its id stays unique; its JSON)
         self._formats: dict[int, tuple[dict[str, Any], str]] = {}
 
-    @property
-    def _client(self) -> openai.AsyncOpenAI:
-        """The SDK client, made (and the SDK imported) on the first request: a resume that sends none pays nothing."""
+    def open(self) -> openai.AsyncOpenAI:
+        """The SDK client, made (the SDK imported, an on-demand server started) on first use: a resume that sends
+        nothing pays for neither. The grader opens it before timing a request, so that a server's start is not
+        counted as the first request's latency; a blocking start, so that Ctrl-C or SIGTERM during it stops it."""
         if self._sdk is None:
             import openai
 
+            if self._endpoint.serve is not None:
+                self._base_url = self._endpoint.serve()
             timeout = TIMEOUT_CAP if self._adapts else self._endpoint.timeout
             self._sdk = openai.AsyncOpenAI(
-                base_url=self._endpoint.base_url,
+                base_url=self._base_url,
                 api_key=self._api_key,
                 timeout=timeout,
                 max_retries=0,  # our one retry layer is pipeline.llm.retry
@@ -121,8 +130,8 @@ class LLMClient:
         max_tokens: int | None,
     ) -> ChatResult:
         """One chat completion; raises TransientLLMError, FatalLLMError or SchemaUnsupportedError."""
-        client = self._client
-        import httpx2  # loaded with the SDK by _client already: these are dictionary look-ups
+        client = self.open()
+        import httpx2  # loaded with the SDK by open() already: these are dictionary look-ups
         import openai
 
         params = chat_request_params(messages, model=model, temperature=temperature, seed=seed,
@@ -171,7 +180,7 @@ class LLMClient:
     @property
     def base_url(self) -> str:
         """Where requests go (never the key), for messages."""
-        return self._endpoint.base_url or "the OpenAI API"
+        return self._base_url or "the OpenAI API"
 
     def _format_json(self, response_format: dict[str, Any]) -> str:
         hit = self._formats.get(id(response_format))

@@ -83,7 +83,7 @@ def score_columns(rubric: Rubric) -> list[str]:
     cols += [g.id for d in rubric.dimensions for g in d.groups]
     cols += [d.id for d in rubric.dimensions]
     return [*cols, "total", "max_total", "model", "status", "llm_total", "critical_failed", "adjustments",
-            *INJECTION_COLUMNS, *CHECKS]
+            "adjustment_ids", *INJECTION_COLUMNS, *CHECKS]
 
 
 INJECTION_COLUMNS = ("needs_review", "injection_suspected")
@@ -169,6 +169,7 @@ def _final_values(rubric: Rubric, adjusted: AdjustedScores, transcript_id: str, 
     out["llm_total"] = _sum(list(adjusted.llm_scores.values()))
     out["critical_failed"] = adjusted.critical_failed
     out["adjustments"] = adjusted.describe()
+    out["adjustment_ids"] = adjusted.codes()
     out["needs_review"] = bool(injection)
     out["injection_suspected"] = _injection_cell(injection)
     out.update(dict.fromkeys(CHECKS) | (check_columns or {}))

@@ -19,6 +19,7 @@ SCORE_HEADINGS: dict[str, str] = {
     "llm_total": "模型原始总分",
     "critical_failed": "致命项",
     "adjustments": "扣分调整",
+    "adjustment_ids": "调整编号",
     "needs_review": "待复核",
     "injection_suspected": "疑似对评分模型下指令",
 }

@@ -2,7 +2,8 @@
 
 Headings are the Chinese names of pipeline/outputs/headings.py, points shown against each criterion's
 maximum; criterion ids are on the 字段说明 sheet. A criterion at its lowest level is filled red, a
-capped one amber, a critical failure dark red; unscored cells are grey, never 0. Evidence reads
+capped one amber, a critical failure dark red; unscored cells are grey, never 0. On 服务检查 a clear
+failure is red and a value worth a look (borderline, or not measurable) orange. Evidence reads
 "#3 「您好」", with the reason when a quote could not be verified. Rows stream from the store into
 pipeline/outputs/workbook.py, so memory does not grow with the run.
 """
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.models.checks import CHECKS
+from pipeline.models.checks import CHECKS, FirstReply
 from pipeline.outputs.exports import LineFields, StoredRow, iter_final_rows, iter_line_fields, stored_check_columns
 from pipeline.outputs.headings import CHECK_HEADINGS, GROUP_HEADINGS, STATUS_WORDS, score_headings, summary_headings
 from pipeline.outputs.summary import column_styles, summarize_run
@@ -42,9 +43,31 @@ GRADE_COLUMNS = [
 
 CHECK_META = [("transcript_id", "会话编号"), ("platform", "平台"), ("shop", "店铺"), ("agent_id", "客服")]
 
-_FAILING_CHECKS = {"greeted_within_limit": False, "first_reply_within_limit": False, "honorific_used": False,
-                   "greeting_found": False, "closing_found": False, "refusal_first_words_ok": False}
-_COUNTED_FAULTS = ("unanswered_messages", "banned_hits", "negation_refusal_hits", "refusals_without_apology")
+_FAILING_FLAGS = frozenset({"greeted_within_limit", "first_reply_within_limit", "honorific_used", "greeting_found",
+                            "closing_found", "refusal_first_words_ok"})
+"""Service checks a chat clearly failed when False: a standard the seeds set for every chat."""
+_COUNTED_FAULTS = frozenset({"unanswered_messages", "banned_hits", "negation_refusal_hits",
+                             "refusals_without_apology"})
+"""Counts where one is a clear failure."""
+_BORDERLINE_FLAGS = frozenset({"first_reply_within_greet_limit", "mean_wait_within_rate_limit", "satisfied"})
+"""False is worth a look but not a failure on its own: the 10 s first reply is the greeting's aim, the 3-minute
+mean wait a standard on the shop's average, and a low star rating the customer's view."""
+_COUNTED_WARNINGS = frozenset({"negative_language_hits", "but_words_hits"})
+_BORDERLINE_SHARES = frozenset({"share_within_reply_limit", "share_within_rate_limit"})
+"""Below 1: some reply was slower than the limit."""
+
+
+def check_style(name: str, value: Any) -> Style | None:
+    """How the 服务检查 sheet marks a check's value: red for a clear failure, orange for one worth a look."""
+    if value is None:
+        return None
+    if (name in _FAILING_FLAGS and value is False) or (name in _COUNTED_FAULTS and value > 0) or (
+            name == "first_reply_status" and value == FirstReply.no_human_reply):
+        return Style.fail
+    if (name in _BORDERLINE_FLAGS and value is False) or (name in _COUNTED_WARNINGS and value > 0) or (
+            name in _BORDERLINE_SHARES and value < 1) or name == "timing_not_measurable":
+        return Style.warn
+    return None
 
 
 def evidence_text(evidence: list[dict[str, Any]]) -> str:
@@ -56,23 +79,6 @@ def evidence_text(evidence: list[dict[str, Any]]) -> str:
             line += f"（未核实：{UNVERIFIED_WORDS.get(e.get('verify_failed') or 'not_in_turn')}）"
         lines.append(line)
     return "\n".join(lines)
-
-
-def adjustment_text(adjusted: AdjustedScores, names: dict[str, str], criterion_id: str | None = None) -> str | None:
-    """The rubric's hooks that changed a chat (or one criterion), in Chinese with criterion names: "主动性 封顶
-    3→0：10分钟内无人工回复", "致命项：亲切、耐心态度 得 0 分：态度粗鲁"; None when nothing changed."""
-    texts = []
-    for a in adjusted.adjustments:
-        if criterion_id is not None and a.criterion_id != criterion_id:
-            continue
-        name = names.get(a.criterion_id or "", a.criterion_id)
-        if a.kind == "cap":
-            texts.append(f"{name} 封顶 {a.before}→{a.after}：{a.reason}")
-        elif a.criterion_id is not None:
-            texts.append(f"致命项：{name} 得 {a.before} 分：{a.reason}")
-        else:
-            texts.append(f"致命项：{a.reason}")
-    return "；".join(texts) or None
 
 
 def _criterion_style(c: Criterion, score: int | None, cid: str, adjusted: AdjustedScores) -> Style | None:
@@ -91,8 +97,8 @@ def write_spreadsheet(store: Store, rubric: Rubric, path: Path, *, judge_note: s
     headings = score_headings(rubric)
     scores = book.sheet("评分", _score_columns(rubric, headings), title=judge_note, freeze_columns=1)
     grades = book.sheet("逐项评分", [Column(h, w) for _, h, w in GRADE_COLUMNS], title=judge_note, freeze_columns=1)
-    checks = book.sheet("服务检查", [Column(h, _ID_WIDTH if i == 0 else None)
-                                     for i, h in enumerate([h for _, h in CHECK_META] + list(CHECK_HEADINGS.values()))])
+    check_headings = [h for _, h in CHECK_META] + [CHECK_HEADINGS[name] for name in CHECKS]  # the order of the cells
+    checks = book.sheet("服务检查", [Column(h, _ID_WIDTH if i == 0 else None) for i, h in enumerate(check_headings)])
     placed = {c.id: (c, d.name) for d in rubric.dimensions for g in d.groups for c in g.criteria}
     for row, adjusted, values in iter_final_rows(store, rubric):
         scores.append(_score_cells(rubric, row, adjusted, values))
@@ -126,7 +132,7 @@ def _score_cells(rubric: Rubric, row: StoredRow, adjusted: AdjustedScores, value
     yield values["total"], Style.critical if failed else (Style.subtotal if values["total"] is not None
                                                           else Style.unscored)
     yield failed, Style.critical if failed else None
-    yield adjustment_text(adjusted, {c.id: c.name for c in rubric.criteria()}), None
+    yield adjusted.describe(), None
     yield values["llm_total"], None
     yield row.model, None
 
@@ -141,7 +147,7 @@ def _grade_cells(placed: dict[str, tuple[Criterion, str]], row: StoredRow, f: Li
     return [
         (row.transcript_id, None), (row.repeat, None), (dimension, None), (known.name if known else cid, None),
         (cid, None), (f.score, style), (known.max if known else None, None), (f.criterion["score"], None),
-        (adjustment_text(adjusted, {cid: known.name} if known else {}, cid), None),
+        (adjusted.describe(cid), None),
         (f.criterion["reasoning"], Style.wrap),
         (evidence_text(f.criterion["evidence"]), Style.wrap), (f.quotes_verified, None), (f.grade.model, None),
     ]
@@ -153,9 +159,7 @@ def _write_checks(store: Store, sheet: Sheet) -> None:
         cells: list[Cell] = [(t.id, None), (t.platform, None), (t.shop, None), (t.agent_id, None)]
         for name in CHECKS:
             value = columns.get(name)
-            bad = (name in _FAILING_CHECKS and value is _FAILING_CHECKS[name]) or (
-                name in _COUNTED_FAULTS and isinstance(value, int | float) and value > 0)
-            cells.append((value, Style.fail if bad else None))
+            cells.append((value, check_style(name, value)))
         sheet.append(cells)
 
 
@@ -175,8 +179,8 @@ def _write_legend(book: Book, rubric: Rubric, headings: dict[str, str], judge_no
                        freeze_columns=0, filters=False)
     if judge_note is not None:
         sheet.append_plain(["评分来源", None, "全部", judge_note])
-    for style, meaning in STYLE_MEANINGS.items():
-        sheet.append([("底色示例", style), (None, None), ("评分、逐项评分", None), (meaning, None)])
+    for style, (sheets, meaning) in STYLE_MEANINGS.items():
+        sheet.append([("底色示例", style), (None, None), (sheets, None), (meaning, None)])
     criteria = {c.id: c for c in rubric.criteria()}
     for cid, heading in headings.items():
         if cid in CHECKS:

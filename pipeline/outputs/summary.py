@@ -254,7 +254,7 @@ def _combine(parts: list[TimingGroupReport], thresholds: TimingThresholds) -> Ti
 
 
 def column_styles(keys: list[str]) -> list[Style | None]:
-    """How a spreadsheet shows each summary column: rates as percentages, means with one decimal."""
+    """How a spreadsheet shows each summary column: rates as percentages, means with two decimals."""
     return [Style.percent if k.endswith("_rate") else Style.decimal if k.startswith("mean_") else None for k in keys]
 
 

@@ -30,6 +30,7 @@ class Style(StrEnum):
     """The fills and fonts a cell can carry; the 字段说明 sheet shows each one as its legend."""
 
     fail = "fail"
+    warn = "warn"
     capped = "capped"
     critical = "critical"
     unscored = "unscored"
@@ -37,6 +38,7 @@ class Style(StrEnum):
     wrap = "wrap"
     percent = "percent"
     decimal = "decimal"
+    """A mean: shown, and stored, with two decimals (the CSV keeps four), so no reader sees 5.6667."""
 
 
 _FORMATS: dict[str, dict[str, Any]] = {
@@ -44,23 +46,28 @@ _FORMATS: dict[str, dict[str, Any]] = {
     "title": {"bold": True, "font_color": "#9C0006"},
     "quote": {"quote_prefix": True},
     Style.fail: {"bg_color": "#FFC7CE", "font_color": "#9C0006"},
+    Style.warn: {"bg_color": "#FCE4D6", "font_color": "#833C0B", "italic": True},
     Style.capped: {"bg_color": "#FFEB9C", "font_color": "#9C5700"},
     Style.critical: {"bg_color": "#C00000", "font_color": "#FFFFFF", "bold": True},
     Style.unscored: {"bg_color": "#D9D9D9"},
     Style.subtotal: {"bold": True, "bg_color": "#F2F2F2"},
     Style.wrap: {"text_wrap": True, "valign": "top"},
     Style.percent: {"num_format": "0.0%"},
-    Style.decimal: {"num_format": "0.0"},
+    Style.decimal: {"num_format": "0.00"},
 }
 
-STYLE_MEANINGS: dict[Style, str] = {
-    Style.fail: "失分：该项得了最低档（或服务检查未达标）",
-    Style.capped: "封顶：规则按服务检查结果压低了模型给分",
-    Style.critical: "致命项：整通会话总分记 0",
-    Style.unscored: "未评分：模型没有给出可用的分数（不是 0 分）",
-    Style.subtotal: "小计：维度或分组合计",
+STYLE_MEANINGS: dict[Style, tuple[str, str]] = {
+    Style.fail: ("评分、逐项评分、服务检查",
+                 "失分：该项得了最低档；服务检查中为明确未达标（如未回复、用了禁用语、没有问候语）"),
+    Style.warn: ("服务检查",
+                 "留意：接近或略超标准，需人工看一眼（如首次回复超过10秒、个别回复超过1分钟、负面或转折用语、"
+                 "低星评价、无法计时）"),
+    Style.capped: ("评分、逐项评分", "封顶：规则按服务检查结果压低了模型给分"),
+    Style.critical: ("评分、逐项评分", "致命项：整通会话总分记 0"),
+    Style.unscored: ("评分、逐项评分", "未评分：模型没有给出可用的分数（不是 0 分）"),
+    Style.subtotal: ("评分", "小计：维度或分组合计"),
 }
-"""The legend, in the order the 字段说明 sheet shows it."""
+"""The legend, in the order the 字段说明 sheet shows it: the sheets a style appears on, and what it means."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,7 @@ class Sheet:
             elif isinstance(value, bool):
                 ws.write_string(row, col, "是" if value else "否", fmt)
             else:
-                ws.write_number(row, col, value, fmt)
+                ws.write_number(row, col, round(value, 2) if style is Style.decimal else value, fmt)
         self._row += 1
 
     def append_plain(self, values: Iterable[Any]) -> None:

@@ -35,16 +35,25 @@ class Adjustment:
     criterion_id: str | None = None
     before: int | None = None
     after: int | None = None
+    criterion_name: str | None = None
+    """The criterion's name in the rubric (its id when the rubric has no such criterion), for people."""
 
     def describe(self) -> str:
-        """'proactivity capped 3→0: …' or 'critical: courtesy_patience scored 0: …'."""
+        """For people, Chinese first: '主动性 封顶 3→0：…', '亲切、耐心态度 复核改判 2→4：…', '致命项：亲切、耐心态度
+        得 0 分：…' or '致命项：…'."""
+        name = self.criterion_name or self.criterion_id
         if self.kind == "cap":
-            return f"{self.criterion_id} capped {self.before}→{self.after}: {self.reason}"
+            return f"{name} 封顶 {self.before}→{self.after}：{self.reason}"
         if self.kind == "review":
-            return f"{self.criterion_id} 复核 {self.before}→{self.after}: {self.reason}"
+            return f"{name} 复核改判 {self.before}→{self.after}：{self.reason}"
         if self.criterion_id is not None:
-            return f"critical: {self.criterion_id} scored {self.before}: {self.reason}"
-        return f"critical: {self.reason}"
+            return f"致命项：{name} 得 {self.before} 分：{self.reason}"
+        return f"致命项：{self.reason}"
+
+    def code(self) -> str:
+        """For programs: the kind and the criterion id, 'cap:proactivity', 'critical:courtesy_patience', or
+        'critical' for a critical item on the service checks."""
+        return self.kind if self.criterion_id is None else f"{self.kind}:{self.criterion_id}"
 
 
 class Decision(NamedTuple):
@@ -69,9 +78,13 @@ class AdjustedScores:
         return any(a.kind == "critical" for a in self.adjustments)
 
     def describe(self, criterion_id: str | None = None) -> str | None:
-        """The adjustments as one text ('; '-joined), of one criterion or of the chat; None if there are none."""
+        """The adjustments for people as one text ('；'-joined), of one criterion or of the chat; None if none."""
         texts = [a.describe() for a in self.adjustments if criterion_id is None or a.criterion_id == criterion_id]
-        return "; ".join(texts) or None
+        return "；".join(texts) or None
+
+    def codes(self) -> str | None:
+        """The adjustments for programs, `Adjustment.code()` ';'-joined in the same order; None if none."""
+        return ";".join(a.code() for a in self.adjustments) or None
 
 
 def apply_hooks(rubric: Rubric, llm_scores: Mapping[str, int | None],
@@ -87,15 +100,26 @@ def apply_hooks(rubric: Rubric, llm_scores: Mapping[str, int | None],
         current = scores.get(cap.criterion)
         if cap.criterion not in decided and current is not None and current > cap.cap and cap.when.holds(facts):
             scores[cap.criterion] = cap.cap
-            adjustments.append(Adjustment("cap", cap.reason, cap.criterion, current, cap.cap))
+            adjustments.append(Adjustment("cap", cap.reason, cap.criterion, current, cap.cap,
+                                          _name(rubric, cap.criterion)))
     for cid, decision in decided.items():
         scores[cid] = decision.score
-        adjustments.append(Adjustment("review", decision.reason, cid, llm_scores[cid], decision.score))
+        adjustments.append(Adjustment("review", decision.reason, cid, llm_scores[cid], decision.score,
+                                      _name(rubric, cid)))
     for item in rubric.critical:
         if isinstance(item, CriticalScore):
             llm = decided[item.criterion].score if item.criterion in decided else llm_scores.get(item.criterion)
             if llm is not None and llm <= item.at_or_below:
-                adjustments.append(Adjustment("critical", item.reason, item.criterion, llm))
+                adjustments.append(Adjustment("critical", item.reason, item.criterion, llm,
+                                              criterion_name=_name(rubric, item.criterion)))
         elif item.when.holds(facts):
             adjustments.append(Adjustment("critical", item.reason))
     return AdjustedScores(dict(llm_scores), scores, tuple(adjustments))
+
+
+def _name(rubric: Rubric, criterion_id: str) -> str:
+    """Looked up only when a hook changes something, which few chats need."""
+    try:
+        return rubric.criterion(criterion_id).name
+    except KeyError:
+        return criterion_id

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -354,12 +355,16 @@ def test_cli_writes_and_reports_status(mock_server: MockServer, rubric: Rubric, 
                                         "--no-redact"], env=env)
     assert written.exit_code == 0, written.output
     assert len(lines(out / "batch" / "requests-0001.jsonl")) == 2
+    assert re.search(r"写出请求\s+│?\s*2，共 1 个文件", written.output) and "隐私脱敏" in written.output
     submitted = runner.invoke(batch_app, ["submit", str(out), "--base-url", mock_server.base_url], env=env)
     assert submitted.exit_code == 0, submitted.output
     shown = runner.invoke(batch_app, ["status", str(out), "--base-url", mock_server.base_url], env=env)
-    assert shown.exit_code == 0 and "completed" in shown.output
+    assert shown.exit_code == 0 and "completed" in shown.output  # the provider's status id
+    assert "已收取" in shown.output and "collected" not in shown.output
     collected = runner.invoke(batch_app, ["collect", str(out), "--base-url", mock_server.base_url], env=env)
     assert collected.exit_code == 0, collected.output
+    assert re.search(r"已评分\s+│?\s*2 ", collected.output) and "令牌数" in collected.output
+    assert not re.search(r"scored|tokens|already collected|needs review", collected.output)
     assert (out / "scores.csv").is_file() and len(grades(out)) == 2
     mock_server.api_key = "test-key"
     again = tmp_path / "run2"
@@ -604,11 +609,11 @@ def test_kefu_grade_says_what_a_pending_batch_holds_and_grades_it_only_when_aske
     assert runner.invoke(batch_app, ["submit", str(out)], env=env).exit_code == 0
     skipped = runner.invoke(app, ["grade", str(inputs), *common], env=env)
     assert skipped.exit_code == 0, skipped.output
-    assert "pending in a batch" in skipped.output and grades(out) == {}
+    assert "在未收取的批次中" in skipped.output and grades(out) == {}
     assert not [r for r in mock_server.requests if r.path.endswith("/chat/completions")]
     both = runner.invoke(app, ["grade", str(inputs), *common, "--include-pending-batch"], env=env)
     assert both.exit_code == 0, both.output
-    assert set(grades(out)) == {"a", "b"} and "pending in a batch" not in both.output
+    assert set(grades(out)) == {"a", "b"} and "在未收取的批次中" not in both.output
 
 
 @pytest.mark.parametrize("redact", [False, True])

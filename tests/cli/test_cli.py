@@ -131,7 +131,11 @@ def test_bad_lines_go_to_rejects_and_the_rest_are_graded(tmp_path: Path) -> None
     assert rejects[1]["transcript_id"] == "noturns" and rejects[1]["field"] == "turns"
     rows = list(csv.DictReader((out / "scores.csv").open(encoding="utf-8-sig")))
     assert len(rows) == 5 and all(r["total"] for r in rows)
-    assert "rejected" in stdout and "sk-test-secret-123456" not in stdout + stderr
+    assert re.search(r"拒收\s+│?\s*2 ", stdout) and "sk-test-secret-123456" not in stdout + stderr
+    # The closing table speaks Chinese: each row, the numbers as the run made them.
+    assert re.search(r"本次评分\s+│?\s*5 ", stdout) and re.search(r"读入会话\s+│?\s*5 ", stdout)
+    assert re.search(r"已完成（续跑跳过）\s+│?\s*0 ", stdout) and "隐私脱敏" in stdout and "用时" in stdout
+    assert not re.search(r"graded now|unscored|already done|transcripts read|elapsed|tokens", stdout)
     for f in out.iterdir():
         if f.is_file():
             assert b"sk-test-secret-123456" not in f.read_bytes(), f
@@ -149,7 +153,7 @@ def test_a_rate_limit_slows_the_run_and_the_summary_says_so(tmp_path: Path) -> N
         refused = server.stats().by_status.get(429, 0)
     assert proc.returncode == 0, stderr
     assert finished(out) == {c.id for c in chats}  # every chat scored, none left for --retry-failed
-    assert refused > 0 and f"{refused:,} answers 429/503" in stdout, stdout
+    assert refused > 0 and f"{refused:,} 次 429/503 应答" in stdout, stdout
 
 
 def test_401_exits_with_a_fix_and_no_key(tmp_path: Path) -> None:
@@ -182,7 +186,7 @@ def test_input_and_output_path_mistakes_are_one_line_messages(tmp_path: Path) ->
         proc = kefu("grade", str(tmp_path / "empty"), "--out", str(tmp_path / "o-empty"), server=server)
         _, stderr = proc.communicate(timeout=60)
         assert server.requests == []
-    assert proc.returncode == 0 and "nothing to grade: no conversation in the inputs" in " ".join(stderr.split())
+    assert proc.returncode == 0 and "没有可评分的对话" in " ".join(stderr.split())
 
     # Any other file the machine refuses (a full disk, a permission, a path through a file) is named, not traced.
     proc = kefu("rubric", "schema", "--out", str(taken / "schema.json"))
@@ -284,7 +288,7 @@ def test_redaction_flag_decides_what_the_endpoint_sees(tmp_path: Path, flag: str
     if flag == "--redact":
         assert found == {}, found
         assert not any(value in body for value in PII.values() for body in bodies)
-        assert "PII redaction" in stdout and "手机号 2" in stdout  # the phone is in two turns of pii-1
+        assert "隐私脱敏" in stdout and "手机号 2" in stdout  # the phone is in two turns of pii-1
     else:
         assert found == PII
     # Checks always see the original chats: pii-2 waited 700 s, so proactivity is capped either way.
@@ -331,7 +335,7 @@ def test_chats_addressed_to_the_grader_are_routed_to_review(tmp_path: Path) -> N
     assert flagged == {"c001", "demo-007"}
     assert all(not e["verified"] for line in lines if line["transcript_id"] == "demo-007"
                for e in line["evidence"] if e["turn"] == 8)
-    assert re.search(r"needs review\s+│?\s*2 ", stdout) and "人工复核" in "".join(stdout.split())
+    assert re.search(r"待复核\s+│?\s*2 ", stdout) and "人工复核" in "".join(stdout.split())
 
 
 def test_summary_command_writes_the_table_and_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -420,5 +424,5 @@ def test_dry_run_forecasts_and_sends_nothing(tmp_path: Path) -> None:
         stdout, stderr = proc.communicate(timeout=120)
         assert server.requests == []
     assert proc.returncode == 0, stderr
-    assert "transcripts" in stdout and "4 (0 rejected)" in stdout and "USD" in stdout
+    assert "会话" in stdout and "4（拒收 0）" in stdout and "USD" in stdout
     assert not (tmp_path / "o" / "kefu.sqlite").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ def test_dry_run_writes_its_rejects_and_the_prompts_the_model_would_see(tmp_path
     result = CliRunner().invoke(app, ["grade", str(src), "--out", str(out), "--dry-run", "--model", "gpt-4o-mini"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "7 (2 rejected)" in text and "gpt-4o-mini" in text and "2025-06-01" in text
+    assert "7（拒收 2）" in text and "gpt-4o-mini" in text and "2025-06-01" in text
     rejects = [json.loads(line) for line in (out / "dry_run/rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["line"] for r in rejects] == [8, 9] and all(r["reason"] for r in rejects)
     assert f"{src}:8" in text  # which, and why, on the console too
@@ -138,3 +139,84 @@ def test_a_path_mistake_says_in_chinese_first_what_was_looked_for_and_where(tmp_
 def test_an_os_error_reads_without_python_text(code: int, path: str) -> None:
     words = os_problem(OSError(code, os.strerror(code), path))
     assert words and "Errno" not in words and "[" not in words and "'" not in words
+
+
+SERVE_MOCK = """
+import sys, threading
+from pipeline.testing.mockserver import MockServer
+with MockServer(port=int(sys.argv[sys.argv.index("--port") + 1])):
+    threading.Event().wait()
+"""
+"""A stand-in for llama-server: the mock endpoint on the port LocalServer gives it (it takes the same flags)."""
+
+
+class OfflineModel:
+    """The embedded model's path with a stand-in server: the real LocalServer start, health wait and stop."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._monkeypatch = monkeypatch
+        self.logs = tmp_path / "cache" / "logs"
+        model = tmp_path / "model.gguf"
+        model.write_bytes(b"GGUF stand-in")
+        for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "KEFU_MODEL"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("KEFU_CACHE_DIR", str(tmp_path / "cache"))
+        monkeypatch.chdir(Path(__file__).resolve().parent)  # no kefu.toml here
+        monkeypatch.setattr(local_model, "local_extra_available", lambda *a: True)
+        monkeypatch.setattr(local_model, "prepare_model", lambda: model)
+
+    def serves(self) -> None:
+        """Starting the server starts the mock endpoint."""
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        runtime = local_model.ServerRuntime((sys.executable, "-c", SERVE_MOCK), env)
+        self._monkeypatch.setattr(local_model, "server_runtime", lambda: runtime)
+
+    def fails_to_start(self) -> None:
+        """Starting the server fails loudly: it exits with code 3 before it is ready."""
+        runtime = local_model.ServerRuntime((sys.executable, "-c", "raise SystemExit(3)"), dict(os.environ))
+        self._monkeypatch.setattr(local_model, "server_runtime", lambda: runtime)
+
+    def starts(self) -> int:
+        """How many times a server was launched (LocalServer logs each command line)."""
+        return sum(line.startswith("# ") for log in self.logs.glob("*.log")
+                   for line in log.read_text(encoding="utf-8").splitlines())
+
+
+@pytest.fixture
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OfflineModel:
+    return OfflineModel(tmp_path, monkeypatch)
+
+
+CONTRACT_FILES = ("scores.csv", "grades.jsonl", "checks.jsonl")
+
+
+@pytest.mark.parametrize("command", ["demo", "grade"])
+def test_a_rerun_with_nothing_left_to_grade_does_not_start_the_offline_model(
+        offline: OfflineModel, tmp_path: Path, command: str) -> None:
+    out = tmp_path / "o"
+    args = ["demo", "--out", str(out)] if command == "demo" else [
+        "grade", str(write_chats(tmp_path / "chats.jsonl", 3)), "--out", str(out)]
+    offline.serves()
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert offline.starts() == 1
+    written = {name: (out / name).read_bytes() for name in CONTRACT_FILES}
+    for name in CONTRACT_FILES:
+        (out / name).unlink()
+    offline.fails_to_start()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert offline.starts() == 1
+    assert {name: (out / name).read_bytes() for name in CONTRACT_FILES} == written  # rewritten, the same
+    if command == "demo":
+        assert (out / "report.html").is_file()
+
+
+def test_a_run_with_work_starts_the_offline_model(offline: OfflineModel, tmp_path: Path) -> None:
+    src = write_chats(tmp_path / "chats.jsonl", 2)
+    offline.fails_to_start()
+    result = CliRunner().invoke(app, ["grade", str(src), "--out", str(tmp_path / "o")])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, text
+    assert "llama-server exited with code 3 before it was ready" in text
+    assert offline.starts() == 1

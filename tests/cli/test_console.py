@@ -46,11 +46,11 @@ def test_skips_without_a_known_total_change_nothing() -> None:
 def test_rate_limit_note_only_when_the_endpoint_refused() -> None:
     assert rate_limit_note(RunSummary(graded=5)) is None
     note = rate_limit_note(RunSummary(graded=5, slow_down=1234, lowest_in_flight=7))
-    assert note is not None and note.startswith("1,234 answers 429/503; in flight went down to 7")
-    assert "paced" not in note
+    assert note is not None and note.startswith("1,234 次 429/503 应答；同时在途的请求降到 7")
+    assert "限速" not in note
     note = rate_limit_note(RunSummary(graded=5, slow_down=3, lowest_in_flight=16, paced_rpm=3000.0,
                                       paced_tpm=9_000_000))
-    assert note is not None and "paced at 3,000 requests a minute and 9,000,000 tokens a minute" in note
+    assert note is not None and "按每分钟 3,000 个请求、每分钟 9,000,000 个令牌限速" in note
 
 
 def test_a_second_pass_adds_to_the_progress_total() -> None:

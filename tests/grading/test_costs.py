@@ -112,7 +112,7 @@ def test_unknown_model_has_no_price_but_a_size(tmp_path: Path) -> None:
     rubric, prompts = _tiny(tmp_path)
     est = estimate_job(_items(), rubric=rubric, prompts=prompts, per_criterion=False, repeats=1,
                        max_completion_tokens_estimate=None, model="gpt-99", prices=PRICES, batch=True)
-    assert est.notes == [UNKNOWN_MODEL] == ["unknown model: no price"]
+    assert est.notes == [UNKNOWN_MODEL] == ["价格表中没有这个模型，无法估价"]
     assert est.cost is None and est.cost_with_caching is None and est.currency is None
     assert est.prompt_tokens == 18  # (5+5) + (5+3)
 
@@ -121,7 +121,7 @@ def test_model_without_batch_or_cache_price_says_so(tmp_path: Path) -> None:
     rubric, prompts = _tiny(tmp_path)
     est = estimate_job(_items(), rubric=rubric, prompts=prompts, per_criterion=False, repeats=1,
                        max_completion_tokens_estimate=None, model="no-cache-no-batch", prices=PRICES, batch=True)
-    assert len(est.notes) == 2 and "no batch discount" in est.notes[0] and "no cached-input" in est.notes[1]
+    assert len(est.notes) == 2 and "没有批量折扣" in est.notes[0] and "没有缓存输入价" in est.notes[1]
     assert est.cost == est.cost_with_caching and est.currency == "CNY"
 
 

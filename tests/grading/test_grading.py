@@ -36,3 +36,10 @@ def test_the_flag_forces_redaction_either_way(forced: bool) -> None:
     job = GradeJob(inputs=[], rubric_path=Path("r.yaml"), out_dir=Path("out"), redact=forced)
     assert should_redact(job, endpoint("http://127.0.0.1:8000/v1")) is forced
     assert should_redact(job, endpoint("https://api.openai.com/v1")) is forced
+
+
+def test_the_embedded_model_is_this_machine_before_its_server_has_a_url() -> None:
+    # Its server starts on the first request (Endpoint.serve), so the job decides with no base URL yet.
+    job = GradeJob(inputs=[], rubric_path=Path("r.yaml"), out_dir=Path("out"))
+    local = ResolvedEndpoint(Endpoint(None, None, serve=lambda: "http://127.0.0.1:1/v1"), "m", local=True)
+    assert should_redact(job, local) is False

@@ -462,3 +462,15 @@ def test_the_thread_count_is_every_usable_core_whatever_the_load(fake: Fake, mon
     assert server.threads == 3
     argv = server._command(("llama-server",), 8080)
     assert argv[argv.index("-t") + 1] == argv[argv.index("-tb") + 1] == "3"
+
+
+def test_serve_starts_the_server_once_and_gives_its_url(fake: Fake) -> None:
+    server = fake.server()
+    try:
+        assert not fake.record.exists()  # made, not started: a run with nothing to send never starts it
+        url = server.serve()
+        assert url == server.base_url and server.serve() == url
+        assert len(fake.launches()) == 1 and health_status(server) == 200
+    finally:
+        server.stop()
+    assert_gone(fake.launches()[0]["pid"])

@@ -286,9 +286,9 @@ def test_the_varied_store_holds_every_case_it_claims(varied_store: Store, tmp_pa
     assert ("Z-per", "1") in rows and "m-other-rubric" not in {tid for tid, _ in rows}
     assert {x["call"]["scope"] for x in lines if x["transcript_id"] == "Z-per"} == {"all", *(c.id for c in
                                                                                       rubric.criteria())}
-    assert rows[("e-哦哦", "0")]["adjustments"].count("; ") == 2 and rows[("e-哦哦", "0")]["total"] == "0"
-    assert rows[("f-哦", "0")]["adjustments"] == (
-        "proactivity capped 3→0: 10分钟内无人工回复; courtesy_patience capped 4→2: 未问候")
+    assert rows[("e-哦哦", "0")]["adjustments"].count("；") == 2 and rows[("e-哦哦", "0")]["total"] == "0"
+    assert rows[("f-哦", "0")]["adjustments"] == "主动性 封顶 3→0：10分钟内无人工回复；亲切、耐心态度 封顶 4→2：未问候"
+    assert rows[("f-哦", "0")]["adjustment_ids"] == "cap:proactivity;cap:courtesy_patience"
     assert rows[("n-nested", "0")]["max_wait_s"] == "700.0" and rows[("n-nested", "0")]["proactivity"] == "0"
     assert rows[("中文-hand", "0")]["max_wait_s"] == "inf" and rows[("g-nometa", "0")]["max_wait_s"] == ""
     assert rows[("l-legacy", "0")]["llm_total"] == "77"  # the unknown criterion counts in the LLM's total

@@ -18,7 +18,7 @@ from test_summary import MAR2, fill
 
 from pipeline.models.grade import CriterionGrade, Grade, QuotedEvidence
 from pipeline.outputs.spreadsheet import evidence_text, write_spreadsheet
-from pipeline.outputs.workbook import Book, Column
+from pipeline.outputs.workbook import Book, Column, Style
 from pipeline.rubric.load import load_rubric
 from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
@@ -51,8 +51,8 @@ def rows(sheet: Worksheet) -> list[list[object]]:
     return [[c.value for c in row] for row in sheet.iter_rows()]
 
 
-def fill_of(sheet: Worksheet, row: int, heading: str) -> str:
-    col = [c.value for c in sheet[2]].index(heading) + 1
+def fill_of(sheet: Worksheet, row: int, heading: str, header_row: int = 2) -> str:
+    col = [c.value for c in sheet[header_row]].index(heading) + 1
     return str(sheet.cell(row, col).fill.fgColor.rgb)[-6:]
 
 
@@ -144,3 +144,38 @@ def test_split_sheets_hold_every_row_once_in_order(n: int, max_rows: int, title:
 def test_evidence_text_keeps_every_quote_on_its_own_line(quotes: list[tuple[int, str]]) -> None:
     text = evidence_text([{"turn": t, "quote": q, "verified": True} for t, q in quotes])
     assert text.split("\n") == [f"#{t} 「{q}」" for t, q in quotes] or (not quotes and text == "")
+
+
+def test_service_checks_sit_under_their_headings_failures_red_borderline_orange(rubric: Rubric,
+                                                                                tmp_path: Path) -> None:
+    with graded_run(tmp_path, rubric) as store:
+        book = load_workbook(write_spreadsheet(store, rubric, tmp_path / "s.xlsx"))
+    sheet = book["服务检查"]
+    header = rows(sheet)[0]
+    by_id = {r[0]: dict(zip(header, r, strict=True)) for r in rows(sheet)[1:]}
+    # Each value under its own heading (the headings once followed another order than the cells).
+    assert by_id["t1"]["首次人工回复用时(秒)"] == 30 and by_id["t1"]["顾客消息数"] == 1
+    assert by_id["t3"]["禁用语次数"] == 2 and by_id["t1"]["问候语原文"] == "您好"
+    assert fill_of(sheet, 4, "禁用语次数", 1) == "FFC7CE"  # t3: a banned phrase, a clear failure
+    assert fill_of(sheet, 2, "10秒内问候(含问候语)", 1) == "FFC7CE"  # t1: first reply after 30 s, the greeting rule
+    assert fill_of(sheet, 2, "10秒内首次回复", 1) == "FCE4D6"  # the same, as the timing alone: worth a look
+    assert fill_of(sheet, 4, "1分钟内回复占比", 1) == "FCE4D6"  # t3: one reply of two over a minute
+    assert fill_of(sheet, 2, "禁用语次数", 1) == "000000" and fill_of(sheet, 2, "2分钟内首次回复", 1) == "000000"
+    legend = {r[3]: r[2] for r in rows(book["字段说明"])[1:] if r[0] == "底色示例"}
+    warn = next(text for text in legend if text.startswith("留意"))
+    assert legend[warn] == "服务检查" and "服务检查" in next(s for t, s in legend.items() if t.startswith("失分"))
+    swatches = [r for r in book["字段说明"].iter_rows(min_row=2) if r[0].value == "底色示例"]
+    assert {str(r[0].fill.fgColor.rgb)[-6:] for r in swatches} >= {"FFC7CE", "FCE4D6"}
+
+
+def test_team_means_show_and_hold_two_decimals(rubric: Rubric, tmp_path: Path) -> None:
+    with graded_run(tmp_path, rubric) as store:
+        book = load_workbook(write_spreadsheet(store, rubric, tmp_path / "s.xlsx"))
+    team = book["团队汇总"]
+    header = [c.value for c in team[1]]
+    mean = header.index("平均总分") + 1
+    assert {team.cell(r, mean).number_format for r in range(2, team.max_row + 1)} == {"0.00"}
+    path = Book(tmp_path / "means.xlsx")
+    path.sheet("团队汇总", [Column("平均总分")]).append([(56.66667, Style.decimal)])
+    cell = load_workbook(path.close())["团队汇总"]["A2"]
+    assert (cell.value, cell.number_format) == (56.67, "0.00")  # what is stored is what is shown

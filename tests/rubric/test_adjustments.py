@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.models.checks import ColumnValue
-from pipeline.rubric.hooks import apply_hooks
+from pipeline.rubric.hooks import Decision, apply_hooks
 from pipeline.rubric.load import load_rubric, parse_rubric
 from pipeline.rubric.model import Rubric
 
@@ -34,8 +34,14 @@ def test_cap_lowers_the_score_and_keeps_the_llms(rubric: Rubric) -> None:
     adjusted = apply_hooks(rubric, FULL, checks(max_wait_s=601.0))
     assert adjusted.scores == {"polite": 4, "greet": 2, "pitch": 0}
     assert adjusted.llm_scores == FULL
-    assert adjusted.describe() == "pitch capped 4→0: 超过10分钟未回复"
+    assert adjusted.describe() == "推荐 封顶 4→0：超过10分钟未回复" and adjusted.codes() == "cap:pitch"
     assert adjusted.describe("pitch") == adjusted.describe() and adjusted.describe("polite") is None
+
+
+def test_a_reviewers_decision_reads_as_one_not_as_a_critical_item(rubric: Rubric) -> None:
+    adjusted = apply_hooks(rubric, FULL, checks(), {"greet": Decision(0, "组长: 核实后改判")})
+    assert adjusted.describe() == "招呼 复核改判 2→0：组长: 核实后改判" and adjusted.codes() == "review:greet"
+    assert not adjusted.critical_failed
 
 
 def test_cap_boundary_is_strict_and_never_raises_a_score(rubric: Rubric) -> None:
@@ -47,14 +53,15 @@ def test_cap_boundary_is_strict_and_never_raises_a_score(rubric: Rubric) -> None
 def test_critical_on_a_criterion_reads_the_llm_score(rubric: Rubric) -> None:
     adjusted = apply_hooks(rubric, {**FULL, "polite": 0}, checks())
     assert adjusted.critical_failed
-    assert adjusted.describe() == "critical: polite scored 0: 态度粗鲁"
+    assert adjusted.describe() == "致命项：礼貌 得 0 分：态度粗鲁" and adjusted.codes() == "critical:polite"
     assert adjusted.scores["polite"] == 0 and adjusted.scores["greet"] == 2  # criteria keep their points
 
 
 def test_critical_on_a_check(rubric: Rubric) -> None:
     assert not apply_hooks(rubric, FULL, checks(banned_hits=1)).critical_failed
     adjusted = apply_hooks(rubric, FULL, checks(banned_hits=2))
-    assert adjusted.critical_failed and adjusted.describe() == "critical: 多次使用禁用语"
+    assert adjusted.critical_failed and adjusted.describe() == "致命项：多次使用禁用语"
+    assert adjusted.codes() == "critical"
 
 
 def test_a_cap_alone_never_fails_a_chat(rubric: Rubric) -> None:

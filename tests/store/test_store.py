@@ -179,12 +179,14 @@ def test_checks_and_hooks_in_scores_grades_and_checks_files(rubric: Rubric, tmp_
     assert (fast["first_response_s"], fast["first_reply_within_limit"], fast["banned_hits"]) == ("20.0", "True", "0")
     # Capped: the criterion, its group, dimension and total hold the final score; llm_total the LLM's.
     assert (slow["proactivity"], slow["service_attitude"], slow["affinity"], slow["total"]) == ("0", "8", "17", "72")
-    assert slow["llm_total"] == "76" and slow["adjustments"] == "proactivity capped 4→0: 10分钟内无人工回复"
+    assert slow["llm_total"] == "76" and slow["adjustments"] == "主动性 封顶 4→0：10分钟内无人工回复"
+    assert slow["adjustment_ids"] == "cap:proactivity" and fast["adjustment_ids"] == ""
     assert slow["max_wait_s"] == "700.0"
     # Critical: the chat's total is 0; its criteria keep their points.
     assert (rude["total"], rude["critical_failed"], rude["courtesy_patience"], rude["llm_total"]) == (
         "0", "True", "0", "72")
-    assert rude["adjustments"] == "critical: courtesy_patience scored 0: 态度粗鲁/与顾客争执"
+    assert rude["adjustments"] == "致命项：亲切、耐心态度 得 0 分：态度粗鲁/与顾客争执"
+    assert rude["adjustment_ids"] == "critical:courtesy_patience"
     # Not measurable: the reason and empty cells, never 0; the phrase checks still count.
     assert untimed["timing_not_measurable"] == "no customer or agent turn has a timestamp"
     assert untimed["first_reply_status"] == "not_measurable"
@@ -195,7 +197,7 @@ def test_checks_and_hooks_in_scores_grades_and_checks_files(rubric: Rubric, tmp_
     lines = [json.loads(line) for line in grades.read_text(encoding="utf-8").splitlines()]
     slow_pro = next(x for x in lines if x["transcript_id"] == "slow" and x["criterion_id"] == "proactivity")
     assert (slow_pro["llm_score"], slow_pro["score"]) == (4, 0)
-    assert slow_pro["adjustment"] == "proactivity capped 4→0: 10分钟内无人工回复"
+    assert slow_pro["adjustment"] == "主动性 封顶 4→0：10分钟内无人工回复"
     assert all(x["critical_failed"] == (x["transcript_id"] == "rude") for x in lines)
     assert all(x["adjustment"] is None for x in lines if x["transcript_id"] == "fast")
 
