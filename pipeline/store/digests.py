@@ -66,7 +66,7 @@ class _SortedDigests:
         bits = max(0, count.bit_length() - 2)  # 2^bits buckets for 2 to 4 digests each
         self._shift = 8 * DIGEST_SIZE - bits
         # Byte offsets, so that a lookup multiplies nothing; a memoryview, so that it reads plain Python ints.
-        self._starts = memoryview(_bucket_starts(digests, bits) if count else array("I", (0, 0)))
+        self._starts = _bucket_starts(digests, bits) if count else memoryview(array("I", (0, 0)))
         self._digests = digests
 
     def __len__(self) -> int:
@@ -87,14 +87,14 @@ class _SortedDigests:
         return found // DIGEST_SIZE if found >= 0 else -1
 
 
-def _bucket_starts(digests: bytearray, bits: int) -> np.ndarray[Any, Any]:
+def _bucket_starts(digests: bytearray, bits: int) -> memoryview:
     """Where each of the 2^bits buckets of leading bits starts in `digests` (and where the last ends), in bytes."""
     import numpy as np
 
     leading = np.frombuffer(digests, dtype=">u8")[::2]
     buckets = leading >> np.uint64(64 - bits) if bits else np.zeros(len(leading), dtype=np.uint64)
     starts = np.searchsorted(buckets, np.arange((1 << bits) + 1, dtype=np.uint64)) * DIGEST_SIZE
-    return starts.astype(_index_dtype(len(digests)))
+    return starts.astype(_index_dtype(len(digests))).data
 
 
 def _index_dtype(largest: int) -> type[np.unsignedinteger[Any]]:
