@@ -313,6 +313,8 @@ async def run_grading(
                 # A put into a queue with room does not yield: without this, the first 2 × concurrency chats
                 # were read, checked and rendered (0.3 s) before the first request went out.
                 await asyncio.sleep(0)
+        if child is not None:
+            child.end_input()
         for _ in range(options.concurrency):
             await queue.put(None)
 
