@@ -61,11 +61,13 @@ def ideal_seconds(n: int, concurrency: int, latency: float) -> float:
 # --- one cell, in a child process ---------------------------------------------------------------
 
 
-async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str, transport: str = "sdk") -> dict[str, Any]:
+async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str, transport: str = "sdk",
+                     start: tuple[float | None, float | None] = (None, None)) -> dict[str, Any]:
     """Grade the first `n` chats of `chats` through `run_grading`; wall time and CPU of the run itself.
 
     `transport` "aiohttp" swaps the SDK's request path for a plain aiohttp POST of the same body
-    (see `_aiohttp_client`): a measurement of what the SDK costs, not a path kefu-qa has.
+    (see `_aiohttp_client`): a measurement of what the SDK costs, not a path kefu-qa has. `start`: the
+    requests and tokens a second the pacer starts at, as `kefu grade` does from the limits an earlier run learned.
     """
     import openai  # noqa: F401  # LLMClient imports the SDK on its first request: keep imports out of the timing
 
@@ -75,7 +77,7 @@ async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str, trans
     from pipeline.inputs.tokens import estimate_tokens
     from pipeline.inputs.transcripts import read_transcripts
     from pipeline.llm.client import Endpoint, LLMClient
-    from pipeline.llm.pacing import Pacer
+    from pipeline.llm.pacing import Limits, Pacer
     from pipeline.models.grade import Sampling
     from pipeline.rubric.load import load_rubric
     from pipeline.store.store import Store
@@ -83,8 +85,8 @@ async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str, trans
     rubric = load_rubric(RUBRIC)
     prompts = PromptSet(rubric.language)
     # Paced as `kefu grade` is (about 2 µs a request when nothing is refused).
-    client = (LLMClient(Endpoint(base_url, None), pacer=Pacer(concurrency)) if transport == "sdk"
-              else _aiohttp_client(base_url))
+    client = (LLMClient(Endpoint(base_url, None), pacer=Pacer(concurrency, start=Limits(*start)))
+              if transport == "sdk" else _aiohttp_client(base_url))
     grader = Grader(rubric, prompts, client, model=MODEL, sampling=Sampling())
     system_tokens = estimate_tokens(prompts.system(rubric, rubric.criteria()))
     with tempfile.TemporaryDirectory(prefix="kefu-bench-") as tmp, Store.open(Path(tmp)) as store:
@@ -133,12 +135,13 @@ def _aiohttp_client(base_url: str) -> Any:
 
 
 def run_cell(latency: float, concurrency: int, n: int, chats: Path, server_url: str,
-             server_cpu: Callable[[], float], transport: str = "sdk") -> dict[str, Any]:
+             server_cpu: Callable[[], float], transport: str = "sdk",
+             start: tuple[float | None, float | None] = (None, None)) -> dict[str, Any]:
     """Run one grid cell in a fresh Python process; returns its measurements."""
     before = server_cpu()
     proc = subprocess.run(
         [sys.executable, "-m", "bench.throughput", "--cell", str(chats), str(n), str(concurrency), server_url,
-         "--transport", transport],
+         "--transport", transport, "--start", *("-" if rate is None else repr(rate) for rate in start)],
         cwd=REPO, capture_output=True, text=True, check=True,
     )
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -209,22 +212,24 @@ class CliRun:
     summary: dict[str, Any]
 
 
-def run_cli(chats: Path, server: ServerProcess, concurrency: int) -> CliRun:
-    """Grade `chats` with the real CLI against `server` into a temporary run folder."""
+def run_cli(chats: Path, server: ServerProcess, concurrency: int, limits: Path | None = None) -> CliRun:
+    """Grade `chats` with the real CLI against `server` into a temporary run folder. `limits`: the file of
+    learned rate limits it reads and writes (KEFU_LIMITS_FILE); by default a new one, so every run starts cold."""
     with tempfile.TemporaryDirectory(prefix="kefu-bench-cli-") as tmp:
         command = [sys.executable, "-m", "pipeline", "grade", str(chats), "--base-url", server.base_url,
-                   "--model", MODEL, "--concurrency", str(concurrency), "--out", tmp]
+                   "--model", MODEL, "--concurrency", str(concurrency), "--out", f"{tmp}/out"]
+        env = command_env() | {"KEFU_LIMITS_FILE": str(limits or Path(tmp) / "rate_limits.json")}
         load = load_average()
         server_before = server.cpu_seconds()
         usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run(command, cwd=REPO, env=command_env(), capture_output=True, text=True)
+        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         server_cpu = server.cpu_seconds() - server_before
         if proc.returncode != 0:
             raise SystemExit(f"kefu grade failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-        summary = last_run_summary(Path(tmp))
+        summary = last_run_summary(Path(tmp) / "out")
     cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
     return CliRun(wall, cpu, server_cpu, load, summary)
 
@@ -255,10 +260,12 @@ def rate_limited(latency: float = 1.0, concurrency: int = 128, n: int = 1000, pe
     """The CLI against a provider's token-bucket limit (a second's burst, then `per_second` requests, or that
     many requests' worth of tokens), once with OpenAI's `x-ratelimit-*` headers and Retry-After and once with
     neither: the limit, not the client, should set the pace, and no chat should end unscored. The limit's
-    ideal is N/rate (total tokens/rate for tokens) plus one latency for the last wave. Each limit is met twice,
-    each time by a fresh server: by the CLI (`kefu grade`, process start, service checks and exports
-    included) and by `run_grading` in a fresh process (the grid's library path), which a loaded machine
-    slows less."""
+    ideal is N/rate (total tokens/rate for tokens) plus one latency for the last wave. Each limit is met twice
+    from a cold start, each time by a fresh server: by the CLI (`kefu grade`, process start, service checks and
+    exports included) and by `run_grading` in a fresh process (the grid's library path), which a loaded machine
+    slows less. Then twice from the rates the cold CLI run learned (rate_limits.json), as a rerun or the next
+    day's run starts: the CLI again against the same server (same base URL, its bucket full again), and the
+    library path against a fresh one with its pacer started at those rates."""
     chats = chats_file(n)
     compile_package()
     rows = []
@@ -272,22 +279,33 @@ def rate_limited(latency: float = 1.0, concurrency: int = 128, n: int = 1000, pe
                 rate = per_second * tokens_per_chat
                 limit, option = f"{rate:,.0f} tok/s", f"--token-bucket={rate:.0f}/{rate:.0f}"
             options = [option, *(["--headers", "--retry-after"] if headers else [])]
-            with mock_server(latency, options=options) as server:
-                cli = run_cli(chats, server, concurrency)
+            with tempfile.TemporaryDirectory(prefix="kefu-bench-limits-") as tmp:
+                limits = Path(tmp) / "rate_limits.json"
+                with mock_server(latency, options=options) as server:
+                    cold = run_cli(chats, server, concurrency, limits)
+                    # Nothing is kept when the run never found the bucket below full (a short run at a slow pace).
+                    learned = json.loads(limits.read_text(encoding="utf-8"))["limits"] if limits.exists() else {}
+                    warm = run_cli(chats, server, concurrency, limits)
+            entry = next(iter(learned.values()), {})
+            start = (entry.get("requests_per_second"), entry.get("tokens_per_second"))
             with mock_server(latency, options=options) as server:
                 library = run_cell(latency, concurrency, n, chats, server.base_url, server.cpu_seconds)
-            run = cli.summary
-            tokens = run["prompt_tokens"] + run["completion_tokens"]
+            with mock_server(latency, options=options) as server:
+                library_warm = run_cell(latency, concurrency, n, chats, server.base_url, server.cpu_seconds,
+                                        start=start)
+            tokens = cold.summary["prompt_tokens"] + cold.summary["completion_tokens"]
             if tokens_per_chat is None:
-                tokens_per_chat = tokens / max(1, run["graded"])
+                tokens_per_chat = tokens / max(1, cold.summary["graded"])
             ideal = (n / per_second if kind == "requests" else tokens / (per_second * tokens_per_chat)) + latency
-            rows.append([kind, limit, "yes" if headers else "no", f"{latency:g}", concurrency, n,
-                         f"{run['graded']} / {library['graded']}", f"{run['unscored']} / {library['unscored']}",
-                         f"{run.get('slow_down', 0)} / {library['slow_down']}", f"{ideal:.1f}", f"{cli.wall:.2f}",
-                         f"{cli.wall / ideal:.2f}", f"{library['wall']:.2f}", f"{library['wall'] / ideal:.2f}",
-                         cli.load])
+            learned_at = ", ".join(f"{60 * r:,.0f}/min" for r in start if r is not None) or "nothing learned"
+            for label, cli, lib in (("cold", cold, library), (f"learned ({learned_at})", warm, library_warm)):
+                run = cli.summary
+                rows.append([kind, limit, "yes" if headers else "no", label, f"{latency:g}", concurrency, n,
+                             f"{run['graded']} / {lib['graded']}", f"{run['unscored']} / {lib['unscored']}",
+                             f"{run.get('slow_down', 0)} / {lib['slow_down']}", f"{ideal:.1f}", f"{cli.wall:.2f}",
+                             f"{cli.wall / ideal:.2f}", f"{lib['wall']:.2f}", f"{lib['wall'] / ideal:.2f}", cli.load])
     print(f"Machine: {describe_machine()}\n")
-    print_table(["limit", "rate", "headers + Retry-After", "L (s)", "C", "N", "graded (CLI / library)",
+    print_table(["limit", "rate", "headers + Retry-After", "start", "L (s)", "C", "N", "graded (CLI / library)",
                  "unscored", "429s", "limit's ideal (s)", "CLI wall (s)", "CLI/ideal", "library wall (s)",
                  "library/ideal", "load at start"], rows)
 
@@ -394,13 +412,16 @@ def main(argv: list[str] | None = None) -> None:
                       help="L=0 cells with the SDK and with a plain aiohttp POST, alternately")
     mode.add_argument("--cell", nargs=4, metavar=("CHATS", "N", "C", "URL"), help=argparse.SUPPRESS)
     parser.add_argument("--transport", choices=("sdk", "aiohttp"), default="sdk", help=argparse.SUPPRESS)
+    parser.add_argument("--start", nargs=2, default=("-", "-"), help=argparse.SUPPRESS)  # --cell: rates to start at
     parser.add_argument("--latency", type=float, nargs="*", help="only these latencies of the grid")
     parser.add_argument("--n", type=int, default=1000, help="--rate-limited: chats (default 1000)")
     parser.add_argument("--rate", type=float, default=50.0, help="--rate-limited: requests a second (default 50)")
     args = parser.parse_args(argv)
     if args.cell:
         chats, n, concurrency, url = args.cell
-        print(json.dumps(asyncio.run(grade_cell(Path(chats), int(n), int(concurrency), url, args.transport))))
+        requests, tokens = (None if rate == "-" else float(rate) for rate in args.start)
+        print(json.dumps(asyncio.run(grade_cell(Path(chats), int(n), int(concurrency), url, args.transport,
+                                                (requests, tokens)))))
     elif args.cli:
         cli_end_to_end()
     elif args.breakdown:

@@ -52,6 +52,7 @@ class CheckProcess:
         self._waiting: deque[tuple[asyncio.Future[str], Transcript, str]] = deque()
         self._alive = False
         self._started = False
+        self._ended = False  # end_input: the child exits once it has answered
         self.checked_here = 0
         """Transcripts checked in-process because the child could not (it died, or failed on one)."""
 
@@ -92,6 +93,13 @@ class CheckProcess:
         self._proc.stdin.write(setup.model_dump_json().encode() + b"\n")
         self._alive = True
         self._reader = asyncio.create_task(self._read())
+
+    def end_input(self) -> None:
+        """No more transcripts: close the child's input now, so that it answers what it has and exits while
+        the run's last requests are out, not after them (its exit took 0.1–0.2 s at the end of a run)."""
+        self._ended = True
+        if self._proc is not None and self._proc.stdin is not None:
+            self._proc.stdin.close()
 
     def in_process(self, transcript: Transcript, transcript_hash: str) -> str:
         """The same record made here and now (a fallback, and what a cancelled grade stores)."""
@@ -138,8 +146,9 @@ class CheckProcess:
                 elif not future.done():
                     future.set_result(line[:-1].decode())
             # Its output is closed, so it has exited or is about to (close() cancels this wait if not).
-            log.warning("service checks run in-process: the check process stopped (exit code %s)",
-                        await self._proc.wait())
+            code = await self._proc.wait()
+            if self._waiting or not self._ended or code != 0:
+                log.warning("service checks run in-process: the check process stopped (exit code %s)", code)
         finally:
             self._alive = False
             self._drain()

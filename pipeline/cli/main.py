@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
+import threading
+from typing import NoReturn
+
 import typer
 from rich.markup import escape
 
@@ -40,4 +46,29 @@ def main() -> None:
     except OSError as exc:  # a full disk, a permission, a path: the machine's state, not a bug, so no traceback
         where = f"{exc.filename}: " if exc.filename else ""
         console.print(f"[red]错误 (error)：[/red]{escape(where + os_problem(exc))}", soft_wrap=True)
-        raise SystemExit(2) from None
+        _exit(2)
+    except SystemExit as exc:  # typer ends every command this way, its exit code in it
+        _exit(exc.code)
+
+
+def _exit(code: object) -> NoReturn:
+    """End the process with `code` as `sys.exit` would, but without tearing the interpreter down.
+
+    Freeing every module and object at exit (the `openai` SDK alone is some 900 modules) cost `kefu grade`
+    0.3 s of CPU after its last grade, on a run whose ideal is 21 s. Everything a command writes is closed
+    by then; the atexit handlers still run (logging's flushes and closes OUT/kefu.log), and stdout and
+    stderr are flushed. A message for an exit code, or a thread still running, takes the ordinary way out.
+    """
+    if not isinstance(code, int | None) or any(
+            thread.is_alive() and not thread.daemon for thread in threading.enumerate()
+            if thread is not threading.current_thread()):
+        raise SystemExit(code)
+    atexit._run_exitfuncs()
+    status = code or 0
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`kefu … | head`): Python's own exit says 120
+            status = status or 120
+    os._exit(status)

@@ -310,6 +310,11 @@ async def run_grading(
                                           system_tokens[p.scope] + user_tokens, outstanding))
                 if redacted is not None:
                     _count_redactions(state.summary, redacted.counts)
+                # A put into a queue with room does not yield: without this, the first 2 × concurrency chats
+                # were read, checked and rendered (0.3 s) before the first request went out.
+                await asyncio.sleep(0)
+        if child is not None:
+            child.end_input()
         for _ in range(options.concurrency):
             await queue.put(None)
 

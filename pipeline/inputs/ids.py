@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from hashlib import blake2b
 
 from pipeline.inputs.limits import id_problem
@@ -50,17 +51,15 @@ class _SeenIds:
 
     A Python set of id strings costs about 100 bytes an id; this table costs 12 bytes a slot at a
     load of at most 0.7 (about 200 MB for 10^7 ids), and also remembers which file each id came
-    from. Two ids share a digest with probability about n²/2^64 (5·10^-6 for 10^7 ids).
+    from. Two ids share a digest with probability about n²/2^64 (5·10^-6 for 10^7 ids). The table is
+    two stdlib arrays, not numpy: every `kefu grade` reads ids, and numpy cost the command about 0.1 s
+    to import, and its OpenBLAS thread pool, at start-up.
     """
 
     _MAX_LOAD = 0.7
 
     def __init__(self, slots_log2: int = 16) -> None:
-        # numpy (about 0.1 s to import) is loaded by the first reader, not by every `kefu` start-up.
-        import numpy as np
-
-        self._keys = np.zeros(1 << slots_log2, dtype=np.uint64)
-        self._files = np.zeros(1 << slots_log2, dtype=np.uint32)
+        self._keys, self._files = _zeros(1 << slots_log2)
         self._count = 0
 
     def __len__(self) -> int:
@@ -69,7 +68,7 @@ class _SeenIds:
     @property
     def nbytes(self) -> int:
         """Memory held by the table."""
-        return int(self._keys.nbytes + self._files.nbytes)
+        return len(self._keys) * self._keys.itemsize + len(self._files) * self._files.itemsize
 
     def add(self, conv_id: str, file_number: int) -> int | None:
         """Record `conv_id` as read from file `file_number`; if it was read before, that file's number."""
@@ -77,7 +76,7 @@ class _SeenIds:
         key = int.from_bytes(digest, "little") | 1  # bit 0 set: a zero key marks an empty slot
         slot = self._slot(key)
         if self._keys[slot]:
-            return int(self._files[slot])
+            return self._files[slot]
         self._keys[slot], self._files[slot] = key, file_number
         self._count += 1
         if self._count > self._MAX_LOAD * len(self._keys):
@@ -89,29 +88,20 @@ class _SeenIds:
         keys = self._keys
         mask = len(keys) - 1
         slot = (key >> 1) & mask
-        while (found := int(keys[slot])) and found != key:
+        while (found := keys[slot]) and found != key:
             slot = (slot + 1) & mask
         return slot
 
     def _grow(self) -> None:
-        """Double the table. Linear probing's layout is computed for all keys at once: sorted by home
-        slot, each key lands at max(home, previous position + 1); the few that would run past the end
-        wrap round and are placed one by one."""
-        import numpy as np
+        """Double the table, inserting every key again (about a microsecond a key, each time it doubles)."""
+        old_keys, old_files = self._keys, self._files
+        self._keys, self._files = _zeros(2 * len(old_keys))
+        for key, file_number in zip(old_keys, old_files, strict=True):
+            if key:
+                slot = self._slot(key)
+                self._keys[slot], self._files[slot] = key, file_number
 
-        used = self._keys != 0
-        keys, files = self._keys[used], self._files[used]
-        size = 2 * len(self._keys)
-        home = ((keys >> np.uint64(1)) & np.uint64(size - 1)).astype(np.int64)
-        order = np.argsort(home, kind="stable")
-        keys, files, home = keys[order], files[order], home[order]
-        rank = np.arange(len(home))
-        position = rank + np.maximum.accumulate(home - rank)
-        fits = position < size
-        self._keys = np.zeros(size, dtype=np.uint64)
-        self._files = np.zeros(size, dtype=np.uint32)
-        self._keys[position[fits]] = keys[fits]
-        self._files[position[fits]] = files[fits]
-        for key, file_number in zip(keys[~fits].tolist(), files[~fits].tolist(), strict=True):
-            slot = self._slot(key)
-            self._keys[slot], self._files[slot] = key, file_number
+
+def _zeros(slots: int) -> tuple[array[int], array[int]]:
+    """An empty table of `slots`: the keys (8 bytes each) and their files' numbers (4 bytes each)."""
+    return array("Q", bytes(8 * slots)), array("I", bytes(4 * slots))

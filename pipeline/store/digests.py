@@ -15,6 +15,8 @@ the chance that any of 10^7 lookups meets a stranger's digest among 10^7 entries
 
 from __future__ import annotations
 
+import itertools
+from array import array
 from collections.abc import Iterable, Sequence
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
@@ -60,16 +62,11 @@ class _SortedDigests:
 
     def __init__(self, digests: bytearray) -> None:
         """Index `digests` (concatenated, already sorted); the buffer is kept, not copied."""
-        import numpy as np
-
         count = len(digests) // DIGEST_SIZE
         bits = max(0, count.bit_length() - 2)  # 2^bits buckets for 2 to 4 digests each
         self._shift = 8 * DIGEST_SIZE - bits
-        leading = np.frombuffer(digests, dtype=">u8")[::2]
-        buckets = leading >> np.uint64(64 - bits) if bits else np.zeros(count, dtype=np.uint64)
-        starts = np.searchsorted(buckets, np.arange((1 << bits) + 1, dtype=np.uint64)) * DIGEST_SIZE
-        self._starts_array = starts.astype(_index_dtype(len(digests)))  # byte offsets: no multiplying per lookup
-        self._starts = self._starts_array.data  # a memoryview: plain Python ints on lookup, not numpy scalars
+        # Byte offsets, so that a lookup multiplies nothing; a memoryview, so that it reads plain Python ints.
+        self._starts = _bucket_starts(digests, bits) if count else memoryview(array("I", (0, 0)))
         self._digests = digests
 
     def __len__(self) -> int:
@@ -78,7 +75,7 @@ class _SortedDigests:
     @property
     def nbytes(self) -> int:
         """Memory held: the digests' buffer as allocated, and the directory."""
-        return self._digests.__sizeof__() + self._starts_array.nbytes
+        return self._digests.__sizeof__() + self._starts.nbytes
 
     def position(self, digest: bytes) -> int:
         """The sorted position of `digest` (exactly 16 bytes), or -1."""
@@ -88,6 +85,16 @@ class _SortedDigests:
         while found > 0 and found % DIGEST_SIZE:  # the tail of one digest and the head of the next: not a match
             found = self._digests.find(digest, found + 1, end)
         return found // DIGEST_SIZE if found >= 0 else -1
+
+
+def _bucket_starts(digests: bytearray, bits: int) -> memoryview:
+    """Where each of the 2^bits buckets of leading bits starts in `digests` (and where the last ends), in bytes."""
+    import numpy as np
+
+    leading = np.frombuffer(digests, dtype=">u8")[::2]
+    buckets = leading >> np.uint64(64 - bits) if bits else np.zeros(len(leading), dtype=np.uint64)
+    starts = np.searchsorted(buckets, np.arange((1 << bits) + 1, dtype=np.uint64)) * DIGEST_SIZE
+    return starts.astype(_index_dtype(len(digests))).data
 
 
 def _index_dtype(largest: int) -> type[np.unsignedinteger[Any]]:
@@ -105,12 +112,13 @@ class KeySet:
     @classmethod
     def from_rows(cls, chunks: Iterable[Sequence[tuple[str]]]) -> KeySet:
         """Build from chunks of 1-tuples (a cursor's `fetchmany`); a key given twice is held twice."""
-        import numpy as np
-
         digests = bytearray()
         for rows in chunks:
             digests += _key_digests(rows)
-        np.frombuffer(digests, dtype=f"S{DIGEST_SIZE}").sort()  # in place: no second copy of the digests
+        if digests:  # a first run finds none, and then loads no numpy
+            import numpy as np
+
+            np.frombuffer(digests, dtype=f"S{DIGEST_SIZE}").sort()  # in place: no second copy of the digests
         return cls(_SortedDigests(digests))
 
     def __contains__(self, key: str) -> bool:
@@ -129,22 +137,25 @@ class KeySet:
 class LineIds:
     """A read-only map from 16-byte line digests to transcript ids, the ids as one UTF-8 buffer."""
 
-    def __init__(self, digests: _SortedDigests, ids: bytearray, starts: np.ndarray[Any, Any],
-                 ends: np.ndarray[Any, Any]) -> None:
+    def __init__(self, digests: _SortedDigests, ids: bytearray, starts: memoryview, ends: memoryview) -> None:
         self._digests = digests
         self._ids = ids
-        self._arrays = (starts, ends)
-        self._starts = starts.data  # memoryviews, as in _SortedDigests
-        self._ends = ends.data
+        self._starts = starts  # memoryviews, as in _SortedDigests
+        self._ends = ends
 
     @classmethod
     def from_rows(cls, chunks: Iterable[Sequence[tuple[bytes, bytes]]]) -> LineIds:
         """Build from chunks of (16-byte digest, transcript id as UTF-8 bytes) rows (a cursor's `fetchmany`)."""
+        chunks = iter(chunks)
+        first = next(chunks, None)
+        if first is None:  # a first run finds none, and then loads no numpy
+            empty = memoryview(array("I"))
+            return cls(_SortedDigests(bytearray()), bytearray(), empty, empty)
         import numpy as np
 
         digests, ids = bytearray(), bytearray()
         chunk_lengths = [np.zeros(0, dtype=np.int64)]  # the ids' byte lengths, one array per chunk
-        for rows in chunks:
+        for rows in itertools.chain([first], chunks):
             digests += b"".join([row[0] for row in rows])
             chunk_ids = [row[1] for row in rows]
             chunk_lengths.append(np.fromiter(map(len, chunk_ids), dtype=np.int64, count=len(chunk_ids)))
@@ -158,7 +169,7 @@ class LineIds:
         ends = np.cumsum(lengths)[order]
         starts = ends - lengths[order]
         offset = _index_dtype(len(ids))
-        return cls(_SortedDigests(digests), ids, starts.astype(offset), ends.astype(offset))
+        return cls(_SortedDigests(digests), ids, starts.astype(offset).data, ends.astype(offset).data)
 
     def get(self, digest: bytes) -> str | None:
         """The transcript id of the line with this digest, or None."""
@@ -173,4 +184,4 @@ class LineIds:
     @property
     def nbytes(self) -> int:
         """Memory held."""
-        return self._digests.nbytes + self._ids.__sizeof__() + sum(array.nbytes for array in self._arrays)
+        return self._digests.nbytes + self._ids.__sizeof__() + self._starts.nbytes + self._ends.nbytes

@@ -92,6 +92,36 @@ def test_a_dead_child_is_replaced_by_in_process_checks(chats: list[Transcript], 
     assert "kefu.checks" in logged and "the check process stopped (exit code -9)" in logged  # SIGKILL, named
 
 
+def test_with_its_input_ended_the_child_answers_everything_and_exits_before_close(
+        chats: list[Transcript], checker: ServiceChecker, tmp_path: Path) -> None:
+    """`end_input` when the run has read its last chat: the child's exit overlaps the last requests, quietly."""
+    kefu_log = logging.getLogger("kefu")
+    saved = (kefu_log.handlers[:], kefu_log.level, kefu_log.propagate)
+    log_to(tmp_path)
+
+    async def go() -> tuple[list[str], int]:
+        child = CheckProcess(checker)
+        try:
+            futures = [await child.submit(t, transcript_hash(t)) for t in chats]
+            child.end_input()
+            records = list(await asyncio.gather(*futures))
+            assert child._proc is not None
+            code = await asyncio.wait_for(child._proc.wait(), timeout=60)  # gone before close() is called
+            assert child.checked_here == 0
+            return records, code
+        finally:
+            await child.close()
+
+    try:
+        records, code = asyncio.run(go())
+    finally:
+        for handler in kefu_log.handlers:
+            handler.close()
+        kefu_log.handlers[:], kefu_log.level, kefu_log.propagate = saved
+    assert records == in_process(checker, chats) and code == 0
+    assert "check process" not in (tmp_path / "kefu.log").read_text(encoding="utf-8")  # an ordinary end: no warning
+
+
 def test_closing_without_a_submission_starts_no_process(checker: ServiceChecker) -> None:
     async def go() -> int | None:
         child = CheckProcess(checker)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from pipeline.grading.prompting import PromptSet, transcript_boundary
 from pipeline.grading.redaction import RedactionConfig, find_pii
 from pipeline.grading.runner import RunOptions, RunSummary, run_grading
 from pipeline.llm.client import Endpoint, LLMClient
+from pipeline.llm.pacing import Pacer
 from pipeline.llm.retry import RetryPolicy
 from pipeline.models.grade import Sampling
 from pipeline.models.transcript import Reject, Role, Transcript, Turn
@@ -208,3 +210,37 @@ def test_redaction_changes_the_resume_key(mock_server: MockServer, rubric: Rubri
     assert redacted.graded == 3 and redacted.skipped == 0 and redacted.redactions == {}
     again = run(mock_server, rubric, chats, tmp_path, redaction=RedactionConfig())
     assert again.skipped == 3 and len(mock_server.requests) == 6
+
+
+def test_the_first_request_leaves_after_the_first_chat_is_read_not_after_a_queue_full(
+        mock_server: MockServer, rubric: Rubric, tmp_path: Path) -> None:
+    # The reader once filled the whole queue (2 × concurrency chats read, checked and rendered) before any
+    # worker ran: 0.3 s of a CLI run before its first request. Counted here by the chats read at each send.
+    pulled = 0
+    read_at_send: list[int] = []
+
+    def counted() -> Iterator[Transcript | Reject]:
+        nonlocal pulled
+        for transcript in transcripts(40):
+            pulled += 1
+            yield transcript
+
+    class CountingPacer(Pacer):
+        async def acquire(self, body_bytes: int = 0) -> float:
+            read_at_send.append(pulled)
+            return await super().acquire(body_bytes)
+
+    async def go() -> RunSummary:
+        client = LLMClient(Endpoint(mock_server.base_url, "k"), pacer=CountingPacer(8))
+        grader = Grader(rubric, PromptSet("zh"), client, model="mock-model", sampling=Sampling(),
+                        retry=RetryPolicy(attempts=2), sleep=_no_sleep)
+        try:
+            with Store.open(tmp_path) as store:
+                return await run_grading(counted(), grader=grader, store=store, options=RunOptions(concurrency=8),
+                                         rejects_path=tmp_path / "rejects.jsonl")
+        finally:
+            await client.close()
+
+    assert asyncio.run(go()).graded == 40
+    assert read_at_send[0] == 1
+    assert read_at_send[:8] == list(range(1, 9))  # each chat's request leaves before the next chat is read
