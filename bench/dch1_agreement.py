@@ -293,10 +293,10 @@ def print_judge(run: CheckRun, mock: bool) -> None:
     print(f"{'score':<16}{'who':<11}" + "".join(f"{h:<22}" for h in ("ρ vs mean", "κw", "exact", "MAE", "bias")))
     for r in judge_rows(result):
         print(f"{r.criterion:<16}{r.who:<11}" + "".join(f"{v:<22}" for v in r[2:]))
-    if run.grading is not None:
+    if run.grading is not None and run.grading.summary.graded:  # a resumed run that sent nothing has no timing
         g = run.grading.summary
         cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
-        per = g.elapsed_s / max(1, result.transcripts_graded)
+        per = g.elapsed_s * result.repeats / g.graded  # dialogues graded in this run, not resumed ones
         print(f"\ngrading: {g.graded} grades in {g.elapsed_s:.0f} s ({per:.1f} s a dialogue), "
               f"{g.prompt_tokens} prompt and {g.completion_tokens} completion tokens, "
               f"{g.unscored} unscored; child processes' CPU {cpu.ru_utime + cpu.ru_stime:.0f} s")
