@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.dch1_agreement import DATASET, label_rows
+from bench.dch1_agreement import DATASET, judge_rows, label_rows
 from pipeline.agreement.baselines import constant_judge
 from pipeline.consistency.assess import assess
-from pipeline.consistency.results import CheckOptions, CriterionCheck
+from pipeline.consistency.results import CheckOptions, CheckResult, CriterionCheck
 from pipeline.inputs.labels import Label, LabelSet
 from pipeline.rubric.load import load_rubric
 
@@ -35,11 +35,15 @@ def dev_labels() -> LabelSet:
                             for d in data if str(d["id"]) in ids for t, c, s, r in label_rows(d)])
 
 
-def _check(labels: LabelSet, judge: dict[str, int]) -> CriterionCheck:
+def _result(labels: LabelSet, judge: dict[str, int]) -> CheckResult:
     scores = {t: {0: {"accomplishment": s, "satisfaction": s, "efficiency": s}} for t, s in judge.items()}
     result, _ = assess(load_rubric(REPO / "rubric/dch1_quality.yaml"), labels, scores,
                        options=CheckOptions(n_resamples=200), repeats=1, model="m", rubric_path="r")
-    return result.criteria[0]
+    return result
+
+
+def _check(labels: LabelSet, judge: dict[str, int]) -> CriterionCheck:
+    return _result(labels, judge).criteria[0]
 
 
 def test_a_strong_annotator_as_the_judge_is_trusted(dev_labels: LabelSet) -> None:
@@ -57,3 +61,21 @@ def test_the_constant_judge_on_real_labels(dev_labels: LabelSet) -> None:
     c = _check(dev_labels, judge)
     assert c.verdict == "not trusted" and c.alt_test is not None and not c.alt_test.passed
     assert c.alt_test.winning_rate >= 0.5 and np.isnan(c.alt_test.discrimination)
+
+
+def test_the_bench_table_sets_the_judge_beside_the_baselines_and_one_rater(dev_labels: LabelSet) -> None:
+    judge = {x.transcript_id: x.score for x in dev_labels.labels
+             if x.rater_id == "a15" and x.criterion_id == "accomplishment"}
+    result = _result(LabelSet(labels=[x for x in dev_labels.labels if x.rater_id != "a15"]), judge)
+    rows = judge_rows(result)
+    assert [(r.criterion, r.who) for r in rows[:4]] == [
+        ("accomplishment", "judge"), ("accomplishment", "constant"), ("accomplishment", "prior"),
+        ("accomplishment", "one rater")]
+    c = result.criteria[0]
+    assert c.verdict_detail is not None and c.verdict_detail.typical_rater is not None
+    judge_row, constant, _, rater = rows[:4]
+    # the judge's cells are estimate [low, high]; the rater line's κw median is the verdict's typical rater
+    kappa = c.judge_vs_human.metrics.weighted_kappa
+    assert judge_row.weighted_kappa == f"{kappa.estimate:.2f} [{kappa.low:.2f}, {kappa.high:.2f}]"
+    assert rater.weighted_kappa.startswith(f"{c.verdict_detail.typical_rater:.2f} (")
+    assert constant.spearman == "—"  # a constant has no ranking
