@@ -84,14 +84,14 @@ def _print_result(result: CheckResult, folder: Path, sample: SampleSize) -> None
     from pipeline.report.messages import message
 
     table = Table(title=f"kefu check — {result.rubric_name} ({result.rubric_id} v{result.rubric_version}), "
-                        f"model {result.model}")
-    for column in ("criterion", "verdict", "n", "weighted κ [95% CI]", "median rater κw", "baseline κw",
-                   "self exact", "alt-test"):
-        table.add_column(column, justify="left" if column in ("criterion", "verdict") else "right")
+                        f"模型 {result.model}")
+    for i, column in enumerate(("评分项", "结论", "n", "加权κ [95%置信区间]", "人工中位 κw", "基线 κw",
+                                "自身一致", "替代检验")):
+        table.add_column(column, justify="left" if i < 2 else "right")
     for c in result.criteria:
         detail = c.verdict_detail
         typical = _num(detail.typical_rater) if detail and detail.typical_rater is not None else "—"
-        alt = "—" if c.alt_test is None else ("passed" if c.alt_test.passed else "not passed")
+        alt = "—" if c.alt_test is None else ("通过" if c.alt_test.passed else "未通过")
         exact = c.self_consistency.exact
         shown = message(f"verdict.{sample.verdict(c.verdict) or 'none'}")
         table.add_row(c.criterion_id, shown, str(c.judge_vs_human.n),
@@ -104,14 +104,14 @@ def _print_result(result: CheckResult, folder: Path, sample: SampleSize) -> None
     total = next(s for s in result.sums if s.kind == "total")
     kappa = _ci(total.judge_vs_human.metrics.weighted_kappa)
     icc = _num(total.icc.estimate) if (why := sample.icc_reason(total.icc.reason)) is None else f"— ({why})"
-    out.print(f"total: ICC(A,1) {icc}, weighted κ {kappa} on {total.judge_vs_human.n} transcripts")
+    out.print(f"总分：ICC(A,1) {icc}，加权κ {kappa}，{total.judge_vs_human.n} 个对话")
     if result.grading is not None:
-        out.print(f"grades: {result.grading.graded} new, {result.grading.skipped} already stored, "
-                  f"{result.grading.unscored} unscored")
+        out.print(f"评分：本次 {result.grading.graded}，已有（跳过） {result.grading.skipped}，"
+                  f"未评分 {result.grading.unscored}")
         if (limited := rate_limit_note(result.grading)) is not None:
-            out.print(f"rate limited: {limited}")
+            out.print(f"限流：{limited}")
     if result.label_rejects:
-        out.print(f"[yellow]{result.label_rejects} label line(s) rejected[/yellow]: {folder / LABEL_REJECTS}")
+        out.print(f"[yellow]拒收 {result.label_rejects} 行标注[/yellow]：{folder / LABEL_REJECTS}")
     for note in result.notes:
         out.print(f"[yellow]注意 (note):[/yellow] {escape(note.text())}")
     if result.needs_review:
@@ -124,8 +124,8 @@ def _print_comparison(comparison: RubricComparison) -> None:
     table = Table(title=f"措辞 A {comparison.a.label} ({comparison.a.rubric_id} v{comparison.a.version}) → "
                         f"B {comparison.b.label} ({comparison.b.rubric_id} v{comparison.b.version})")
     metrics = [m.metric for m in comparison.criteria[0].metrics] if comparison.criteria else []
-    for column in ("criterion", "n", "flipped", *(f"Δ {m} [95% paired CI]" for m in metrics)):
-        table.add_column(column, justify="left" if column == "criterion" else "right")
+    for i, column in enumerate(("评分项", "n", "改变", *(f"Δ {m} [95%配对置信区间]" for m in metrics))):
+        table.add_column(column, justify="left" if i == 0 else "right")
     for s in comparison.criteria:
         table.add_row(s.criterion_id, str(s.n), f"{len(s.flips)}/{s.n}", *(_ci(m.delta) for m in s.metrics))
     out.print(table)
@@ -192,7 +192,8 @@ def check(
                       "(give --rubric once, or twice to compare two wordings)")
         raise typer.Exit(2)
     if len(rubrics) == 2 and rubrics[0].resolve() == rubrics[1].resolve():
-        console.print(f"[red]error:[/red] the same rubric file was given twice ({rubrics[0]}): give two wordings")
+        console.print(f"[red]错误 (error)：[/red]同一个评分标准文件给了两次（{rubrics[0]}）："
+                      "比较措辞请给两个不同的文件")
         raise typer.Exit(2)
     if compare is not None and len(rubrics) == 2:
         console.print("[red]错误 (error)：[/red]--compare 只能配一个 --rubric；请对每个子文件夹运行 kefu report "
@@ -240,12 +241,13 @@ def check(
                              chats=read_chats(run_job, {d.transcript_id for d in run.result.differences}),
                              min_labelled=min_labelled)
         _print_result(run.result, run.out_dir, SampleSize(n=run.result.transcripts_graded, minimum=min_labelled))
-        out.print(f"report: {files.report_html}\nsummary: {files.agreement_md}\nnumbers: {files.agreement_json}")
+        out.print(f"报告 report: {files.report_html}\n摘要 summary: {files.agreement_md}\n"
+                  f"数据 numbers: {files.agreement_json}")
     if comparison is not None:
         flipped = {f.transcript_id for s in comparison.criteria for f in s.flips}
         paths = write_rubric_comparison(comparison, out_dir, chats=read_chats(job, flipped), lang=lang.value)
         _print_comparison(comparison)
-        out.print("comparison: " + ", ".join(str(p) for p in paths))
+        out.print("措辞比较 comparison: " + ", ".join(str(p) for p in paths))
     if fail_under is not None:
         failing = [(Path(run.result.rubric_path).name, c) for run in runs
                    for c in criteria_below(run.result, fail_under.value)]

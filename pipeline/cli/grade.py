@@ -201,7 +201,7 @@ def _forecast(job: GradeJob, overrides: dict[str, Any], config: Path | None, pri
     except OSError as exc:  # the inputs' own errors are KefuErrors: this is OUT/dry_run
         fail_run_folder(job.out_dir, exc)
     print_estimate(estimate, online=True)
-    out.print(f"prompts: {files.prompts_dir} ({files.prompts_written} 个对话的提示词 prompts of "
+    out.print(f"提示词 prompts: {files.prompts_dir} ({files.prompts_written} 个对话的提示词 prompts of "
               f"{files.prompts_written} transcripts)\nrejects: {files.rejects_jsonl} ({files.rejected})")
     for reject in files.first_rejects:
         where = f"{reject.file}:{reject.line}" if reject.line is not None else reject.file
@@ -232,4 +232,4 @@ def demo(
         fail(exc)
     files = write_report(run.result, out_dir, command="kefu demo")
     warn_small_sample(SampleSize(n=run.result.transcripts_graded, minimum=MIN_LABELLED))
-    out.print(f"report: {files.report_html}\nagreement: {files.agreement_md}")
+    out.print(f"一致性报告 report: {files.report_html}\n一致性摘要 agreement: {files.agreement_md}")

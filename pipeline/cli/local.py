@@ -23,7 +23,7 @@ def prepare_local() -> None:
             path = local_model.prepare_model()
     except KefuError as exc:
         fail(exc)
-    out.print(f"{path}\n  model: {local_model.model_identity(path)}")
+    out.print(f"{path}\n  模型 model: {local_model.model_identity(path)}")
 
 
 def serve_local(
@@ -38,12 +38,12 @@ def serve_local(
         with console.status("preparing the offline model (joins 22 parts once, about 1.1 GB)"):
             model_path = local_model.prepare_model()
         with local_model.LocalServer(model_path, context_size=context) as server:
-            out.print(f"serving {server.model}\n  OPENAI_BASE_URL={server.base_url}\n  model: {server.model}")
-            console.print("[dim]Ctrl-C to stop[/dim]")
+            out.print(f"正在提供 {server.model}\n  OPENAI_BASE_URL={server.base_url}\n  模型 model: {server.model}")
+            console.print("[dim]Ctrl-C 停止[/dim]")
             while server.process is not None and server.process.poll() is None:
                 time.sleep(0.5)
             fail(ConfigError(f"llama-server exited; see its log at {server.log_path}"))
     except KeyboardInterrupt:
-        console.print("stopped.")
+        console.print("已停止。")
     except KefuError as exc:
         fail(exc)

@@ -47,7 +47,7 @@ def rubric_check(paths: Annotated[list[Path], typer.Argument(help="Rubric or lex
             if is_lexicon_file(path):
                 lex = load_lexicons(path)
                 patterns = sum(len(g.entries) for g in lex.groups.values())
-                out.print(f"✓ {path}: 词库 lexicons v{lex.version}, {len(lex.groups)} groups, {patterns} patterns")
+                out.print(f"✓ {path}: 词库 lexicons v{lex.version}, {len(lex.groups)} 组，{patterns} 条模式")
                 continue
             r = load_rubric(path)
         except RubricError as exc:
@@ -56,7 +56,7 @@ def rubric_check(paths: Annotated[list[Path], typer.Argument(help="Rubric or lex
             for problem in exc.problems:
                 console.print(f"  - {escape(problem)}")
             continue
-        out.print(f"✓ {path}: {r.name}, {len(r.criteria())} criteria, {r.total} points")
+        out.print(f"✓ {path}: {r.name}，{len(r.criteria())} 个评分项，共 {r.total} 分")
     if failed:
         raise typer.Exit(1)
 

@@ -476,4 +476,4 @@ def test_shift_sentence_by_hand() -> None:
 def test_the_same_rubric_twice_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli_check.app, ["check", str(tmp_path), "--labels", str(tmp_path / "l.csv"),
                                                 "--rubric", str(DCH1), "--rubric", str(DCH1)])
-    assert result.exit_code == 2 and "twice" in result.output
+    assert result.exit_code == 2 and "给了两次" in result.output
