@@ -82,7 +82,8 @@ def _cells(rubric: Rubric, adjusted: AdjustedScores) -> tuple[Any, ...]:
 
 
 def build_index(store: Store, rubric: Rubric) -> pd.DataFrame:
-    """One row per transcript × repeat: facets, check rates, the LLM's and the final criterion scores, total."""
+    """One row per transcript × repeat: facets, check rates, the LLM's and the final criterion scores, total,
+    the quotes that failed verification and whether the chat addresses the grader (needs_review)."""
     criterion_ids = [c.id for c in rubric.criteria()]
     facets = store.iter_transcript_facets()
     facet = next(facets, None)
@@ -93,14 +94,17 @@ def build_index(store: Store, rubric: Rubric) -> pd.DataFrame:
             facet = next(facets, None)
         own = facet if facet is not None and facet[0] == tid else (tid, None, None, None, None, None)
         llm: dict[str, int | None] = dict.fromkeys(criterion_ids)
+        unverified = needs_review = 0
         for cell in group:
             llm.update((cid, score) for cid, score in json.loads(cell[3]))
+            unverified += cell[4]
+            needs_review |= cell[5]
         columns = json.loads(own[5]) if own[5] else None
         c = columns or {}
         records.append((tid, repeat, *own[1:5], *_cells(rubric, apply_hooks(rubric, llm, columns)),
                         c.get("first_reply_within_limit"), c.get("share_within_reply_limit"),
                         c.get("customer_messages"), (c.get("banned_hits") or 0) > 0 if columns else None,
-                        *llm.values()))
+                        unverified, bool(needs_review), *llm.values()))
     frame = pd.DataFrame.from_records(records, columns=_names(criterion_ids))
     numeric = ["total", "reply_share", "customer_messages", *(f"{p}:{c}" for p in ("c", "llm") for c in criterion_ids)]
     for name in numeric:
@@ -111,7 +115,7 @@ def build_index(store: Store, rubric: Rubric) -> pd.DataFrame:
 def _names(criterion_ids: list[str]) -> list[str]:
     return ["transcript_id", "repeat", "platform", "shop", "agent", "day", "status", "total", "critical",
             *(f"c:{c}" for c in criterion_ids), "first_reply_ok", "reply_share", "customer_messages", "banned",
-            *(f"llm:{c}" for c in criterion_ids)]
+            "unverified", "needs_review", *(f"llm:{c}" for c in criterion_ids)]
 
 
 def apply_decisions(frame: pd.DataFrame, store: Store, rubric: Rubric,

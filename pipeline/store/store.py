@@ -274,12 +274,15 @@ class Store(BatchTables, ReviewTables):
         )
         return list(map(GradeRow._make, cur))
 
-    def iter_score_cells(self, *, rubric_hash: str) -> Iterator[tuple[str, int, str, str]]:
-        """(transcript id, repeat, status, JSON [[criterion_id, score], ...]) per stored grade in `iter_grades`
-        order: the scores without the reasoning and evidence, extracted by SQLite (the review overview's index)."""
+    def iter_score_cells(self, *, rubric_hash: str) -> Iterator[tuple[str, int, str, str, int, int]]:
+        """(transcript id, repeat, status, JSON [[criterion_id, score], ...], unverified quotes, injection hits
+        found 0/1) per stored grade in `iter_grades` order: the scores without the reasoning and evidence,
+        extracted by SQLite (the review overview's index)."""
         return self._db.execute(
             "SELECT transcript_id, repeat, status, (SELECT json_group_array(json_array("
-            "json_extract(j.value, '$.criterion_id'), json_extract(j.value, '$.score'))) FROM json_each(criteria) j)"
+            "json_extract(j.value, '$.criterion_id'), json_extract(j.value, '$.score'))) FROM json_each(criteria) j),"
+            " (SELECT COUNT(*) FROM json_each(criteria) j, json_each(j.value, '$.evidence') e"
+            " WHERE json_extract(e.value, '$.verified') = 0), injection IS NOT NULL"
             " FROM grades WHERE rubric_hash = ? ORDER BY transcript_id, repeat, scope",
             (rubric_hash,),
         )
