@@ -128,7 +128,7 @@ def _print_means(out_dir: Path, labels_path: Path, sample_ids: Path | None, by: 
     try:
         with Store.open(out_dir) as store:
             rubric = _run_rubric(store, out_dir)
-            groups = transcript_groups(iter_score_rows(store, rubric), by)
+            groups = transcript_groups(store, rubric, by)
             labels = read_labels(labels_path, rubric, known_transcripts=set(groups))
             result = estimate_means(iter_score_rows(store, rubric), rubric, labels, groups, by,
                                     sample=read_ids(sample_ids))
@@ -170,7 +170,7 @@ def sample_cmd(
         fail(ConfigError(f"use --by {'|'.join(GROUP_BY)}"))
     try:
         with Store.open(out_dir) as store:
-            groups = transcript_groups(iter_score_rows(store, _run_rubric(store, out_dir)), by)
+            groups = transcript_groups(store, _run_rubric(store, out_dir), by)
     except KefuError as exc:
         fail(exc)
     ids = draw_sample(groups, n, seed)

@@ -9,43 +9,44 @@ Definitions (each recomputable by hand from scores.csv and checks.jsonl):
 - A row that needs review (a field of its chat addresses the grader: `needs_review` in scores.csv)
   is counted in `needs_review` and left out of every score above: its grade is not trusted.
 - Timing rates come from each transcript's stored checks, once per transcript whatever its
-  repeats, through `timing.aggregate_timing`: 2分钟首次回复率, 3分钟平均回复率 (per session by
-  default, `TimingThresholds.reply_rate_basis`) and 满意度, each with its numerator, denominator
-  and pass/fail against `TimingThresholds`. A transcript without checks adds to no rate.
+  repeats, counted by `timing.timing_counts` (as `timing.aggregate_timing` counts): 2分钟首次回复率,
+  3分钟平均回复率 (per session by default, `TimingThresholds.reply_rate_basis`) and 满意度, each with
+  its numerator, denominator and pass/fail against `TimingThresholds`. A transcript without checks
+  adds to no rate.
 - `banned_rate`: transcripts with at least one banned phrase over transcripts with checks and an
   agent reply; `negation_refusal_rate` likewise for 不-refusals.
 - A transcript's group: agent = the checks' agent (Transcript.agent_id, else the speaker of the
   first agent turn), else the stored agent_id; shop and platform as stored; day = the date of the
   first customer message in the shop's zone (from the checks). Unknown values form one group, None.
 
-Memory stays bounded by the number of groups: timing is aggregated in chunks and the chunks' counts
-combined, so a million-transcript run is summarised without holding its sessions.
+The run is read as `pipeline.outputs.figures` reads it (the store's flat figures, final scores over
+whole columns, then the reviewers' decisions), the same table the review overview filters and
+summarises with `summarize_figures`: it holds one row per transcript × repeat (about 1 kB each).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+import pandas as pd
 from pydantic import Field
 
-from pipeline.checks.timing import TIMING_COUNTS, SessionTiming, TimingGroupReport, TimingThresholds, aggregate_timing
+from pipeline.checks.timing import TimingGroupReport, TimingThresholds, timing_counts
 from pipeline.models.checks import ColumnValue
 from pipeline.models.strict import StrictModel
 from pipeline.outputs.cells import csv_cells
-from pipeline.outputs.exports import ScoreRow, iter_score_rows, row_values
+from pipeline.outputs.exports import load_decisions
+from pipeline.outputs.figures import read_figures, with_decisions
 from pipeline.outputs.headings import summary_headings, yes_no
 from pipeline.outputs.workbook import Style, write_table
-from pipeline.rubric.model import Rubric
+from pipeline.rubric.model import Dimension, Rubric
 from pipeline.store.store import Store
 
 GroupBy = Literal["agent", "shop", "platform", "day"]
 GROUP_BY: tuple[GroupBy, ...] = ("agent", "shop", "platform", "day")
 WEAKEST = 3
-_CHUNK = 4096  # sessions aggregated at once per group
 
 
 class WeakCriterion(StrictModel):
@@ -122,135 +123,60 @@ def _round(value: float | None) -> float | None:
     return round(value, 4) if value is not None else None
 
 
-def _mean(total: float, n: int) -> float | None:
-    return total / n if n else None
-
-
-@dataclass
-class _Group:
-    """Running sums of one group."""
-
-    transcripts: int = 0
-    rows: int = 0
-    total: float = 0.0
-    critical_failed: int = 0
-    needs_review: int = 0
-    sums: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    sessions: list[SessionTiming] = field(default_factory=list)
-    timing_parts: list[TimingGroupReport] = field(default_factory=list)
-    phrase_checked: int = 0
-    banned: int = 0
-    negation_refusal: int = 0
-
-    def add(self, key: str, value: float | None) -> None:
-        if value is not None:
-            self.sums[key] = self.sums.get(key, 0.0) + value
-            self.counts[key] = self.counts.get(key, 0) + 1
-
-    def mean(self, key: str) -> float | None:
-        return _mean(self.sums.get(key, 0.0), self.counts.get(key, 0))
-
-
 def summarize_run(store: Store, rubric: Rubric, by: GroupBy,
                   thresholds: TimingThresholds | None = None) -> list[GroupSummary]:
     """One summary per group, sorted by group with the unknown group last."""
-    return summarize_rows(iter_score_rows(store, rubric), rubric, by, thresholds)
+    figures = with_decisions(read_figures(store, rubric), rubric, load_decisions(store))
+    return summarize_figures(figures.rows, rubric, by, thresholds)
 
 
-def summarize_rows(rows: Iterable[ScoreRow], rubric: Rubric, by: GroupBy,
-                   thresholds: TimingThresholds | None = None) -> list[GroupSummary]:
-    """One summary per group of these score rows (grouped by transcript id, as `iter_score_rows` yields them)."""
+def summarize_figures(rows: pd.DataFrame, rubric: Rubric, by: GroupBy,
+                      thresholds: TimingThresholds | None = None) -> list[GroupSummary]:
+    """One summary per group of these rows (`RunFigures.rows`, or some of them: the review overview's filter)."""
     thresholds = thresholds or TimingThresholds()
-    groups: dict[str | None, _Group] = {}
-    last_id: str | None = None
-    g = _Group()
-    for row in rows:
-        if row.transcript_id != last_id:  # the first repeat of a transcript
-            last_id = row.transcript_id
-            record = row.meta.get("checks") if row.meta else None
-            session = _session(record)
-            g = groups.setdefault(_group_key(row, session, by), _Group())
-            _add_transcript(g, record, session, thresholds)
-        values = row_values(row, rubric)
-        if values["needs_review"]:
-            g.needs_review += 1
-            continue
-        if values["total"] is not None:
-            g.rows += 1
-            g.total += values["total"]
-        g.critical_failed += bool(values["critical_failed"])
-        for d in rubric.dimensions:
-            g.add(d.id, values[d.id])
-        for c in rubric.criteria():
-            g.add(c.id, None if values[c.id] is None else values[c.id] / c.max)
-    order = sorted(groups, key=lambda k: (k is None, k or ""))
-    return [_finish(k, groups[k], rubric, thresholds) for k in order]
+    keys = rows[by].astype(object).where(rows[by].notna(), None)
+    order = sorted(set(keys), key=lambda k: (k is None, k or ""))
+    return [_summarize_group(k, rows[(keys == k).to_numpy() if k is not None else keys.isna().to_numpy()],
+                             rubric, thresholds) for k in order]
 
 
-def _session(record: dict[str, Any] | None) -> SessionTiming | None:
-    if record is None:
-        return None
-    # The per-message lists are not needed for rates; leaving them out keeps validation cheap.
-    slim = {k: v for k, v in record["timing"].items() if k not in ("message_waits", "bursts")}
-    return SessionTiming.model_validate(slim)
-
-
-def _group_key(row: ScoreRow, session: SessionTiming | None, by: GroupBy) -> str | None:
-    meta = row.meta or {}
-    if by == "agent":
-        return (session.agent if session else None) or meta.get("agent_id")
-    if by == "day":
-        return session.day.isoformat() if session and session.day else None
-    value = meta.get(by)
-    return str(value) if value is not None else None
-
-
-def _add_transcript(g: _Group, record: dict[str, Any] | None, session: SessionTiming | None,
-                    thresholds: TimingThresholds) -> None:
-    g.transcripts += 1
-    if record is None or session is None:
-        return
-    # One identity for the whole group, so aggregate_timing returns exactly one report per chunk.
-    g.sessions.append(session.model_copy(update={"agent": None, "shop": None, "day": None}))
-    if len(g.sessions) >= _CHUNK:
-        g.timing_parts.extend(aggregate_timing(g.sessions, thresholds))
-        g.sessions.clear()
-    phrases = record["phrases"]
-    if phrases["agent_turns"]:
-        g.phrase_checked += 1
-        g.banned += phrases["counts"]["banned"] > 0
-        g.negation_refusal += phrases["counts"]["negation_refusal"] > 0
-
-
-def _finish(key: str | None, g: _Group, rubric: Rubric, thresholds: TimingThresholds) -> GroupSummary:
-    parts = g.timing_parts + aggregate_timing(g.sessions, thresholds)
-    shares = [(c, g.mean(c.id)) for c in rubric.criteria()]
+def _summarize_group(key: str | None, rows: pd.DataFrame, rubric: Rubric,
+                     thresholds: TimingThresholds) -> GroupSummary:
+    trusted = rows[~rows["needs_review"].to_numpy(dtype=bool)]
+    totals = trusted["total"].dropna()
+    shares = [(c, _mean_or_none(trusted[f"c:{c.id}"] / c.max)) for c in rubric.criteria()]
     ranked = sorted(((c, s) for c, s in shares if s is not None), key=lambda item: item[1])
+    chats = rows.drop_duplicates("transcript_id")  # a transcript's checks count once whatever its repeats
+    checked = chats[chats["has_checks"].to_numpy(dtype=bool)]
+    counts = timing_counts(checked, thresholds)
+    phrases = checked[checked["agent_turns"].fillna(0).to_numpy() > 0]
+    banned = int((phrases["banned"].to_numpy() > 0).sum())
     return GroupSummary(
         group=key,
-        transcripts=g.transcripts,
-        rows=g.rows,
-        mean_total=_mean(g.total, g.rows),
-        dimension_means={d.id: g.mean(d.id) for d in rubric.dimensions},
+        transcripts=len(chats),
+        rows=len(totals),
+        mean_total=float(totals.mean()) if len(totals) else None,
+        dimension_means={d.id: _mean_or_none(_dimension_points(trusted, d)) for d in rubric.dimensions},
         weakest=[WeakCriterion(criterion_id=c.id, name=c.name, share=s) for c, s in ranked[:WEAKEST]],
-        critical_failed=g.critical_failed,
-        needs_review=g.needs_review,
-        timing=_combine(parts, thresholds) if parts else None,
-        phrase_checked=g.phrase_checked,
-        banned_chats=g.banned,
-        banned_rate=_mean(g.banned, g.phrase_checked),
-        negation_refusal_rate=_mean(g.negation_refusal, g.phrase_checked),
+        critical_failed=int(trusted["critical"].to_numpy(dtype=bool).sum()),
+        needs_review=len(rows) - len(trusted),
+        timing=TimingGroupReport.of_counts(None, None, None, counts, thresholds) if len(checked) else None,
+        phrase_checked=len(phrases),
+        banned_chats=banned,
+        banned_rate=banned / len(phrases) if len(phrases) else None,
+        negation_refusal_rate=float((phrases["negation_refusal"].to_numpy() > 0).mean()) if len(phrases) else None,
     )
 
 
-def _combine(parts: list[TimingGroupReport], thresholds: TimingThresholds) -> TimingGroupReport:
-    """Chunk reports of one group as one: counts add up; the rates are the same ratios of the sums."""
-    if len(parts) == 1:
-        return parts[0]
-    return TimingGroupReport.of_counts(
-        None, None, None, {name: sum(getattr(p, name) for p in parts) for name in TIMING_COUNTS}, thresholds
-    )
+def _dimension_points(rows: pd.DataFrame, dimension: Dimension) -> pd.Series:
+    """A dimension's final points per row: the sum of its criteria, NaN when one is unscored."""
+    return rows[[f"c:{c.id}" for g in dimension.groups for c in g.criteria]].sum(axis=1, min_count=0).where(
+        rows[[f"c:{c.id}" for g in dimension.groups for c in g.criteria]].notna().all(axis=1))
+
+
+def _mean_or_none(values: pd.Series) -> float | None:
+    mean = values.mean()
+    return None if pd.isna(mean) else float(mean)
 
 
 def column_styles(keys: list[str]) -> list[Style | None]:
@@ -277,11 +203,7 @@ def write_summary(groups: list[GroupSummary], rubric: Rubric, by: GroupBy, path:
     return path
 
 
-def transcript_groups(rows: Iterable[ScoreRow], by: GroupBy) -> dict[str, str | None]:
-    """Each transcript's group, by the same rule as the summary (first row per transcript)."""
-    groups: dict[str, str | None] = {}
-    for row in rows:
-        if row.transcript_id not in groups:
-            record = row.meta.get("checks") if row.meta else None
-            groups[row.transcript_id] = _group_key(row, _session(record), by)
-    return groups
+def transcript_groups(store: Store, rubric: Rubric, by: GroupBy) -> dict[str, str | None]:
+    """Each transcript's group, by the same rule as the summary."""
+    chats = read_figures(store, rubric).rows.drop_duplicates("transcript_id")
+    return {tid: None if pd.isna(key) else str(key) for tid, key in zip(chats["transcript_id"], chats[by], strict=True)}

@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from pipeline.outputs.summary import GROUP_BY, rate_text, summarize_figures
 from pipeline.review import overview as ov
 from pipeline.review.calibration import calibrate
 from pipeline.review.chatview import load_chat
@@ -84,7 +85,8 @@ def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
         return page(
             request, "overview.html", filters=filters, totals=ov.totals(chosen), all_totals=ov.totals(frame),
             rejected=_count_lines(run.folder / "rejects.jsonl"), distributions=ov.distributions(chosen, run.rubric),
-            groups=ov.group_table(chosen, by if by in ov.GROUPS else "agent"), by=by, group_names=ov.GROUPS,
+            groups=summarize_figures(chosen, run.rubric, by if by in GROUP_BY else "agent"), rate_text=rate_text,
+            by=by if by in GROUP_BY else "agent", group_names=ov.GROUPS,
             facets=ov.facet_values(frame), chats=listed.to_dict("records"), offset=offset,
             page_size=CHAT_LIST_PAGE, status_names=ov.STATUS_NAMES,
         )
