@@ -444,11 +444,12 @@ def _passes(rate: float | None, minimum: float) -> bool | None:
 
 SESSION_FIGURES = ("timing_not_measurable", "first_reply_status", "first_reply_within_limit", "customer_messages",
                    "unanswered_messages", "mean_wait_s", "satisfaction_stars", "messages_within_rate_limit")
-"""What `timing_counts` reads of each session: its check columns (`SessionTiming.columns`) and one count."""
+"""What `session_counts` reads of each session: its check columns (`SessionTiming.columns`) and one count."""
 
 
-def timing_counts(sessions: pd.DataFrame, thresholds: TimingThresholds) -> dict[str, int]:
-    """The `TIMING_COUNTS` of a group of sessions, one row each with the `SESSION_FIGURES` columns (missing: NaN or
+def session_counts(sessions: pd.DataFrame, thresholds: TimingThresholds) -> pd.DataFrame:
+    """What each session adds to each of the `TIMING_COUNTS` (a column each, a row per session): the counts of a
+    group are the sums of its sessions'. A session is a row with the `SESSION_FIGURES` columns (missing: NaN or
     None); `aggregate_timing` and the summaries of a run's stored figures count through here."""
     import numpy as np
     import pandas as pd
@@ -459,24 +460,24 @@ def timing_counts(sessions: pd.DataFrame, thresholds: TimingThresholds) -> dict[
     mean_wait = pd.to_numeric(sessions["mean_wait_s"], errors="coerce").to_numpy(dtype=float)
     stars = pd.to_numeric(sessions["satisfaction_stars"], errors="coerce").to_numpy(dtype=float)
 
-    def measured_sum(name: str) -> int:
+    def measured_count(name: str) -> np.ndarray:
         values = pd.to_numeric(sessions[name], errors="coerce").to_numpy(dtype=float)
-        return int(np.nansum(values[measured]))
+        return np.where(measured, np.nan_to_num(values), 0).astype(np.int64)
 
-    return {
-        "sessions": len(sessions),
-        "not_measurable_sessions": int((~measured).sum()),
-        "first_reply_sessions": int(eligible.sum()),
-        "first_replies_within": int((eligible & sessions["first_reply_within_limit"].eq(True).to_numpy()).sum()),
+    return pd.DataFrame({
+        "sessions": 1,
+        "not_measurable_sessions": ~measured,
+        "first_reply_sessions": eligible,
+        "first_replies_within": eligible & sessions["first_reply_within_limit"].eq(True).to_numpy(),
         # From the mean wait, not the stored flag: records made before the flag existed count too (`_within`).
-        "reply_sessions_within": int((eligible & (status != FirstReply.no_human_reply.value)
-                                      & (mean_wait <= thresholds.rate_reply_within_s)).sum()),
-        "customer_messages": measured_sum("customer_messages"),
-        "replies_within": measured_sum("messages_within_rate_limit"),
-        "unanswered_messages": measured_sum("unanswered_messages"),
-        "rated_sessions": int((~np.isnan(stars)).sum()),
-        "satisfied_sessions": int((stars >= thresholds.satisfied_min_stars).sum()),
-    }
+        "reply_sessions_within": eligible & (status != FirstReply.no_human_reply.value)
+        & (mean_wait <= thresholds.rate_reply_within_s),
+        "customer_messages": measured_count("customer_messages"),
+        "replies_within": measured_count("messages_within_rate_limit"),
+        "unanswered_messages": measured_count("unanswered_messages"),
+        "rated_sessions": ~np.isnan(stars),
+        "satisfied_sessions": stars >= thresholds.satisfied_min_stars,
+    }, index=sessions.index).astype(np.int64)
 
 
 def aggregate_timing(
@@ -493,7 +494,9 @@ def aggregate_timing(
     for (agent, shop, day), members in sorted(groups.items(), key=lambda item: _sort_key(*item[0])):
         figures = pd.DataFrame([s.columns() | {"messages_within_rate_limit": s.messages_within_rate_limit}
                                 for s in members], columns=list(SESSION_FIGURES))
-        reports.append(TimingGroupReport.of_counts(agent, shop, day, timing_counts(figures, thresholds), thresholds))
+        counts = session_counts(figures, thresholds).sum()
+        reports.append(TimingGroupReport.of_counts(agent, shop, day, {k: int(counts[k]) for k in TIMING_COUNTS},
+                                                   thresholds))
     return reports
 
 

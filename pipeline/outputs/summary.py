@@ -9,7 +9,7 @@ Definitions (each recomputable by hand from scores.csv and checks.jsonl):
 - A row that needs review (a field of its chat addresses the grader: `needs_review` in scores.csv)
   is counted in `needs_review` and left out of every score above: its grade is not trusted.
 - Timing rates come from each transcript's stored checks, once per transcript whatever its
-  repeats, counted by `timing.timing_counts` (as `timing.aggregate_timing` counts): 2分钟首次回复率,
+  repeats, counted by `timing.session_counts` (as `timing.aggregate_timing` counts): 2分钟首次回复率,
   3分钟平均回复率 (per session by default, `TimingThresholds.reply_rate_basis`) and 满意度, each with
   its numerator, denominator and pass/fail against `TimingThresholds`. A transcript without checks
   adds to no rate.
@@ -33,7 +33,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import Field
 
-from pipeline.checks.timing import TimingGroupReport, TimingThresholds, timing_counts
+from pipeline.checks.timing import TIMING_COUNTS, TimingGroupReport, TimingThresholds, session_counts
 from pipeline.models.checks import ColumnValue
 from pipeline.models.strict import StrictModel
 from pipeline.outputs.cells import csv_cells
@@ -132,51 +132,73 @@ def summarize_run(store: Store, rubric: Rubric, by: GroupBy,
 
 def summarize_figures(rows: pd.DataFrame, rubric: Rubric, by: GroupBy,
                       thresholds: TimingThresholds | None = None) -> list[GroupSummary]:
-    """One summary per group of these rows (`RunFigures.rows`, or some of them: the review overview's filter)."""
+    """One summary per group of these rows (`RunFigures.rows`, or some of them: the review overview's filter),
+    every sum taken for all groups at once."""
     thresholds = thresholds or TimingThresholds()
-    keys = rows[by].astype(object).where(rows[by].notna(), None)
-    order = sorted(set(keys), key=lambda k: (k is None, k or ""))
-    return [_summarize_group(k, rows[(keys == k).to_numpy() if k is not None else keys.isna().to_numpy()],
-                             rubric, thresholds) for k in order]
+    key = rows[by].astype(object).where(rows[by].notna(), _UNKNOWN)
+    review = rows["needs_review"].to_numpy(dtype=bool)
+    trusted = ~review
+    per_row = pd.DataFrame({"rows": trusted & rows["total"].notna().to_numpy(), "total": rows["total"].where(trusted),
+                            "critical": trusted & rows["critical"].to_numpy(dtype=bool), "needs_review": review},
+                           index=rows.index)
+    for d in rubric.dimensions:
+        per_row[f"d:{d.id}"] = _dimension_points(rows, d).where(trusted)
+    for c in rubric.criteria():
+        per_row[f"s:{c.id}"] = (rows[f"c:{c.id}"] / c.max).where(trusted)
+    by_row = per_row.groupby(key, sort=False)
+    sums, counts = by_row.sum(), by_row.count()
+
+    first = ~rows["transcript_id"].duplicated().to_numpy()  # a transcript's checks count once whatever its repeats
+    chats = rows[first]
+    checked = chats["has_checks"].to_numpy(dtype=bool)
+    phrases = checked & (chats["agent_turns"].fillna(0).to_numpy() > 0)
+    per_chat = session_counts(chats, thresholds).mul(checked, axis=0)
+    per_chat["transcripts"] = 1
+    per_chat["checked"] = checked
+    per_chat["phrase_checked"] = phrases
+    per_chat["banned"] = phrases & (chats["banned"].fillna(0).to_numpy() > 0)
+    per_chat["negation_refusal"] = phrases & (chats["negation_refusal"].fillna(0).to_numpy() > 0)
+    chat_sums = per_chat.groupby(key[first], sort=False).sum()
+
+    order = sorted(chat_sums.index, key=lambda k: (k is _UNKNOWN, "" if k is _UNKNOWN else str(k)))
+    return [_group_summary(None if k is _UNKNOWN else str(k), sums.loc[k], counts.loc[k], chat_sums.loc[k], rubric,
+                           thresholds) for k in order]
 
 
-def _summarize_group(key: str | None, rows: pd.DataFrame, rubric: Rubric,
-                     thresholds: TimingThresholds) -> GroupSummary:
-    trusted = rows[~rows["needs_review"].to_numpy(dtype=bool)]
-    totals = trusted["total"].dropna()
-    shares = [(c, _mean_or_none(trusted[f"c:{c.id}"] / c.max)) for c in rubric.criteria()]
+_UNKNOWN = object()
+"""The group of rows whose value is unknown (sorted last, shown as None)."""
+
+
+def _group_summary(key: str | None, sums: pd.Series, counts: pd.Series, chats: pd.Series, rubric: Rubric,
+                   thresholds: TimingThresholds) -> GroupSummary:
+    def mean(name: str) -> float | None:
+        return float(sums[name] / counts[name]) if counts[name] else None
+
+    shares = [(c, mean(f"s:{c.id}")) for c in rubric.criteria()]
     ranked = sorted(((c, s) for c, s in shares if s is not None), key=lambda item: item[1])
-    chats = rows.drop_duplicates("transcript_id")  # a transcript's checks count once whatever its repeats
-    checked = chats[chats["has_checks"].to_numpy(dtype=bool)]
-    counts = timing_counts(checked, thresholds)
-    phrases = checked[checked["agent_turns"].fillna(0).to_numpy() > 0]
-    banned = int((phrases["banned"].to_numpy() > 0).sum())
+    phrase_checked = int(chats["phrase_checked"])
     return GroupSummary(
         group=key,
-        transcripts=len(chats),
-        rows=len(totals),
-        mean_total=float(totals.mean()) if len(totals) else None,
-        dimension_means={d.id: _mean_or_none(_dimension_points(trusted, d)) for d in rubric.dimensions},
+        transcripts=int(chats["transcripts"]),
+        rows=int(sums["rows"]),
+        mean_total=mean("total"),
+        dimension_means={d.id: mean(f"d:{d.id}") for d in rubric.dimensions},
         weakest=[WeakCriterion(criterion_id=c.id, name=c.name, share=s) for c, s in ranked[:WEAKEST]],
-        critical_failed=int(trusted["critical"].to_numpy(dtype=bool).sum()),
-        needs_review=len(rows) - len(trusted),
-        timing=TimingGroupReport.of_counts(None, None, None, counts, thresholds) if len(checked) else None,
-        phrase_checked=len(phrases),
-        banned_chats=banned,
-        banned_rate=banned / len(phrases) if len(phrases) else None,
-        negation_refusal_rate=float((phrases["negation_refusal"].to_numpy() > 0).mean()) if len(phrases) else None,
+        critical_failed=int(sums["critical"]),
+        needs_review=int(sums["needs_review"]),
+        timing=TimingGroupReport.of_counts(None, None, None, {k: int(chats[k]) for k in TIMING_COUNTS}, thresholds)
+        if chats["checked"] else None,
+        phrase_checked=phrase_checked,
+        banned_chats=int(chats["banned"]),
+        banned_rate=int(chats["banned"]) / phrase_checked if phrase_checked else None,
+        negation_refusal_rate=int(chats["negation_refusal"]) / phrase_checked if phrase_checked else None,
     )
 
 
 def _dimension_points(rows: pd.DataFrame, dimension: Dimension) -> pd.Series:
     """A dimension's final points per row: the sum of its criteria, NaN when one is unscored."""
-    return rows[[f"c:{c.id}" for g in dimension.groups for c in g.criteria]].sum(axis=1, min_count=0).where(
-        rows[[f"c:{c.id}" for g in dimension.groups for c in g.criteria]].notna().all(axis=1))
-
-
-def _mean_or_none(values: pd.Series) -> float | None:
-    mean = values.mean()
-    return None if pd.isna(mean) else float(mean)
+    points = rows[[f"c:{c.id}" for g in dimension.groups for c in g.criteria]]
+    return points.sum(axis=1).where(points.notna().all(axis=1))
 
 
 def column_styles(keys: list[str]) -> list[Style | None]:

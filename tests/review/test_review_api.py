@@ -11,6 +11,7 @@ import html
 import io
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli.main import app as cli_app
 from pipeline.inputs.labels import read_label_source, read_labels
+from pipeline.models.grade import CriterionGrade, Grade
 from pipeline.outputs.exports import export_run, refresh_outputs
 from pipeline.outputs.headings import summary_headings
 from pipeline.outputs.summary import rate_text, summarize_run
@@ -324,3 +326,20 @@ def test_the_overview_shows_kefu_summarys_figures_with_filters_and_decisions(rev
     # Filtered to one agent, the overview's row is that agent's row of the summary.
     page = _overview_groups(api.get("/?agent=kf-1&by=agent").text)
     assert list(page) == ["kf-1"] and _as_compared(page["kf-1"][1:]) == _expected_cells(after["kf-1"])
+
+
+def test_the_overview_is_current_when_a_grade_is_written_behind_it(reviewed_run: Path) -> None:
+    run = ReviewRun(reviewed_run)
+    api = client(reviewed_run)
+    assert len(run.overview_index().query("transcript_id == 'r03'")) == 2
+    lowest = [CriterionGrade(criterion_id=c.id, score=c.points[0]) for c in run.rubric.criteria()]
+    with Store.open(reviewed_run) as store:  # as a concurrent `kefu grade` would
+        last = store.last_run()
+        assert last is not None
+        store.save_grade(Grade(key="late", transcript_id="r03", repeat=2, scope="all", status="scored",
+                               criteria=lowest, model="m", attempts=1, created_at=datetime.now(UTC)),
+                         int(last["id"]), run.rubric_hash)
+    rows = run.overview_index().query("transcript_id == 'r03'")
+    assert list(rows["repeat"]) == [0, 1, 2]
+    assert [rows.iloc[2][f"llm:{c.id}"] for c in run.rubric.criteria()] == [c.points[0] for c in run.rubric.criteria()]
+    assert "/chats/r03?" in api.get(f"/?max_total={sum(c.points[0] for c in run.rubric.criteria())}").text
