@@ -32,7 +32,9 @@ COUNT_FIGURES = ("messages_within_rate_limit", "agent_turns", "banned", "negatio
 """The reports' counts beside the check columns: replies within the rate limit, agent turns, chats' banned
 phrases and 不-refusals (what the summary reads besides the columns)."""
 _TRANSCRIPT_SCHEMA = pa.schema(
-    [(name, _KIND_TYPES[spec.kind]) for name, spec in CHECKS.items()]
+    [("transcript_id", pa.string()), ("platform", pa.string()), ("shop", pa.string()), ("stored_agent", pa.string()),
+     ("has_checks", pa.bool_())]
+    + [(name, _KIND_TYPES[spec.kind]) for name, spec in CHECKS.items() if spec.kind is not CheckKind.detail]
     + [("agent", pa.string()), ("day", pa.string())] + [(name, pa.float64()) for name in COUNT_FIGURES]
 )
 
@@ -47,41 +49,34 @@ class RunFigures:
     transcript's platform, shop, agent, day (as the summary groups them), has_checks and every check column."""
 
 
-def _parse(texts: list[str | None], schema: pa.Schema) -> pd.DataFrame:
-    """Flat JSON objects (None: {}) as a frame with the schema's columns, parsed by Arrow in one pass."""
-    if not texts:
+def _parse(lines: bytes, schema: pa.Schema) -> pd.DataFrame:
+    """JSON lines as a frame with the schema's columns (fields absent from a line are null), parsed by Arrow."""
+    if not lines:
         empty: pd.DataFrame = schema.empty_table().to_pandas()
         return empty
-    lines = "\n".join(t or "{}" for t in texts).encode()
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    frame: pd.DataFrame = pa_json.read_json(io.BytesIO(lines), parse_options=options).to_pandas()
-    return frame  # fields absent from a line are null
+    table = pa_json.read_json(io.BytesIO(lines), parse_options=options).flatten()
+    frame: pd.DataFrame = table.to_pandas()
+    return frame
 
 
 def read_figures(store: Store, rubric: Rubric) -> RunFigures:
     """Every row of the run under `rubric`, its LLM and final scores (without decisions) and its chat's figures."""
     ids = [c.id for c in rubric.criteria()]
-    grades = pd.DataFrame(store.grade_figures(rubric_hash=rubric.content_hash),
-                          columns=["transcript_id", "repeat", "call_status", "scores", "unverified", "needs_review"])
-    scores = _parse(grades["scores"].tolist(), pa.schema([(c, pa.float64()) for c in ids]))
-    calls = pd.concat([grades[["transcript_id", "repeat", "unverified", "needs_review"]], scores], axis=1)
-    calls["unverified"] = calls["unverified"].fillna(0).astype(int)
-    calls["needs_review"] = calls["needs_review"].astype(bool)
+    calls = _parse(store.grade_figures(rubric_hash=rubric.content_hash), pa.schema([
+        ("transcript_id", pa.string()), ("repeat", pa.int64()), ("unverified", pa.int64()),
+        ("needs_review", pa.bool_()), ("scores", pa.struct([(c, pa.float64()) for c in ids]))]))
+    calls = calls.rename(columns={f"scores.{c}": f"llm:{c}" for c in ids})
     if calls.duplicated(["transcript_id", "repeat"]).any():  # per-criterion calls: one row of them all
         calls = calls.groupby(["transcript_id", "repeat"], sort=False, as_index=False).agg(
-            {"unverified": "sum", "needs_review": "any", **dict.fromkeys(ids, "last")})
-    rows = calls.rename(columns={c: f"llm:{c}" for c in ids})
-    missing = rows[[f"llm:{c}" for c in ids]].isna().sum(axis=1).to_numpy()
-    rows["status"] = np.where(missing == 0, "scored", np.where(missing == len(ids), "unscored", "partial"))
+            {"unverified": "sum", "needs_review": "any", **{f"llm:{c}": "last" for c in ids}})
+    missing = calls[[f"llm:{c}" for c in ids]].isna().sum(axis=1).to_numpy()
+    calls["status"] = np.where(missing == 0, "scored", np.where(missing == len(ids), "unscored", "partial"))
 
-    meta = pd.DataFrame(store.transcript_figures(), columns=["transcript_id", "platform", "shop", "stored_agent",
-                                                             "figures"])
-    checks = _parse(meta["figures"].tolist(), _TRANSCRIPT_SCHEMA)
-    known = checks["agent"].notna() & (checks["agent"] != "")  # as the summary's `or`: an empty agent is unknown
-    checks["agent"] = checks["agent"].where(known, meta["stored_agent"])
-    checks["has_checks"] = meta["figures"].notna().to_numpy()
-    transcripts = pd.concat([meta[["transcript_id", "platform", "shop"]], checks], axis=1)
-    rows = rows.merge(transcripts, on="transcript_id", how="left", sort=False)
+    transcripts = _parse(store.transcript_figures(), _TRANSCRIPT_SCHEMA)
+    known = transcripts["agent"].notna() & (transcripts["agent"] != "")  # as the summary's `or`: empty is unknown
+    transcripts["agent"] = transcripts["agent"].where(known, transcripts["stored_agent"])
+    rows = calls.merge(transcripts.drop(columns="stored_agent"), on="transcript_id", how="left", sort=False)
     rows["has_checks"] = rows["has_checks"].fillna(False).astype(bool)
 
     final = final_frame(rubric, rows[[f"llm:{c}" for c in ids]].set_axis(ids, axis=1), rows)

@@ -231,10 +231,11 @@ _GRADE_FIGURES = (
     " unverified = (SELECT COUNT(*) FROM json_each({row}.criteria) j, json_each(j.value, '$.evidence') e"
     " WHERE json_extract(e.value, '$.verified') = 0)"
 )
-# The checks' flat columns (reals copied as JSON text, so exactly) and the few integers and texts of the
-# reports the summary reads besides them (pipeline/outputs/summary.py).
+# The checks' flat columns but the two texts for people (reals copied as JSON text, so exactly) and the few
+# integers and texts of the reports the summary reads besides them (pipeline/outputs/summary.py).
 _TRANSCRIPT_FIGURES = (  # NULL for checks that are not strict JSON (a NaN): the write must not fail on them
-    "figures = CASE WHEN json_valid({row}.checks) THEN json_patch(json_extract({row}.checks, '$.columns'), json_object("
+    "figures = CASE WHEN json_valid({row}.checks) THEN json_patch(json_remove(json_extract({row}.checks,"
+    " '$.columns'), '$.phrase_hits', '$.greeting_text'), json_object("
     "'agent', json_extract({row}.checks, '$.timing.agent'), 'day', json_extract({row}.checks, '$.timing.day'),"
     " 'messages_within_rate_limit', json_extract({row}.checks, '$.timing.messages_within_rate_limit'),"
     " 'agent_turns', json_extract({row}.checks, '$.phrases.agent_turns'),"

@@ -279,19 +279,33 @@ class Store(BatchTables, ReviewTables):
         )
         return list(map(GradeRow._make, cur))
 
-    def grade_figures(self, *, rubric_hash: str) -> list[tuple[str, int, str, str | None, int | None, int]]:
-        """(transcript id, repeat, status, scores JSON {criterion_id: score}, unverified quotes, injection found
-        0/1) per stored grade under a rubric, in `iter_grades` order (migration 007's figures, no reasoning)."""
-        return self._db.execute(
-            "SELECT transcript_id, repeat, status, scores, unverified, injection IS NOT NULL FROM grades"
-            " WHERE rubric_hash = ? ORDER BY transcript_id, repeat, scope",
+    def grade_figures(self, *, rubric_hash: str) -> bytes:
+        """Per stored grade under a rubric, in `iter_grades` order, one JSON line: transcript_id, repeat, status,
+        scores {criterion_id: score}, unverified (quotes that failed verification), needs_review (injection
+        found): migration 007's figures, joined into lines by SQLite, so no Python object is made per grade."""
+        row = self._db.execute(
+            "SELECT CAST(group_concat(line, char(10)) AS BLOB) FROM (SELECT '{\"transcript_id\":'"
+            " || json_quote(transcript_id) || ',\"repeat\":' || repeat || ',\"status\":' || json_quote(status)"
+            " || ',\"unverified\":' || COALESCE(unverified, 0) || ',\"needs_review\":'"
+            " || CASE WHEN injection IS NULL THEN 'false' ELSE 'true' END"
+            " || ',\"scores\":' || COALESCE(scores, '{}') || '}' AS line"
+            " FROM grades WHERE rubric_hash = ? ORDER BY transcript_id, repeat, scope)",
             (rubric_hash,),
-        ).fetchall()
+        ).fetchone()
+        return bytes(row[0] or b"")
 
-    def transcript_figures(self) -> list[tuple[str, str | None, str | None, str | None, str | None]]:
-        """(id, platform, shop, stored agent, figures JSON) per transcript in id order: the checks' flat columns
-        and the counts the summary reads (migration 007), without the per-message detail."""
-        return self._db.execute("SELECT id, platform, shop, agent_id, figures FROM transcripts ORDER BY id").fetchall()
+    def transcript_figures(self) -> bytes:
+        """Per transcript (in storage order: a join needs no other), one JSON line: transcript_id, platform, shop, stored_agent, has_checks and
+        its figures (migration 007: the checks' flat columns and the counts the summary reads)."""
+        row = self._db.execute(
+            "SELECT CAST(group_concat(line, char(10)) AS BLOB) FROM (SELECT '{\"transcript_id\":' || json_quote(id)"
+            " || ',\"platform\":' || json_quote(platform) || ',\"shop\":' || json_quote(shop)"
+            " || ',\"stored_agent\":' || json_quote(agent_id) || ',\"has_checks\":'"
+            " || CASE WHEN figures IS NULL THEN 'false}' WHEN figures = '{}' THEN 'true}'"
+            " ELSE 'true,' || substr(figures, 2) END AS line"
+            " FROM transcripts)"
+        ).fetchone()
+        return bytes(row[0] or b"")
 
 
 def _chunks(cur: sqlite3.Cursor, rows: int) -> Iterator[list[Any]]:

@@ -28,6 +28,10 @@ def grade(status: str = "scored", score: int | None = 2) -> Grade:
                                           CriterionGrade(criterion_id="b", score=None)])
 
 
+def lines(data: bytes) -> list[dict[str, object]]:
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
 def fill(store: Store) -> None:
     run = store.start_run(rubric_id="r", rubric_version="1", rubric_hash="h", template_hash="p", model="m",
                           settings={})
@@ -37,26 +41,27 @@ def fill(store: Store) -> None:
 def test_each_write_fills_the_figures_and_a_rewrite_refreshes_them(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         fill(store)
-        [(tid, repeat, status, scores, unverified, injected)] = store.grade_figures(rubric_hash="h")
-        assert (tid, repeat, status, json.loads(scores or ""), unverified, injected) == (
-            "c1", 0, "scored", {"a": 2, "b": None}, 1, 0)
-        [(_, _, shop, agent, figures)] = store.transcript_figures()
+        [line] = lines(store.grade_figures(rubric_hash="h"))
+        assert line == {"transcript_id": "c1", "repeat": 0, "status": "scored", "unverified": 1,
+                        "needs_review": False, "scores": {"a": 2, "b": None}}
+        [chat] = lines(store.transcript_figures())
         record = ServiceChecker.load().check(CHAT).record()
-        assert (shop, agent) == ("店", "kf-1")
-        assert json.loads(figures or "") == record["columns"] | {
-            "agent": "kf-1", "day": "2026-03-02", "messages_within_rate_limit": 0, "agent_turns": 1,
-            "banned": record["phrases"]["counts"]["banned"], "negation_refusal": 0}
+        people = ("phrase_hits", "greeting_text")  # texts for people: not figures
+        assert chat == {"transcript_id": "c1", "platform": None, "shop": "店", "stored_agent": "kf-1",
+                        "has_checks": True, **{k: v for k, v in record["columns"].items() if k not in people},
+                        "agent": "kf-1", "day": "2026-03-02", "messages_within_rate_limit": 0, "agent_turns": 1,
+                        "banned": 1, "negation_refusal": 0}
         assert record["phrases"]["counts"]["banned"] == 1  # the bare 嗯
         # A transcript saved again without checks has no figures; a scored grade replaces an unscored one.
         store.save_transcript_meta(transcript_id="c1", content_hash="h2", platform=None, shop=None, agent_id=None,
                                    started_at=None, n_turns=2, source=None, checks=None)
-        assert store.transcript_figures()[0][4] is None
+        assert lines(store.transcript_figures())[0]["has_checks"] is False
     with Store.open(tmp_path / "second") as store:
         run = store.start_run(rubric_id="r", rubric_version="1", rubric_hash="h", template_hash="p", model="m",
                               settings={})
         store.save_grade(grade("unscored", None), run, "h")
         store.save_grade(grade("scored", 3), run, "h")
-        assert json.loads(store.grade_figures(rubric_hash="h")[0][3] or "") == {"a": 3, "b": None}
+        assert lines(store.grade_figures(rubric_hash="h"))[0]["scores"] == {"a": 3, "b": None}
 
 
 def test_a_store_made_before_migration_007_gets_the_same_figures_once(tmp_path: Path,
@@ -73,4 +78,4 @@ def test_a_store_made_before_migration_007_gets_the_same_figures_once(tmp_path: 
         expected = (store.grade_figures(rubric_hash="h"), store.transcript_figures())
     with Store.open(tmp_path / "old") as store:
         assert (store.grade_figures(rubric_hash="h"), store.transcript_figures()) == expected
-        assert expected[0][0][3] is not None and expected[1][0][4] is not None
+        assert lines(expected[0])[0]["scores"] and lines(expected[1])[0]["has_checks"]
