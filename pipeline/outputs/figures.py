@@ -52,7 +52,7 @@ class RunFigures:
 def _parse(lines: bytes, schema: pa.Schema) -> pd.DataFrame:
     """JSON lines as a frame with the schema's columns (fields absent from a line are null), parsed by Arrow."""
     if not lines:
-        empty: pd.DataFrame = schema.empty_table().to_pandas()
+        empty: pd.DataFrame = schema.empty_table().flatten().to_pandas()
         return empty
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     table = pa_json.read_json(io.BytesIO(lines), parse_options=options).flatten()

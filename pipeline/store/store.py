@@ -280,12 +280,12 @@ class Store(BatchTables, ReviewTables):
         return list(map(GradeRow._make, cur))
 
     def grade_figures(self, *, rubric_hash: str) -> bytes:
-        """Per stored grade under a rubric, in `iter_grades` order, one JSON line: transcript_id, repeat, status,
+        """Per stored grade under a rubric, in `iter_grades` order, one JSON line: transcript_id, repeat,
         scores {criterion_id: score}, unverified (quotes that failed verification), needs_review (injection
         found): migration 007's figures, joined into lines by SQLite, so no Python object is made per grade."""
         row = self._db.execute(
             "SELECT CAST(group_concat(line, char(10)) AS BLOB) FROM (SELECT '{\"transcript_id\":'"
-            " || json_quote(transcript_id) || ',\"repeat\":' || repeat || ',\"status\":' || json_quote(status)"
+            " || json_quote(transcript_id) || ',\"repeat\":' || repeat"
             " || ',\"unverified\":' || COALESCE(unverified, 0) || ',\"needs_review\":'"
             " || CASE WHEN injection IS NULL THEN 'false' ELSE 'true' END"
             " || ',\"scores\":' || COALESCE(scores, '{}') || '}' AS line"

@@ -42,7 +42,7 @@ def test_each_write_fills_the_figures_and_a_rewrite_refreshes_them(tmp_path: Pat
     with Store.open(tmp_path) as store:
         fill(store)
         [line] = lines(store.grade_figures(rubric_hash="h"))
-        assert line == {"transcript_id": "c1", "repeat": 0, "status": "scored", "unverified": 1,
+        assert line == {"transcript_id": "c1", "repeat": 0, "unverified": 1,
                         "needs_review": False, "scores": {"a": 2, "b": None}}
         [chat] = lines(store.transcript_figures())
         record = ServiceChecker.load().check(CHAT).record()
