@@ -295,8 +295,9 @@ class Store(BatchTables, ReviewTables):
         return bytes(row[0] or b"")
 
     def transcript_figures(self) -> bytes:
-        """Per transcript (in storage order: a join needs no other), one JSON line: transcript_id, platform, shop, stored_agent, has_checks and
-        its figures (migration 007: the checks' flat columns and the counts the summary reads)."""
+        """Per transcript (in storage order: a join needs no other), one JSON line: transcript_id, platform,
+        shop, stored_agent, has_checks and its figures (migration 007: the checks' flat columns and the counts
+        the summary reads)."""
         row = self._db.execute(
             "SELECT CAST(group_concat(line, char(10)) AS BLOB) FROM (SELECT '{\"transcript_id\":' || json_quote(id)"
             " || ',\"platform\":' || json_quote(platform) || ',\"shop\":' || json_quote(shop)"
