@@ -39,7 +39,7 @@ from enum import StrEnum
 from itertools import groupby, pairwise
 from operator import itemgetter
 from statistics import fmean
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, field_validator
@@ -47,6 +47,9 @@ from pydantic import AliasChoices, Field, field_validator
 from pipeline.models.checks import ColumnValue, FirstReply
 from pipeline.models.strict import StrictModel
 from pipeline.models.transcript import Role, Transcript
+
+if TYPE_CHECKING:  # loaded by the first count: checking a chat never needs them
+    import pandas as pd
 
 
 class ReplyRateBasis(StrEnum):
@@ -439,35 +442,61 @@ def _passes(rate: float | None, minimum: float) -> bool | None:
     return rate >= minimum - 1e-9 if rate is not None else None
 
 
+SESSION_FIGURES = ("timing_not_measurable", "first_reply_status", "first_reply_within_limit", "customer_messages",
+                   "unanswered_messages", "mean_wait_s", "satisfaction_stars", "messages_within_rate_limit")
+"""What `session_counts` reads of each session: its check columns (`SessionTiming.columns`) and one count."""
+
+
+def session_counts(sessions: pd.DataFrame, thresholds: TimingThresholds) -> pd.DataFrame:
+    """What each session adds to each of the `TIMING_COUNTS` (a column each, a row per session): the counts of a
+    group are the sums of its sessions'. A session is a row with the `SESSION_FIGURES` columns (missing: NaN or
+    None); `aggregate_timing` and the summaries of a run's stored figures count through here."""
+    import numpy as np
+    import pandas as pd
+
+    measured = sessions["timing_not_measurable"].isna().to_numpy()
+    status = sessions["first_reply_status"].to_numpy(dtype=object)
+    eligible = measured & (status != FirstReply.no_customer_message.value)
+    mean_wait = pd.to_numeric(sessions["mean_wait_s"], errors="coerce").to_numpy(dtype=float)
+    stars = pd.to_numeric(sessions["satisfaction_stars"], errors="coerce").to_numpy(dtype=float)
+
+    def measured_count(name: str) -> np.ndarray:
+        values = pd.to_numeric(sessions[name], errors="coerce").to_numpy(dtype=float)
+        return np.where(measured, np.nan_to_num(values), 0).astype(np.int64)
+
+    return pd.DataFrame({
+        "sessions": 1,
+        "not_measurable_sessions": ~measured,
+        "first_reply_sessions": eligible,
+        "first_replies_within": eligible & sessions["first_reply_within_limit"].eq(True).to_numpy(),
+        # From the mean wait, not the stored flag: records made before the flag existed count too (`_within`).
+        "reply_sessions_within": eligible & (status != FirstReply.no_human_reply.value)
+        & (mean_wait <= thresholds.rate_reply_within_s),
+        "customer_messages": measured_count("customer_messages"),
+        "replies_within": measured_count("messages_within_rate_limit"),
+        "unanswered_messages": measured_count("unanswered_messages"),
+        "rated_sessions": ~np.isnan(stars),
+        "satisfied_sessions": stars >= thresholds.satisfied_min_stars,
+    }, index=sessions.index).astype(np.int64)
+
+
 def aggregate_timing(
     sessions: Iterable[SessionTiming], thresholds: TimingThresholds | None = None
 ) -> list[TimingGroupReport]:
     """Group sessions by (agent, shop, day) and compute the Douyin-style rates, sorted with unknowns last."""
+    import pandas as pd
+
     thresholds = thresholds or TimingThresholds()
     groups: dict[tuple[str | None, str | None, date | None], list[SessionTiming]] = {}
     for s in sessions:
         groups.setdefault((s.agent, s.shop, s.day), []).append(s)
     reports = []
     for (agent, shop, day), members in sorted(groups.items(), key=lambda item: _sort_key(*item[0])):
-        measured = [s for s in members if s.not_measurable is None]
-        eligible = [s for s in measured if s.first_reply is not FirstReply.no_customer_message]
-        rated = [s.satisfaction for s in members if s.satisfaction is not None]
-        counts = {
-            "sessions": len(members),
-            "not_measurable_sessions": len(members) - len(measured),
-            "first_reply_sessions": len(eligible),
-            "first_replies_within": sum(bool(s.first_reply_within_limit) for s in eligible),
-            # From the mean wait, not the stored flag: records made before the flag existed count too.
-            "reply_sessions_within": sum(
-                bool(_within(s.mean_wait_s, thresholds.rate_reply_within_s, s.first_reply)) for s in eligible
-            ),
-            "customer_messages": sum(s.customer_messages or 0 for s in measured),
-            "replies_within": sum(s.messages_within_rate_limit or 0 for s in measured),
-            "unanswered_messages": sum(s.unanswered_messages or 0 for s in measured),
-            "rated_sessions": len(rated),
-            "satisfied_sessions": sum(r >= thresholds.satisfied_min_stars for r in rated),
-        }
-        reports.append(TimingGroupReport.of_counts(agent, shop, day, counts, thresholds))
+        figures = pd.DataFrame([s.columns() | {"messages_within_rate_limit": s.messages_within_rate_limit}
+                                for s in members], columns=list(SESSION_FIGURES))
+        counts = session_counts(figures, thresholds).sum()
+        reports.append(TimingGroupReport.of_counts(agent, shop, day, {k: int(counts[k]) for k in TIMING_COUNTS},
+                                                   thresholds))
     return reports
 
 

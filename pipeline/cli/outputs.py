@@ -133,11 +133,10 @@ def _print_means(out_dir: Path, labels_path: Path, sample_ids: Path | None, by: 
             raise InputError(str(sample_ids), f"抽样清单的分层 {stratified_by} 不是 {'|'.join(GROUP_BY)} 之一")
         with Store.open(out_dir) as store:
             rubric = _run_rubric(store, out_dir)
-            groups = transcript_groups(iter_score_rows(store, rubric), by)
+            groups = transcript_groups(store, rubric, by)
             strata = None
             if stratified_by is not None:
-                strata = groups if stratified_by == by else transcript_groups(
-                    iter_score_rows(store, rubric), stratified_by)
+                strata = groups if stratified_by == by else transcript_groups(store, rubric, stratified_by)
             labels = read_labels(labels_path, rubric, known_transcripts=set(groups))
             result = estimate_means(iter_score_rows(store, rubric), rubric, labels, groups, by,
                                     sample=sample, strata=strata, stratified_by=stratified_by)
@@ -182,7 +181,7 @@ def sample_cmd(
         fail(ConfigError(f"use --by {'|'.join(GROUP_BY)}"))
     try:
         with Store.open(out_dir) as store:
-            groups = transcript_groups(iter_score_rows(store, _run_rubric(store, out_dir)), by)
+            groups = transcript_groups(store, _run_rubric(store, out_dir), by)
     except KefuError as exc:
         fail(exc)
     ids = draw_sample(groups, n, seed)

@@ -9,43 +9,44 @@ Definitions (each recomputable by hand from scores.csv and checks.jsonl):
 - A row that needs review (a field of its chat addresses the grader: `needs_review` in scores.csv)
   is counted in `needs_review` and left out of every score above: its grade is not trusted.
 - Timing rates come from each transcript's stored checks, once per transcript whatever its
-  repeats, through `timing.aggregate_timing`: 2分钟首次回复率, 3分钟平均回复率 (per session by
-  default, `TimingThresholds.reply_rate_basis`) and 满意度, each with its numerator, denominator
-  and pass/fail against `TimingThresholds`. A transcript without checks adds to no rate.
+  repeats, counted by `timing.session_counts` (as `timing.aggregate_timing` counts): 2分钟首次回复率,
+  3分钟平均回复率 (per session by default, `TimingThresholds.reply_rate_basis`) and 满意度, each with
+  its numerator, denominator and pass/fail against `TimingThresholds`. A transcript without checks
+  adds to no rate.
 - `banned_rate`: transcripts with at least one banned phrase over transcripts with checks and an
   agent reply; `negation_refusal_rate` likewise for 不-refusals.
 - A transcript's group: agent = the checks' agent (Transcript.agent_id, else the speaker of the
   first agent turn), else the stored agent_id; shop and platform as stored; day = the date of the
   first customer message in the shop's zone (from the checks). Unknown values form one group, None.
 
-Memory stays bounded by the number of groups: timing is aggregated in chunks and the chunks' counts
-combined, so a million-transcript run is summarised without holding its sessions.
+The run is read as `pipeline.outputs.figures` reads it (the store's flat figures, final scores over
+whole columns, then the reviewers' decisions), the same table the review overview filters and
+summarises with `summarize_figures`: it holds one row per transcript × repeat (about 1 kB each).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+import pandas as pd
 from pydantic import Field
 
-from pipeline.checks.timing import TIMING_COUNTS, SessionTiming, TimingGroupReport, TimingThresholds, aggregate_timing
+from pipeline.checks.timing import TIMING_COUNTS, TimingGroupReport, TimingThresholds, session_counts
 from pipeline.models.checks import ColumnValue
 from pipeline.models.strict import StrictModel
 from pipeline.outputs.cells import csv_cells
-from pipeline.outputs.exports import ScoreRow, iter_score_rows, row_values
+from pipeline.outputs.exports import load_decisions
+from pipeline.outputs.figures import read_figures, with_decisions
 from pipeline.outputs.headings import summary_headings, yes_no
 from pipeline.outputs.workbook import Style, write_table
-from pipeline.rubric.model import Rubric
+from pipeline.rubric.model import Dimension, Rubric
 from pipeline.store.store import Store
 
 GroupBy = Literal["agent", "shop", "platform", "day"]
 GROUP_BY: tuple[GroupBy, ...] = ("agent", "shop", "platform", "day")
 WEAKEST = 3
-_CHUNK = 4096  # sessions aggregated at once per group
 
 
 class WeakCriterion(StrictModel):
@@ -122,135 +123,82 @@ def _round(value: float | None) -> float | None:
     return round(value, 4) if value is not None else None
 
 
-def _mean(total: float, n: int) -> float | None:
-    return total / n if n else None
-
-
-@dataclass
-class _Group:
-    """Running sums of one group."""
-
-    transcripts: int = 0
-    rows: int = 0
-    total: float = 0.0
-    critical_failed: int = 0
-    needs_review: int = 0
-    sums: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    sessions: list[SessionTiming] = field(default_factory=list)
-    timing_parts: list[TimingGroupReport] = field(default_factory=list)
-    phrase_checked: int = 0
-    banned: int = 0
-    negation_refusal: int = 0
-
-    def add(self, key: str, value: float | None) -> None:
-        if value is not None:
-            self.sums[key] = self.sums.get(key, 0.0) + value
-            self.counts[key] = self.counts.get(key, 0) + 1
-
-    def mean(self, key: str) -> float | None:
-        return _mean(self.sums.get(key, 0.0), self.counts.get(key, 0))
-
-
 def summarize_run(store: Store, rubric: Rubric, by: GroupBy,
                   thresholds: TimingThresholds | None = None) -> list[GroupSummary]:
     """One summary per group, sorted by group with the unknown group last."""
-    return summarize_rows(iter_score_rows(store, rubric), rubric, by, thresholds)
+    figures = with_decisions(read_figures(store, rubric), rubric, load_decisions(store))
+    return summarize_figures(figures.rows, rubric, by, thresholds)
 
 
-def summarize_rows(rows: Iterable[ScoreRow], rubric: Rubric, by: GroupBy,
-                   thresholds: TimingThresholds | None = None) -> list[GroupSummary]:
-    """One summary per group of these score rows (grouped by transcript id, as `iter_score_rows` yields them)."""
+def summarize_figures(rows: pd.DataFrame, rubric: Rubric, by: GroupBy,
+                      thresholds: TimingThresholds | None = None) -> list[GroupSummary]:
+    """One summary per group of these rows (`RunFigures.rows`, or some of them: the review overview's filter),
+    every sum taken for all groups at once."""
     thresholds = thresholds or TimingThresholds()
-    groups: dict[str | None, _Group] = {}
-    last_id: str | None = None
-    g = _Group()
-    for row in rows:
-        if row.transcript_id != last_id:  # the first repeat of a transcript
-            last_id = row.transcript_id
-            record = row.meta.get("checks") if row.meta else None
-            session = _session(record)
-            g = groups.setdefault(_group_key(row, session, by), _Group())
-            _add_transcript(g, record, session, thresholds)
-        values = row_values(row, rubric)
-        if values["needs_review"]:
-            g.needs_review += 1
-            continue
-        if values["total"] is not None:
-            g.rows += 1
-            g.total += values["total"]
-        g.critical_failed += bool(values["critical_failed"])
-        for d in rubric.dimensions:
-            g.add(d.id, values[d.id])
-        for c in rubric.criteria():
-            g.add(c.id, None if values[c.id] is None else values[c.id] / c.max)
-    order = sorted(groups, key=lambda k: (k is None, k or ""))
-    return [_finish(k, groups[k], rubric, thresholds) for k in order]
+    key = rows[by].astype(object).where(rows[by].notna(), _UNKNOWN)
+    review = rows["needs_review"].to_numpy(dtype=bool)
+    trusted = ~review
+    per_row = pd.DataFrame({"rows": trusted & rows["total"].notna().to_numpy(), "total": rows["total"].where(trusted),
+                            "critical": trusted & rows["critical"].to_numpy(dtype=bool), "needs_review": review},
+                           index=rows.index)
+    for d in rubric.dimensions:
+        per_row[f"d:{d.id}"] = _dimension_points(rows, d).where(trusted)
+    for c in rubric.criteria():
+        per_row[f"s:{c.id}"] = (rows[f"c:{c.id}"] / c.max).where(trusted)
+    by_row = per_row.groupby(key, sort=False)
+    sums, counts = by_row.sum(), by_row.count()
+
+    first = ~rows["transcript_id"].duplicated().to_numpy()  # a transcript's checks count once whatever its repeats
+    chats = rows[first]
+    checked = chats["has_checks"].to_numpy(dtype=bool)
+    phrases = checked & (chats["agent_turns"].fillna(0).to_numpy() > 0)
+    per_chat = session_counts(chats, thresholds).mul(checked, axis=0)
+    per_chat["transcripts"] = 1
+    per_chat["checked"] = checked
+    per_chat["phrase_checked"] = phrases
+    per_chat["banned"] = phrases & (chats["banned"].fillna(0).to_numpy() > 0)
+    per_chat["negation_refusal"] = phrases & (chats["negation_refusal"].fillna(0).to_numpy() > 0)
+    chat_sums = per_chat.groupby(key[first], sort=False).sum()
+
+    order = sorted(chat_sums.index, key=lambda k: (k is _UNKNOWN, "" if k is _UNKNOWN else str(k)))
+    return [_group_summary(None if k is _UNKNOWN else str(k), sums.loc[k], counts.loc[k], chat_sums.loc[k], rubric,
+                           thresholds) for k in order]
 
 
-def _session(record: dict[str, Any] | None) -> SessionTiming | None:
-    if record is None:
-        return None
-    # The per-message lists are not needed for rates; leaving them out keeps validation cheap.
-    slim = {k: v for k, v in record["timing"].items() if k not in ("message_waits", "bursts")}
-    return SessionTiming.model_validate(slim)
+_UNKNOWN = object()
+"""The group of rows whose value is unknown (sorted last, shown as None)."""
 
 
-def _group_key(row: ScoreRow, session: SessionTiming | None, by: GroupBy) -> str | None:
-    meta = row.meta or {}
-    if by == "agent":
-        return (session.agent if session else None) or meta.get("agent_id")
-    if by == "day":
-        return session.day.isoformat() if session and session.day else None
-    value = meta.get(by)
-    return str(value) if value is not None else None
+def _group_summary(key: str | None, sums: pd.Series, counts: pd.Series, chats: pd.Series, rubric: Rubric,
+                   thresholds: TimingThresholds) -> GroupSummary:
+    def mean(name: str) -> float | None:
+        return float(sums[name] / counts[name]) if counts[name] else None
 
-
-def _add_transcript(g: _Group, record: dict[str, Any] | None, session: SessionTiming | None,
-                    thresholds: TimingThresholds) -> None:
-    g.transcripts += 1
-    if record is None or session is None:
-        return
-    # One identity for the whole group, so aggregate_timing returns exactly one report per chunk.
-    g.sessions.append(session.model_copy(update={"agent": None, "shop": None, "day": None}))
-    if len(g.sessions) >= _CHUNK:
-        g.timing_parts.extend(aggregate_timing(g.sessions, thresholds))
-        g.sessions.clear()
-    phrases = record["phrases"]
-    if phrases["agent_turns"]:
-        g.phrase_checked += 1
-        g.banned += phrases["counts"]["banned"] > 0
-        g.negation_refusal += phrases["counts"]["negation_refusal"] > 0
-
-
-def _finish(key: str | None, g: _Group, rubric: Rubric, thresholds: TimingThresholds) -> GroupSummary:
-    parts = g.timing_parts + aggregate_timing(g.sessions, thresholds)
-    shares = [(c, g.mean(c.id)) for c in rubric.criteria()]
+    shares = [(c, mean(f"s:{c.id}")) for c in rubric.criteria()]
     ranked = sorted(((c, s) for c, s in shares if s is not None), key=lambda item: item[1])
+    phrase_checked = int(chats["phrase_checked"])
     return GroupSummary(
         group=key,
-        transcripts=g.transcripts,
-        rows=g.rows,
-        mean_total=_mean(g.total, g.rows),
-        dimension_means={d.id: g.mean(d.id) for d in rubric.dimensions},
+        transcripts=int(chats["transcripts"]),
+        rows=int(sums["rows"]),
+        mean_total=mean("total"),
+        dimension_means={d.id: mean(f"d:{d.id}") for d in rubric.dimensions},
         weakest=[WeakCriterion(criterion_id=c.id, name=c.name, share=s) for c, s in ranked[:WEAKEST]],
-        critical_failed=g.critical_failed,
-        needs_review=g.needs_review,
-        timing=_combine(parts, thresholds) if parts else None,
-        phrase_checked=g.phrase_checked,
-        banned_chats=g.banned,
-        banned_rate=_mean(g.banned, g.phrase_checked),
-        negation_refusal_rate=_mean(g.negation_refusal, g.phrase_checked),
+        critical_failed=int(sums["critical"]),
+        needs_review=int(sums["needs_review"]),
+        timing=TimingGroupReport.of_counts(None, None, None, {k: int(chats[k]) for k in TIMING_COUNTS}, thresholds)
+        if chats["checked"] else None,
+        phrase_checked=phrase_checked,
+        banned_chats=int(chats["banned"]),
+        banned_rate=int(chats["banned"]) / phrase_checked if phrase_checked else None,
+        negation_refusal_rate=int(chats["negation_refusal"]) / phrase_checked if phrase_checked else None,
     )
 
 
-def _combine(parts: list[TimingGroupReport], thresholds: TimingThresholds) -> TimingGroupReport:
-    """Chunk reports of one group as one: counts add up; the rates are the same ratios of the sums."""
-    if len(parts) == 1:
-        return parts[0]
-    return TimingGroupReport.of_counts(
-        None, None, None, {name: sum(getattr(p, name) for p in parts) for name in TIMING_COUNTS}, thresholds
-    )
+def _dimension_points(rows: pd.DataFrame, dimension: Dimension) -> pd.Series:
+    """A dimension's final points per row: the sum of its criteria, NaN when one is unscored."""
+    points = rows[[f"c:{c.id}" for g in dimension.groups for c in g.criteria]]
+    return points.sum(axis=1).where(points.notna().all(axis=1))
 
 
 def column_styles(keys: list[str]) -> list[Style | None]:
@@ -277,11 +225,7 @@ def write_summary(groups: list[GroupSummary], rubric: Rubric, by: GroupBy, path:
     return path
 
 
-def transcript_groups(rows: Iterable[ScoreRow], by: GroupBy) -> dict[str, str | None]:
-    """Each transcript's group, by the same rule as the summary (first row per transcript)."""
-    groups: dict[str, str | None] = {}
-    for row in rows:
-        if row.transcript_id not in groups:
-            record = row.meta.get("checks") if row.meta else None
-            groups[row.transcript_id] = _group_key(row, _session(record), by)
-    return groups
+def transcript_groups(store: Store, rubric: Rubric, by: GroupBy) -> dict[str, str | None]:
+    """Each transcript's group, by the same rule as the summary."""
+    chats = read_figures(store, rubric).rows.drop_duplicates("transcript_id")
+    return {tid: None if pd.isna(key) else str(key) for tid, key in zip(chats["transcript_id"], chats[by], strict=True)}

@@ -22,9 +22,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from pipeline.outputs.summary import GROUP_BY, rate_text, summarize_figures
 from pipeline.review import overview as ov
 from pipeline.review.calibration import calibrate
 from pipeline.review.chatview import load_chat
+from pipeline.review.low_agreement import LowAgreement, low_agreement_criteria
 from pipeline.review.queue import QueueSpec, draw_queue
 from pipeline.review.records import (
     DisputeIn,
@@ -83,7 +85,8 @@ def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
         return page(
             request, "overview.html", filters=filters, totals=ov.totals(chosen), all_totals=ov.totals(frame),
             rejected=_count_lines(run.folder / "rejects.jsonl"), distributions=ov.distributions(chosen, run.rubric),
-            groups=ov.group_table(chosen, by if by in ov.GROUPS else "agent"), by=by, group_names=ov.GROUPS,
+            groups=summarize_figures(chosen, run.rubric, by if by in GROUP_BY else "agent"), rate_text=rate_text,
+            by=by if by in GROUP_BY else "agent", group_names=ov.GROUPS,
             facets=ov.facet_values(frame), chats=listed.to_dict("records"), offset=offset,
             page_size=CHAT_LIST_PAGE, status_names=ov.STATUS_NAMES,
         )
@@ -95,14 +98,23 @@ def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
             raise HTTPException(404, "没有这条会话")
         return page(request, "chat.html", chat=view, blind=False)
 
+    def queue_of(run: ReviewRun, spec: QueueSpec) -> tuple[list[str], LowAgreement | None]:
+        """The queue's chats and, for a low-agreement queue, its criteria and where they come from."""
+        if spec.mode != "low_agreement":
+            return draw_queue(run.overview_index(), spec), None
+        low = low_agreement_criteria(run.folder, run.rubric_hash, spec.given_criteria(), list(run.criteria))
+        return draw_queue(run.overview_index(), spec, low.criteria), low
+
     async def queue_page(request: Request) -> Response:
         _, run = run_of(request)
         spec = QueueSpec.model_validate(dict(request.query_params))
-        ids = draw_queue(run.overview_index(), spec)
+        ids, low = queue_of(run, spec)
         position = min(_int_param(request, "i"), max(len(ids) - 1, 0))
         view = load_chat(run, ids[position]) if ids else None
         blind = request.query_params.get("blind", "1") == "1"
-        return page(request, "queue.html", spec=spec, ids=ids, position=position, chat=view, blind=blind)
+        shown = [c for c in run.rubric.criteria() if low is None or c.id in low.criteria]
+        return page(request, "queue.html", spec=spec, ids=ids, position=position, chat=view, blind=blind,
+                    low=low, shown=shown)
 
     async def disputes_page(request: Request) -> Response:
         _, run = run_of(request)
@@ -115,7 +127,7 @@ def create_app(folders: list[Path], *, token: str | None = None) -> Starlette:
         _, run = run_of(request)
         only = None
         if "mode" in request.query_params:  # the set of one queue: a calibration session
-            only = draw_queue(run.overview_index(), QueueSpec.model_validate(dict(request.query_params)))
+            only, _ = queue_of(run, QueueSpec.model_validate(dict(request.query_params)))
         return page(request, "calibration.html", criteria=calibrate(run, only), only=only)
 
     async def api_chat(request: Request) -> Response:

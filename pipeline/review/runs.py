@@ -18,6 +18,8 @@ from pipeline.store.store import DB_NAME, Store
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pipeline.outputs.figures import RunFigures
+
 
 class ReviewRun:
     """One run folder. Each request opens its own connection (`store()`): SQLite in WAL mode lets
@@ -36,7 +38,7 @@ class ReviewRun:
         self.model = str(run["model"])
         self.criteria: dict[str, Criterion] = {c.id: c for c in self.rubric.criteria()}
         self.chats = ChatSource(folder)
-        self._index: tuple[tuple[int, str], pd.DataFrame, pd.DataFrame] | None = None
+        self._index: tuple[tuple[int, str], RunFigures, RunFigures] | None = None
         """(store stamp, the table without decisions, with them)."""
         self._index_lock = threading.Lock()
 
@@ -55,14 +57,14 @@ class ReviewRun:
             self.chats.transcript(first.id, first.source)
 
     def overview_index(self) -> pd.DataFrame:
-        """The overview's table of final scores (see `overview`), current with the store."""
-        from pipeline.review.overview import apply_decisions, load_index  # pandas: loaded with the first overview
+        """The overview's table of final scores (`RunFigures.rows`), current with the store."""
+        from pipeline.outputs.figures import read_figures, with_decisions  # pandas: loaded with the first overview
 
         with self.store() as store, self._index_lock:
             stamp = (store.changes(), store.decisions_stamp())
             if self._index is None or self._index[0] != stamp:
                 base = self._index[1] if self._index is not None and self._index[0][0] == stamp[0] else None
                 if base is None:
-                    base = load_index(store, self.rubric, self.folder)
-                self._index = (stamp, base, apply_decisions(base, store, self.rubric, load_decisions(store)))
-            return self._index[2]
+                    base = read_figures(store, self.rubric)
+                self._index = (stamp, base, with_decisions(base, self.rubric, load_decisions(store)))
+            return self._index[2].rows

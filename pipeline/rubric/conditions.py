@@ -18,13 +18,20 @@ A condition on a value that could not be measured (an empty cell) does not hold,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import ConfigDict, Discriminator, Field, JsonValue, Tag, ValidationInfo, field_validator
 
 from pipeline.models.checks import CHECKS, CheckKind, ColumnValue
 from pipeline.models.strict import StrictModel
 from pipeline.rubric.base import ID_PATTERN
+
+if TYPE_CHECKING:  # numpy and pandas are loaded by the first `mask`: grading never needs them
+    import numpy as np
+    import pandas as pd
+    from numpy.typing import NDArray
+
+    BoolArray = NDArray[np.bool_]
 
 
 def _check_names(*kinds: CheckKind) -> list[str]:
@@ -55,6 +62,24 @@ class _Comparison(StrictModel):
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _values(checks: pd.DataFrame, name: str) -> pd.Series:
+    """A check column of many chats; all missing when the frame does not have it."""
+    import pandas as pd
+
+    return checks[name] if name in checks else pd.Series(None, index=checks.index, dtype=object)
+
+
+def _numbers(checks: pd.DataFrame, name: str) -> NDArray[np.float64]:
+    """A number check column as floats, NaN where it was not measured (every comparison with NaN is False)."""
+    import pandas as pd
+
+    values = _values(checks, name)
+    if values.dtype.kind in "iuf":
+        return values.to_numpy(dtype=float)
+    numbers = values.where(values.map(lambda v: isinstance(v, int | float) and not isinstance(v, bool)))
+    return pd.to_numeric(numbers, errors="coerce").to_numpy(dtype=float)
+
+
 def _check_field(*kinds: CheckKind) -> Any:
     names: list[JsonValue] = list(_check_names(*kinds))
     return Field(description="The check column compared.", json_schema_extra={"enum": names})
@@ -72,6 +97,10 @@ class Above(_Comparison):
         value = self._number(checks, self.check)
         return value is not None and value > self.above
 
+    def mask(self, checks: pd.DataFrame) -> BoolArray:
+        """`holds` for many chats at once: one check column per frame column (missing: no chat has it)."""
+        return _numbers(checks, self.check) > self.above
+
 
 class AtLeast(_Comparison):
     """Holds when the number is `at_least` or more."""
@@ -84,6 +113,10 @@ class AtLeast(_Comparison):
         """Whether the condition holds for one chat's checks."""
         value = self._number(checks, self.check)
         return value is not None and value >= self.at_least
+
+    def mask(self, checks: pd.DataFrame) -> BoolArray:
+        """`holds` for many chats at once: one check column per frame column (missing: no chat has it)."""
+        return _numbers(checks, self.check) >= self.at_least
 
 
 class Below(_Comparison):
@@ -98,6 +131,10 @@ class Below(_Comparison):
         value = self._number(checks, self.check)
         return value is not None and value < self.below
 
+    def mask(self, checks: pd.DataFrame) -> BoolArray:
+        """`holds` for many chats at once: one check column per frame column (missing: no chat has it)."""
+        return _numbers(checks, self.check) < self.below
+
 
 class AtMost(_Comparison):
     """Holds when the number is `at_most` or less."""
@@ -110,6 +147,10 @@ class AtMost(_Comparison):
         """Whether the condition holds for one chat's checks."""
         value = self._number(checks, self.check)
         return value is not None and value <= self.at_most
+
+    def mask(self, checks: pd.DataFrame) -> BoolArray:
+        """`holds` for many chats at once: one check column per frame column (missing: no chat has it)."""
+        return _numbers(checks, self.check) <= self.at_most
 
 
 class Is(_Comparison):
@@ -128,6 +169,19 @@ class Is(_Comparison):
         if CHECKS[self.check].kind is CheckKind.reason:
             return (value is not None) == self.is_
         return isinstance(value, bool) and value == self.is_
+
+    def mask(self, checks: pd.DataFrame) -> BoolArray:
+        """`holds` for many chats at once."""
+        values = _values(checks, self.check)
+        if CHECKS[self.check].kind is CheckKind.reason:
+            present: BoolArray = values.notna().to_numpy()
+            return present if self.is_ else ~present
+        if values.dtype == bool:
+            flags: BoolArray = values.to_numpy()
+            return flags if self.is_ else ~flags
+        import numpy as np
+
+        return np.array([isinstance(v, bool) and v == self.is_ for v in values], dtype=bool)
 
 
 class Equals(_Comparison):
@@ -150,6 +204,10 @@ class Equals(_Comparison):
         """Whether the condition holds for one chat's checks."""
         return checks.get(self.check) == self.equals
 
+    def mask(self, checks: pd.DataFrame) -> BoolArray:
+        """`holds` for many chats at once."""
+        return (_values(checks, self.check) == self.equals).to_numpy(dtype=bool)
+
 
 class AnyOf(StrictModel):
     """Holds when at least one of its conditions holds."""
@@ -160,6 +218,13 @@ class AnyOf(StrictModel):
         """Whether the condition holds for one chat's checks."""
         return any(c.holds(checks) for c in self.any)
 
+    def mask(self, checks: pd.DataFrame) -> BoolArray:
+        """`holds` for many chats at once."""
+        import numpy as np
+
+        held: BoolArray = np.logical_or.reduce([c.mask(checks) for c in self.any])
+        return held
+
 
 class AllOf(StrictModel):
     """Holds when every one of its conditions holds."""
@@ -169,6 +234,13 @@ class AllOf(StrictModel):
     def holds(self, checks: Mapping[str, ColumnValue]) -> bool:
         """Whether the condition holds for one chat's checks."""
         return all(c.holds(checks) for c in self.all)
+
+    def mask(self, checks: pd.DataFrame) -> BoolArray:
+        """`holds` for many chats at once."""
+        import numpy as np
+
+        held: BoolArray = np.logical_and.reduce([c.mask(checks) for c in self.all])
+        return held
 
 
 _OPERATORS = {"above": Above, "at_least": AtLeast, "below": Below, "at_most": AtMost, "is": Is, "equals": Equals,

@@ -225,6 +225,53 @@ def _m006_review(db: sqlite3.Connection) -> None:
                    "SELECT RAISE(ABORT, 'audit is append-only'); END")
 
 
+_GRADE_FIGURES = (
+    "scores = (SELECT json_group_object(json_extract(j.value, '$.criterion_id'), json_extract(j.value, '$.score'))"
+    " FROM json_each({row}.criteria) j),"
+    " unverified = (SELECT COUNT(*) FROM json_each({row}.criteria) j, json_each(j.value, '$.evidence') e"
+    " WHERE json_extract(e.value, '$.verified') = 0)"
+)
+# The checks' flat columns but the two texts for people (reals copied as JSON text, so exactly) and the few
+# integers and texts of the reports the summary reads besides them (pipeline/outputs/summary.py).
+_TRANSCRIPT_FIGURES = (  # NULL for checks that are not strict JSON (a NaN): the write must not fail on them
+    "figures = CASE WHEN json_valid({row}.checks) THEN json_patch(json_remove(json_extract({row}.checks,"
+    " '$.columns'), '$.phrase_hits', '$.greeting_text'), json_object("
+    "'agent', json_extract({row}.checks, '$.timing.agent'), 'day', json_extract({row}.checks, '$.timing.day'),"
+    " 'messages_within_rate_limit', json_extract({row}.checks, '$.timing.messages_within_rate_limit'),"
+    " 'agent_turns', json_extract({row}.checks, '$.phrases.agent_turns'),"
+    " 'banned', json_extract({row}.checks, '$.phrases.counts.banned'),"
+    " 'negation_refusal', json_extract({row}.checks, '$.phrases.counts.negation_refusal'))) END"
+)
+
+
+def _m007_overview_figures(db: sqlite3.Connection) -> None:
+    """Each grade's and each transcript's figures as small flat JSON objects beside the big ones, kept by trigger.
+
+    `grades.scores` is {criterion_id: score} and `grades.unverified` the number of quotes that failed
+    verification; `transcripts.figures` is the checks' flat columns plus the timing and phrase counts
+    the summary reads. The review overview and `kefu summary` read these (a few hundred bytes a row,
+    parsed column-wise) instead of decoding every grade's reasoning and every transcript's ~6 kB of
+    checks. Triggers fill them on every write of `criteria` or `checks`, so they cannot go stale;
+    existing rows are filled here once.
+    """
+    _execute_all(
+        db,
+        """
+        ALTER TABLE grades ADD COLUMN scores TEXT;
+        ALTER TABLE grades ADD COLUMN unverified INTEGER;
+        ALTER TABLE transcripts ADD COLUMN figures TEXT
+        """,
+    )
+    for table, columns, figures in (("grades", "criteria", _GRADE_FIGURES), ("transcripts", "checks",
+                                                                             _TRANSCRIPT_FIGURES)):
+        set_new = figures.format(row="NEW")
+        db.execute(f"CREATE TRIGGER {table}_insert_figures AFTER INSERT ON {table} BEGIN "
+                   f"UPDATE {table} SET {set_new} WHERE rowid = NEW.rowid; END")
+        db.execute(f"CREATE TRIGGER {table}_update_figures AFTER UPDATE OF {columns} ON {table} BEGIN "
+                   f"UPDATE {table} SET {set_new} WHERE rowid = NEW.rowid; END")
+        db.execute(f"UPDATE {table} SET {figures.format(row=table)}")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_batches", _m002_batches),
@@ -232,4 +279,5 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("004_batch_attempts", _m004_batch_attempts),
     ("005_injection", _m005_injection),
     ("006_review", _m006_review),
+    ("007_overview_figures", _m007_overview_figures),
 ]

@@ -32,7 +32,9 @@ DB_NAME = "kefu.sqlite"
 
 # A stored scored grade is final: a later failure under the same key (a batch's, a concurrent run's) leaves it.
 _INSERT_GRADE = (
-    "INSERT INTO grades VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET"
+    "INSERT INTO grades (key, run_id, transcript_id, repeat, scope, status, rubric_hash, model, attempts,"
+    " prompt_tokens, cached_tokens, completion_tokens, error, raw, response_mode, latency_s, created_at, criteria,"
+    " injection) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET"
     " run_id = excluded.run_id, transcript_id = excluded.transcript_id, repeat = excluded.repeat,"
     " scope = excluded.scope, status = excluded.status, rubric_hash = excluded.rubric_hash, model = excluded.model,"
     " attempts = excluded.attempts, prompt_tokens = excluded.prompt_tokens, cached_tokens = excluded.cached_tokens,"
@@ -163,7 +165,7 @@ class Store(BatchTables, ReviewTables):
             criteria = CRITERION_GRADES.validate_json(data.pop("criteria"))
             injection = data.pop("injection")
             data["injection"] = INJECTION_HITS.validate_json(injection) if injection else []
-            for dropped in ("run_id", "rubric_hash"):
+            for dropped in ("run_id", "rubric_hash", "scores", "unverified"):  # the last two: derived (migration 007)
                 data.pop(dropped)
             yield Grade(criteria=criteria, **data)
 
@@ -215,7 +217,8 @@ class Store(BatchTables, ReviewTables):
                              n_turns: int, source: str | None, checks: Checks = None) -> None:
         """Remember what was graded (not the text): for summaries by shop, agent and day."""
         self._db.execute(
-            "INSERT OR REPLACE INTO transcripts VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO transcripts (id, content_hash, platform, shop, agent_id, started_at, n_turns,"
+            " source, checks) VALUES (?,?,?,?,?,?,?,?,?)",
             (transcript_id, content_hash, platform, shop, agent_id,
              started_at.isoformat() if started_at else None, n_turns, source,
              checks if checks is None or isinstance(checks, str) else json.dumps(checks, ensure_ascii=False)),
@@ -237,6 +240,7 @@ class Store(BatchTables, ReviewTables):
         for row in cur:
             data = dict(zip(names, row, strict=True))
             data["checks"] = json.loads(data["checks"]) if data["checks"] else None
+            del data["figures"]  # derived from the checks (migration 007)
             out[data["id"]] = data
         return out
 
@@ -247,6 +251,7 @@ class Store(BatchTables, ReviewTables):
         for row in cur:
             data = dict(zip(names, row, strict=True))
             data["checks"] = json.loads(data["checks"]) if data["checks"] else None
+            del data["figures"]  # derived from the checks (migration 007)
             yield data
 
     def iter_transcript_rows(self) -> Iterator[TranscriptRow]:
@@ -274,23 +279,34 @@ class Store(BatchTables, ReviewTables):
         )
         return list(map(GradeRow._make, cur))
 
-    def iter_score_cells(self, *, rubric_hash: str) -> Iterator[tuple[str, int, str, str]]:
-        """(transcript id, repeat, status, JSON [[criterion_id, score], ...]) per stored grade in `iter_grades`
-        order: the scores without the reasoning and evidence, extracted by SQLite (the review overview's index)."""
-        return self._db.execute(
-            "SELECT transcript_id, repeat, status, (SELECT json_group_array(json_array("
-            "json_extract(j.value, '$.criterion_id'), json_extract(j.value, '$.score'))) FROM json_each(criteria) j)"
-            " FROM grades WHERE rubric_hash = ? ORDER BY transcript_id, repeat, scope",
+    def grade_figures(self, *, rubric_hash: str) -> bytes:
+        """Per stored grade under a rubric, in `iter_grades` order, one JSON line: transcript_id, repeat,
+        scores {criterion_id: score}, unverified (quotes that failed verification), needs_review (injection
+        found): migration 007's figures, joined into lines by SQLite, so no Python object is made per grade."""
+        row = self._db.execute(
+            "SELECT CAST(group_concat(line, char(10)) AS BLOB) FROM (SELECT '{\"transcript_id\":'"
+            " || json_quote(transcript_id) || ',\"repeat\":' || repeat"
+            " || ',\"unverified\":' || COALESCE(unverified, 0) || ',\"needs_review\":'"
+            " || CASE WHEN injection IS NULL THEN 'false' ELSE 'true' END"
+            " || ',\"scores\":' || COALESCE(scores, '{}') || '}' AS line"
+            " FROM grades WHERE rubric_hash = ? ORDER BY transcript_id, repeat, scope)",
             (rubric_hash,),
-        )
+        ).fetchone()
+        return bytes(row[0] or b"")
 
-    def iter_transcript_facets(self) -> Iterator[tuple[str | None, ...]]:
-        """(id, platform, shop, agent, day, check columns JSON) per transcript in id order, extracted by SQLite:
-        agent and day as `kefu summary` groups them (the checks' agent, else the stored one; the checks' day)."""
-        return self._db.execute(
-            "SELECT id, platform, shop, COALESCE(json_extract(checks, '$.timing.agent'), agent_id),"
-            " json_extract(checks, '$.timing.day'), json_extract(checks, '$.columns') FROM transcripts ORDER BY id"
-        )
+    def transcript_figures(self) -> bytes:
+        """Per transcript (in storage order: a join needs no other), one JSON line: transcript_id, platform,
+        shop, stored_agent, has_checks and its figures (migration 007: the checks' flat columns and the counts
+        the summary reads)."""
+        row = self._db.execute(
+            "SELECT CAST(group_concat(line, char(10)) AS BLOB) FROM (SELECT '{\"transcript_id\":' || json_quote(id)"
+            " || ',\"platform\":' || json_quote(platform) || ',\"shop\":' || json_quote(shop)"
+            " || ',\"stored_agent\":' || json_quote(agent_id) || ',\"has_checks\":'"
+            " || CASE WHEN figures IS NULL THEN 'false}' WHEN figures = '{}' THEN 'true}'"
+            " ELSE 'true,' || substr(figures, 2) END AS line"
+            " FROM transcripts)"
+        ).fetchone()
+        return bytes(row[0] or b"")
 
 
 def _chunks(cur: sqlite3.Cursor, rows: int) -> Iterator[list[Any]]:

@@ -195,19 +195,6 @@ def test_a_failing_rate_never_shows_the_threshold_or_more(part: int, whole: int,
     assert (shown >= minimum - 1e-9) == (part / whole >= minimum - 1e-9)
 
 
-def test_chunked_timing_adds_up_to_the_same_rates(store: Store, rubric: Rubric,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    # A run larger than the chunk is aggregated chunk by chunk; every count, the per-session 3-minute
-    # rate's included, must add up to what one pass gives.
-    import pipeline.outputs.summary as summary
-
-    whole = summarize_run(store, rubric, "platform")
-    monkeypatch.setattr(summary, "_CHUNK", 1)
-    chunked = summarize_run(store, rubric, "platform")
-    # t1 (30 s) and t3 (mean 180 s) within 3 min, t2 (700 s) not, t4 not measurable: 2 of 3.
-    assert chunked == whole and whole[0].timing is not None and whole[0].timing.reply_rate_counts == (2, 3)
-
-
 def test_a_row_that_needs_review_is_counted_and_left_out_of_the_scores(rubric: Rubric, tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         fill(store, rubric)

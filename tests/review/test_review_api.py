@@ -7,8 +7,11 @@ go through Starlette's TestClient, except one test that talks to a real uvicorn 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -17,10 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
 from starlette.testclient import TestClient
+from typer.testing import CliRunner
 
+from pipeline.cli.main import app as cli_app
 from pipeline.inputs.labels import read_label_source, read_labels
+from pipeline.models.grade import CriterionGrade, Grade
 from pipeline.outputs.exports import export_run, refresh_outputs
-from pipeline.outputs.summary import summarize_run
+from pipeline.outputs.headings import summary_headings
+from pipeline.outputs.summary import rate_text, summarize_run
 from pipeline.review import create_app
 from pipeline.review.calibration import JUDGE, calibrate
 from pipeline.review.runs import ReviewRun
@@ -118,8 +125,7 @@ def test_a_resolved_dispute_is_the_final_score_everywhere_and_survives_a_rerun(r
     again = api.post(f"/api/disputes/{dispute}/resolve", json={"final_score": 1, "resolved_by": "组长", "note": "x"})
     assert again.status_code == 422 and "已处理" in again.json()["detail"]
 
-    frame = ReviewRun(reviewed_run).overview_index()  # the overview's table, from its cache file plus the decision
-    assert (reviewed_run / "review_index.parquet").is_file()
+    frame = ReviewRun(reviewed_run).overview_index()  # the overview's table, with the decision
     assert list(frame.loc[frame["transcript_id"] == "r02", "c:greeting"]) == [decided, decided]
     assert list(frame.loc[frame["transcript_id"] == "r02", "llm:greeting"]) == [llm, llm]
     assert "/chats/r02?" in api.get(f"/?criterion=greeting&score={decided}").text
@@ -254,3 +260,86 @@ def test_bad_page_parameters_get_a_message_not_a_crash(reviewed_run: Path) -> No
     assert api.get("/queue?mode=everything").status_code == 400
     assert api.get("/?offset=x").status_code == 200 and api.get("/queue?i=-1").status_code == 200
     assert api.get("/?run=7").status_code == 404
+
+
+def _overview_groups(page: str) -> dict[str, list[str]]:
+    """The overview's per-group table: group → its cells' text."""
+    table = page[page.index('id="groups"'):]
+    table = table[:table.index("</table>")]
+    rows = {}
+    for row in re.findall(r"<tr><td>(.*?)</tr>", table, re.S):
+        cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.split(r"</td>\s*<td[^>]*>", row)]
+        rows[cells[0]] = [c.removesuffix("</td>").strip() for c in cells]
+    return rows
+
+
+def _summary_csv(run: Path, by: str) -> dict[str, dict[str, str]]:
+    """`kefu summary OUT --by BY`'s CSV, keyed by group, with the column ids as keys."""
+    done = CliRunner().invoke(cli_app, ["summary", str(run), "--by", by])
+    assert done.exit_code == 0, done.output
+    rubric = ReviewRun(run).rubric
+    ids = {heading: key for key, heading in summary_headings(rubric, by).items()}
+    with (run / f"summary_by_{by}.csv").open(encoding="utf-8-sig") as fh:
+        return {r[summary_headings(rubric, by)[by]]: {ids[k]: v for k, v in r.items()} for r in csv.DictReader(fh)}
+
+
+def _expected_cells(row: dict[str, str]) -> list[str]:
+    """The overview's cells for one `kefu summary` row: counts, the mean total, the rates as `rate_text` writes them."""
+    passed = {"是": True, "否": False, "": None}
+
+    def rate(part: str, whole: str, verdict: str) -> str:
+        return rate_text(int(part), int(whole), passed[verdict])
+
+    banned = "—" if not row["banned_rate"] else f"{float(row['banned_rate']):.4f}"
+    return [row["transcripts"], f"{float(row['mean_total']):.2f}" if row["mean_total"] else "—",
+            row["critical_failed"], row["needs_review"],
+            rate(row["first_replies_within"], row["first_reply_sessions"], row["first_reply_pass"]),
+            rate(row["reply_rate_within"], row["reply_rate_of"], row["reply_pass"]),
+            rate(row["satisfied_sessions"], row["rated_sessions"], row["satisfaction_pass"]), banned]
+
+
+def _as_compared(cells: list[str]) -> list[str]:
+    """The overview's cells with the banned-phrase rate as the CSV's 4-decimal share (the page shows part/whole)."""
+    found = re.search(r"\((\d+)/(\d+)\)", cells[-1])
+    banned = "—" if found is None else f"{round(int(found[1]) / int(found[2]), 4):.4f}"
+    return [*cells[:-1], banned]
+
+
+def test_the_overview_shows_kefu_summarys_figures_with_filters_and_decisions(reviewed_run: Path) -> None:
+    api = client(reviewed_run)
+    # A resolved dispute moves r06's total: both must count the final score.
+    llm = {c["id"]: c["llm_score"] for c in api.get("/api/chats/r06").json()["repeats"][0]["criteria"]}
+    criterion = next(c for c in ReviewRun(reviewed_run).rubric.criteria() if llm[c.id] != c.points[0])
+    before = _summary_csv(reviewed_run, "agent")
+    opened = api.post("/api/disputes", json={"transcript_id": "r06", "criterion_id": criterion.id,
+                                             "reason": "复核", "opened_by": "张三"}).json()
+    assert api.post(f"/api/disputes/{opened['id']}/resolve", json={
+        "final_score": criterion.points[0], "resolved_by": "组长", "note": "改判"}).status_code == 200
+    after = _summary_csv(reviewed_run, "agent")
+    assert after["kf-1"]["mean_total"] != before["kf-1"]["mean_total"]  # r06 is kf-1's
+
+    for by in ("agent", "shop", "day", "platform"):
+        summary = _summary_csv(reviewed_run, by)
+        page = _overview_groups(api.get(f"/?by={by}").text)
+        assert {g: _as_compared(cells[1:]) for g, cells in page.items()} == {
+            (g or "（未知）"): _expected_cells(row) for g, row in summary.items()}
+    # Filtered to one agent, the overview's row is that agent's row of the summary.
+    page = _overview_groups(api.get("/?agent=kf-1&by=agent").text)
+    assert list(page) == ["kf-1"] and _as_compared(page["kf-1"][1:]) == _expected_cells(after["kf-1"])
+
+
+def test_the_overview_is_current_when_a_grade_is_written_behind_it(reviewed_run: Path) -> None:
+    run = ReviewRun(reviewed_run)
+    api = client(reviewed_run)
+    assert len(run.overview_index().query("transcript_id == 'r03'")) == 2
+    lowest = [CriterionGrade(criterion_id=c.id, score=c.points[0]) for c in run.rubric.criteria()]
+    with Store.open(reviewed_run) as store:  # as a concurrent `kefu grade` would
+        last = store.last_run()
+        assert last is not None
+        store.save_grade(Grade(key="late", transcript_id="r03", repeat=2, scope="all", status="scored",
+                               criteria=lowest, model="m", attempts=1, created_at=datetime.now(UTC)),
+                         int(last["id"]), run.rubric_hash)
+    rows = run.overview_index().query("transcript_id == 'r03'")
+    assert list(rows["repeat"]) == [0, 1, 2]
+    assert [rows.iloc[2][f"llm:{c.id}"] for c in run.rubric.criteria()] == [c.points[0] for c in run.rubric.criteria()]
+    assert "/chats/r03?" in api.get(f"/?max_total={sum(c.points[0] for c in run.rubric.criteria())}").text

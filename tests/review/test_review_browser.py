@@ -115,6 +115,32 @@ def test_a_queue_labelled_with_the_keyboard_is_what_kefu_check_reads(page: Page,
     assert result["transcripts_labelled"] == 2
 
 
+def test_a_low_agreement_queue_created_in_the_form_labels_only_its_criteria(page: Page, live_server: str,
+                                                                           reviewed_run: Path) -> None:
+    rubric = ReviewRun(reviewed_run).rubric
+    named = [c for c in rubric.criteria()][3:5]
+    page.goto(live_server + "/queue")
+    set_reviewer(page, "李四")
+    page.select_option("select[name=mode]", "low_agreement")
+    page.fill("input[name=criteria]", ",".join(c.id for c in named))
+    page.fill("input[name=seed]", "11")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("#low-agreement")).to_contain_text("按指定")
+    expect(page.locator(".label-criterion")).to_have_count(2)
+    first = page.locator("#labelling").get_attribute("data-transcript")
+    page.keyboard.press("1")  # saved at once; then the next criterion is active
+    expect(page.locator(".label-criterion.done")).to_have_count(1)
+    page.keyboard.press("2")
+    expect(page.locator(".label-criterion.done")).to_have_count(2)
+    page.keyboard.press("n")
+    expect(page.locator("#queue-position")).to_have_text("2")
+
+    with Store.open(reviewed_run) as store:
+        labels = store.labels()
+    assert {(r.transcript_id, r.criterion_id, r.score, r.rater_id) for r in labels} == {
+        (first, named[0].id, named[0].points[0], "李四"), (first, named[1].id, named[1].points[1], "李四")}
+
+
 def _source_file(run: Path) -> str:
     with Store.open(run) as store:
         row = store.transcript_row("r01")
