@@ -11,6 +11,7 @@ import json
 import os
 import random
 import subprocess
+import tempfile
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -623,3 +624,30 @@ def test_batch_written_checks_are_current_for_a_later_online_run(rubric: Rubric,
             stored = store.transcript_checks(chat.id)
             assert stored is not None and stored["transcript_hash"] == transcript_hash(chat)
             assert checker.is_current(stored, transcript_hash(chat))
+
+
+_SEPARATORS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+_CHAT_TEXT = st.text(st.one_of(st.sampled_from(_SEPARATORS), st.characters(exclude_categories=["Cs"])), min_size=1)
+
+
+@given(turn=_CHAT_TEXT, shop=_CHAT_TEXT, rubric_name=_CHAT_TEXT, model=_CHAT_TEXT)
+@example(turn="a\u2028b", shop="店\x85", rubric_name="评分表\u2029", model="m\u2028")
+def test_any_text_makes_batch_lines_that_each_parse_alone_and_round_trip(
+    turn: str, shop: str, rubric_name: str, model: str
+) -> None:
+    """Chat text, a rubric's wording and the model name, with every Unicode line boundary: a reader that splits
+    on all of them (str.splitlines) still sees one request per line, holding exactly what was meant."""
+    seed = load_rubric(REPO / "rubric" / "ecommerce_cs.yaml")
+    rubric = Rubric.model_validate({**seed.model_dump(mode="json", by_alias=True), "name": rubric_name}, by_alias=True)
+    [chat] = chats("a")
+    chat = chat.model_copy(update={"shop": shop, "turns": [chat.turns[0].model_copy(update={"text": turn}),
+                                                           chat.turns[1]]})
+    with tempfile.TemporaryDirectory() as folder, Store.open(Path(folder)) as store:
+        written = write_batch_files([chat], rubric=rubric, prompts=PromptSet("zh"), model=model, sampling=Sampling(),
+                                    store=store, out_dir=Path(folder))
+        [file] = written.files
+        text = file.read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    [line] = [json.loads(one) for one in text.splitlines()]
+    assert line["body"]["model"] == model
+    assert line["body"]["messages"] == PromptSet("zh").messages(rubric, rubric.criteria(), chat)
