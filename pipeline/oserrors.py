@@ -13,6 +13,8 @@ _WORDS = {
     errno.ENOSPC: "磁盘已满 (the disk is full)",
     errno.EROFS: "在只读的文件系统上 (a read-only file system)",
     errno.EEXIST: "已存在 (already exists)",
+    errno.ENAMETOOLONG: "路径太长 (the path is too long)",
+    errno.ELOOP: "路径中的链接循环指向自己 (a link in the path loops back on itself)",
 }
 
 
