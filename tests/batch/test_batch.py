@@ -19,6 +19,7 @@ from typing import Any
 
 import openai
 import pytest
+from conftest import LINE_BREAK_TEXT
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -626,8 +627,7 @@ def test_batch_written_checks_are_current_for_a_later_online_run(rubric: Rubric,
             assert checker.is_current(stored, transcript_hash(chat))
 
 
-_SEPARATORS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
-_CHAT_TEXT = st.text(st.one_of(st.sampled_from(_SEPARATORS), st.characters(exclude_categories=["Cs"])), min_size=1)
+_CHAT_TEXT = LINE_BREAK_TEXT.filter(bool)
 
 
 @given(turn=_CHAT_TEXT, shop=_CHAT_TEXT, rubric_name=_CHAT_TEXT, model=_CHAT_TEXT)
