@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from pipeline.consistency.results import CheckResult
 from pipeline.errors import InputError
+from pipeline.oserrors import os_problem, utf8_problem
 
 AGREEMENT_JSON = "agreement.json"
 
@@ -38,8 +39,12 @@ def load_result(path: Path) -> CheckResult:
     """Read an agreement.json written by `write_report`, with its NaNs restored."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(str(path), f"cannot read agreement.json: {exc}") from None
+    except OSError as exc:
+        raise InputError(str(path), f"无法读取 agreement.json：{os_problem(exc)} (cannot read it)") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(str(path), f"agreement.json {utf8_problem(exc)}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested thousands deep
+        raise InputError(str(path), f"agreement.json 不是有效的 JSON：{exc} (not valid JSON)") from None
     try:
         return CheckResult.model_validate(_restore_nan(CheckResult, data))
     except ValidationError as exc:
