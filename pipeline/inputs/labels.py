@@ -249,7 +249,8 @@ def read_labels(
     transcript not in `known_transcripts` (when given), a second score for the same rater,
     transcript and criterion (the first one is kept), a missing field, an unreadable labelled_at.
     A header column that is neither a known field nor (wide) a criterion id is rejected on line 1 and
-    ignored. Raises InputError when the file cannot be read or its header fits neither layout.
+    ignored. A row shorter than the header has blanks for its missing last cells; one longer is rejected
+    unless its extra cells are blank. Raises InputError when the file cannot be read or its header fits neither layout.
     """
     records = _records(_decode(path))
     first = next(records, None)
@@ -285,9 +286,12 @@ def read_labels(
             continue
         if not any(record):
             continue
-        if len(record) != len(header):
+        if any(record[len(header):]):
             reader.reject(line, f"{len(record)} cells but the header has {len(header)}")
             continue
+        # Excel leaves out a row's trailing empty cells in some rows of a CSV it saves: they are blank cells
+        # (not labelled, or a missing field the checks name), not a broken row.
+        record = record[:len(header)] + [""] * (len(header) - len(record))
         cells = dict(zip(header, record, strict=True))
         row = reader.check_row(line, cells, _WIDE if wide else _LONG)
         if row is None:
