@@ -119,6 +119,18 @@ def test_json_reasons_read_cleanly(tmp_path: Path) -> None:
                        "not valid JSON: Unterminated string starting at column 19"]
 
 
+def test_a_key_twice_in_one_object_is_a_reject_not_a_lost_value(tmp_path: Path) -> None:
+    """Python's parser keeps the last of two equal keys: the first turns, or a turn's first text, vanished."""
+    twice_turns = line(chat("t")).replace('"turns"', '"turns": [], "turns"', 1)
+    twice_text = line(chat("x")).replace('"text": "在吗"', '"text": "在吗", "text": "好的"', 1)
+    (tmp_path / "a.jsonl").write_text(f"{twice_turns}\n{twice_text}\n{line(GOOD[0])}\n", encoding="utf-8")
+    first, second, third = read_transcripts([tmp_path / "a.jsonl"])
+    assert isinstance(first, Reject) and first.line == 1
+    assert first.reason == "the key 'turns' appears twice in one object: one of its values would be lost"
+    assert isinstance(second, Reject) and second.line == 2 and "'text' appears twice" in second.reason
+    assert isinstance(third, Transcript) and third.id == "good-0"
+
+
 def test_a_one_line_array_first_is_one_bad_line_and_the_rest_is_read(tmp_path: Path) -> None:
     (tmp_path / "a.jsonl").write_text('["x"]\n' + line(GOOD[0]) + "\n", encoding="utf-8")
     first, second = read_transcripts([tmp_path / "a.jsonl"])
