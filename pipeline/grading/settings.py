@@ -53,6 +53,15 @@ class Settings(BaseModel):
     context_window: int = Field(default=32768, gt=0, description="Model context in tokens, for the length check.")
     retry_attempts: int = Field(default=6, ge=1, description="Attempts per call before a grade is unscored.")
 
+    @field_validator("temperature", "seed", "max_tokens", "timeout", "concurrency", "rpm", "tpm", "context_window",
+                     "retry_attempts", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: object) -> object:
+        """pydantic reads `max_tokens = true` in kefu.toml as 1 (every reply cut off after one token)."""
+        if isinstance(value, bool):
+            raise ValueError("true/false is not a number")
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:

@@ -126,6 +126,16 @@ def test_an_unknown_key_and_a_kefu_value_that_is_no_table_are_errors(tmp_path: P
         load_settings(cfg, environ={})
 
 
+@pytest.mark.parametrize("key", ["temperature", "seed", "max_tokens", "timeout", "concurrency", "rpm", "tpm",
+                                 "context_window", "retry_attempts"])
+def test_true_or_false_for_a_number_is_refused(tmp_path: Path, key: str) -> None:
+    """pydantic took `true` as 1: `max_tokens = true` cut every reply after one token."""
+    cfg = tmp_path / "kefu.toml"
+    cfg.write_text(f"[kefu]\n{key} = true\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"kefu\.toml 中的 {key} 的值 True 无效"):
+        load_settings(cfg, environ={})
+
+
 def test_a_config_saved_by_notepad_loads_and_one_in_gbk_is_refused_in_words(tmp_path: Path) -> None:
     cfg = tmp_path / "kefu.toml"
     cfg.write_bytes('\ufeff[kefu]\nmodel = "qwen-本地"\n'.encode())  # Notepad's UTF-8 starts with a BOM
