@@ -17,6 +17,7 @@ without a zone is Beijing time unless the caller says otherwise, and all are sto
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
@@ -114,7 +115,9 @@ def _decode(path: Path) -> str:
             return raw.decode(encoding)
         except UnicodeDecodeError:
             continue
-    raise InputError(str(path), "neither UTF-8 nor GBK text")
+    utf16 = "：它是 UTF-16（Excel 的“Unicode 文本”），请另存为“CSV UTF-8” (it is UTF-16: save it as CSV UTF-8)"
+    raise InputError(str(path), "标注文件不是 UTF-8 或 GBK 文本 (neither UTF-8 nor GBK text)"
+                     + (utf16 if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else ""))
 
 
 def _records(text: str) -> Iterator[tuple[int, list[str] | str]]:

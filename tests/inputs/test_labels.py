@@ -202,6 +202,10 @@ def test_unreadable_files(tmp_path: Path, rubric: Rubric) -> None:
         read_labels(_write(tmp_path, "id,who,points\n1,a,3\n"), rubric)
     with pytest.raises(InputError, match="repeats"):
         read_labels(_write(tmp_path, "transcript_id,rater_id,greeting,greeting\n"), rubric)
+    unicode_text = tmp_path / "unicode.csv"  # Excel's "Unicode Text": UTF-16 with a BOM
+    unicode_text.write_bytes("transcript_id\trater_id\tgreeting\n会话1\t张三\t3\n".encode("utf-16"))
+    with pytest.raises(InputError, match=r"标注文件不是 UTF-8 或 GBK 文本 .*：它是 UTF-16（Excel 的“Unicode 文本”）"):
+        read_labels(unicode_text, rubric)
 
 
 def test_label_times_must_be_aware() -> None:
