@@ -651,3 +651,18 @@ def test_any_text_makes_batch_lines_that_each_parse_alone_and_round_trip(
     [line] = [json.loads(one) for one in text.splitlines()]
     assert line["body"]["model"] == model
     assert line["body"]["messages"] == PromptSet("zh").messages(rubric, rubric.criteria(), chat)
+
+
+def test_an_output_file_with_undecodable_or_absurd_lines_skips_them_and_collects_the_rest(
+    rubric: Rubric, tmp_path: Path
+) -> None:
+    """A vLLM output file is the user's: a GBK line, binary or JSON nested 100,000 deep stopped the whole collect
+    with a traceback (UnicodeDecodeError, RecursionError)."""
+    written = write(rubric, tmp_path, chats("a"))
+    [request] = lines(written.files[0])
+    output = tmp_path / "vllm-out.jsonl"
+    output.write_bytes("坏行\n".encode("gbk") + b"\x00\xff\xfe\n" + b"[" * 100_000 + b"\n"
+                       + _vllm_line(request["custom_id"], None, status_code=400, error="engine died").encode())
+    result = collect_local(tmp_path, output)
+    assert (result.unscored, result.unreadable) == (1, 3)
+    assert grades(tmp_path)["a"].error == "the batch request failed: HTTP 400: engine died"
