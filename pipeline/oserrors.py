@@ -1,4 +1,4 @@
-"""What a refused file operation means, in words a QA lead reads: never Python's `[Errno 2] …` text."""
+"""Why a file could not be read, in words a QA lead reads: never Python's `[Errno 2] …` or codec text."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ _WORDS = {
     errno.ENOSPC: "磁盘已满 (the disk is full)",
     errno.EROFS: "在只读的文件系统上 (a read-only file system)",
     errno.EEXIST: "已存在 (already exists)",
+    errno.ENAMETOOLONG: "路径太长 (the path is too long)",
+    errno.ELOOP: "路径中的链接循环指向自己 (a link in the path loops back on itself)",
 }
 
 
@@ -21,3 +23,9 @@ def os_problem(exc: OSError) -> str:
     if exc.errno in _WORDS:
         return _WORDS[exc.errno]
     return exc.strerror or type(exc).__name__
+
+
+def utf8_problem(exc: UnicodeDecodeError) -> str:
+    """A settings, rubric, lexicon or id file that is not UTF-8 (saved as GBK, most often): where, and the fix."""
+    return (f"不是 UTF-8 文本：第 {exc.start + 1} 个字节无法解码，请另存为 UTF-8 "
+            f"(not UTF-8 text: byte {exc.start + 1} cannot be decoded; save it as UTF-8)")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import pytest
 import uvicorn
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from pipeline.consistency.assess import assess
 from pipeline.consistency.job import CheckRun
@@ -116,6 +117,11 @@ settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_
 settings.register_profile("bench", max_examples=5000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+LINE_BREAK_TEXT = st.lists(st.sampled_from("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+                           | st.text(st.characters(exclude_categories=["Cs"]), max_size=3)).map("".join)
+"""Valid Unicode text full of every line boundary str.splitlines knows (drawn as pieces: as the alphabet of
+`st.text` they almost never come up)."""
 
 
 HOSTILE = "<script>alert('x')</script>"

@@ -25,6 +25,7 @@ from pipeline.grading.prompting import PromptSet, transcript_hash
 from pipeline.grading.redaction import RedactionConfig
 from pipeline.grading.schema import build_grade_schema
 from pipeline.inputs.rejects import write_rejects
+from pipeline.jsonlines import escape_separators
 from pipeline.llm.client import chat_request_body
 from pipeline.models.grade import Sampling
 from pipeline.models.transcript import Reject, Transcript
@@ -226,8 +227,9 @@ def _custom_id(key: str, earlier_writes: int) -> str:
 
 
 def _encode_line(custom_id: str, body: dict[str, Any]) -> bytes:
+    """One request line; a provider that splits lines at U+2028 and the like still reads it whole."""
     line = {"custom_id": custom_id, "method": "POST", "url": BATCH_ENDPOINT, "body": body}
-    return (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    return (escape_separators(json.dumps(line, ensure_ascii=False, separators=(",", ":"))) + "\n").encode("utf-8")
 
 
 def _too_big(item: Transcript, size: int, max_bytes: int) -> Reject:

@@ -74,10 +74,10 @@ class Ingest:
 
     def lines(self, path: Path) -> None:
         """Ingest every line of a batch output or error file (OpenAI's or vLLM's format)."""
-        with path.open(encoding="utf-8") as fh:
-            for number, text in enumerate(fh, start=1):
-                if text.strip():
-                    self._line(text, f"{path}:{number}")
+        with path.open("rb") as fh:  # split at \n only, and a line that is not UTF-8 is one unreadable line
+            for number, raw in enumerate(fh, start=1):
+                if raw.strip():
+                    self._line(raw, f"{path}:{number}")
 
     def missing(self, local_file: str, reason: str) -> None:
         """Every request of a finished batch that no line answered: unscored with `reason`."""
@@ -91,11 +91,11 @@ class Ingest:
             if all(r["collected_at"] is not None for r in rows if r["run_id"] == run_id):
                 self._store.finish_run(run_id, {"batch": True, **self._store.batch_run_totals(run_id)})
 
-    def _line(self, text: str, where: str) -> None:
+    def _line(self, raw: bytes, where: str) -> None:
         try:
-            line = json.loads(text)
+            line = json.loads(raw.decode("utf-8"))
             custom_id = line["custom_id"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # UnicodeDecodeError is a ValueError
             log.warning("%s: not a batch result line; skipped", where)
             self._result.unreadable += 1
             return

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pipeline.checks.normalization import normalize
 from pipeline.errors import RubricError
 from pipeline.models.strict import StrictModel
-from pipeline.oserrors import os_problem
+from pipeline.oserrors import os_problem, utf8_problem
 from pipeline.yamlload import load_yaml
 
 _Phrase = Annotated[str, Field(min_length=1)]
@@ -178,8 +178,11 @@ def load_lexicons(path: str | Path) -> Lexicons:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise RubricError(str(p), [f"无法读取 (cannot read)：{os_problem(exc)}"]) from None
+    except UnicodeDecodeError as exc:
+        raise RubricError(str(p), [utf8_problem(exc)]) from None
     try:
-        data = load_yaml(text)
+        # Unique keys: a second `banned:` list would silently replace the first, and its phrases go unchecked.
+        data = load_yaml(text, unique_keys=True)
     except yaml.YAMLError as exc:
         raise RubricError(str(p), [f"not valid YAML: {exc}"]) from None
     return parse_lexicons(data, str(p))

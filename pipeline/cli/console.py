@@ -38,7 +38,7 @@ from pipeline.errors import FatalLLMError, KefuError, RubricError, TransientLLME
 from pipeline.grading.endpoints import LOCAL_MODEL_NOTICE, ResolvedEndpoint
 from pipeline.grading.redaction import LABELS, PiiKind
 from pipeline.models.grade import Grade
-from pipeline.oserrors import os_problem
+from pipeline.oserrors import os_problem, utf8_problem
 
 if TYPE_CHECKING:
     from pipeline.consistency.sample_size import SampleSize
@@ -95,9 +95,10 @@ def read_ids(path: Path | None) -> set[str] | None:
     if path is None:
         return None
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        console.print(f"[red]错误 (error)：[/red]无法读取 id 列表 {escape(str(path))}：{os_problem(exc)} "
+        text = path.read_text(encoding="utf-8-sig")  # a list saved from Excel or Notepad starts with a BOM
+    except (OSError, UnicodeDecodeError) as exc:
+        why = os_problem(exc) if isinstance(exc, OSError) else utf8_problem(exc)
+        console.print(f"[red]错误 (error)：[/red]无法读取 id 列表 {escape(str(path))}：{why} "
                       "(cannot read the --ids list)", soft_wrap=True)
         raise typer.Exit(2) from None
     return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("# ")}

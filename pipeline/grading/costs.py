@@ -21,9 +21,10 @@ from pipeline.grading.grader import grade_scopes
 from pipeline.grading.prompting import PromptSet
 from pipeline.inputs.tokens import estimate_tokens
 from pipeline.models.transcript import Reject, Transcript
-from pipeline.oserrors import os_problem
+from pipeline.oserrors import os_problem, utf8_problem
 from pipeline.paths import DATA_DIR
 from pipeline.rubric.model import Rubric
+from pipeline.yamlload import load_yaml
 
 DEFAULT_PRICES = DATA_DIR / "prices.yaml"
 
@@ -99,11 +100,14 @@ def load_prices(path: Path | None = None) -> PriceTable:
     """The price table at `path`, else the packaged default (pipeline/data/prices.yaml)."""
     source = path or DEFAULT_PRICES
     try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+        # Unique keys: a second `gpt-4o-mini:` or `input:` would silently replace the first.
+        data = load_yaml(source.read_text(encoding="utf-8"), unique_keys=True)
         return PriceTable.model_validate(data)
     except OSError as exc:
         raise ConfigError(f"无法读取价格表 {source}：{os_problem(exc)} (cannot read the price table)") from None
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"价格表 {source} {utf8_problem(exc)}") from None
+    except yaml.YAMLError as exc:
         raise ConfigError(f"价格表 {source} 不是有效的 YAML：{exc} (not valid YAML)") from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())

@@ -22,9 +22,9 @@ from pydantic_core import ErrorDetails
 
 from pipeline.errors import ConfigError
 from pipeline.grading.redaction import is_loopback
-from pipeline.llm.client import Endpoint
+from pipeline.llm.client import Endpoint, base_url_problem
 from pipeline.models.grade import ResponseMode, Sampling
-from pipeline.oserrors import os_problem
+from pipeline.oserrors import os_problem, utf8_problem
 
 DEFAULT_CONFIG = Path("kefu.toml")
 
@@ -53,14 +53,27 @@ class Settings(BaseModel):
     context_window: int = Field(default=32768, gt=0, description="Model context in tokens, for the length check.")
     retry_attempts: int = Field(default=6, ge=1, description="Attempts per call before a grade is unscored.")
 
+    @field_validator("temperature", "seed", "max_tokens", "timeout", "concurrency", "rpm", "tpm", "context_window",
+                     "retry_attempts", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: object) -> object:
+        """pydantic reads `max_tokens = true` in kefu.toml as 1 (every reply cut off after one token)."""
+        if isinstance(value, bool):
+            raise ValueError("true/false is not a number")
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        """Anything else fails only after a minute of retries (`not a url`, `ftp://…`, `localhost:8000`)."""
+        """Anything else fails only after a minute of retries (`not a url`, `ftp://…`, `localhost:8000`, port 0)
+        or with a traceback at the first request (port 99999, a hostname that is not valid IDNA)."""
         if value is not None:
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("not an http(s) URL with a host")
+            problem = base_url_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
         return value
 
     @property
@@ -147,10 +160,13 @@ def _config_table(path: Path) -> dict[str, Any]:
     """The config file's `[kefu]` table; any other table or key is an error (a misspelt `[kefuu]` would
     otherwise be ignored without a word)."""
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: Windows Notepad starts a UTF-8 file with a byte-order mark, which TOML does not allow.
+        document = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise ConfigError(f"无法读取配置文件 {path}：{os_problem(exc)} (cannot read the config file)") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"配置文件 {path} {utf8_problem(exc)}") from None
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"配置文件 {path} 不是有效的 TOML：{exc} (not valid TOML)") from None
     unknown = [key for key in document if key != "kefu"]
     if unknown:

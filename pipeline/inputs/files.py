@@ -6,12 +6,14 @@ import errno
 import os
 import stat
 from collections.abc import Iterator, Mapping, Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import BinaryIO, Literal, NamedTuple
 
 from pipeline.errors import InputError
 from pipeline.inputs.decoding import SNIFF_BYTES
 from pipeline.inputs.limits import MAX_LINE_BYTES
+from pipeline.oserrors import os_problem
 
 InputFormat = Literal["jsonl", "csv", "chatlog"]
 
@@ -60,17 +62,12 @@ def input_files(paths: Sequence[Path]) -> list[InputFile]:
     Inside a directory, an entry that is not a regular file (a dangling or looping link, a link to a
     folder, a FIFO, a socket, a device) is kept with its problem, to become a reject line: opening a
     FIFO would wait for a writer forever, and skipping it quietly would hide the chats it stood for.
+    So is a sub-folder that cannot be listed (no permission, or gone while the walk ran).
     """
     found: list[InputFile] = []
     for path in paths:
         if path.is_dir():
-            entries = sorted(
-                p for p in path.rglob("*")
-                if not (p.is_dir() and not p.is_symlink())
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            found.extend(InputFile(entry, FORMAT_BY_SUFFIX.get(entry.suffix.lower()), _not_a_file(entry))
-                         for entry in entries)
+            found.extend(sorted(_folder_entries(path), key=attrgetter("path")))
         elif path.exists():
             fmt = FORMAT_BY_SUFFIX.get(path.suffix.lower())
             if fmt is None:
@@ -85,6 +82,32 @@ def input_files(paths: Sequence[Path]) -> list[InputFile]:
     return list(unique.values())
 
 
+def _folder_entries(folder: Path) -> Iterator[InputFile]:
+    """Every entry under `folder` that is not a real sub-folder, and every sub-folder that cannot be listed.
+
+    `os.walk` does not follow links to folders but lists them; its `onerror` receives each folder it
+    cannot list, which `Path.rglob` would skip without a word.
+    """
+    unlisted: list[OSError] = []
+    for top, folders, files in os.walk(folder, onerror=unlisted.append):
+        here = Path(top)
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        links = [name for name in folders if os.path.islink(here / name)]  # False, not raised, on any error
+        for name in [*files, *links]:
+            if not name.startswith("."):
+                entry = here / name
+                yield InputFile(entry, FORMAT_BY_SUFFIX.get(entry.suffix.lower()), _not_a_file(entry))
+    for error in unlisted:
+        yield InputFile(Path(error.filename), None, _unlisted(error))
+
+
+def _unlisted(error: OSError) -> str:
+    """Why a sub-folder's chats were not read, for its reject line."""
+    gone = "（读取时已被移走或删除 (moved or deleted during the walk)）" if error.errno == errno.ENOENT else ""
+    return (f"无法读取这个文件夹 (cannot list the folder)：{os_problem(error)}{gone}；"
+            "其中的对话都没有读 (no chat in it was read)")
+
+
 def _not_a_file(path: Path) -> str | None:
     """Why `path` is not a regular file the readers can open, or None if it is one."""
     try:
@@ -92,9 +115,9 @@ def _not_a_file(path: Path) -> str | None:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "not read: a symbolic link that loops back on itself"
-        if path.is_symlink():
+        if os.path.islink(path):
             return f"not read: a symbolic link to {display(Path(os.readlink(path)))}, which does not exist"
-        return f"cannot read the file: {exc.strerror or exc}"
+        return f"无法读取这个文件 (cannot read the file)：{os_problem(exc)}"
     if stat.S_ISREG(mode):
         return None
     if stat.S_ISDIR(mode):

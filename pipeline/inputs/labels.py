@@ -17,6 +17,7 @@ without a zone is Beijing time unless the caller says otherwise, and all are sto
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
@@ -114,7 +115,9 @@ def _decode(path: Path) -> str:
             return raw.decode(encoding)
         except UnicodeDecodeError:
             continue
-    raise InputError(str(path), "neither UTF-8 nor GBK text")
+    utf16 = "：它是 UTF-16（Excel 的“Unicode 文本”），请另存为“CSV UTF-8” (it is UTF-16: save it as CSV UTF-8)"
+    raise InputError(str(path), "标注文件不是 UTF-8 或 GBK 文本 (neither UTF-8 nor GBK text)"
+                     + (utf16 if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else ""))
 
 
 def _records(text: str) -> Iterator[tuple[int, list[str] | str]]:
@@ -249,7 +252,8 @@ def read_labels(
     transcript not in `known_transcripts` (when given), a second score for the same rater,
     transcript and criterion (the first one is kept), a missing field, an unreadable labelled_at.
     A header column that is neither a known field nor (wide) a criterion id is rejected on line 1 and
-    ignored. Raises InputError when the file cannot be read or its header fits neither layout.
+    ignored. A row shorter than the header has blanks for its missing last cells; one longer is rejected
+    unless its extra cells are blank. Raises InputError when the file cannot be read or its header fits neither layout.
     """
     records = _records(_decode(path))
     first = next(records, None)
@@ -285,9 +289,12 @@ def read_labels(
             continue
         if not any(record):
             continue
-        if len(record) != len(header):
+        if any(record[len(header):]):
             reader.reject(line, f"{len(record)} cells but the header has {len(header)}")
             continue
+        # Excel leaves out a row's trailing empty cells in some rows of a CSV it saves: they are blank cells
+        # (not labelled, or a missing field the checks name), not a broken row.
+        record = record[:len(header)] + [""] * (len(header) - len(record))
         cells = dict(zip(header, record, strict=True))
         row = reader.check_row(line, cells, _WIDE if wide else _LONG)
         if row is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from pipeline.jsonlines import escape_separators
 from pipeline.models.transcript import Reject
 
 
@@ -12,9 +13,10 @@ def reject_line(reject: Reject) -> str:
     """One line of a rejects file, newline included: the Reject as compact JSON, Chinese kept readable.
 
     Every rejects file (rejects.jsonl of grade, batch and dry runs, label_rejects.jsonl) is written
-    through here, so they all have the same bytes for the same reject.
+    through here, so they all have the same bytes for the same reject. A file name or an id may hold
+    U+2028 and the like, which are escaped so that the line stays one line for any reader.
     """
-    return reject.model_dump_json() + "\n"
+    return escape_separators(reject.model_dump_json()) + "\n"
 
 
 def write_rejects(rejects: Iterable[Reject], path: Path) -> int:

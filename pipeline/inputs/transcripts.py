@@ -23,6 +23,7 @@ from pipeline.inputs.ids import RunIds
 from pipeline.inputs.problems import FileRejected
 from pipeline.inputs.times import SHANGHAI
 from pipeline.models.transcript import Finished, Reject, Transcript
+from pipeline.oserrors import os_problem
 
 
 def read_transcripts(
@@ -101,7 +102,7 @@ class TranscriptReader:
             with path.open("rb") as stream:
                 yield from self.read_lines(bounded_lines(stream), source=display(path), fmt=fmt)
         except OSError as exc:
-            yield Reject(file=display(path), reason=f"cannot read the file: {exc.strerror or exc}")
+            yield Reject(file=display(path), reason=f"无法读取这个文件 (cannot read the file)：{os_problem(exc)}")
 
     def read_lines(
         self, lines: Iterable[bytes], *, source: str, fmt: InputFormat

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pipeline.errors import LLMError, SchemaUnsupportedError, TransientLLMError
 from pipeline.llm.latencies import TIMEOUT_CAP, TIMEOUT_START
@@ -238,6 +239,20 @@ def chat_request_body(messages: list[dict[str, str]], *, model: str, response_fo
     """The JSON body `LLMClient.chat` sends, key for key and in the same order: what batch files carry."""
     params = chat_request_params(messages, model=model, temperature=temperature, seed=seed, max_tokens=max_tokens)
     return {**params, "response_format": response_format}
+
+
+def base_url_problem(url: str) -> str | None:
+    """Why requests cannot be sent to `url`, or None: checked when the settings load, because the SDK parses a
+    base URL only when it builds its client for the first request (a hostname that is not valid IDNA, a port
+    that is not a number), and a port out of range or 0 fails later still, at each connection."""
+    import httpx2  # the SDK's own URL parser (a twentieth of a second, not the SDK's second)
+
+    try:
+        httpx2.URL(url)
+        port = urlsplit(url).port
+    except (httpx2.InvalidURL, ValueError) as exc:
+        return str(exc)
+    return "port 0 cannot be connected to" if port == 0 else None
 
 
 def parse_chat_completion(body: bytes) -> ChatResult:

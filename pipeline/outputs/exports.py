@@ -13,7 +13,9 @@ check that could not be measured (no timestamps) is an empty cell beside its rea
 The contract files are written from the stored rows without validating them into models: criteria
 are decoded with json.loads, grades.jsonl lines are assembled from JSON fragments, and checks.jsonl
 splices the stored checks text. Each writes exactly what `json.dumps(..., ensure_ascii=False)` of
-the model-based line would (tests/outputs/test_exports_fast.py compares them byte for byte), for a quarter
+the model-based line would, with U+0085, U+2028 and U+2029 escaped (`pipeline.jsonlines`), so a reader
+that splits at every Unicode line boundary still reads one line per record
+(tests/outputs/test_exports_fast.py compares them byte for byte), for a quarter
 to a third of the CPU per row (bench/exports_speed.py). `iter_score_rows` and `row_values` stay
 model-based for the summary and the consistency checks, which read whole check records.
 """
@@ -30,6 +32,7 @@ from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TextIO
 
+from pipeline.jsonlines import escape_separators
 from pipeline.models.checks import CHECKS, ColumnValue
 from pipeline.models.grade import Grade
 from pipeline.outputs.cells import csv_cells
@@ -418,7 +421,7 @@ def _write_scores_and_grades(store: Store, rubric: Rubric, out_dir: Path) -> tup
         scores.writerow(csv_cells(columns))
         for row, adjusted, values in iter_final_rows(store, rubric):
             scores.writerow(csv_cells(cells(values)))  # csv writes None as an empty cell
-            grades.write(_grade_lines_json(row, adjusted))
+            grades.write(escape_separators(_grade_lines_json(row, adjusted)))
             if row.injection:
                 needs_review += 1
             elif row.status == "scored":
@@ -452,7 +455,7 @@ def write_checks(store: Store, out_dir: Path) -> Path:
         for t in store.iter_transcript_rows():
             meta = _ENCODE({"transcript_id": t.id, "platform": t.platform, "shop": t.shop, "agent_id": t.agent_id,
                             "started_at": t.started_at, "n_turns": t.n_turns, "source": t.source})
-            fh.write(f'{meta[:-1]}, "checks": {t.checks or "null"}}}\n')
+            fh.write(escape_separators(f'{meta[:-1]}, "checks": {t.checks or "null"}}}\n'))
     return path
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from pipeline.consistency.results import CheckResult
 from pipeline.errors import ConfigError, InputError
 from pipeline.grading.fingerprint import JudgeFingerprint
+from pipeline.oserrors import os_problem, utf8_problem
 
 AGREEMENT_JSON = "agreement.json"
 
@@ -38,8 +39,12 @@ def _restore_nan(annotation: Any, value: Any) -> Any:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(str(path), f"cannot read agreement.json: {exc}") from None
+    except OSError as exc:
+        raise InputError(str(path), f"无法读取 agreement.json：{os_problem(exc)} (cannot read it)") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(str(path), f"agreement.json {utf8_problem(exc)}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested thousands deep
+        raise InputError(str(path), f"agreement.json 不是有效的 JSON：{exc} (not valid JSON)") from None
 
 
 def load_judge(check_dir: Path) -> JudgeFingerprint:
@@ -54,7 +59,7 @@ def load_judge(check_dir: Path) -> JudgeFingerprint:
                                          f"(not a check folder: no {AGREEMENT_JSON})")
     data = _read_json(path)
     if not isinstance(data, dict):
-        raise InputError(str(path), "not an agreement.json: not a JSON object")
+        raise InputError(str(path), "不是 agreement.json：内容不是 JSON 对象 (not a JSON object)")
     if (judge := data.get("judge")) is None:
         raise ConfigError(
             f"检查 {check_dir} 没有记录评判模型指纹（它做于 kefu 记录指纹之前），"
@@ -77,4 +82,5 @@ def load_result(path: Path) -> CheckResult:
     try:
         return CheckResult.model_validate(_restore_nan(CheckResult, data))
     except ValidationError as exc:
-        raise InputError(str(path), f"not an agreement.json of this version: {exc.errors()[0]['msg']}") from None
+        raise InputError(str(path), "不是这个版本的 agreement.json (not an agreement.json of this version)："
+                                    f"{exc.errors()[0]['msg']}") from None

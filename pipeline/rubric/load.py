@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from pipeline.errors import RubricError
-from pipeline.oserrors import os_problem
+from pipeline.oserrors import os_problem, utf8_problem
 from pipeline.rubric.conditions import critical_form, operator
 from pipeline.rubric.model import Rubric, check_rubric
 from pipeline.yamlload import load_yaml
@@ -75,7 +75,7 @@ def load_rubric(path: str | Path) -> Rubric:
     except OSError as exc:
         raise RubricError(str(p), [f"无法读取 (cannot read)：{os_problem(exc)}"]) from None
     except UnicodeDecodeError as exc:
-        raise RubricError(str(p), [f"not UTF-8: byte {exc.start} cannot be decoded"]) from None
+        raise RubricError(str(p), [utf8_problem(exc)]) from None
     try:
         data = load_yaml(text, unique_keys=True)
     except yaml.YAMLError as exc:

@@ -13,12 +13,14 @@ import random
 import re
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+from conftest import LINE_BREAK_TEXT
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -628,3 +630,44 @@ def test_batch_written_checks_are_current_for_a_later_online_run(rubric: Rubric,
             stored = store.transcript_checks(chat.id)
             assert stored is not None and stored["transcript_hash"] == transcript_hash(chat)
             assert checker.is_current(stored, transcript_hash(chat))
+
+
+_CHAT_TEXT = LINE_BREAK_TEXT.filter(bool)
+
+
+@given(turn=_CHAT_TEXT, shop=_CHAT_TEXT, rubric_name=_CHAT_TEXT, model=_CHAT_TEXT)
+@example(turn="a\u2028b", shop="店\x85", rubric_name="评分表\u2029", model="m\u2028")
+def test_any_text_makes_batch_lines_that_each_parse_alone_and_round_trip(
+    turn: str, shop: str, rubric_name: str, model: str
+) -> None:
+    """Chat text, a rubric's wording and the model name, with every Unicode line boundary: a reader that splits
+    on all of them (str.splitlines) still sees one request per line, holding exactly what was meant."""
+    seed = load_rubric(REPO / "rubric" / "ecommerce_cs.yaml")
+    rubric = Rubric.model_validate({**seed.model_dump(mode="json", by_alias=True), "name": rubric_name}, by_alias=True)
+    [chat] = chats("a")
+    chat = chat.model_copy(update={"shop": shop, "turns": [chat.turns[0].model_copy(update={"text": turn}),
+                                                           chat.turns[1]]})
+    with tempfile.TemporaryDirectory() as folder, Store.open(Path(folder)) as store:
+        written = write_batch_files([chat], rubric=rubric, prompts=PromptSet("zh"), model=model, sampling=Sampling(),
+                                    store=store, out_dir=Path(folder))
+        [file] = written.files
+        text = file.read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    [line] = [json.loads(one) for one in text.splitlines()]
+    assert line["body"]["model"] == model
+    assert line["body"]["messages"] == PromptSet("zh").messages(rubric, rubric.criteria(), chat)
+
+
+def test_an_output_file_with_undecodable_or_absurd_lines_skips_them_and_collects_the_rest(
+    rubric: Rubric, tmp_path: Path
+) -> None:
+    """A vLLM output file is the user's: a GBK line, binary or JSON nested 100,000 deep stopped the whole collect
+    with a traceback (UnicodeDecodeError, RecursionError)."""
+    written = write(rubric, tmp_path, chats("a"))
+    [request] = lines(written.files[0])
+    output = tmp_path / "vllm-out.jsonl"
+    output.write_bytes("坏行\n".encode("gbk") + b"\x00\xff\xfe\n" + b"[" * 100_000 + b"\n"
+                       + _vllm_line(request["custom_id"], None, status_code=400, error="engine died").encode())
+    result = collect_local(tmp_path, output)
+    assert (result.unscored, result.unreadable) == (1, 3)
+    assert grades(tmp_path)["a"].error == "the batch request failed: HTTP 400: engine died"

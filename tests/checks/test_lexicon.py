@@ -317,6 +317,20 @@ def test_load_reports_bad_yaml(tmp_path: Path) -> None:
     assert load_lexicons(good).version == "t"
 
 
+def test_a_gbk_lexicon_or_a_repeated_key_is_refused_in_words(tmp_path: Path) -> None:
+    text = LEXICONS.read_text(encoding="utf-8")
+    gbk = tmp_path / "gbk.yaml"
+    gbk.write_bytes(text.encode("gb18030"))
+    with pytest.raises(RubricError, match=r"^.*不是 UTF-8 文本：第 \d+ 个字节无法解码") as info:
+        load_lexicons(gbk)
+    assert info.value.path == str(gbk)
+    # A second `banned:` would replace the first, and its phrases would silently go unchecked.
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(text.replace("  banned:\n", "  banned:\n    description: x\n", 1), encoding="utf-8")
+    with pytest.raises(RubricError, match="found duplicate key 'description'"):
+        load_lexicons(twice)
+
+
 # --- traditional characters and split phrases ----------------------------------------------------
 
 

@@ -103,6 +103,25 @@ def test_rubric_check_of_the_rubric_folder_validates_the_lexicons_as_lexicons(tm
     assert "dimensions" not in result.output
 
 
+def test_an_ids_list_saved_with_a_bom_keeps_its_first_id_and_a_gbk_one_is_refused_in_words(
+    tmp_path: Path, no_endpoint: None
+) -> None:
+    src = write_chats(tmp_path / "chats.jsonl", 3)
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes("\ufeffc0\r\nc2\r\n".encode())  # Notepad's and Excel's UTF-8
+    result = CliRunner().invoke(app, ["grade", str(src), "--out", str(tmp_path / "run"), "--ids", str(ids),
+                                      "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "run" / "dry_run" / "prompts").iterdir()) == ["00001_c0.txt",
+                                                                                           "00002_c2.txt"]
+    ids.write_bytes("c0\n店铺一\n".encode("gbk"))
+    result = CliRunner().invoke(app, ["grade", str(src), "--out", str(tmp_path / "run2"), "--ids", str(ids),
+                                      "--dry-run"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in text
+    assert text.startswith(f"错误 (error)：无法读取 id 列表 {ids}：不是 UTF-8 文本：第 4 个字节无法解码"), text
+
+
 @given(st.binary(max_size=200))
 def test_any_file_is_either_kind_without_an_error(tmp_path_factory: pytest.TempPathFactory, content: bytes) -> None:
     path = tmp_path_factory.mktemp("y") / "x.yaml"

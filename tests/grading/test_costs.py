@@ -171,3 +171,19 @@ def test_a_price_table_with_a_typo_is_refused(tmp_path: Path) -> None:
                    encoding="utf-8")
     with pytest.raises(ConfigError, match="currency"):
         load_prices(bad)
+
+
+def test_a_price_table_with_a_repeated_key_or_in_gbk_is_refused(tmp_path: Path) -> None:
+    table = tmp_path / "prices.yaml"
+    # The second gpt-4o-mini, or the second input, silently replaced the first.
+    entry = "  gpt-4o-mini: {currency: USD, input: 0.15, output: 0.6}\n"
+    table.write_text(f"as_of: 2025-06-01\nsource: me\nmodels:\n{entry}{entry}", encoding="utf-8")
+    with pytest.raises(ConfigError, match="found duplicate key 'gpt-4o-mini'"):
+        load_prices(table)
+    table.write_text("as_of: 2025-06-01\nsource: me\nmodels:\n  m:\n    currency: USD\n    input: 1\n    output: 2\n"
+                     "    input: 0.5\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="found duplicate key 'input'"):
+        load_prices(table)
+    table.write_bytes("as_of: 2025-06-01\nsource: 我的价格\n".encode("gbk"))
+    with pytest.raises(ConfigError, match=r"^价格表 .* 不是 UTF-8 文本：第 27 个字节无法解码"):
+        load_prices(table)

@@ -70,6 +70,11 @@ def test_no_endpoint_means_local(tmp_path: Path) -> None:
     ({"base_url": "ftp://files.example/v1"}, "--base-url 的值 'ftp://files.example/v1' 无效"),
     ({"base_url": "localhost:8000/v1"}, "--base-url 的值 'localhost:8000/v1' 无效"),
     ({"base_url": "http:///v1"}, "--base-url 的值 'http:///v1' 无效"),
+    ({"base_url": "http://127.0.0.1:99999/v1"}, "--base-url 的值 'http://127.0.0.1:99999/v1' 无效"),
+    ({"base_url": "http://127.0.0.1:0/v1"}, "--base-url 的值 'http://127.0.0.1:0/v1' 无效"),
+    ({"base_url": "http://h:abc/v1"}, "--base-url 的值 'http://h:abc/v1' 无效"),
+    ({"base_url": "http://a☃b/v1"}, "--base-url 的值 'http://a☃b/v1' 无效"),
+    ({"base_url": "http://主机\u3000/v1"}, "--base-url 的值 'http://主机\\u3000/v1' 无效"),
     ({"timeout": float("nan")}, "--timeout 的值 nan 无效"),
     ({"timeout": 0.0}, "--timeout 的值 0.0 无效"),
     ({"rpm": float("nan")}, "--rpm 的值 nan 无效"),
@@ -119,6 +124,27 @@ def test_an_unknown_key_and_a_kefu_value_that_is_no_table_are_errors(tmp_path: P
     cfg.write_text("kefu = 3\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="须为表"):
         load_settings(cfg, environ={})
+
+
+@pytest.mark.parametrize("key", ["temperature", "seed", "max_tokens", "timeout", "concurrency", "rpm", "tpm",
+                                 "context_window", "retry_attempts"])
+def test_true_or_false_for_a_number_is_refused(tmp_path: Path, key: str) -> None:
+    """pydantic took `true` as 1: `max_tokens = true` cut every reply after one token."""
+    cfg = tmp_path / "kefu.toml"
+    cfg.write_text(f"[kefu]\n{key} = true\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"kefu\.toml 中的 {key} 的值 True 无效"):
+        load_settings(cfg, environ={})
+
+
+def test_a_config_saved_by_notepad_loads_and_one_in_gbk_is_refused_in_words(tmp_path: Path) -> None:
+    cfg = tmp_path / "kefu.toml"
+    cfg.write_bytes('\ufeff[kefu]\nmodel = "qwen-本地"\n'.encode())  # Notepad's UTF-8 starts with a BOM
+    assert load_settings(cfg, environ={}).model == "qwen-本地"
+    cfg.write_bytes('[kefu]\nmodel = "qwen-本地"\n'.encode("gbk"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ={})
+    assert str(info.value) == (f"配置文件 {cfg} 不是 UTF-8 文本：第 22 个字节无法解码，请另存为 UTF-8 "
+                               "(not UTF-8 text: byte 22 cannot be decoded; save it as UTF-8)")
 
 
 # ---- an endpoint off this machine needs a key before anything is sent -----------------------------------
@@ -186,6 +212,6 @@ def test_any_config_file_loads_or_is_refused_with_a_message(text: str) -> None:
             s = load_settings(cfg, environ={})
         except ConfigError:
             return
-        read = cfg.read_text(encoding="utf-8")  # as the loader reads it: a lone "\r" is a line break
+        read = cfg.read_text(encoding="utf-8-sig")  # as the loader reads it: a lone "\r" is a line break
     assert set(tomllib.loads(read)) <= {"kefu"}  # a file that loads has no other table or key
     json.dumps(s.public(), allow_nan=False)  # what the run record stores

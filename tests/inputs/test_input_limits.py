@@ -61,7 +61,9 @@ def write_bad_folder(folder: Path) -> dict[str, tuple[int | None, str | None]]:
     (folder / "j_dangling.jsonl").symlink_to(folder / "missing.jsonl")
     (folder / "k_loop.jsonl").symlink_to(folder / "k_loop.jsonl")
     os.mkfifo(folder / "l_fifo.jsonl")
-    return {"b_utf16.jsonl": (1, None), "c_nul.jsonl": (1, None), "d_binary.jsonl": (1, None),
+    (folder / "m_deep").mkdir()
+    _deep_folder(folder / "m_deep")
+    return {"d" * 200: (None, None), "b_utf16.jsonl": (1, None), "c_nul.jsonl": (1, None), "d_binary.jsonl": (1, None),
             "d_binary_nul.jsonl": (1, None), "e_surrogate_text.jsonl": (1, "turns[0].text"),
             "f_surrogate_id.jsonl": (1, "id"), "g_long_int_id.jsonl": (1, None), "h_deep.jsonl": (1, None),
             "i_control_in_id.csv": (2, "conversation_id"), "j_dangling.jsonl": (None, None),
@@ -85,6 +87,7 @@ def test_every_kind_of_bad_input_is_one_reject_and_the_good_chats_are_read(tmp_p
     assert "which does not exist" in rejects["j_dangling.jsonl"].reason
     assert "loops back" in rejects["k_loop.jsonl"].reason
     assert "FIFO" in rejects["l_fifo.jsonl"].reason
+    assert "无法读取这个文件夹" in rejects["d" * 200].reason
 
 
 @pytest.mark.parametrize(("name", "good"), [("a.jsonl", line(GOOD[0])), ("a.csv", "c,customer,在吗\nc,agent,亲"),
@@ -114,6 +117,18 @@ def test_json_reasons_read_cleanly(tmp_path: Path) -> None:
     reasons = [item.reason for item in read_transcripts([tmp_path / "a.jsonl"]) if isinstance(item, Reject)]
     assert reasons == ["not valid JSON: Invalid control character at column 23",
                        "not valid JSON: Unterminated string starting at column 19"]
+
+
+def test_a_key_twice_in_one_object_is_a_reject_not_a_lost_value(tmp_path: Path) -> None:
+    """Python's parser keeps the last of two equal keys: the first turns, or a turn's first text, vanished."""
+    twice_turns = line(chat("t")).replace('"turns"', '"turns": [], "turns"', 1)
+    twice_text = line(chat("x")).replace('"text": "在吗"', '"text": "在吗", "text": "好的"', 1)
+    (tmp_path / "a.jsonl").write_text(f"{twice_turns}\n{twice_text}\n{line(GOOD[0])}\n", encoding="utf-8")
+    first, second, third = read_transcripts([tmp_path / "a.jsonl"])
+    assert isinstance(first, Reject) and first.line == 1
+    assert first.reason == "the key 'turns' appears twice in one object: one of its values would be lost"
+    assert isinstance(second, Reject) and second.line == 2 and "'text' appears twice" in second.reason
+    assert isinstance(third, Transcript) and third.id == "good-0"
 
 
 def test_a_one_line_array_first_is_one_bad_line_and_the_rest_is_read(tmp_path: Path) -> None:
@@ -187,3 +202,75 @@ def test_chat_log_lines_built_to_make_a_pattern_backtrack_are_read(tmp_path: Pat
     first, second = read_transcripts([tmp_path / "a.txt"])
     assert isinstance(first, Reject) and first.line == 1 and "at most 256 are accepted" in first.reason
     assert isinstance(second, Transcript) and second.id == "c2"
+
+
+def _deep_folder(top: Path) -> Path:
+    """Nested folders down to the first whose path is longer than the system accepts (PATH_MAX, 4096 bytes with
+    its NUL on Linux), made through folder handles, as only they reach so deep; returns that folder. Listing
+    it fails even for root."""
+    fd, deepest = os.open(top, os.O_RDONLY), top
+    try:
+        while len(os.fsencode(deepest)) < 4096:
+            os.mkdir("d" * 200, dir_fd=fd)
+            inner = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd, deepest = inner, deepest / ("d" * 200)
+        with os.fdopen(os.open("lost.jsonl", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "w", encoding="utf-8") as fh:
+            fh.write(line(chat("lost")) + "\n")
+    finally:
+        os.close(fd)
+    return deepest
+
+
+def test_a_sub_folder_too_deep_to_list_is_one_reject_and_the_rest_is_read(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text(line(GOOD[0]) + "\n", encoding="utf-8")
+    deepest = _deep_folder(tmp_path / "in")
+    items = list(read_transcripts([tmp_path / "in"]))
+    assert [item.id for item in items if isinstance(item, Transcript)] == ["good-0"]
+    [reject] = [item for item in items if isinstance(item, Reject)]
+    assert Path(reject.file) == deepest and (reject.line, reject.field) == (None, None)
+    assert reject.reason == ("无法读取这个文件夹 (cannot list the folder)：路径太长 (the path is too long)；"
+                             "其中的对话都没有读 (no chat in it was read)")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads a folder whatever its mode")
+def test_a_sub_folder_without_permission_is_one_reject_and_the_rest_is_read(tmp_path: Path) -> None:
+    (tmp_path / "in" / "locked").mkdir(parents=True)
+    (tmp_path / "in" / "locked" / "b.jsonl").write_text(line(GOOD[1]) + "\n", encoding="utf-8")
+    (tmp_path / "in" / "a.jsonl").write_text(line(GOOD[0]) + "\n", encoding="utf-8")
+    (tmp_path / "in" / "locked").chmod(0)
+    try:
+        items = list(read_transcripts([tmp_path / "in"]))
+    finally:
+        (tmp_path / "in" / "locked").chmod(0o755)
+    assert [item.id for item in items if isinstance(item, Transcript)] == ["good-0"]
+    [reject] = [item for item in items if isinstance(item, Reject)]
+    assert reject.file == str(tmp_path / "in" / "locked")
+    assert reject.reason.startswith("无法读取这个文件夹 (cannot list the folder)：没有权限 (permission denied)")
+    assert "Errno" not in reject.reason
+
+
+def test_a_sub_folder_gone_during_the_walk_is_one_reject_and_the_rest_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder is removed just before the walk lists it, as another program moving it away would."""
+    for name, chat_ in (("a", GOOD[0]), ("b", GOOD[1]), ("c", GOOD[2])):
+        (tmp_path / "in" / name).mkdir(parents=True)
+        (tmp_path / "in" / name / "x.jsonl").write_text(line(chat_) + "\n", encoding="utf-8")
+    scandir = os.scandir
+
+    def remove_b_first(path: Any) -> Any:
+        if Path(path).name == "b":
+            (Path(path) / "x.jsonl").unlink()
+            Path(path).rmdir()
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", remove_b_first)
+    items = list(read_transcripts([tmp_path / "in"]))
+    assert [item.id for item in items if isinstance(item, Transcript)] == ["good-0", "good-2"]
+    [reject] = [item for item in items if isinstance(item, Reject)]
+    assert reject.file == str(tmp_path / "in" / "b")
+    assert reject.reason == ("无法读取这个文件夹 (cannot list the folder)：不存在 (not found)"
+                             "（读取时已被移走或删除 (moved or deleted during the walk)）；"
+                             "其中的对话都没有读 (no chat in it was read)")

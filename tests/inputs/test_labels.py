@@ -120,7 +120,7 @@ def test_every_reject_kind_with_its_line(tmp_path: Path, rubric: Rubric) -> None
         "t2,greeting,,alice,\n"  # 8 missing score
         ",greeting,3,alice,\n"  # 9 missing transcript_id
         "t2,greeting,3,alice,yesterday\n"  # 10 bad time
-        "t2,greeting,3\n"  # 11 too few cells
+        "t2,greeting,3\n"  # 11 no rater_id: the row ends early
         ",,,,\n"  # 12 blank row: skipped silently
         't2,closing,2,"bob\n'  # 13-14 a quoted cell spanning two lines…
         'smith",\n'
@@ -138,7 +138,7 @@ def test_every_reject_kind_with_its_line(tmp_path: Path, rubric: Rubric) -> None
         (8, "score", "missing score"),
         (9, "transcript_id", "missing transcript_id"),
         (10, "labelled_at", "yesterday"),
-        (11, None, "3 cells but the header has 5"),
+        (11, "rater_id", "missing rater_id"),
         (15, "closing", "score 7 is not a level"),
     ]
     assert [(line, field) for line, field, _ in found] == [(line, field) for line, field, _ in expected]
@@ -167,6 +167,21 @@ def test_wide_rejects_unknown_columns_and_bad_cells(tmp_path: Path, rubric: Rubr
     assert [(x.criterion_id, x.score) for x in labels.labels] == [("closing", 2), ("greeting", 5)]
 
 
+def test_a_wide_row_without_its_trailing_blank_cells_keeps_its_scores(tmp_path: Path, rubric: Rubric) -> None:
+    """Excel saves some rows of a CSV without the commas of their empty last cells (Stata FAQ, "How Excel
+    writes empty cells"): those scores were all lost as "2 cells but the header has 4"."""
+    path = _write(tmp_path, "transcript_id,rater_id,greeting,closing\n"
+                            "t1,alice,5,\n"
+                            "t2,alice,3\n"  # closing left out
+                            "t3,alice\n"  # nothing labelled
+                            "t4,alice,5,2,,\n"  # blank extra cells
+                            "t5,alice,5,2,9\n")  # a value beyond the header
+    labels = read_labels(path, rubric)
+    assert [(x.transcript_id, x.criterion_id, x.score) for x in labels.labels] == [
+        ("t1", "greeting", 5), ("t2", "greeting", 3), ("t4", "greeting", 5), ("t4", "closing", 2)]
+    assert [(r.line, r.reason) for r in labels.rejects] == [(6, "5 cells but the header has 4")]
+
+
 def test_matrix(tmp_path: Path, rubric: Rubric) -> None:
     path = _write(
         tmp_path,
@@ -187,6 +202,10 @@ def test_unreadable_files(tmp_path: Path, rubric: Rubric) -> None:
         read_labels(_write(tmp_path, "id,who,points\n1,a,3\n"), rubric)
     with pytest.raises(InputError, match="repeats"):
         read_labels(_write(tmp_path, "transcript_id,rater_id,greeting,greeting\n"), rubric)
+    unicode_text = tmp_path / "unicode.csv"  # Excel's "Unicode Text": UTF-16 with a BOM
+    unicode_text.write_bytes("transcript_id\trater_id\tgreeting\n会话1\t张三\t3\n".encode("utf-16"))
+    with pytest.raises(InputError, match=r"标注文件不是 UTF-8 或 GBK 文本 .*：它是 UTF-16（Excel 的“Unicode 文本”）"):
+        read_labels(unicode_text, rubric)
 
 
 def test_label_times_must_be_aware() -> None:

@@ -301,6 +301,17 @@ def test_csv_missing_column_rejects_the_file(tmp_path: Path) -> None:
     assert "missing column 'conversation_id'" in reject.reason and "id, role, content" in reject.reason
 
 
+def test_a_csv_header_naming_a_column_twice_rejects_the_file_naming_both(tmp_path: Path) -> None:
+    """Two `text` columns (an export joined with a translation, say): reading the first dropped the second."""
+    content = "conversation_id,role,text,time,Text\nc,customer,在吗,,hi\nc,agent,亲,,hello\n"
+    transcripts, rejects = read_one(tmp_path / "a.csv", content)
+
+    assert transcripts == []
+    [reject] = rejects
+    assert (reject.line, reject.field) == (1, "text")
+    assert reject.reason == "column 'text' appears twice in the CSV header (columns 3 and 5): rename or remove one"
+
+
 def test_an_undecodable_line_in_a_gbk_csv_rejects_that_conversation(tmp_path: Path) -> None:
     content = "conversation_id,role,text\na,客户,在吗\na,客服,在的\n".encode("gbk")
     content += b"b,\xbf\xcd\xbb\xa7,\x80\xff\n" + "c,客户,好的\n".encode("gbk")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import tempfile
 from datetime import UTC, datetime
@@ -10,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from conftest import LINE_BREAK_TEXT
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
 
 from pipeline.models.grade import CriterionGrade, Grade, QuotedEvidence
 from pipeline.outputs.cells import csv_cell, looks_like_formula, original_text
-from pipeline.outputs.exports import export_run, write_outputs
+from pipeline.outputs.exports import export_run, write_checks, write_outputs
 from pipeline.outputs.summary import GROUP_BY, summarize_run, write_summary
 from pipeline.rubric.load import load_rubric
 from pipeline.rubric.model import Rubric
@@ -129,7 +131,7 @@ TEXT = st.one_of(
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(texts=st.lists(TEXT, min_size=1, max_size=4))
+@given(texts=st.lists(TEXT | LINE_BREAK_TEXT, min_size=1, max_size=4))
 def test_no_text_in_any_field_becomes_a_formula(rubric: Rubric, texts: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -139,7 +141,7 @@ def test_no_text_in_any_field_becomes_a_formula(rubric: Rubric, texts: list[str]
             cells = csv_cells_of(path)
             assert not [c for c in cells if is_live_formula(c)], path
             originals = {original_text(c) for c in cells}
-            assert {t for t in texts if t and "\r" not in t} <= originals | {""}, path  # the text comes back
+            assert {t for t in texts if t} <= originals | {""}, path  # the text comes back, CR and U+2028 too
         for path in xlsxs:
             cells = xlsx_cells_of(path)
             for value, data_type in cells:
@@ -149,3 +151,22 @@ def test_no_text_in_any_field_becomes_a_formula(rubric: Rubric, texts: list[str]
             values = {v for v, _ in cells}
             # XML holds no control characters (U+FFFD instead) and reads CR as LF.
             assert {XML_ILLEGAL.sub("\ufffd", t) for t in texts if t and "\r" not in t} <= values | {None}, path
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(LINE_BREAK_TEXT, min_size=1, max_size=4))
+@example(texts=["店\u2028铺", "\x85", "a\u2029\r\nb"])
+def test_any_text_in_any_field_keeps_each_jsonl_record_on_one_line(rubric: Rubric, texts: list[str]) -> None:
+    """grades.jsonl and checks.jsonl, read with str.splitlines (which splits at U+2028, U+0085… too): one record
+    per line, each holding the text as it was."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        store_run(folder, rubric, texts)
+        with Store.open(folder) as store:
+            write_outputs(store, rubric, folder)
+            write_checks(store, folder)
+        grades = [json.loads(line) for line in (folder / "grades.jsonl").read_text(encoding="utf-8").splitlines()]
+        checks = [json.loads(line) for line in (folder / "checks.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(checks) == len(texts) and len(grades) == len(texts) * len(rubric.criteria())
+    assert sorted(c["shop"] for c in checks) == sorted(texts)
+    assert {g["reasoning"] for g in grades} == set(texts)

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from pipeline.checks.checker import ServiceChecker
+from pipeline.jsonlines import escape_separators
 from pipeline.models.grade import CriterionGrade, Grade, InjectionHit, QuotedEvidence
 from pipeline.models.transcript import Role, Transcript, Turn
 from pipeline.outputs.exports import export_run, iter_score_rows, refresh_outputs, row_values, score_columns
@@ -193,7 +194,7 @@ def write_reference(store: Store, rubric: Rubric, out: Path) -> tuple[dict[str, 
             scores.writerow({k: ("" if v is None else v) for k, v in values.items()})
             for grade in row.grades:
                 for line in reference_grade_lines(grade, adjusted):
-                    grades_fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+                    grades_fh.write(escape_separators(json.dumps(line, ensure_ascii=False)) + "\n")
                     call = line.pop("call")
                     flat.append({**line, "evidence": json.dumps(line["evidence"], ensure_ascii=False),
                                  "injection_suspected": json.dumps(line["injection_suspected"], ensure_ascii=False),
@@ -213,7 +214,7 @@ def write_reference(store: Store, rubric: Rubric, out: Path) -> tuple[dict[str, 
         for meta in store.iter_transcript_meta():
             keys = ("platform", "shop", "agent_id", "started_at", "n_turns", "source")
             line = {"transcript_id": meta["id"], **{k: meta[k] for k in keys}, "checks": meta["checks"]}
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+            fh.write(escape_separators(json.dumps(line, ensure_ascii=False)) + "\n")
     return {k: (round(v / scored, 2) if scored else None) for k, v in sums.items()}, needs_review
 
 
@@ -233,8 +234,8 @@ def varied_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 
 
 def _jsonl(path: Path) -> list[Any]:
-    # Not splitlines(): it also splits at U+2028, which JSON leaves unescaped inside strings.
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
+    # splitlines() splits at U+2028 too (a quote in the varied store holds one): every line must still parse.
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def _bytes(folder: Path, *names: str) -> dict[str, bytes]:

@@ -6,13 +6,16 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import check as cli_check
 from pipeline.consistency.assess import assess
 from pipeline.consistency.results import CheckOptions, CheckResult
+from pipeline.errors import InputError
 from pipeline.inputs.labels import Label, LabelSet
 from pipeline.report.render import write_report
+from pipeline.report.result_file import load_result
 from pipeline.rubric.load import load_rubric
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,3 +51,20 @@ def test_history_lists_checks_oldest_first_and_marks_a_new_judge(tmp_path: Path)
     html = (tmp_path / "march" / "history.html").read_text(encoding="utf-8")
     assert html.count("<svg") == 3 and "评判模型已变更" in html
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", html)  # self-contained
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"", "agreement.json 不是有效的 JSON"),
+    (b"[" * 100_000, "agreement.json 不是有效的 JSON"),  # was a RecursionError
+    ("一致性".encode("gbk"), "agreement.json 不是 UTF-8 文本：第 3 个字节无法解码"),
+    (None, "无法读取 agreement.json：不存在 (not found)"),  # was "[Errno 2] No such file or directory: …"
+])
+def test_an_agreement_json_that_is_missing_or_broken_is_one_message_without_python_text(
+    tmp_path: Path, content: bytes | None, words: str
+) -> None:
+    path = tmp_path / "agreement.json"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError) as info:
+        load_result(path)
+    assert words in str(info.value) and "Errno" not in str(info.value)

@@ -332,7 +332,8 @@ def test_non_utf8_file_is_a_rubric_error(tmp_path: Path) -> None:
     path.write_bytes(SEED_RUBRIC.read_text(encoding="utf-8").encode("gb18030"))
     with pytest.raises(RubricError) as info:
         load_rubric(path)
-    assert re.fullmatch(r"not UTF-8: byte \d+ cannot be decoded", info.value.problems[0])
+    assert re.fullmatch(r"不是 UTF-8 文本：第 \d+ 个字节无法解码，请另存为 UTF-8 \(not UTF-8 text: byte \d+ cannot be "
+                        r"decoded; save it as UTF-8\)", info.value.problems[0])
 
 
 # ---- hooks: caps and critical items --------------------------------------------------------------------

@@ -97,7 +97,7 @@ _CSV_OPTIONAL = ("time", "speaker", "platform", "shop", "agent_id", "satisfactio
 
 
 def _csv_columns(header: list[str], source: str, line: int) -> dict[str, int]:
-    """Map the known column names to their positions; other columns are ignored."""
+    """Map the known column names to their positions; other columns are ignored, a known one twice is refused."""
     names = [cell.strip().lstrip("\ufeff").lower() for cell in header]
     for required in _CSV_REQUIRED:
         if required not in names:
@@ -105,6 +105,14 @@ def _csv_columns(header: list[str], source: str, line: int) -> dict[str, int]:
                 file=source, line=line, field=required,
                 reason=f"missing column '{required}' in the CSV header (the header has: {', '.join(names)}; "
                        f"needed: {', '.join(_CSV_REQUIRED)})",
+            ))
+    for name in (*_CSV_REQUIRED, *_CSV_OPTIONAL):
+        if names.count(name) > 1:  # reading either column would quietly drop the other's cells
+            first = names.index(name)
+            raise FileRejected(Reject(
+                file=source, line=line, field=name,
+                reason=f"column '{name}' appears twice in the CSV header (columns {first + 1} and "
+                       f"{names.index(name, first + 1) + 1}): rename or remove one",
             ))
     return {name: names.index(name) for name in (*_CSV_REQUIRED, *_CSV_OPTIONAL) if name in names}
 

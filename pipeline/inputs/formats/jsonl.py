@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from pipeline.inputs.fields import optional_label, required_text, star_rating
 from pipeline.inputs.formats.base import ReadContext, SourceFile
 from pipeline.inputs.limits import MAX_INT_DIGITS, MAX_JSON_DEPTH, json_too_deep
-from pipeline.inputs.problems import FileRejected, Invalid, json_type
+from pipeline.inputs.problems import FileRejected, Invalid, json_type, shown
 from pipeline.inputs.roles import role_of, unknown_role
 from pipeline.models.transcript import Finished, Reject, Transcript, Turn
 
@@ -116,12 +116,33 @@ def _parse_line(text: str) -> object:
     if json_too_deep(text):
         return _Unparsed(f"arrays and objects nested more than {MAX_JSON_DEPTH} levels deep")
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as exc:
+        return _Unparsed(f"the key {shown(exc.key)} appears twice in one object: one of its values would be lost")
     except json.JSONDecodeError as exc:
         # Some of the parser's messages end in "at" ("Invalid control character at").
         return _Unparsed(f"not valid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}")
     except ValueError:  # the parser's only other error: an integer longer than Python reads
         return _Unparsed(f"a number on this line has more than {MAX_INT_DIGITS:,} digits")
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object as a dict, unless a key repeats: Python's parser would keep the last value and drop the
+    first without a word (two "turns" lists, two "text"s in one turn)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return obj
 
 
 def _opens_a_document(start: str) -> bool:
