@@ -307,16 +307,22 @@ def _as_compared(cells: list[str]) -> list[str]:
 
 def test_the_overview_shows_kefu_summarys_figures_with_filters_and_decisions(reviewed_run: Path) -> None:
     api = client(reviewed_run)
-    # A resolved dispute moves r06's total: both must count the final score.
-    llm = {c["id"]: c["llm_score"] for c in api.get("/api/chats/r06").json()["repeats"][0]["criteria"]}
-    criterion = next(c for c in ReviewRun(reviewed_run).rubric.criteria() if llm[c.id] != c.points[0])
+    # A resolved dispute moves a kf-1 chat's total: both must count the final score. The mock's repeats draw
+    # from one seeded stream in arrival order, so which chat can move is found, not assumed: a scored repeat
+    # without a critical failure, and a criterion whose final score (after caps) is above the lowest level.
+    run = ReviewRun(reviewed_run)
+    index = run.overview_index()
+    chat, criterion = next(
+        (tid, c) for tid in sorted(set(index.loc[index["agent"] == "kf-1", "transcript_id"]))
+        for r in api.get(f"/api/chats/{tid}").json()["repeats"] if r["status"] == "scored" and not r["critical_failed"]
+        for c in run.rubric.criteria() if {v["id"]: v["final_score"] for v in r["criteria"]}[c.id] != c.points[0])
     before = _summary_csv(reviewed_run, "agent")
-    opened = api.post("/api/disputes", json={"transcript_id": "r06", "criterion_id": criterion.id,
+    opened = api.post("/api/disputes", json={"transcript_id": chat, "criterion_id": criterion.id,
                                              "reason": "复核", "opened_by": "张三"}).json()
     assert api.post(f"/api/disputes/{opened['id']}/resolve", json={
         "final_score": criterion.points[0], "resolved_by": "组长", "note": "改判"}).status_code == 200
     after = _summary_csv(reviewed_run, "agent")
-    assert after["kf-1"]["mean_total"] != before["kf-1"]["mean_total"]  # r06 is kf-1's
+    assert after["kf-1"]["mean_total"] != before["kf-1"]["mean_total"]
 
     for by in ("agent", "shop", "day", "platform"):
         summary = _summary_csv(reviewed_run, by)
