@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pipeline.errors import RubricError
+from pipeline.oserrors import os_problem, utf8_problem
 
 
 def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -58,3 +62,13 @@ def load_yaml(text: str, *, unique_keys: bool = False) -> Any:
         with contextlib.suppress(yaml.YAMLError):
             return yaml.load(text, Loader=fast)  # a CSafeLoader: safe constructors only
     return yaml.load(text, Loader=_UniqueKeyLoader if unique_keys else yaml.SafeLoader)
+
+
+def read_yaml_source(path: Path) -> str:
+    """A rubric or lexicon file's text; a file that cannot be read or is not UTF-8 is a RubricError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RubricError(str(path), [f"无法读取 (cannot read)：{os_problem(exc)}"]) from None
+    except UnicodeDecodeError as exc:
+        raise RubricError(str(path), [utf8_problem(exc)]) from None

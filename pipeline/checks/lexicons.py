@@ -19,8 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pipeline.checks.normalization import normalize
 from pipeline.errors import RubricError
 from pipeline.models.strict import StrictModel
-from pipeline.oserrors import os_problem, utf8_problem
-from pipeline.yamlload import load_yaml
+from pipeline.yamlload import load_yaml, read_yaml_source
 
 _Phrase = Annotated[str, Field(min_length=1)]
 
@@ -174,15 +173,10 @@ def is_lexicon_file(path: Path) -> bool:
 def load_lexicons(path: str | Path) -> Lexicons:
     """Load and validate a lexicon YAML file (rubric/lexicons.yaml)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RubricError(str(p), [f"无法读取 (cannot read)：{os_problem(exc)}"]) from None
-    except UnicodeDecodeError as exc:
-        raise RubricError(str(p), [utf8_problem(exc)]) from None
+    text = read_yaml_source(p)
     try:
         # Unique keys: a second `banned:` list would silently replace the first, and its phrases go unchecked.
         data = load_yaml(text, unique_keys=True)
     except yaml.YAMLError as exc:
-        raise RubricError(str(p), [f"not valid YAML: {exc}"]) from None
+        raise RubricError(str(p), [f"不是有效的 YAML (not valid YAML)：{exc}"]) from None
     return parse_lexicons(data, str(p))

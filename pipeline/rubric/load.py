@@ -9,10 +9,9 @@ import yaml
 from pydantic import ValidationError
 
 from pipeline.errors import RubricError
-from pipeline.oserrors import os_problem, utf8_problem
 from pipeline.rubric.conditions import critical_form, operator
 from pipeline.rubric.model import Rubric, check_rubric
-from pipeline.yamlload import load_yaml
+from pipeline.yamlload import load_yaml, read_yaml_source
 
 
 def _union_tag(node: Any, path: list[int | str]) -> str | None:
@@ -70,12 +69,7 @@ def parse_rubric(data: Any, path: str) -> Rubric:
 def load_rubric(path: str | Path) -> Rubric:
     """Load and validate a rubric YAML file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RubricError(str(p), [f"无法读取 (cannot read)：{os_problem(exc)}"]) from None
-    except UnicodeDecodeError as exc:
-        raise RubricError(str(p), [utf8_problem(exc)]) from None
+    text = read_yaml_source(p)
     try:
         data = load_yaml(text, unique_keys=True)
     except yaml.YAMLError as exc:
