@@ -1,11 +1,11 @@
 """A run's figures as two tables: one row per transcript × repeat (LLM and final scores), one per transcript (checks).
 
-They are read from the store's small flat JSON figures (migration 007: `grades.scores`,
-`transcripts.figures`), parsed column-wise by Arrow, and the rubric's caps and critical items are
-applied over whole columns (`pipeline/rubric/final_frame.py`), so a 100,000-chat run is read in about
-a second without decoding a grade's reasoning or a transcript's per-message checks. Reviewers'
-decisions are applied afterwards to the chats they concern (`with_decisions`). The review overview
-and `kefu summary` both read a run this way.
+They are read from the store's flat figures, kept by trigger (`grades.scores` as JSON lines, the
+transcripts' as CSV lines: `pipeline/store/transcript_figures.py`), parsed column-wise by Arrow, and
+the rubric's caps and critical items are applied over whole columns (`pipeline/rubric/final_frame.py`),
+so a 100,000-chat run is read in about a second without decoding a grade's reasoning or a transcript's
+per-message checks. Reviewers' decisions are applied afterwards to the chats they concern
+(`with_decisions`). The review overview and `kefu summary` both read a run this way.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 
 from pipeline.models.checks import CHECKS, CheckKind, ColumnValue
@@ -25,18 +26,13 @@ from pipeline.rubric.final_frame import final_frame
 from pipeline.rubric.hooks import Decision, apply_hooks
 from pipeline.rubric.model import Rubric
 from pipeline.store.store import Store
+from pipeline.store.transcript_figures import FIGURE_COLUMNS
 
 _KIND_TYPES = {CheckKind.number: pa.float64(), CheckKind.flag: pa.bool_(), CheckKind.reason: pa.string(),
-               CheckKind.choice: pa.string(), CheckKind.detail: pa.string()}
-COUNT_FIGURES = ("messages_within_rate_limit", "agent_turns", "banned", "negation_refusal")
-"""The reports' counts beside the check columns: replies within the rate limit, agent turns, chats' banned
-phrases and 不-refusals (what the summary reads besides the columns)."""
-_TRANSCRIPT_SCHEMA = pa.schema(
-    [("transcript_id", pa.string()), ("platform", pa.string()), ("shop", pa.string()), ("stored_agent", pa.string()),
-     ("has_checks", pa.bool_())]
-    + [(name, _KIND_TYPES[spec.kind]) for name, spec in CHECKS.items() if spec.kind is not CheckKind.detail]
-    + [("agent", pa.string()), ("day", pa.string())] + [(name, pa.float64()) for name in COUNT_FIGURES]
-)
+               CheckKind.choice: pa.string()}
+_TRANSCRIPT_TYPES = {"transcript_id": pa.string(), "platform": pa.string(), "shop": pa.string(),
+                     "stored_agent": pa.string(), "has_checks": pa.bool_()} | {
+    c.name: _KIND_TYPES[c.kind] for c in FIGURE_COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -60,6 +56,24 @@ def _parse(lines: bytes, schema: pa.Schema) -> pd.DataFrame:
     return frame
 
 
+def read_transcript_figures(store: Store) -> pd.DataFrame:
+    """One row per stored transcript: transcript_id, platform, shop, stored_agent, has_checks and the
+    check columns and counts (`FIGURE_COLUMNS`). An empty unquoted CSV field is null, a quoted one a text."""
+    lines = store.transcript_figures()
+    names = list(_TRANSCRIPT_TYPES)
+    if not lines:
+        empty: pd.DataFrame = pa.schema(list(_TRANSCRIPT_TYPES.items())).empty_table().to_pandas()
+        return empty
+    table = pa_csv.read_csv(
+        io.BytesIO(lines), read_options=pa_csv.ReadOptions(column_names=names),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),  # ids and names may hold newlines
+        convert_options=pa_csv.ConvertOptions(
+            column_types=_TRANSCRIPT_TYPES, null_values=[""], true_values=["true"], false_values=["false"],
+            strings_can_be_null=True, quoted_strings_can_be_null=False))
+    frame: pd.DataFrame = table.to_pandas()
+    return frame
+
+
 def read_figures(store: Store, rubric: Rubric) -> RunFigures:
     """Every row of the run under `rubric`, its LLM and final scores (without decisions) and its chat's figures."""
     ids = [c.id for c in rubric.criteria()]
@@ -73,7 +87,7 @@ def read_figures(store: Store, rubric: Rubric) -> RunFigures:
     missing = calls[[f"llm:{c}" for c in ids]].isna().sum(axis=1).to_numpy()
     calls["status"] = np.where(missing == 0, "scored", np.where(missing == len(ids), "unscored", "partial"))
 
-    transcripts = _parse(store.transcript_figures(), _TRANSCRIPT_SCHEMA)
+    transcripts = read_transcript_figures(store)
     known = transcripts["agent"].notna() & (transcripts["agent"] != "")  # as the summary's `or`: empty is unknown
     transcripts["agent"] = transcripts["agent"].where(known, transcripts["stored_agent"])
     rows = calls.merge(transcripts.drop(columns="stored_agent"), on="transcript_id", how="left", sort=False)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
+from pipeline.store import transcript_figures
 from pipeline.store.migrations import MIGRATIONS
 
 
@@ -48,6 +49,10 @@ class Database:
             with self._transaction():
                 migrate(self._db)
                 self._db.execute("INSERT INTO migrations VALUES (?, ?)", (name, now()))
+        if not transcript_figures.is_current(self._db):  # a store made by a version with other check columns
+            with self._transaction(immediate=True):
+                if not transcript_figures.is_current(self._db):  # another process may have just done it
+                    transcript_figures.rebuild(self._db)
 
     @contextmanager
     def _transaction(self, *, immediate: bool = False) -> Iterator[None]:

@@ -272,6 +272,22 @@ def _m007_overview_figures(db: sqlite3.Connection) -> None:
         db.execute(f"UPDATE {table} SET {figures.format(row=table)}")
 
 
+def _m008_transcript_figures_table(db: sqlite3.Connection) -> None:
+    """Transcripts' figures move from a JSON column of `transcripts` to CSV lines in a narrow table of their own.
+
+    `pipeline/store/transcript_figures.py` says why; it makes the table and its triggers from the current
+    check columns and fills it (the store does so after the migrations, and again whenever they change).
+    """
+    _execute_all(
+        db,
+        """
+        DROP TRIGGER transcripts_insert_figures;
+        DROP TRIGGER transcripts_update_figures;
+        ALTER TABLE transcripts DROP COLUMN figures
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_batches", _m002_batches),
@@ -280,4 +296,5 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("005_injection", _m005_injection),
     ("006_review", _m006_review),
     ("007_overview_figures", _m007_overview_figures),
+    ("008_transcript_figures_table", _m008_transcript_figures_table),
 ]

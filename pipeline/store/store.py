@@ -22,6 +22,7 @@ from typing import Any
 
 from pipeline.models.grade import CRITERION_GRADES, INJECTION_HITS, Grade
 from pipeline.models.transcript import Transcript
+from pipeline.store import transcript_figures
 from pipeline.store.batches import BatchTables
 from pipeline.store.database import now
 from pipeline.store.digests import KeySet, LineIds
@@ -240,7 +241,6 @@ class Store(BatchTables, ReviewTables):
         for row in cur:
             data = dict(zip(names, row, strict=True))
             data["checks"] = json.loads(data["checks"]) if data["checks"] else None
-            del data["figures"]  # derived from the checks (migration 007)
             out[data["id"]] = data
         return out
 
@@ -251,7 +251,6 @@ class Store(BatchTables, ReviewTables):
         for row in cur:
             data = dict(zip(names, row, strict=True))
             data["checks"] = json.loads(data["checks"]) if data["checks"] else None
-            del data["figures"]  # derived from the checks (migration 007)
             yield data
 
     def iter_transcript_rows(self) -> Iterator[TranscriptRow]:
@@ -295,18 +294,8 @@ class Store(BatchTables, ReviewTables):
         return bytes(row[0] or b"")
 
     def transcript_figures(self) -> bytes:
-        """Per transcript (in storage order: a join needs no other), one JSON line: transcript_id, platform,
-        shop, stored_agent, has_checks and its figures (migration 007: the checks' flat columns and the counts
-        the summary reads)."""
-        row = self._db.execute(
-            "SELECT CAST(group_concat(line, char(10)) AS BLOB) FROM (SELECT '{\"transcript_id\":' || json_quote(id)"
-            " || ',\"platform\":' || json_quote(platform) || ',\"shop\":' || json_quote(shop)"
-            " || ',\"stored_agent\":' || json_quote(agent_id) || ',\"has_checks\":'"
-            " || CASE WHEN figures IS NULL THEN 'false}' WHEN figures = '{}' THEN 'true}'"
-            " ELSE 'true,' || substr(figures, 2) END AS line"
-            " FROM transcripts)"
-        ).fetchone()
-        return bytes(row[0] or b"")
+        """Every transcript's figures as CSV lines, in the columns `transcript_figures` names."""
+        return transcript_figures.figures_csv(self._db)
 
 
 def _chunks(cur: sqlite3.Cursor, rows: int) -> Iterator[list[Any]]:
