@@ -62,12 +62,13 @@ def ideal_seconds(n: int, concurrency: int, latency: float) -> float:
 
 
 async def grade_cell(chats: Path, n: int, concurrency: int, base_url: str, transport: str = "sdk",
-                     start: tuple[float | None, float | None] = (None, None)) -> dict[str, Any]:
+                     start: tuple[float | None, ...] = ()) -> dict[str, Any]:
     """Grade the first `n` chats of `chats` through `run_grading`; wall time and CPU of the run itself.
 
     `transport` "aiohttp" swaps the SDK's request path for a plain aiohttp POST of the same body
     (see `_aiohttp_client`): a measurement of what the SDK costs, not a path kefu-qa has. `start`: the
-    requests and tokens a second the pacer starts at, as `kefu grade` does from the limits an earlier run learned.
+    requests and tokens a second (and bursts) the pacer starts at (`Limits`), as `kefu grade` does from the
+    limits an earlier run learned.
     """
     import openai  # noqa: F401  # LLMClient imports the SDK on its first request: keep imports out of the timing
 
@@ -136,12 +137,12 @@ def _aiohttp_client(base_url: str) -> Any:
 
 def run_cell(latency: float, concurrency: int, n: int, chats: Path, server_url: str,
              server_cpu: Callable[[], float], transport: str = "sdk",
-             start: tuple[float | None, float | None] = (None, None)) -> dict[str, Any]:
+             start: tuple[float | None, ...] = ()) -> dict[str, Any]:
     """Run one grid cell in a fresh Python process; returns its measurements."""
     before = server_cpu()
     proc = subprocess.run(
         [sys.executable, "-m", "bench.throughput", "--cell", str(chats), str(n), str(concurrency), server_url,
-         "--transport", transport, "--start", *("-" if rate is None else repr(rate) for rate in start)],
+         "--transport", transport, "--start", *("-" if value is None else repr(value) for value in start)],
         cwd=REPO, capture_output=True, text=True, check=True,
     )
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -286,8 +287,9 @@ def rate_limited(latency: float = 1.0, concurrency: int = 128, n: int = 1000, pe
                     # Nothing is kept when the run never found the bucket below full (a short run at a slow pace).
                     learned = json.loads(limits.read_text(encoding="utf-8"))["limits"] if limits.exists() else {}
                     warm = run_cli(chats, server, concurrency, limits)
-            entry = next(iter(learned.values()), {})
-            start = (entry.get("requests_per_second"), entry.get("tokens_per_second"))
+            entry: dict[str, Any] = next(iter(learned.values()), {})
+            start = tuple(entry.get(name) for name in (
+                "requests_per_second", "tokens_per_second", "requests_burst", "tokens_burst"))
             with mock_server(latency, options=options) as server:
                 library = run_cell(latency, concurrency, n, chats, server.base_url, server.cpu_seconds)
             with mock_server(latency, options=options) as server:
@@ -297,7 +299,7 @@ def rate_limited(latency: float = 1.0, concurrency: int = 128, n: int = 1000, pe
             if tokens_per_chat is None:
                 tokens_per_chat = tokens / max(1, cold.summary["graded"])
             ideal = (n / per_second if kind == "requests" else tokens / (per_second * tokens_per_chat)) + latency
-            learned_at = ", ".join(f"{60 * r:,.0f}/min" for r in start if r is not None) or "nothing learned"
+            learned_at = ", ".join(f"{60 * r:,.0f}/min" for r in start[:2] if r is not None) or "nothing learned"
             for label, cli, lib in (("cold", cold, library), (f"learned ({learned_at})", warm, library_warm)):
                 run = cli.summary
                 rows.append([kind, limit, "yes" if headers else "no", label, f"{latency:g}", concurrency, n,
@@ -363,8 +365,8 @@ def breakdown(n: int = 1000) -> None:
                for i in range(n)]
     step("validate the reply (model_validate_json)", lambda i: _validate(schema, replies[i]))
     parsed = [_validate(schema, reply) for reply in replies]
-    step("criterion grades + quote checks", lambda i: _criterion_grades(parsed[i], criteria, transcripts[i]))
-    criteria_grades = [_criterion_grades(parsed[i], criteria, transcripts[i]) for i in range(n)]
+    step("criterion grades + quote checks", lambda i: _criterion_grades(parsed[i], criteria, transcripts[i], []))
+    criteria_grades = [_criterion_grades(parsed[i], criteria, transcripts[i], []) for i in range(n)]
     grades = [Grade(key=f"{i:064x}", transcript_id=transcripts[i].id, repeat=0, scope="all", status="scored",
                     criteria=criteria_grades[i], model=MODEL, attempts=1, created_at=datetime.now(UTC))
               for i in range(n)]
@@ -412,16 +414,15 @@ def main(argv: list[str] | None = None) -> None:
                       help="L=0 cells with the SDK and with a plain aiohttp POST, alternately")
     mode.add_argument("--cell", nargs=4, metavar=("CHATS", "N", "C", "URL"), help=argparse.SUPPRESS)
     parser.add_argument("--transport", choices=("sdk", "aiohttp"), default="sdk", help=argparse.SUPPRESS)
-    parser.add_argument("--start", nargs=2, default=("-", "-"), help=argparse.SUPPRESS)  # --cell: rates to start at
+    parser.add_argument("--start", nargs="*", default=(), help=argparse.SUPPRESS)  # --cell: Limits to start at
     parser.add_argument("--latency", type=float, nargs="*", help="only these latencies of the grid")
     parser.add_argument("--n", type=int, default=1000, help="--rate-limited: chats (default 1000)")
     parser.add_argument("--rate", type=float, default=50.0, help="--rate-limited: requests a second (default 50)")
     args = parser.parse_args(argv)
     if args.cell:
         chats, n, concurrency, url = args.cell
-        requests, tokens = (None if rate == "-" else float(rate) for rate in args.start)
-        print(json.dumps(asyncio.run(grade_cell(Path(chats), int(n), int(concurrency), url, args.transport,
-                                                (requests, tokens)))))
+        start = tuple(None if value == "-" else float(value) for value in args.start)
+        print(json.dumps(asyncio.run(grade_cell(Path(chats), int(n), int(concurrency), url, args.transport, start))))
     elif args.cli:
         cli_end_to_end()
     elif args.breakdown:

@@ -4,9 +4,10 @@ A run that learned an endpoint's limits (from OpenAI's `x-ratelimit-*` headers, 
 refusals: `pipeline.llm.rate_gate`) writes them to `rate_limits.json` in kefu-qa's cache folder
 (`KEFU_CACHE_DIR`, else `$XDG_CACHE_HOME/kefu-qa`, else `~/.cache/kefu-qa`; `KEFU_LIMITS_FILE` names
 another file). A later run against the same base URL and model paces from its first request at that
-rate instead of finding the limit again through refusals; the endpoint's headers, or its refusals,
-still correct it. `--rpm` / `--tpm` override it: a run with either set neither reads nor writes it.
-The file holds rates only (no key, no chat); a file that cannot be read is ignored and rewritten.
+rate instead of finding the limit again through refusals, and starts with the bucket's burst when the
+headers said its size; the endpoint's headers, or its refusals, still correct it. `--rpm` / `--tpm`
+override it: a run with either set neither reads nor writes it. The file holds rates and bucket sizes
+only (no key, no chat); a file that cannot be read is ignored and rewritten.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class LearnedLimit(BaseModel):
 
     requests_per_second: float | None = Field(default=None, gt=0, description="Requests a second paced at.")
     tokens_per_second: float | None = Field(default=None, gt=0, description="Tokens a second paced at.")
+    requests_burst: float | None = Field(default=None, gt=0, description="The request bucket's size, if said.")
+    tokens_burst: float | None = Field(default=None, gt=0, description="The token bucket's size, if said.")
     updated: datetime = Field(description="When a run last learned them (UTC).")
 
 
@@ -56,7 +59,7 @@ def load_learned_limits(base_url: str | None, model: str, path: Path | None = No
     entry = _read(path or limits_path()).limits.get(_key(base_url, model))
     if entry is None:
         return Limits()
-    return Limits(entry.requests_per_second, entry.tokens_per_second)
+    return Limits(entry.requests_per_second, entry.tokens_per_second, entry.requests_burst, entry.tokens_burst)
 
 
 def save_learned_limits(base_url: str | None, model: str, learned: Limits, path: Path | None = None) -> None:
@@ -67,9 +70,11 @@ def save_learned_limits(base_url: str | None, model: str, learned: Limits, path:
     data = _read(path)
     key = _key(base_url, model)
     before = data.limits.get(key)
-    data.limits[key] = LearnedLimit(
+    data.limits[key] = LearnedLimit(  # a limit not learned keeps its earlier rate and burst
         requests_per_second=learned.requests or (before.requests_per_second if before else None),
         tokens_per_second=learned.tokens or (before.tokens_per_second if before else None),
+        requests_burst=learned.requests_burst if learned.requests else before.requests_burst if before else None,
+        tokens_burst=learned.tokens_burst if learned.tokens else before.tokens_burst if before else None,
         updated=datetime.now(UTC),
     )
     with contextlib.suppress(OSError):  # a read-only home must not fail a finished run

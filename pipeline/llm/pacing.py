@@ -80,10 +80,13 @@ class Usage(NamedTuple):
 
 
 class Limits(NamedTuple):
-    """Requests and tokens a second to start pacing at (e.g. learned by an earlier run); None: not known."""
+    """Requests and tokens a second to start pacing at (e.g. learned by an earlier run); None: not known.
+    The bursts are the endpoint's bucket sizes, when its headers said them: a run starts with them full."""
 
     requests: float | None = None
     tokens: float | None = None
+    requests_burst: float | None = None
+    tokens_burst: float | None = None
 
 
 class Pacer:
@@ -106,7 +109,8 @@ class Pacer:
         self._clock = clock
         now, start = clock(), start or Limits()
         self.gates: dict[LimitKind, RateGate] = {
-            "requests": RateGate(rate=start.requests, now=now), "tokens": RateGate(rate=start.tokens, now=now)}
+            "requests": RateGate(rate=start.requests, burst=start.requests_burst, now=now),
+            "tokens": RateGate(rate=start.tokens, burst=start.tokens_burst, now=now)}
         """The endpoint's request and token limits as learned so far."""
         self.tokens = TokenEstimate()
         self.latencies = latencies or RecentLatencies()
@@ -129,7 +133,8 @@ class Pacer:
 
     def learned(self) -> Limits:
         """The rates (a second) the endpoint's headers gave or refusals measured, to start the next run there."""
-        return Limits(self.gates["requests"].known_rate, self.gates["tokens"].known_rate)
+        requests, tokens = self.gates["requests"], self.gates["tokens"]
+        return Limits(requests.known_rate, tokens.known_rate, requests.known_burst, tokens.known_burst)
 
     async def acquire(self, body_bytes: int = 0) -> float:
         """Wait for a place in the window, any Retry-After pause and the rate limits; returns the send time
@@ -179,12 +184,17 @@ class Pacer:
                     described = True
         if usage is not None:
             self.tokens.learn(body_bytes, usage)
+        unanswered_after = self.latencies.hung_after()
+        learns = outcome == "rate_limited" and not described  # a 429 that says nothing else: the bucket was empty
+        for kind, gate in self.gates.items():
+            if learns and kind == "requests":
+                gate.refused(sent_at, now, unanswered_after=unanswered_after)
+            else:
+                gate.answered(sent_at, now, unanswered_after=unanswered_after)
         if outcome == "rate_limited":
             self.refusals += 1
             if retry_after:
                 self._paused_until = max(self._paused_until, now + retry_after)
-            if not described:
-                self.gates["requests"].refused(sent_at, now)
         elif outcome == "slow_down":
             self._slow_down(sent_at, retry_after)
         elif outcome == "ok":

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from conftest import GradeChats
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import EndpointDownError, LLMError
 from pipeline.grading.runner import RunSummary
@@ -209,6 +211,7 @@ def serve(bucket: TokenBucket, demand: int, gate: RateGate, *, step: float = 0.0
         else:
             bucket.take(1.0, now)
             accepted += 1
+            gate.answered(now, now)
     return refused
 
 
@@ -216,9 +219,57 @@ def test_without_headers_the_rate_is_measured_between_refusals() -> None:
     gate = RateGate()
     endpoint = TokenBucket(20, 10.0, now=0.0)  # a burst of 20, then 10 a second
     refused = serve(endpoint, 200, gate)
-    assert gate.rate == pytest.approx(10.0, rel=0.05) and not gate.from_headers
+    # measured at 10 between refusals, then probed upwards by 1% a second until the next one refuses
+    assert 10.0 * 0.99 <= gate.rate <= 10.0 * 1.07 and not gate.from_headers
     # the burst, then the first second's guesses: some dozens of refusals for 200 requests, not one in two
     assert refused < 100
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.permutations(range(12)))
+def test_a_measurement_waits_for_every_answer_between_its_refusals_in_any_order(order: list[int]) -> None:
+    """A stalled event loop hands over a pile of answers in any order; a refusal that arrives after the one
+    closing the interval must still be counted as a refusal, not as a request that got through."""
+    gate = RateGate()
+    gate.sent(0.0)
+    gate.refused(0.0, 0.0)  # the bucket was empty at 0.0
+    sends = [round(0.1 * (i + 1), 1) for i in range(12)]  # 0.1 … 1.2
+    for at in sends:
+        gate.sent(at)
+    refused = {0.5, 0.6, 1.2}  # and empty again at 1.2, more than a second later
+    for step, i in enumerate(order):
+        assert gate.known_rate is None  # not before every answer in (0.0, 1.2] is in
+        answer = gate.refused if sends[i] in refused else gate.answered
+        answer(sends[i], 1.3 + 0.01 * step)
+    assert gate.known_rate == pytest.approx((12 - 3) / 1.2)  # what got through between the two empty buckets
+
+
+def test_a_request_that_hangs_does_not_hold_up_the_measurement_for_ever() -> None:
+    gate = RateGate()
+    for at in (0.0, 0.5, 1.0, 1.5):
+        gate.sent(at)
+    gate.refused(0.0, 0.0)
+    gate.refused(1.5, 1.51)
+    gate.answered(1.0, 2.0, unanswered_after=3.0)
+    assert gate.known_rate is None  # the request sent at 0.5 may still be refused
+    gate.sent(4.0)
+    gate.answered(4.0, 4.0, unanswered_after=3.0)  # 3.5 s without an answer: hung, so it got through
+    assert gate.known_rate == pytest.approx(2 / 1.5)
+
+
+def test_a_guessed_rate_falls_as_the_refusals_of_a_burst_come_in_and_does_not_climb_under_them() -> None:
+    gate = RateGate()
+    for _ in range(128):  # a first burst at full concurrency against a bucket of 50
+        gate.sent(0.0)
+    for i in range(78):
+        gate.refused(0.0, 0.001 * (i + 1))
+    assert gate.rate == pytest.approx(50.0)  # not 127, what the first refusal alone would suggest
+    gate.reserve(1.0, 0.5)
+    assert gate.rate == pytest.approx(50.0)  # refused within the last second: no probing upwards
+    for _ in range(50):
+        gate.answered(0.0, 1.0)
+    gate.reserve(1.0, 1.6)  # nothing refused for over a second: a guess climbs to find a limit set too low
+    assert gate.rate is not None and gate.rate > 50.0
 
 
 def test_headers_give_the_bucket_and_its_rate() -> None:
@@ -233,6 +284,16 @@ def test_headers_give_the_bucket_and_its_rate() -> None:
     assert waits[:30] == [0.0] * 30 and waits[30] == pytest.approx(1.0, abs=0.02)  # the 30 left at once, then 1/s
     gate.observe(LimitReading(limit=60, remaining=5, reset=55.0), now=2.0)  # the endpoint says fewer are left
     assert gate.bucket.level <= 5
+
+
+def test_headers_after_a_learned_start_keep_the_turns_already_given() -> None:
+    gate = RateGate(rate=50.0)  # a rerun starts at the rate the last run learned
+    waits = [gate.reserve(1.0, 0.0) for _ in range(100)]  # a full window queued at 50 a second: about 2 s
+    assert waits[-1] == pytest.approx(100 / 50, abs=0.05)
+    gate.observe(LimitReading(limit=50, remaining=49, reset=0.02), now=0.02)  # the first reply: a full bucket
+    # The 99 still queued take the endpoint's 49 and 50 more at 50 a second: the next waits a second behind them
+    # (not 0 s, as a bucket started at the 49 left would let it, and the rest of the window after it).
+    assert gate.from_headers and gate.reserve(1.0, 0.02) == pytest.approx(51 / 50, abs=0.01)
 
 
 def test_a_paced_run_against_a_request_bucket_without_headers_learns_a_rate(grade_chats: GradeChats,
