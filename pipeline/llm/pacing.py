@@ -110,7 +110,7 @@ class Pacer:
         now, start = clock(), start or Limits()
         self.gates: dict[LimitKind, RateGate] = {
             "requests": RateGate(rate=start.requests, burst=start.requests_burst, now=now),
-            "tokens": RateGate(rate=start.tokens, burst=start.tokens_burst, now=now)}
+            "tokens": RateGate(rate=start.tokens, burst=start.tokens_burst, now=now, exact_costs=False)}
         """The endpoint's request and token limits as learned so far."""
         self.tokens = TokenEstimate()
         self.latencies = latencies or RecentLatencies()

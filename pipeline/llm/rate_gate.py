@@ -44,7 +44,10 @@ _UNANSWERED = 60.0
 class RateGate:
     """One limit, as the pacer knows it: nothing (sends freely), a rate learned from refusals, or from headers."""
 
-    def __init__(self, *, rate: float | None = None, burst: float | None = None, now: float = 0.0) -> None:
+    def __init__(self, *, rate: float | None = None, burst: float | None = None, now: float = 0.0,
+                 exact_costs: bool = True) -> None:
+        self.exact_costs = exact_costs
+        """Whether what `reserve` charges is what the endpoint counts (one a request), not an estimate (tokens)."""
         self.bucket: TokenBucket | None = None
         """The model; None until the limit makes itself known (or `rate` starts it, e.g. a learned rate)."""
         self.from_headers = False
@@ -108,8 +111,9 @@ class RateGate:
         if bucket is None or not self.from_headers:
             if rate is None:
                 return  # a full bucket: its rate is not known yet, and nothing needs pacing
-            # Requests already given their turn by a learned or guessed rate are not in `remaining` yet.
-            owed = min(0.0, bucket.refill(now)) if bucket is not None else 0.0
+            # Requests already given their turn by a learned or guessed rate are not in `remaining` yet. Estimated
+            # costs are left out: charged before any usage came back, they overstated a first wave's tokens.
+            owed = min(0.0, bucket.refill(now)) if bucket is not None and self.exact_costs else 0.0
             self.bucket = TokenBucket(reading.limit, rate, now, level=reading.remaining + owed)
             self.from_headers = True
             return
