@@ -12,7 +12,9 @@ request when the model says it fits, so the limit sets the pace without refusals
   every request sent in between has its answer (a refusal answered late would otherwise count as
   accepted: a stalled event loop answers a pile of them in any order, and a count that came out 2–3×
   too high kept a run sending into refusals). The gate then paces at the measured rate, and creeps up
-  (`_PROBE` a second) so that a limit raised mid-run is found again; the next measurement sets it anew.
+  (`_PROBE` a second) so that a limit raised mid-run is found again; the next measurement sets it anew,
+  lowering the pace by at most 10% a second (a token limit that owes a burst's completions
+  refuses everything for a while, and a count over that time comes out low).
   Until a first measurement, the rate is a guess (what got through before the refusals, over at least
   a second), which each later refusal can only lower; it climbs fast (`_PROBE_GUESS`) only while
   nothing is refused, to find a limit it guessed too low.
@@ -35,6 +37,8 @@ _SPAN = 1.0
 """Refusals at least this many seconds apart measure the rate (closer ones are the same empty bucket)."""
 _HORIZON = 3.0
 """Refusals further apart than this do not measure the rate: in between the bucket may have filled and spilt over."""
+_MOST_CUT = 0.9
+"""The lowest fraction of the pace one measurement may leave."""
 _LEARNED_BURST = 0.05
 """A rate learned from refusals gets a bucket of this many seconds' refill: no more burst than that is known."""
 _UNANSWERED = 60.0
@@ -58,6 +62,7 @@ class RateGate:
         self._open: list[float] = []  # send times of the requests not answered yet, sorted
         self._pending: deque[tuple[float, float]] = deque()  # refusals to measure between, once all answered
         self._refused_at = -math.inf  # when the latest refusal came
+        self._cut_at = -math.inf  # when a measurement last lowered the pace
         self._low, self._high = 0.0, math.inf  # what the headers so far say of the rate
         self._measured = rate is not None  # whether the rate was measured (or given), not guessed
         if rate is not None:  # a known burst starts full (a new run meets a rested bucket); else empty
@@ -183,6 +188,13 @@ class RateGate:
             rate = max(1, accepted) / (until - since)
             bucket = self.bucket
             assert bucket is not None  # a refusal made it
+            if rate < bucket.rate:
+                # A count can come out low (a token limit owed the completions of a burst, charged late, and
+                # refused everything for a while): at most one 10% cut a second.
+                recent = now - self._cut_at < _SPAN
+                rate = bucket.rate if recent else max(rate, _MOST_CUT * bucket.rate)
+                if not recent:
+                    self._cut_at = now
             bucket.refill(now)
             bucket.rate, bucket.capacity = rate, max(1.0, rate * _LEARNED_BURST)
             bucket.level = min(bucket.level, bucket.capacity)
@@ -201,8 +213,9 @@ class RateGate:
         return bisect.bisect_right(through, until) > bisect.bisect_right(through, after)
 
     def _forget(self, now: float) -> None:
-        """Drop what no measurement can need: older than the horizon, and than the oldest one still waiting."""
-        keep = now - _HORIZON - _SPAN
+        """Drop what no measurement can need. A refusal may still come for any request unanswered, and measure
+        back to a refusal up to the horizon before it; a measurement waiting for answers needs its own span."""
+        keep = (self._open[0] if self._open else now) - _HORIZON - _SPAN
         if self._pending:
             keep = min(keep, self._pending[0][0])
         for times in (self._sent, self._through):

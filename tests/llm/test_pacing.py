@@ -257,6 +257,22 @@ def test_a_request_that_hangs_does_not_hold_up_the_measurement_for_ever() -> Non
     assert gate.known_rate == pytest.approx(2 / 1.5)
 
 
+def test_a_refusal_that_comes_late_still_finds_every_send_it_measures_over() -> None:
+    gate = RateGate()
+    gate.sent(0.0)
+    gate.refused(0.0, 0.0)
+    sends = [round(0.1 * i, 1) for i in range(1, 26)]  # 0.1 … 2.5
+    for at in sends:
+        gate.sent(at)
+    for at in sends[:-1]:
+        gate.answered(at, 3.0)
+    for at in (5.0, 6.0):  # later requests, answered at once, while the one sent at 2.5 waits for its answer
+        gate.sent(at)
+        gate.answered(at, at)
+    gate.refused(2.5, 6.0)  # a 429 that a stalled event loop handed over late
+    assert gate.known_rate == pytest.approx(24 / 2.5)  # not a rate from the few sends kept after the horizon
+
+
 def test_a_guessed_rate_falls_as_the_refusals_of_a_burst_come_in_and_does_not_climb_under_them() -> None:
     gate = RateGate()
     for _ in range(128):  # a first burst at full concurrency against a bucket of 50
