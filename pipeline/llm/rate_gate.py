@@ -109,6 +109,7 @@ class RateGate:
         `unanswered_after`: seconds after which a request still unanswered counts as accepted (hung)."""
         self._close(sent_at)
         self._measure(now, unanswered_after)
+
     def observe(self, reading: LimitReading, now: float) -> None:
         """What a reply's headers said about this limit."""
         rate = self._rate_from(reading)
